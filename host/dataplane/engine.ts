@@ -1,0 +1,562 @@
+// The data plane's state and work, independent of the thread it runs in:
+// guests (their memory, queues and fds), the tmem device, the store. The
+// worker (worker.ts) owns one Engine and drives it in poll or notify mode;
+// tests can drive one directly with fake OS functions and ArrayBuffer RAM.
+//
+// Isolation: everything a guest can influence is checked (chain walker,
+// device) and any exception while serving one queue marks that queue broken
+// (logged, err eventfd signalled); other queues and guests go on.
+import { TMEM_F_SHARED, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../../shared/abi.js';
+import { ChainWalker } from '../virtio/chain.js';
+import { GuestMemory, type RegionSource } from '../virtio/guest-memory.js';
+import { SplitQueue } from '../virtio/split-queue.js';
+import { type DeviceGuest, type DeviceStore, type InfoLayout, TmemDevice } from '../device/tmem-device.js';
+import { COUNTER_INDEX as CI } from './commands.js';
+
+/** The OS functions the engine needs (native/ in the worker, fakes in tests). */
+export interface EngineOs {
+  mmapShared(fd: number, length: bigint, offset: bigint): OsMapping;
+  munmap(m: OsMapping): void;
+  close(fd: number): void;
+  eventfdRead(fd: number): bigint | null;
+  eventfdWrite(fd: number, value?: bigint): void;
+}
+
+export interface OsMapping {
+  readonly windows: readonly { readonly offset: bigint; readonly bytes: Uint8Array }[];
+}
+
+/** The store as the engine uses it (TmemStore, host/store/store.ts). */
+export interface EngineStore extends DeviceStore {
+  addGuest(o: { name: string; maxmemPages: number; ramPages: number; shareGroup: string | null }): number;
+  setGuestRam(g: number, ramPages: number): void;
+  setShareGroup(g: number, group: string | null): void;
+  setFrozen(g: number, frozen: boolean): void;
+  flushGuest(g: number): void;
+  removeGuest(g: number): void;
+  reclaimStep(budgetPages: number): number;
+  stats(): unknown;
+}
+
+export interface EngineLog {
+  (level: 'error' | 'warn' | 'info' | 'debug', msg: string): void;
+}
+
+export interface MemRegionSpec {
+  readonly fd: number;
+  readonly guestPhysAddr: bigint;
+  readonly size: bigint;
+  readonly userspaceAddr: bigint;
+  readonly mmapOffset: bigint;
+}
+
+export class EngineError extends Error {}
+
+const PAGE = 4096n;
+/** Chains of one queue served per pass before the other queues get a turn. */
+const QUEUE_BUDGET = 64;
+
+export class Queue {
+  readonly index: number;
+  num = 0;
+  desc = -1;
+  avail = -1;
+  used = -1;
+  addrSet = false;
+  /** Next avail index when the ring is not running. */
+  base = 0;
+  kickFd = -1;
+  callFd = -1;
+  errFd = -1;
+  enabled = false;
+  broken: string | null = null;
+  ring: SplitQueue | null = null;
+  /** Scan at the next pass even without a kick (just enabled, or kicked). */
+  scan = false;
+  completed = 0;
+  unanswerable = 0;
+
+  constructor(index: number) {
+    this.index = index;
+  }
+}
+
+export class Guest {
+  readonly id: number;
+  readonly name: string;
+  readonly storeGuest: number;
+  readonly queues: Queue[];
+  readonly dev: DeviceGuest;
+  features = 0n;
+  eventIdx = false;
+  indirect = false;
+  mem: GuestMemory | null = null;
+  mappings: OsMapping[] = [];
+  // log rate limit
+  logWindowStart = 0;
+  logCount = 0;
+  logSuppressed = 0;
+
+  constructor(id: number, name: string, storeGuest: number, numQueues: number) {
+    this.id = id;
+    this.name = name;
+    this.storeGuest = storeGuest;
+    this.queues = Array.from({ length: numQueues }, (_, i) => new Queue(i));
+    this.dev = { storeGuest, sharedNegotiated: false, numQueues };
+  }
+}
+
+/** Log lines per guest per second before the rest are counted and summarised. */
+const LOG_BURST = 10;
+
+export class Engine {
+  readonly guests = new Map<number, Guest>();
+  /** Running queues, for the hot loop (rebuilt when a ring starts or stops). */
+  running: { g: Guest; q: Queue }[] = [];
+  /** Bumped whenever the set of running queues or their kick fds changes. */
+  generation = 0;
+  reclaimPending = false;
+  readonly device: TmemDevice;
+  private readonly walker = new ChainWalker();
+  private nextGuest = 1;
+  private readonly store: EngineStore;
+  private readonly os: EngineOs;
+  private readonly log: EngineLog;
+  private readonly counters: Float64Array;
+  private readonly pollMode: boolean;
+  calls = 0;
+  callsSuppressed = 0;
+  brokenQueues = 0;
+
+  constructor(store: EngineStore, os: EngineOs, log: EngineLog, counters: Float64Array, infoLayout: InfoLayout, pollMode: boolean) {
+    this.store = store;
+    this.os = os;
+    this.log = log;
+    this.counters = counters;
+    this.device = new TmemDevice(store, infoLayout);
+    this.pollMode = pollMode;
+  }
+
+  // ---------------------------------------------------------------- control
+
+  private guest(id: number): Guest {
+    const g = this.guests.get(id);
+    if (!g) throw new EngineError(`unknown guest ${id}`);
+    return g;
+  }
+
+  private queue(id: number, q: number): { g: Guest; q: Queue } {
+    const g = this.guest(id);
+    const qu = g.queues[q];
+    if (!qu) throw new EngineError(`guest ${g.name}: no queue ${q}`);
+    return { g, q: qu };
+  }
+
+  addGuest(name: string, maxmemBytes: bigint, shareGroup: string | null, numQueues: number): number {
+    const storeGuest = this.store.addGuest({ name, maxmemPages: Number(maxmemBytes / PAGE), ramPages: 0, shareGroup });
+    const id = this.nextGuest++;
+    this.guests.set(id, new Guest(id, name, storeGuest, numQueues));
+    return id;
+  }
+
+  removeGuest(id: number): void {
+    const g = this.guest(id);
+    for (const q of g.queues) {
+      this.stopRing(g, q);
+      this.closeFd(q, 'kickFd');
+      this.closeFd(q, 'callFd');
+      this.closeFd(q, 'errFd');
+    }
+    this.guests.delete(id);
+    this.rebuild();
+    g.mem = null;
+    this.unmapAll(g.mappings);
+    g.mappings = [];
+    this.store.removeGuest(g.storeGuest);
+    this.reclaimPending = true;
+  }
+
+  removeAll(): void {
+    for (const id of [...this.guests.keys()]) {
+      try {
+        this.removeGuest(id);
+      } catch (e) {
+        this.log('error', `removing guest ${id}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  setFeatures(id: number, features: bigint): void {
+    const g = this.guest(id);
+    g.features = features;
+    g.eventIdx = ((features >> BigInt(VIRTIO_RING_F_EVENT_IDX)) & 1n) === 1n;
+    g.indirect = ((features >> BigInt(VIRTIO_RING_F_INDIRECT_DESC)) & 1n) === 1n;
+    g.dev.sharedNegotiated = ((features >> BigInt(TMEM_F_SHARED)) & 1n) === 1n;
+    this.restartRunning(g);
+  }
+
+  setMemTable(id: number, regions: readonly MemRegionSpec[]): void {
+    const g = this.guest(id);
+    const maps: OsMapping[] = [];
+    const sources: RegionSource[] = [];
+    let ram = 0n;
+    try {
+      for (const r of regions) {
+        // mmap wants a page-aligned offset: map from the page below and skip the difference.
+        const delta = r.mmapOffset % PAGE;
+        const m = this.os.mmapShared(r.fd, r.size + delta, r.mmapOffset - delta);
+        maps.push(m);
+        const windows: { offset: bigint; bytes: Uint8Array }[] = [];
+        for (const w of m.windows) {
+          const start = w.offset - delta;
+          const end = start + BigInt(w.bytes.length);
+          if (end <= 0n) continue;
+          windows.push(start >= 0n ? { offset: start, bytes: w.bytes } : { offset: 0n, bytes: w.bytes.subarray(Number(-start)) });
+        }
+        sources.push({ guestPhysAddr: r.guestPhysAddr, userspaceAddr: r.userspaceAddr, windows });
+        ram += r.size;
+      }
+      g.mem = new GuestMemory(sources);
+    } catch (e) {
+      this.unmapAll(maps);
+      throw new EngineError(`guest ${g.name}: memory table refused: ${(e as Error).message}`);
+    } finally {
+      for (const r of regions) this.tryClose(r.fd);
+    }
+    const old = g.mappings;
+    g.mappings = maps;
+    this.restartRunning(g);
+    this.unmapAll(old);
+    this.store.setGuestRam(g.storeGuest, Number(ram / PAGE));
+  }
+
+  setVringNum(id: number, qi: number, num: number): void {
+    const { g, q } = this.queue(id, qi);
+    q.num = num;
+    this.restartQueue(g, q);
+  }
+
+  setVringAddr(id: number, qi: number, desc: number, used: number, avail: number): void {
+    const { g, q } = this.queue(id, qi);
+    q.desc = desc;
+    q.used = used;
+    q.avail = avail;
+    q.addrSet = true;
+    q.broken = null;
+    this.restartQueue(g, q);
+  }
+
+  setVringBase(id: number, qi: number, base: number): void {
+    const { g, q } = this.queue(id, qi);
+    if (q.ring) q.ring.lastAvail = base & 0xffff;
+    q.base = base & 0xffff;
+    q.broken = null;
+    this.restartQueue(g, q);
+  }
+
+  /** Stops the ring (kick and call fds closed, as libvhost-user does) and returns the next avail index. */
+  getVringBase(id: number, qi: number): number {
+    const { g, q } = this.queue(id, qi);
+    this.stopRing(g, q);
+    q.enabled = false;
+    this.closeFd(q, 'kickFd');
+    this.closeFd(q, 'callFd');
+    this.rebuild();
+    return q.base;
+  }
+
+  setVringFd(id: number, qi: number, which: 'kickFd' | 'callFd' | 'errFd', fd: number): void {
+    const { q } = this.queue(id, qi);
+    if (q[which] !== fd) this.closeFd(q, which);
+    q[which] = fd;
+    if (which === 'kickFd') {
+      q.scan = true;
+      this.generation++;
+    }
+  }
+
+  setVringEnable(id: number, qi: number, enable: boolean): void {
+    const { g, q } = this.queue(id, qi);
+    if (enable && !q.enabled) q.broken = null;
+    q.enabled = enable;
+    if (enable) {
+      this.restartQueue(g, q);
+      q.scan = true; // the kick may have come before the enable
+    } else {
+      this.stopRing(g, q);
+      this.rebuild();
+    }
+  }
+
+  setFrozen(id: number, frozen: boolean): void {
+    this.store.setFrozen(this.guest(id).storeGuest, frozen);
+  }
+
+  flushGuest(id: number): void {
+    this.store.flushGuest(this.guest(id).storeGuest);
+    this.reclaimPending = true;
+  }
+
+  setShareGroup(id: number, group: string | null): void {
+    this.store.setShareGroup(this.guest(id).storeGuest, group);
+  }
+
+  guestStats(): unknown[] {
+    return [...this.guests.values()].map((g) => ({
+      id: g.id,
+      name: g.name,
+      ramBytes: g.mem ? g.mem.ramBytes : 0,
+      regions: g.mem ? g.mem.regions.length : 0,
+      features: '0x' + g.features.toString(16),
+      queues: g.queues.map((q) => ({
+        index: q.index,
+        size: q.num,
+        enabled: q.enabled,
+        running: q.ring !== null,
+        broken: q.broken,
+        nextAvail: q.ring ? q.ring.lastAvail : q.base,
+        usedIdx: q.ring ? q.ring.usedIdx : null,
+        kickFd: q.kickFd >= 0,
+        callFd: q.callFd >= 0,
+        completed: q.completed,
+        unanswerable: q.unanswerable,
+      })),
+    }));
+  }
+
+  // ---------------------------------------------------------------- rings
+
+  private closeFd(q: Queue, which: 'kickFd' | 'callFd' | 'errFd'): void {
+    const fd = q[which];
+    q[which] = -1;
+    if (fd >= 0) this.tryClose(fd);
+    if (which === 'kickFd') this.generation++;
+  }
+
+  private tryClose(fd: number): void {
+    try {
+      this.os.close(fd);
+    } catch (e) {
+      this.log('warn', `close(${fd}): ${(e as Error).message}`);
+    }
+  }
+
+  private unmapAll(maps: readonly OsMapping[]): void {
+    for (const m of maps) {
+      try {
+        this.os.munmap(m);
+      } catch (e) {
+        this.log('error', `munmap: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  private stopRing(_g: Guest, q: Queue): void {
+    if (q.ring) {
+      q.base = q.ring.lastAvail;
+      q.ring = null;
+    }
+  }
+
+  private restartRunning(g: Guest): void {
+    for (const q of g.queues) if (q.ring || q.enabled) this.restartQueue(g, q);
+  }
+
+  /** (Re)creates the ring view of a queue that should run, or stops it. */
+  private restartQueue(g: Guest, q: Queue): void {
+    this.stopRing(g, q);
+    if (q.enabled && q.addrSet && q.num > 0 && g.mem !== null && q.broken === null) {
+      const r = SplitQueue.create(g.mem, q.num, { desc: q.desc, avail: q.avail, used: q.used }, q.base, g.eventIdx, true);
+      if (typeof r === 'string') this.markBroken(g, q, r);
+      else {
+        q.ring = r;
+        q.scan = true;
+        if (this.pollMode) r.suppressKicks();
+      }
+    }
+    this.rebuild();
+  }
+
+  private rebuild(): void {
+    const out: { g: Guest; q: Queue }[] = [];
+    for (const g of this.guests.values()) for (const q of g.queues) if (q.ring) out.push({ g, q });
+    this.running = out;
+    this.generation++;
+  }
+
+  markBroken(g: Guest, q: Queue, why: string): void {
+    this.stopRing(g, q);
+    q.broken = why;
+    this.brokenQueues++;
+    this.counters[CI.brokenQueues] = this.brokenQueues;
+    this.log('error', `guest ${g.name} queue ${q.index}: broken, stopped: ${why}`);
+    if (q.errFd >= 0) {
+      try {
+        this.os.eventfdWrite(q.errFd, 1n);
+      } catch (e) {
+        this.log('warn', `guest ${g.name} queue ${q.index}: err eventfd: ${(e as Error).message}`);
+      }
+    }
+    this.rebuild();
+  }
+
+  /** Logs about one guest, at most LOG_BURST lines a second; the rest are counted. */
+  guestLog(g: Guest, msg: string): void {
+    const now = Date.now();
+    if (now - g.logWindowStart >= 1000) {
+      if (g.logSuppressed > 0) this.log('warn', `guest ${g.name}: ${g.logSuppressed} more such messages suppressed`);
+      g.logWindowStart = now;
+      g.logCount = 0;
+      g.logSuppressed = 0;
+    }
+    if (g.logCount < LOG_BURST) {
+      g.logCount++;
+      this.log('warn', `guest ${g.name}: ${msg}`);
+    } else g.logSuppressed++;
+  }
+
+  /**
+   * Serves what the queue's avail ring holds (up to budget chains), completes
+   * each in ring order, then signals the call eventfd if the guest asks for
+   * it. Returns the chains completed.
+   */
+  serveQueue(g: Guest, q: Queue, budget: number): number {
+    const ring = q.ring;
+    if (ring === null) return 0;
+    const mem = g.mem!;
+    const walker = this.walker;
+    const device = this.device;
+    walker.mem = mem;
+    let done = 0;
+    try {
+      while (done < budget) {
+        const n = ring.pending();
+        if (n < 0) {
+          this.markBroken(g, q, `avail idx ${ring.availIdx()} is more than the queue size ${ring.num} ahead of ${ring.lastAvail}`);
+          return done;
+        }
+        if (n === 0) break;
+        const m = Math.min(n, budget - done);
+        for (let i = 0; i < m; i++) {
+          const head = ring.popHead();
+          let len: number;
+          if (walker.walk(ring.descView, ring.descOff, ring.num, head, g.indirect)) {
+            len = device.handle(g.dev, walker.readable, walker.writable);
+            if (len === 0) {
+              q.unanswerable++;
+              this.guestLog(g, `queue ${q.index}: request at head ${head} unanswerable: ${device.error}`);
+            }
+          } else {
+            device.counters.requests++;
+            device.counters.unanswerable++;
+            q.unanswerable++;
+            len = 0;
+            this.guestLog(g, `queue ${q.index}: chain at head ${head} refused: ${walker.error}`);
+          }
+          ring.pushUsed(head, len);
+          done++;
+        }
+      }
+      q.completed += done;
+      if (done > 0) this.notify(g, q, ring);
+    } catch (e) {
+      this.markBroken(g, q, `internal error: ${(e as Error).stack ?? String(e)}`);
+    }
+    return done;
+  }
+
+  private notify(g: Guest, q: Queue, ring: SplitQueue): void {
+    if (!ring.needsNotify()) {
+      this.callsSuppressed++;
+      return;
+    }
+    if (q.callFd < 0) return;
+    try {
+      this.os.eventfdWrite(q.callFd, 1n);
+      this.calls++;
+    } catch (e) {
+      this.guestLog(g, `queue ${q.index}: call eventfd: ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * One pass over every running queue (poll mode), or over the queues marked
+   * for a scan (notify mode). In notify mode a queue is drained, then kicks
+   * are re-enabled and the ring re-checked, so no request is left behind
+   * waiting for a kick that the guest will not send.
+   */
+  pass(all: boolean): number {
+    let work = 0;
+    const run = this.running;
+    for (let i = 0; i < run.length; i++) {
+      const { g, q } = run[i]!;
+      if (!all && !q.scan && q.kickFd >= 0) continue;
+      q.scan = false;
+      const n = this.serveQueue(g, q, QUEUE_BUDGET);
+      work += n;
+      if (!all && q.ring !== null) {
+        if (n >= QUEUE_BUDGET) q.scan = true; // more to do: next pass, after the others
+        else if (q.ring.enableKicks()) q.scan = true;
+      }
+    }
+    if (work > 0) this.publishCounters();
+    return work;
+  }
+
+  /** Poll mode, going to sleep: re-enable kicks everywhere. True if work arrived meanwhile (do not sleep). */
+  enableAllKicks(): boolean {
+    let work = false;
+    for (const { q } of this.running) if (q.ring!.enableKicks()) work = true;
+    return work;
+  }
+
+  suppressAllKicks(): void {
+    for (const { q } of this.running) q.ring!.suppressKicks();
+  }
+
+  /** A queue's kick eventfd fired: consume it and scan the queue. */
+  kicked(q: Queue): void {
+    if (q.kickFd >= 0) {
+      try {
+        this.os.eventfdRead(q.kickFd);
+      } catch {
+        /* an eventfd read fails only if the fd is gone; the ring is still scanned */
+      }
+    }
+    q.scan = true;
+    this.counters[CI.kicks]!++;
+  }
+
+  reclaim(budget: number): void {
+    if (!this.reclaimPending) return;
+    this.reclaimPending = this.store.reclaimStep(budget) > 0;
+    this.counters[CI.reclaimSteps]!++;
+  }
+
+  publishCounters(): void {
+    const c = this.device.counters;
+    const k = this.counters;
+    k[CI.requests] = c.requests;
+    k[CI.unanswerable] = c.unanswerable;
+    k[CI.opUnknown] = c.ops[0]!;
+    k[CI.opNewPool] = c.ops[1]!;
+    k[CI.opDestroyPool] = c.ops[2]!;
+    k[CI.opPutPage] = c.ops[3]!;
+    k[CI.opGetPage] = c.ops[4]!;
+    k[CI.opFlushPage] = c.ops[5]!;
+    k[CI.opFlushObject] = c.ops[6]!;
+    k[CI.opInfo] = c.ops[7]!;
+    k[CI.opReset] = c.ops[8]!;
+    k[CI.statusOk] = c.ok;
+    k[CI.statusMiss] = c.miss;
+    k[CI.statusInvalid] = c.invalid;
+    k[CI.statusNoSpace] = c.noSpace;
+    k[CI.statusDenied] = c.denied;
+    k[CI.statusFrozen] = c.frozen;
+    k[CI.statusUnsupported] = c.unsupported;
+    k[CI.putsGathered] = c.putsGathered;
+    k[CI.getsScattered] = c.getsScattered;
+    k[CI.calls] = this.calls;
+    k[CI.callsSuppressed] = this.callsSuppressed;
+  }
+}

@@ -1,0 +1,461 @@
+// tmemd's command line and config file. Every bad flag or value becomes a
+// ConfigError with a one-line message; tmemd prints it and exits with 2.
+import { readFileSync } from 'node:fs';
+import { isLogLevel, type LogLevel } from './log.js';
+
+export class ConfigError extends Error {
+  constructor(msg: string) {
+    super(msg);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface VmSpec {
+  readonly name: string;
+  /** Exactly one of socket and fd. */
+  readonly socket: string | null;
+  readonly fd: number | null;
+  readonly maxmemBytes: bigint;
+  readonly shareGroup: string | null;
+}
+
+export type QueuesMode = 'poll' | 'notify';
+
+export interface DaemonConfig {
+  readonly vms: readonly VmSpec[];
+  readonly capacityBytes: bigint;
+  readonly maxPools: number;
+  readonly queuesMode: QueuesMode;
+  readonly queues: number;
+  /** The operator socket; null: none. */
+  readonly control: string | null;
+  readonly logLevel: LogLevel;
+}
+
+export type ParsedArgs = { readonly kind: 'help' } | { readonly kind: 'capabilities' } | { readonly kind: 'run'; readonly config: DaemonConfig };
+
+export const DEFAULTS = {
+  capacityBytes: 1n << 30n,
+  maxPools: 16,
+  queuesMode: 'poll' as QueuesMode,
+  queues: 8,
+  logLevel: 'info' as LogLevel,
+};
+/** Queue indices travel in one byte (SET_VRING_KICK/CALL/ERR). */
+export const MAX_QUEUES = 256;
+export const MAX_POOLS_LIMIT = 65535;
+const PAGE = 4096n;
+const U64_MAX = (1n << 64n) - 1n;
+
+/** The operator socket unless --control says otherwise. */
+export function defaultControlPath(env: NodeJS.ProcessEnv = process.env): string {
+  return env.TMEMD_CONTROL || '/run/tmemd.sock';
+}
+
+const UNITS: Readonly<Record<string, bigint>> = { '': 1n, K: 1n << 10n, M: 1n << 20n, G: 1n << 30n, T: 1n << 40n, P: 1n << 50n };
+
+/** "512M", "2G", "1T", "2GiB", "4096" (bytes). Binary units. */
+export function parseSize(s: string, what: string): bigint {
+  const m = /^\s*(\d+)\s*([kKmMgGtTpP]?)(?:i?[bB])?\s*$/.exec(s);
+  if (!m) throw new ConfigError(`${what}: '${s}' is not a size (use bytes or a number with K, M, G, T, e.g. 512M or 2G)`);
+  const v = BigInt(m[1]!) * UNITS[m[2]!.toUpperCase()]!;
+  if (v > U64_MAX) throw new ConfigError(`${what}: '${s}' is too large`);
+  return v;
+}
+
+/** A non-negative integer in [min, max]. */
+export function parseIntIn(s: string, what: string, min: number, max: number): number {
+  if (!/^\s*\d+\s*$/.test(s)) throw new ConfigError(`${what}: '${s}' is not a whole number`);
+  const v = Number(s);
+  if (!Number.isSafeInteger(v) || v < min || v > max) throw new ConfigError(`${what}: ${s} is out of range (${min}..${max})`);
+  return v;
+}
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+function checkName(name: string, what: string): string {
+  if (!NAME_RE.test(name)) throw new ConfigError(`${what}: '${name}' is not a valid name (letters, digits, '.', '_', '-'; at most 64; starting with a letter or digit)`);
+  return name;
+}
+
+/** Splits QEMU-style `k=v,k=v` where `,,` is a literal comma. */
+function splitOpts(s: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i]!;
+    if (c === ',') {
+      if (s[i + 1] === ',') {
+        cur += ',';
+        i++;
+        continue;
+      }
+      out.push(cur);
+      cur = '';
+    } else cur += c;
+  }
+  out.push(cur);
+  return out;
+}
+
+interface RawVm {
+  name?: unknown;
+  socket?: unknown;
+  fd?: unknown;
+  maxmem?: unknown;
+  shareGroup?: unknown;
+}
+
+function vmFromRaw(r: RawVm, what: string): VmSpec {
+  if (r.name === undefined || r.name === '') throw new ConfigError(`${what}: name= is missing`);
+  if (typeof r.name !== 'string') throw new ConfigError(`${what}: name must be a string`);
+  const name = checkName(r.name, `${what}: name`);
+  const w = `${what} (${name})`;
+  const hasSocket = r.socket !== undefined;
+  const hasFd = r.fd !== undefined;
+  if (hasSocket === hasFd) throw new ConfigError(`${w}: give exactly one of socket=PATH or fd=N`);
+  let socket: string | null = null;
+  let fd: number | null = null;
+  if (hasSocket) {
+    if (typeof r.socket !== 'string' || r.socket === '') throw new ConfigError(`${w}: socket must be a non-empty path`);
+    if (Buffer.byteLength(r.socket) > 107) throw new ConfigError(`${w}: socket path '${r.socket}' is longer than a Unix socket address allows (107 bytes)`);
+    if (r.socket.includes('\0')) throw new ConfigError(`${w}: socket path contains a NUL byte`);
+    socket = r.socket;
+  } else {
+    fd = typeof r.fd === 'number' ? parseIntIn(String(r.fd), `${w}: fd`, 0, 0x7fffffff) : typeof r.fd === 'string' ? parseIntIn(r.fd, `${w}: fd`, 0, 0x7fffffff) : NaN;
+    if (Number.isNaN(fd)) throw new ConfigError(`${w}: fd must be a number`);
+  }
+  if (r.maxmem === undefined) throw new ConfigError(`${w}: maxmem= is missing (the VM's RAM plus the persistent pages it may keep in tmem, e.g. maxmem=6G)`);
+  const maxmemBytes = typeof r.maxmem === 'number' ? sizeFromNumber(r.maxmem, `${w}: maxmem`) : typeof r.maxmem === 'string' ? parseSize(r.maxmem, `${w}: maxmem`) : bad(`${w}: maxmem must be a size`);
+  let shareGroup: string | null = null;
+  if (r.shareGroup !== undefined && r.shareGroup !== null) {
+    if (typeof r.shareGroup !== 'string') throw new ConfigError(`${w}: share-group must be a string`);
+    shareGroup = checkName(r.shareGroup, `${w}: share-group`);
+  }
+  return { name, socket, fd, maxmemBytes, shareGroup };
+}
+
+function bad(msg: string): never {
+  throw new ConfigError(msg);
+}
+
+function sizeFromNumber(n: number, what: string): bigint {
+  if (!Number.isSafeInteger(n) || n < 0) throw new ConfigError(`${what}: ${n} is not a whole number of bytes`);
+  return BigInt(n);
+}
+
+/** `name=NAME,socket=PATH|fd=N,maxmem=SIZE[,share-group=G]` */
+export function parseVmSpec(s: string): VmSpec {
+  const what = `--vm '${s}'`;
+  const r: RawVm = {};
+  const seen = new Set<string>();
+  for (const part of splitOpts(s)) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw new ConfigError(`${what}: '${part}' is not key=value`);
+    const k = part.slice(0, eq);
+    const v = part.slice(eq + 1);
+    if (seen.has(k)) throw new ConfigError(`${what}: ${k}= given twice`);
+    seen.add(k);
+    switch (k) {
+      case 'name':
+        r.name = v;
+        break;
+      case 'socket':
+      case 'path':
+        if (seen.has(k === 'socket' ? 'path' : 'socket')) throw new ConfigError(`${what}: socket= given twice`);
+        r.socket = v;
+        break;
+      case 'fd':
+        r.fd = v;
+        break;
+      case 'maxmem':
+        r.maxmem = v;
+        break;
+      case 'share-group':
+      case 'shareGroup':
+        r.shareGroup = v;
+        break;
+      default:
+        throw new ConfigError(`${what}: unknown key '${k}' (name, socket, fd, maxmem, share-group)`);
+    }
+  }
+  return vmFromRaw(r, '--vm');
+}
+
+/** Flags that take a value, and the one-word flags. */
+const VALUE_FLAGS = new Set(['--vm', '--config', '--capacity', '--max-pools', '--queues-mode', '--queues', '--control', '--log-level', '--socket-path', '--fd', '--name', '--maxmem', '--share-group']);
+const BOOL_FLAGS = new Set(['--help', '-h', '--print-capabilities', '--verbose', '-v', '--quiet', '-q']);
+
+interface Partial {
+  vms: VmSpec[];
+  capacityBytes?: bigint;
+  maxPools?: number;
+  queuesMode?: QueuesMode;
+  queues?: number;
+  control?: string | null;
+  logLevel?: LogLevel;
+}
+
+function parseQueuesMode(s: string, what: string): QueuesMode {
+  if (s !== 'poll' && s !== 'notify') throw new ConfigError(`${what}: '${s}' is neither poll nor notify`);
+  return s;
+}
+
+function parseLogLevel(s: string, what: string): LogLevel {
+  if (!isLogLevel(s)) throw new ConfigError(`${what}: '${s}' is not one of error, warn, info, debug`);
+  return s;
+}
+
+function parseCapacity(s: string, what: string): bigint {
+  const v = parseSize(s, what);
+  return checkCapacity(v, what, s);
+}
+
+function checkCapacity(v: bigint, what: string, s: string): bigint {
+  if (v < PAGE) throw new ConfigError(`${what}: ${s} is less than one 4K page`);
+  if (v / PAGE > BigInt(Number.MAX_SAFE_INTEGER)) throw new ConfigError(`${what}: ${s} is too large`);
+  return v;
+}
+
+/** Config file keys: camelCase or the flags' kebab-case. */
+const FILE_KEYS: Readonly<Record<string, string>> = {
+  vms: 'vms',
+  vm: 'vms',
+  capacity: 'capacity',
+  maxPools: 'maxPools',
+  'max-pools': 'maxPools',
+  queuesMode: 'queuesMode',
+  'queues-mode': 'queuesMode',
+  queues: 'queues',
+  control: 'control',
+  logLevel: 'logLevel',
+  'log-level': 'logLevel',
+};
+
+/** Reads a JSON config file: `{"vms": [{"name", "socket"|"fd", "maxmem", "shareGroup"}|"name=..,socket=.."], "capacity", "maxPools", "queuesMode", "queues", "control", "logLevel"}`. */
+export function parseConfigFile(path: string, read: (p: string) => string = (p) => readFileSync(p, 'utf8')): Partial {
+  let text: string;
+  try {
+    text = read(path);
+  } catch (e) {
+    throw new ConfigError(`--config ${path}: cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  let j: unknown;
+  try {
+    j = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(`--config ${path}: not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof j !== 'object' || j === null || Array.isArray(j)) throw new ConfigError(`--config ${path}: the top level must be a JSON object`);
+  const out: Partial = { vms: [] };
+  const what = (k: string) => `--config ${path}: ${k}`;
+  for (const [k0, v] of Object.entries(j as Record<string, unknown>)) {
+    const k = FILE_KEYS[k0];
+    if (!k) throw new ConfigError(`${what(k0)}: unknown key (vms, capacity, maxPools, queuesMode, queues, control, logLevel)`);
+    const str = (x: unknown): string => {
+      if (typeof x === 'string') return x;
+      if (typeof x === 'number') return String(x);
+      throw new ConfigError(`${what(k0)}: expected a string or number, not ${JSON.stringify(x)}`);
+    };
+    switch (k) {
+      case 'vms': {
+        if (!Array.isArray(v)) throw new ConfigError(`${what(k0)}: must be an array`);
+        v.forEach((e, i) => {
+          if (typeof e === 'string') out.vms.push(parseVmSpec(e));
+          else if (typeof e === 'object' && e !== null && !Array.isArray(e)) {
+            const o = e as Record<string, unknown>;
+            for (const key of Object.keys(o)) {
+              if (!['name', 'socket', 'path', 'fd', 'maxmem', 'shareGroup', 'share-group'].includes(key)) throw new ConfigError(`${what(`vms[${i}]`)}: unknown key '${key}' (name, socket, fd, maxmem, shareGroup)`);
+            }
+            out.vms.push(vmFromRaw({ name: o.name, socket: o.socket ?? o.path, fd: o.fd, maxmem: o.maxmem, shareGroup: o.shareGroup ?? o['share-group'] }, what(`vms[${i}]`)));
+          } else throw new ConfigError(`${what(`vms[${i}]`)}: must be an object or a 'name=..,socket=..,maxmem=..' string`);
+        });
+        break;
+      }
+      case 'capacity':
+        out.capacityBytes = typeof v === 'number' ? checkCapacity(sizeFromNumber(v, what(k0)), what(k0), String(v)) : parseCapacity(str(v), what(k0));
+        break;
+      case 'maxPools':
+        out.maxPools = parseIntIn(str(v), what(k0), 1, MAX_POOLS_LIMIT);
+        break;
+      case 'queuesMode':
+        out.queuesMode = parseQueuesMode(str(v), what(k0));
+        break;
+      case 'queues':
+        out.queues = parseIntIn(str(v), what(k0), 1, MAX_QUEUES);
+        break;
+      case 'control':
+        if (v === null) out.control = null;
+        else out.control = str(v);
+        break;
+      case 'logLevel':
+        out.logLevel = parseLogLevel(str(v), what(k0));
+        break;
+    }
+  }
+  return out;
+}
+
+/** Parses tmemd's arguments (without `node` and the script). */
+export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, read?: (p: string) => string): ParsedArgs {
+  // Backend program conventions: --print-capabilities ignores everything else; --help likewise.
+  if (argv.includes('--print-capabilities')) return { kind: 'capabilities' };
+  if (argv.includes('--help') || argv.includes('-h')) return { kind: 'help' };
+
+  const flags: Partial = { vms: [] };
+  let configPath: string | null = null;
+  let single: { socket?: string; fd?: string; name?: string; maxmem?: string; shareGroup?: string } = {};
+  for (let i = 0; i < argv.length; i++) {
+    let a = argv[i]!;
+    let val: string | undefined;
+    if (a.startsWith('--') && a.includes('=')) {
+      val = a.slice(a.indexOf('=') + 1);
+      a = a.slice(0, a.indexOf('='));
+    }
+    if (BOOL_FLAGS.has(a)) {
+      if (val !== undefined) throw new ConfigError(`${a} takes no value`);
+      if (a === '--verbose' || a === '-v') flags.logLevel = 'debug';
+      if (a === '--quiet' || a === '-q') flags.logLevel = 'warn';
+      continue;
+    }
+    if (!VALUE_FLAGS.has(a)) {
+      if (a.startsWith('-')) throw new ConfigError(`unknown option ${a}`);
+      throw new ConfigError(`unexpected argument '${a}' (VMs are given with --vm name=NAME,socket=PATH,maxmem=SIZE)`);
+    }
+    if (val === undefined) {
+      if (i + 1 >= argv.length) throw new ConfigError(`${a} needs a value`);
+      val = argv[++i]!;
+    }
+    switch (a) {
+      case '--vm':
+        flags.vms.push(parseVmSpec(val));
+        break;
+      case '--config':
+        if (configPath !== null) throw new ConfigError('--config given twice');
+        configPath = val;
+        break;
+      case '--capacity':
+        flags.capacityBytes = parseCapacity(val, '--capacity');
+        break;
+      case '--max-pools':
+        flags.maxPools = parseIntIn(val, '--max-pools', 1, MAX_POOLS_LIMIT);
+        break;
+      case '--queues-mode':
+        flags.queuesMode = parseQueuesMode(val, '--queues-mode');
+        break;
+      case '--queues':
+        flags.queues = parseIntIn(val, '--queues', 1, MAX_QUEUES);
+        break;
+      case '--control':
+        if (val === '') throw new ConfigError('--control needs a path (or "none")');
+        flags.control = val === 'none' ? null : val;
+        break;
+      case '--log-level':
+        flags.logLevel = parseLogLevel(val, '--log-level');
+        break;
+      case '--socket-path':
+        single = { ...single, socket: val };
+        break;
+      case '--fd':
+        single = { ...single, fd: val };
+        break;
+      case '--name':
+        single = { ...single, name: val };
+        break;
+      case '--maxmem':
+        single = { ...single, maxmem: val };
+        break;
+      case '--share-group':
+        single = { ...single, shareGroup: val };
+        break;
+    }
+  }
+  // QEMU's backend program conventions: --socket-path PATH or --fd N, one VM.
+  if (single.socket !== undefined || single.fd !== undefined) {
+    if (single.socket !== undefined && single.fd !== undefined) throw new ConfigError('--socket-path and --fd are mutually exclusive');
+    flags.vms.push(vmFromRaw({ name: single.name ?? 'vm0', socket: single.socket, fd: single.fd, maxmem: single.maxmem ?? '0', shareGroup: single.shareGroup }, single.socket !== undefined ? '--socket-path' : '--fd'));
+  } else if (single.name !== undefined || single.maxmem !== undefined || single.shareGroup !== undefined) {
+    throw new ConfigError('--name, --maxmem and --share-group go with --socket-path or --fd (for several VMs use --vm)');
+  }
+
+  const file = configPath !== null ? parseConfigFile(configPath, read) : { vms: [] as VmSpec[] };
+  const vms = [...file.vms, ...flags.vms];
+  if (vms.length === 0) throw new ConfigError('no VM configured: give --vm name=NAME,socket=PATH,maxmem=SIZE (repeatable), --socket-path PATH, or --config FILE');
+  const names = new Set<string>();
+  const sockets = new Set<string>();
+  const fds = new Set<number>();
+  for (const v of vms) {
+    if (names.has(v.name)) throw new ConfigError(`VM name '${v.name}' is used twice`);
+    names.add(v.name);
+    if (v.socket !== null) {
+      if (sockets.has(v.socket)) throw new ConfigError(`socket ${v.socket} is given to two VMs`);
+      sockets.add(v.socket);
+    }
+    if (v.fd !== null) {
+      if (fds.has(v.fd)) throw new ConfigError(`fd ${v.fd} is given to two VMs`);
+      fds.add(v.fd);
+    }
+  }
+  const pick = <K extends keyof Partial>(k: K) => (flags[k] !== undefined ? flags[k] : file[k]);
+  const control = pick('control');
+  const config: DaemonConfig = {
+    vms,
+    capacityBytes: pick('capacityBytes') ?? DEFAULTS.capacityBytes,
+    maxPools: pick('maxPools') ?? DEFAULTS.maxPools,
+    queuesMode: pick('queuesMode') ?? DEFAULTS.queuesMode,
+    queues: pick('queues') ?? DEFAULTS.queues,
+    control: control === undefined ? defaultControlPath(env) : control,
+    logLevel: pick('logLevel') ?? DEFAULTS.logLevel,
+  };
+  if (config.control !== null && sockets.has(config.control)) throw new ConfigError(`--control ${config.control} is also a VM's socket`);
+  return { kind: 'run', config };
+}
+
+export const HELP = `Usage: tmemd [options] --vm name=NAME,socket=PATH,maxmem=SIZE [--vm ...]
+       tmemd [options] --socket-path PATH | --fd N [--name NAME] [--maxmem SIZE]
+       tmemd --print-capabilities | --help
+
+tmemd is the host daemon of transcendent memory for QEMU/KVM: a vhost-user
+backend that keeps the clean page cache (cleancache) and swapped-out pages
+(frontswap) of its guests in host memory. It runs in the foreground, logs to
+stderr and stops on SIGTERM or SIGINT (removing the sockets it created).
+
+VMs (one vhost-user socket each; one guest connection per socket at a time):
+  --vm name=NAME,socket=PATH,maxmem=SIZE[,share-group=GROUP]
+  --vm name=NAME,fd=N,maxmem=SIZE[,share-group=GROUP]
+                        fd=N: an inherited listening socket (as libvirt passes
+                        it). maxmem = the VM's RAM plus the persistent pages it
+                        may keep here. share-group: VMs of one group may share
+                        ephemeral pools. A ',' in a path is written ',,'.
+  --socket-path PATH, --fd N
+                        QEMU's backend program conventions: one VM, named by
+                        --name (default vm0), with --maxmem (default 0: no
+                        persistent pages) and --share-group.
+  --config FILE         JSON: {"vms": [{"name", "socket"|"fd", "maxmem",
+                        "shareGroup"}], "capacity", "maxPools", "queuesMode",
+                        "queues", "control", "logLevel"}; flags override it.
+
+Options:
+  --capacity SIZE       host memory for tmem pages, all guests (default 1G)
+  --max-pools N         pools per guest (default ${DEFAULTS.maxPools})
+  --queues N            request queues offered to each guest, 1..${MAX_QUEUES}
+                        (default ${DEFAULTS.queues}; QEMU's num_vqs may be at most this)
+  --queues-mode MODE    poll: a worker thread busy-polls the rings (guests
+                        need no kick); notify: it waits for kicks (default ${DEFAULTS.queuesMode})
+  --control PATH        the operator socket for tmemctl (default
+                        $TMEMD_CONTROL or /run/tmemd.sock; "none": no socket)
+  --log-level LEVEL     error, warn, info or debug (default info);
+                        -v = debug, -q = warn
+  --print-capabilities  print the backend capabilities as JSON and exit
+  -h, --help            this text
+
+Sizes are bytes or a number with K, M, G, T (binary units): 512M, 2G, 1T.
+
+QEMU side (10.2 or newer):
+  -object memory-backend-memfd,id=mem,size=RAM,share=on
+  -machine q35,memory-backend=mem
+  -chardev socket,id=tmem0,path=PATH
+  -device vhost-user-test-device-pci,chardev=tmem0,virtio-id=39,num_vqs=N,vq_size=256
+
+Exit status: 0 after SIGTERM/SIGINT, 1 on a startup failure, 2 on a bad option.
+`;

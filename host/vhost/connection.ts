@@ -1,0 +1,642 @@
+// One vhost-user connection = one guest. Reads front-end messages from a
+// non-blocking Unix socket with recvmsg (never through a net.Socket, which
+// would drop the fds), checks every header and payload, and dispatches on
+// the request number to one function per message, named after the spec
+// (libvhost-user style). The engine knows nothing about the device: it calls
+// the BackendSession of backend.ts with validated arguments.
+//
+// Failure policy: an unknown or malformed message, or a device method that
+// throws, gets one clear log line and closes this connection only (every fd
+// received and not handed to the device is closed). Nothing escapes the
+// readiness callback.
+//
+// Framing: the header (12 bytes) is read on its own, then exactly `size`
+// payload bytes, so one recvmsg never runs into the next message (whose fds
+// would otherwise arrive early). A message may arrive in pieces; its fds come
+// with its first bytes.
+import type { Logger } from '../log.js';
+import type { BackendMemRegion, BackendSession, VhostUserBackend } from './backend.js';
+import {
+  bit,
+  bitsOf,
+  decodeHeader,
+  decodeMemTable,
+  decodeU64,
+  decodeVringAddr,
+  decodeVringFile,
+  decodeVringState,
+  encodeMsg,
+  encodeU64,
+  encodeVringState,
+  memTableRegionCount,
+  memTableSize,
+  requestName,
+  VHOST_MEMORY_BASELINE_NREGIONS,
+  VHOST_USER_F_PROTOCOL_FEATURES,
+  VHOST_USER_HDR_SIZE,
+  VHOST_USER_MAX_FDS,
+  VHOST_USER_MAX_PAYLOAD,
+  VHOST_USER_MEMORY_HDR_SIZE,
+  VHOST_USER_NEED_REPLY_MASK,
+  VHOST_USER_REPLY_FLAGS,
+  VHOST_USER_REPLY_MASK,
+  VHOST_USER_U64_SIZE,
+  VHOST_USER_VERSION,
+  VHOST_USER_VERSION_MASK,
+  VHOST_USER_VRING_ADDR_SIZE,
+  VHOST_USER_VRING_STATE_SIZE,
+  VhostUserProtocolFeature,
+  VhostUserRequest,
+  type VhostUserMsg,
+} from './messages.js';
+
+/** The OS calls a connection needs (native/ in the daemon; a fake in unit tests). */
+export interface ConnIo {
+  /** Bytes read into buf (0 = EOF), or null when nothing is available (EAGAIN); fds received are appended to fdsOut. */
+  recvMsg(fd: number, buf: Uint8Array, fdsOut: number[], maxFds?: number): number | null;
+  /** Bytes sent. */
+  sendMsg(fd: number, buf: Uint8Array, fds?: number[]): number;
+  close(fd: number): void;
+}
+
+/** A message the engine refuses: logged, then the connection is closed. */
+export class ProtocolError extends Error {
+  constructor(msg: string) {
+    super(msg);
+    this.name = 'ProtocolError';
+  }
+}
+
+/** Messages handled per readiness callback before yielding to the event loop. */
+const MAX_MSGS_PER_WAKEUP = 64;
+const U64_MAX = (1n << 64n) - 1n;
+
+interface QueueState {
+  num: number;
+  enabled: boolean;
+  kick: 'unset' | 'fd' | 'polling';
+}
+
+type Handler = (m: VhostUserMsg) => Buffer | undefined;
+
+export interface ConnectionOptions {
+  readonly fd: number;
+  readonly io: ConnIo;
+  readonly backend: VhostUserBackend;
+  readonly log: Logger;
+  /** Prefix of every log line, e.g. `vm web1`. */
+  readonly label: string;
+  /** Called once when the connection is closed (by either side), after the session was closed. */
+  readonly onClose?: (conn: VhostUserConnection, reason: string) => void;
+}
+
+export class VhostUserConnection {
+  readonly fd: number;
+  private readonly io: ConnIo;
+  private readonly backend: VhostUserBackend;
+  private readonly log: Logger;
+  private readonly label: string;
+  private readonly onClose: ((conn: VhostUserConnection, reason: string) => void) | undefined;
+  private session: BackendSession | null = null;
+
+  // message assembly
+  private readonly hdr = Buffer.alloc(VHOST_USER_HDR_SIZE);
+  private hdrHave = 0;
+  private payload: Buffer | null = null;
+  private payloadHave = 0;
+  private pendingFds: number[] = [];
+  private scheduled = false;
+
+  // negotiated state (what the spec calls the back-end's view of the front-end)
+  private ackedFeatures: bigint | null = null;
+  private ackedProtocolFeatures = 0n;
+  private owner = false;
+  private ramBytes = 0n;
+  private regionCount = 0;
+  private readonly queues: QueueState[];
+  private closedReason: string | null = null;
+  /** Messages handled, by request name (for stats and tests). */
+  readonly counts = new Map<string, number>();
+
+  private readonly table: Readonly<Record<number, Handler>>;
+
+  constructor(o: ConnectionOptions) {
+    this.fd = o.fd;
+    this.io = o.io;
+    this.backend = o.backend;
+    this.log = o.log;
+    this.label = o.label;
+    this.onClose = o.onClose;
+    this.queues = Array.from({ length: this.backend.numQueues() }, () => ({ num: 0, enabled: false, kick: 'unset' as const }));
+    const R = VhostUserRequest;
+    this.table = {
+      [R.GET_FEATURES]: (m) => this.getFeatures(m),
+      [R.SET_FEATURES]: (m) => this.setFeatures(m),
+      [R.SET_OWNER]: (m) => this.setOwner(m),
+      [R.RESET_OWNER]: (m) => this.resetOwner(m),
+      [R.SET_MEM_TABLE]: (m) => this.setMemTable(m),
+      [R.SET_VRING_NUM]: (m) => this.setVringNum(m),
+      [R.SET_VRING_ADDR]: (m) => this.setVringAddr(m),
+      [R.SET_VRING_BASE]: (m) => this.setVringBase(m),
+      [R.GET_VRING_BASE]: (m) => this.getVringBase(m),
+      [R.SET_VRING_KICK]: (m) => this.setVringKick(m),
+      [R.SET_VRING_CALL]: (m) => this.setVringCall(m),
+      [R.SET_VRING_ERR]: (m) => this.setVringErr(m),
+      [R.GET_PROTOCOL_FEATURES]: (m) => this.getProtocolFeatures(m),
+      [R.SET_PROTOCOL_FEATURES]: (m) => this.setProtocolFeatures(m),
+      [R.GET_QUEUE_NUM]: (m) => this.getQueueNum(m),
+      [R.SET_VRING_ENABLE]: (m) => this.setVringEnable(m),
+      [R.RESET_DEVICE]: (m) => this.resetDevice(m),
+    };
+  }
+
+  /** Opens the device session (the guest appears). Throws if the device refuses; the caller closes the fd then. */
+  open(): void {
+    this.session = this.backend.open();
+  }
+
+  get closed(): boolean {
+    return this.closedReason !== null;
+  }
+
+  /** Guest RAM = the sum of the current memory regions' sizes. */
+  get guestRamBytes(): bigint {
+    return this.ramBytes;
+  }
+
+  get memRegions(): number {
+    return this.regionCount;
+  }
+
+  get features(): bigint | null {
+    return this.ackedFeatures;
+  }
+
+  get protocolFeatures(): bigint {
+    return this.ackedProtocolFeatures;
+  }
+
+  get hasOwner(): boolean {
+    return this.owner;
+  }
+
+  /** Queues the front-end enabled. */
+  get enabledQueues(): number {
+    return this.queues.filter((q) => q.enabled).length;
+  }
+
+  // ---------------------------------------------------------------- reading
+
+  /** The socket is readable (or hung up): read and handle what is there. Never throws. */
+  onReadable(): void {
+    try {
+      this.readMessages();
+    } catch (e) {
+      // Only reached by a bug in the engine itself; still this connection only.
+      this.close(`internal error: ${(e as Error).stack ?? String(e)}`, 'error');
+    }
+  }
+
+  private readMessages(): void {
+    for (let handled = 0; !this.closed; ) {
+      if (handled >= MAX_MSGS_PER_WAKEUP) {
+        // A front-end that floods us must not starve other guests.
+        if (!this.scheduled) {
+          this.scheduled = true;
+          setImmediate(() => {
+            this.scheduled = false;
+            this.onReadable();
+          });
+        }
+        return;
+      }
+      if (this.payload === null) {
+        const n = this.recv(this.hdr.subarray(this.hdrHave));
+        if (n === null) return;
+        if (n === 0) {
+          this.eof(this.hdrHave > 0 ? `front-end closed the connection in the middle of a header (${this.hdrHave} of ${VHOST_USER_HDR_SIZE} bytes)` : 'front-end closed the connection');
+          return;
+        }
+        this.hdrHave += n;
+        if (this.hdrHave < VHOST_USER_HDR_SIZE) continue;
+        const h = decodeHeader(this.hdr);
+        const err = this.checkHeader(h.request, h.flags, h.size);
+        if (err) {
+          this.refuse(h.request, err);
+          return;
+        }
+        this.payload = Buffer.alloc(h.size);
+        this.payloadHave = 0;
+      }
+      if (this.payloadHave < this.payload.length) {
+        const n = this.recv(this.payload.subarray(this.payloadHave));
+        if (n === null) return;
+        if (n === 0) {
+          const h = decodeHeader(this.hdr);
+          this.eof(`front-end closed the connection in the middle of ${requestName(h.request)} (payload ${this.payloadHave} of ${h.size} bytes)`);
+          return;
+        }
+        this.payloadHave += n;
+        if (this.payloadHave < this.payload.length) continue;
+      }
+      const h = decodeHeader(this.hdr);
+      const msg: VhostUserMsg = { request: h.request, flags: h.flags, size: h.size, payload: this.payload, fds: this.pendingFds };
+      this.hdrHave = 0;
+      this.payload = null;
+      this.payloadHave = 0;
+      this.pendingFds = [];
+      this.dispatch(msg);
+      handled++;
+    }
+  }
+
+  /** One recvmsg into `buf`; fds go to pendingFds. null = nothing to read now. */
+  private recv(buf: Buffer): number | null {
+    const fds: number[] = [];
+    let n: number | null;
+    try {
+      n = this.io.recvMsg(this.fd, buf, fds, VHOST_USER_MAX_FDS + 1);
+    } catch (e) {
+      for (const fd of fds) this.closeFd(fd);
+      const code = (e as { code?: string }).code;
+      // ECONNRESET and friends: the peer is gone.
+      this.close(`reading the socket failed: ${(e as Error).message}`, code === 'ECONNRESET' ? 'info' : 'warn');
+      return null;
+    }
+    this.pendingFds.push(...fds);
+    if (this.pendingFds.length > VHOST_USER_MAX_FDS) {
+      const req = this.hdrHave >= 4 ? this.hdr.readUInt32LE(0) : -1;
+      this.refuse(req, `${this.pendingFds.length} fds with one message (at most ${VHOST_USER_MAX_FDS})`);
+      return null;
+    }
+    return n;
+  }
+
+  private checkHeader(request: number, flags: number, size: number): string | null {
+    if ((flags & VHOST_USER_VERSION_MASK) !== VHOST_USER_VERSION) return `unsupported protocol version ${flags & VHOST_USER_VERSION_MASK} (flags 0x${flags.toString(16)})`;
+    if (flags & VHOST_USER_REPLY_MASK) return `a reply (flags 0x${flags.toString(16)}) where a request was expected`;
+    if (size > VHOST_USER_MAX_PAYLOAD) return `payload size ${size} exceeds the maximum of ${VHOST_USER_MAX_PAYLOAD}`;
+    if (request === 0) return 'request number 0';
+    return null;
+  }
+
+  private eof(why: string): void {
+    this.close(why, this.hdrHave > 0 || this.payload !== null ? 'warn' : 'info');
+  }
+
+  /** A message refused before dispatch: log it and close. */
+  private refuse(request: number, why: string): void {
+    this.close(`malformed ${request >= 0 ? requestName(request) : 'message'}: ${why}; closing the connection`, 'warn');
+  }
+
+  // ---------------------------------------------------------------- dispatch
+
+  private dispatch(m: VhostUserMsg): void {
+    const name = requestName(m.request);
+    const needReply = (m.flags & VHOST_USER_NEED_REPLY_MASK) !== 0;
+    const handler = this.table[m.request];
+    this.counts.set(name, (this.counts.get(name) ?? 0) + 1);
+    if (!handler) {
+      this.closeFds(m.fds);
+      this.close(`unsupported ${name} (size ${m.size}, flags 0x${m.flags.toString(16)}); closing the connection`, 'warn');
+      return;
+    }
+    this.log.debug(`${this.label}: ${name} size ${m.size} flags 0x${m.flags.toString(16)} fds ${m.fds.length}`);
+    let reply: Buffer | undefined;
+    try {
+      reply = handler(m);
+    } catch (e) {
+      this.closeFds(m.fds);
+      const malformed = e instanceof ProtocolError;
+      // The front-end is waiting for an ack: tell it the request failed before it sees the socket close.
+      if (needReply && !REQUESTS_WITH_REPLY.has(m.request)) this.send(m.request, encodeU64(1n));
+      this.close(malformed ? `malformed ${name}: ${(e as Error).message}; closing the connection` : `${name} failed: ${(e as Error).message}; closing the connection`, malformed ? 'warn' : 'error');
+      return;
+    }
+    if (m.fds.length > 0) {
+      this.log.warn(`${this.label}: ${name} carried ${m.fds.length} fd(s) it does not take; closed them`);
+      this.closeFds(m.fds);
+    }
+    if (this.closed) return;
+    if (reply !== undefined) this.send(m.request, reply);
+    else if (needReply) this.send(m.request, encodeU64(0n)); // REPLY_ACK: success
+  }
+
+  private send(request: number, payload: Buffer): void {
+    if (this.closed) return;
+    const buf = encodeMsg(request, VHOST_USER_REPLY_FLAGS, payload);
+    try {
+      let off = 0;
+      for (let tries = 0; off < buf.length; tries++) {
+        if (tries > 100) throw new Error('the socket does not take the reply');
+        off += this.io.sendMsg(this.fd, buf.subarray(off));
+      }
+    } catch (e) {
+      this.close(`sending the reply to ${requestName(request)} failed: ${(e as Error).message}`, 'warn');
+    }
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private expectSize(m: VhostUserMsg, size: number): void {
+    if (m.size !== size) throw new ProtocolError(`payload of ${m.size} bytes, expected ${size}`);
+  }
+
+  /** Moves exactly n fds out of the message (they are the caller's from then on). */
+  private takeFds(m: VhostUserMsg, n: number): number[] {
+    if (m.fds.length !== n) throw new ProtocolError(`${m.fds.length} fd(s) received, expected ${n}`);
+    return m.fds.splice(0, n);
+  }
+
+  private queueIndex(index: number): number {
+    if (index >= this.queues.length) throw new ProtocolError(`queue ${index} does not exist (the device has ${this.queues.length})`);
+    return index;
+  }
+
+  private getSession(): BackendSession {
+    if (!this.session) throw new Error('no device session');
+    return this.session;
+  }
+
+  private hasProtocolFeature(b: number): boolean {
+    return (this.ackedProtocolFeatures & bit(b)) !== 0n;
+  }
+
+  private closeFd(fd: number): void {
+    try {
+      this.io.close(fd);
+    } catch (e) {
+      this.log.warn(`${this.label}: closing fd ${fd}: ${(e as Error).message}`);
+    }
+  }
+
+  private closeFds(fds: number[]): void {
+    for (const fd of fds.splice(0)) this.closeFd(fd);
+  }
+
+  // ---------------------------------------------------------------- messages
+  // One function per message; names follow docs/interop/vhost-user.rst.
+
+  /** GET_FEATURES: the virtio features the device offers, VHOST_USER_F_PROTOCOL_FEATURES included. */
+  private getFeatures(m: VhostUserMsg): Buffer {
+    this.expectSize(m, 0);
+    return encodeU64(this.backend.features());
+  }
+
+  /** SET_FEATURES: the features the driver accepted; only offered bits may be set. */
+  private setFeatures(m: VhostUserMsg): undefined {
+    this.expectSize(m, VHOST_USER_U64_SIZE);
+    const f = decodeU64(m.payload);
+    const extra = f & ~this.backend.features();
+    if (extra) throw new ProtocolError(`features 0x${f.toString(16)} include bits never offered: ${bitsOf(extra).join(', ')}`);
+    this.ackedFeatures = f;
+    this.getSession().setFeatures(f);
+    this.log.debug(`${this.label}: features acked: bits ${bitsOf(f).join(', ')}`);
+    return undefined;
+  }
+
+  /** GET_PROTOCOL_FEATURES: valid because VHOST_USER_F_PROTOCOL_FEATURES is always offered. */
+  private getProtocolFeatures(m: VhostUserMsg): Buffer {
+    this.expectSize(m, 0);
+    if (!(this.backend.features() & bit(VHOST_USER_F_PROTOCOL_FEATURES))) throw new ProtocolError('protocol features are not offered by this device');
+    return encodeU64(this.backend.protocolFeatures());
+  }
+
+  /** SET_PROTOCOL_FEATURES: only offered bits may be set. */
+  private setProtocolFeatures(m: VhostUserMsg): undefined {
+    this.expectSize(m, VHOST_USER_U64_SIZE);
+    const f = decodeU64(m.payload);
+    const extra = f & ~this.backend.protocolFeatures();
+    if (extra) throw new ProtocolError(`protocol features 0x${f.toString(16)} include bits never offered: ${bitsOf(extra).join(', ')}`);
+    this.ackedProtocolFeatures = f;
+    return undefined;
+  }
+
+  /** SET_OWNER: the front-end takes the device; nothing to do beyond remembering it. */
+  private setOwner(m: VhostUserMsg): undefined {
+    this.expectSize(m, 0);
+    this.owner = true;
+    return undefined;
+  }
+
+  /** RESET_OWNER: deprecated in the spec but still sent by front-ends without RESET_DEVICE; stops every ring. */
+  private resetOwner(m: VhostUserMsg): undefined {
+    this.expectSize(m, 0);
+    this.resetRings();
+    this.owner = false;
+    return undefined;
+  }
+
+  /** RESET_DEVICE: the same, keeping the owner. */
+  private resetDevice(m: VhostUserMsg): undefined {
+    this.expectSize(m, 0);
+    this.resetRings();
+    return undefined;
+  }
+
+  private resetRings(): void {
+    this.getSession().reset();
+    this.ackedFeatures = null;
+    for (const q of this.queues) {
+      q.enabled = false;
+      q.kick = 'unset';
+    }
+  }
+
+  /** GET_QUEUE_NUM: the most queues the device supports (MQ). */
+  private getQueueNum(m: VhostUserMsg): Buffer {
+    this.expectSize(m, 0);
+    return encodeU64(BigInt(this.queues.length));
+  }
+
+  /** SET_MEM_TABLE: all guest memory regions, one fd each; replaces the previous table. */
+  private setMemTable(m: VhostUserMsg): undefined {
+    if (m.size < VHOST_USER_MEMORY_HDR_SIZE) throw new ProtocolError(`payload of ${m.size} bytes, shorter than the ${VHOST_USER_MEMORY_HDR_SIZE}-byte memory header`);
+    const n = memTableRegionCount(m.payload);
+    if (n > VHOST_MEMORY_BASELINE_NREGIONS) throw new ProtocolError(`${n} regions (at most ${VHOST_MEMORY_BASELINE_NREGIONS})`);
+    if (m.size !== memTableSize(n)) throw new ProtocolError(`payload of ${m.size} bytes for ${n} region(s), expected ${memTableSize(n)}`);
+    if (m.fds.length !== n) throw new ProtocolError(`${m.fds.length} fd(s) for ${n} region(s)`);
+    const descs = decodeMemTable(m.payload);
+    let ram = 0n;
+    descs.forEach((r, i) => {
+      if (r.size === 0n) throw new ProtocolError(`region ${i} has size 0`);
+      if (r.guestPhysAddr + r.size - 1n > U64_MAX) throw new ProtocolError(`region ${i}: guest-physical range wraps`);
+      if (r.userspaceAddr + r.size - 1n > U64_MAX) throw new ProtocolError(`region ${i}: userspace range wraps`);
+      if (r.mmapOffset + r.size - 1n > U64_MAX) throw new ProtocolError(`region ${i}: mmap offset range wraps`);
+      for (let j = 0; j < i; j++) {
+        const o = descs[j]!;
+        if (r.guestPhysAddr < o.guestPhysAddr + o.size && o.guestPhysAddr < r.guestPhysAddr + r.size) throw new ProtocolError(`regions ${j} and ${i} overlap in guest-physical memory`);
+      }
+      ram += r.size;
+    });
+    const fds = this.takeFds(m, n);
+    const regions: BackendMemRegion[] = descs.map((r, i) => ({ ...r, fd: fds[i]! }));
+    const before = this.ramBytes;
+    this.ramBytes = ram;
+    this.regionCount = n;
+    this.getSession().memoryChanged(regions);
+    const line = `${this.label}: guest memory: ${n} region(s), RAM ${formatBytes(ram)}`;
+    if (before !== ram) this.log.info(line);
+    else this.log.debug(line);
+    return undefined;
+  }
+
+  /** SET_VRING_NUM: the queue size, a power of 2 up to the device's maximum. */
+  private setVringNum(m: VhostUserMsg): undefined {
+    this.expectSize(m, VHOST_USER_VRING_STATE_SIZE);
+    const s = decodeVringState(m.payload);
+    const q = this.queueIndex(s.index);
+    const max = this.backend.maxQueueSize();
+    if (s.num < 1 || s.num > max || (s.num & (s.num - 1)) !== 0) throw new ProtocolError(`queue ${q}: size ${s.num} is not a power of 2 in 1..${max}`);
+    this.queues[q]!.num = s.num;
+    this.getSession().setVringNum(q, s.num);
+    return undefined;
+  }
+
+  /** SET_VRING_ADDR: ring addresses in the front-end's address space (translated through userspace_addr). */
+  private setVringAddr(m: VhostUserMsg): undefined {
+    this.expectSize(m, VHOST_USER_VRING_ADDR_SIZE);
+    const a = decodeVringAddr(m.payload);
+    const q = this.queueIndex(a.index);
+    // Split-ring alignment (virtio 1.x 2.7): descriptors 16, avail 2, used 4.
+    if (a.descUser % 16n !== 0n) throw new ProtocolError(`queue ${q}: descriptor table 0x${a.descUser.toString(16)} not 16-byte aligned`);
+    if (a.availUser % 2n !== 0n) throw new ProtocolError(`queue ${q}: avail ring 0x${a.availUser.toString(16)} not 2-byte aligned`);
+    if (a.usedUser % 4n !== 0n) throw new ProtocolError(`queue ${q}: used ring 0x${a.usedUser.toString(16)} not 4-byte aligned`);
+    if (a.flags & 1) this.log.debug(`${this.label}: queue ${q}: VHOST_VRING_F_LOG ignored (dirty logging is not offered)`);
+    this.getSession().setVringAddr(q, { descUser: a.descUser, usedUser: a.usedUser, availUser: a.availUser });
+    return undefined;
+  }
+
+  /** SET_VRING_BASE: the next avail index to process (split rings: 16 bits). */
+  private setVringBase(m: VhostUserMsg): undefined {
+    this.expectSize(m, VHOST_USER_VRING_STATE_SIZE);
+    const s = decodeVringState(m.payload);
+    const q = this.queueIndex(s.index);
+    if (s.num > 0xffff) throw new ProtocolError(`queue ${q}: base ${s.num} does not fit a split ring's 16-bit index`);
+    this.getSession().setVringBase(q, s.num);
+    return undefined;
+  }
+
+  /** GET_VRING_BASE: stops the ring; the reply carries the next avail index. */
+  private getVringBase(m: VhostUserMsg): Buffer {
+    this.expectSize(m, VHOST_USER_VRING_STATE_SIZE);
+    const s = decodeVringState(m.payload);
+    const q = this.queueIndex(s.index);
+    const base = this.getSession().getVringBase(q);
+    this.queues[q]!.enabled = false;
+    this.queues[q]!.kick = 'unset';
+    return encodeVringState({ index: q, num: base });
+  }
+
+  /** The u64 of SET_VRING_KICK/CALL/ERR: queue index, and an fd unless bit 8 says there is none. */
+  private vringFile(m: VhostUserMsg): { q: number; fd: number } {
+    this.expectSize(m, VHOST_USER_U64_SIZE);
+    const f = decodeVringFile(m.payload);
+    const q = this.queueIndex(f.index);
+    if (f.noFd) return { q, fd: -1 }; // a stray fd is closed by dispatch with a warning
+    return { q, fd: this.takeFds(m, 1)[0]! };
+  }
+
+  /** SET_VRING_KICK: the eventfd the driver kicks, or none (the device polls the ring). */
+  private setVringKick(m: VhostUserMsg): undefined {
+    const { q, fd } = this.vringFile(m);
+    this.queues[q]!.kick = fd < 0 ? 'polling' : 'fd';
+    this.getSession().setVringKick(q, fd);
+    return undefined;
+  }
+
+  /** SET_VRING_CALL: the eventfd the device signals on completion, or none. */
+  private setVringCall(m: VhostUserMsg): undefined {
+    const { q, fd } = this.vringFile(m);
+    this.getSession().setVringCall(q, fd);
+    return undefined;
+  }
+
+  /** SET_VRING_ERR: the eventfd for ring errors, or none. */
+  private setVringErr(m: VhostUserMsg): undefined {
+    const { q, fd } = this.vringFile(m);
+    this.getSession().setVringErr(q, fd);
+    return undefined;
+  }
+
+  /** SET_VRING_ENABLE: num 1 starts processing the ring, 0 stops it (protocol features negotiated). */
+  private setVringEnable(m: VhostUserMsg): undefined {
+    this.expectSize(m, VHOST_USER_VRING_STATE_SIZE);
+    const s = decodeVringState(m.payload);
+    const q = this.queueIndex(s.index);
+    if (s.num > 1) throw new ProtocolError(`queue ${q}: enable value ${s.num} is neither 0 nor 1`);
+    this.queues[q]!.enabled = s.num === 1;
+    this.getSession().setVringEnable(q, s.num === 1);
+    return undefined;
+  }
+
+  // ---------------------------------------------------------------- closing
+
+  /** Closes the connection: the device session (the guest goes), the socket and every fd not handed over. Idempotent. */
+  close(reason: string, level: 'info' | 'warn' | 'error' = 'info'): void {
+    if (this.closedReason !== null) return;
+    this.closedReason = reason;
+    this.log[level](`${this.label}: ${reason}`);
+    this.closeFds(this.pendingFds);
+    this.payload = null;
+    const s = this.session;
+    this.session = null;
+    if (s) {
+      try {
+        s.close();
+      } catch (e) {
+        this.log.error(`${this.label}: freeing the guest failed: ${(e as Error).message}`);
+      }
+    }
+    this.closeFd(this.fd);
+    try {
+      this.onClose?.(this, reason);
+    } catch (e) {
+      this.log.error(`${this.label}: close handler: ${(e as Error).message}`);
+    }
+  }
+
+  /** Why the connection closed, or null while open. */
+  get closeReason(): string | null {
+    return this.closedReason;
+  }
+
+  /** REPLY_ACK negotiated (for tests and stats). */
+  get replyAck(): boolean {
+    return this.hasProtocolFeature(VhostUserProtocolFeature.REPLY_ACK);
+  }
+}
+
+/** Requests whose reply is their own payload (NEED_REPLY adds nothing to them). */
+const REQUESTS_WITH_REPLY: ReadonlySet<number> = new Set([
+  VhostUserRequest.GET_FEATURES,
+  VhostUserRequest.GET_PROTOCOL_FEATURES,
+  VhostUserRequest.GET_QUEUE_NUM,
+  VhostUserRequest.GET_VRING_BASE,
+  VhostUserRequest.GET_CONFIG,
+  VhostUserRequest.GET_MAX_MEM_SLOTS,
+  VhostUserRequest.GET_STATUS,
+  VhostUserRequest.GET_INFLIGHT_FD,
+]);
+
+/** 2147483648 -> "2 GiB"; exact units when they divide, else one decimal. */
+export function formatBytes(b: bigint): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let u = 0;
+  let v = b;
+  while (u < units.length - 1 && v >= 1024n && v % 1024n === 0n) {
+    v /= 1024n;
+    u++;
+  }
+  if (u < units.length - 1 && v >= 1024n) {
+    // not exact: one decimal of the largest fitting unit
+    let x = Number(b);
+    let k = 0;
+    while (k < units.length - 1 && x >= 1024) {
+      x /= 1024;
+      k++;
+    }
+    return `${x.toFixed(1)} ${units[k]}`;
+  }
+  return `${v} ${units[u]}`;
+}

@@ -1,0 +1,201 @@
+// One listening socket per VM: created from a path (a stale socket file is
+// replaced; anything else at that path is an error) or inherited as an fd
+// (libvirt hands sockets over that way). One connection per socket at a
+// time: while a guest is connected, a second connection is accepted and
+// closed at once with a log line.
+import { lstatSync, unlinkSync } from 'node:fs';
+import type { Logger } from '../log.js';
+import type { VhostUserBackend } from './backend.js';
+import { type ConnIo, formatBytes, VhostUserConnection } from './connection.js';
+
+/** The OS calls of a listener (native/ in the daemon). */
+export interface ListenerIo extends ConnIo {
+  listenUnix(path: string, backlog?: number): number;
+  acceptConnection(listenFd: number): number | null;
+  checkListeningUnixSocket(fd: number): void;
+}
+
+/** Readiness of fds on the event loop (native.FdWatcher). */
+export interface Watcher {
+  watch(fd: number, onReady: (events: number) => void): void;
+  unwatch(fd: number): void;
+}
+
+export type ListenOn = { readonly path: string } | { readonly fd: number };
+
+export interface ListenerOptions {
+  readonly on: ListenOn;
+  readonly backend: VhostUserBackend;
+  readonly io: ListenerIo;
+  readonly watcher: Watcher;
+  readonly log: Logger;
+}
+
+export class ListenerError extends Error {
+  constructor(msg: string) {
+    super(msg);
+    this.name = 'ListenerError';
+  }
+}
+
+export class VhostUserListener {
+  private readonly o: ListenerOptions;
+  private listenFd = -1;
+  /** dev/ino of the socket file we created, so that exit removes ours and nothing else. */
+  private created: { path: string; dev: number; ino: number } | null = null;
+  private conn: VhostUserConnection | null = null;
+  private stopped = false;
+  refused = 0;
+  accepted = 0;
+
+  constructor(o: ListenerOptions) {
+    this.o = o;
+  }
+
+  /** `/run/vm1.sock` or `fd=5`. */
+  get where(): string {
+    return 'path' in this.o.on ? this.o.on.path : `fd=${this.o.on.fd}`;
+  }
+
+  get connection(): VhostUserConnection | null {
+    return this.conn;
+  }
+
+  private get label(): string {
+    return `vm ${this.o.backend.name}`;
+  }
+
+  /** Creates (or adopts) the listening socket and starts accepting. Throws ListenerError with a clear message. */
+  start(): void {
+    const { io, on } = this.o;
+    if ('path' in on) {
+      removeStaleSocket(on.path);
+      try {
+        this.listenFd = io.listenUnix(on.path);
+      } catch (e) {
+        throw new ListenerError(`cannot listen on ${on.path}: ${(e as Error).message}`);
+      }
+      try {
+        const st = lstatSync(on.path);
+        this.created = { path: on.path, dev: st.dev, ino: st.ino };
+      } catch {
+        /* vanished at once: nothing to remove later */
+      }
+    } else {
+      try {
+        io.checkListeningUnixSocket(on.fd);
+      } catch (e) {
+        throw new ListenerError(`fd ${on.fd} is not a listening Unix stream socket: ${(e as Error).message}`);
+      }
+      this.listenFd = on.fd;
+    }
+    this.o.watcher.watch(this.listenFd, () => this.onAcceptable());
+  }
+
+  /** The listening socket is readable: take one connection (the watcher fires again if more wait). Never throws. */
+  private onAcceptable(): void {
+    if (this.stopped) return;
+    let fd: number | null;
+    try {
+      fd = this.o.io.acceptConnection(this.listenFd);
+    } catch (e) {
+      this.o.log.warn(`${this.label}: accept on ${this.where} failed: ${(e as Error).message}`);
+      return;
+    }
+    if (fd === null) return;
+    if (this.conn && !this.conn.closed) {
+      this.refused++;
+      this.o.log.warn(`${this.label}: refused a second connection on ${this.where}: a guest is already connected`);
+      this.closeQuietly(fd);
+      return;
+    }
+    this.adopt(fd);
+  }
+
+  private adopt(fd: number): void {
+    const { io, backend, log, watcher } = this.o;
+    const conn = new VhostUserConnection({
+      fd,
+      io,
+      backend,
+      log,
+      label: this.label,
+      onClose: (c) => {
+        try {
+          watcher.unwatch(c.fd);
+        } catch {
+          /* already gone */
+        }
+        if (this.conn === c) this.conn = null;
+        log.info(`${this.label}: guest left (RAM ${formatBytes(c.guestRamBytes)}${backend.describe ? `, ${backend.describe()}` : ''})`);
+      },
+    });
+    try {
+      conn.open();
+    } catch (e) {
+      log.error(`${this.label}: cannot add the guest: ${(e as Error).message}; connection closed`);
+      this.closeQuietly(fd);
+      return;
+    }
+    this.conn = conn;
+    this.accepted++;
+    try {
+      watcher.watch(fd, () => conn.onReadable());
+    } catch (e) {
+      conn.close(`cannot watch the connection: ${(e as Error).message}`, 'error');
+      return;
+    }
+    log.info(`${this.label}: guest connected on ${this.where}${backend.describe ? ` (${backend.describe()})` : ''}`);
+  }
+
+  private closeQuietly(fd: number): void {
+    try {
+      this.o.io.close(fd);
+    } catch {
+      /* ignore */
+    }
+  }
+
+  /** Closes the connection (the guest goes), stops listening and removes the socket file we created. Idempotent. */
+  stop(reason = 'daemon stopping'): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.conn?.close(reason);
+    this.conn = null;
+    if (this.listenFd >= 0) {
+      try {
+        this.o.watcher.unwatch(this.listenFd);
+      } catch {
+        /* ignore */
+      }
+      this.closeQuietly(this.listenFd);
+      this.listenFd = -1;
+    }
+    if (this.created) {
+      try {
+        const st = lstatSync(this.created.path);
+        if (st.isSocket() && st.dev === this.created.dev && st.ino === this.created.ino) unlinkSync(this.created.path);
+      } catch {
+        /* already gone */
+      }
+      this.created = null;
+    }
+  }
+}
+
+/** A leftover socket file at `path` is removed; a non-socket is never touched. */
+export function removeStaleSocket(path: string): void {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw new ListenerError(`cannot check ${path}: ${(e as Error).message}`);
+  }
+  if (!st.isSocket()) throw new ListenerError(`${path} exists and is not a socket; refusing to replace it`);
+  try {
+    unlinkSync(path);
+  } catch (e) {
+    throw new ListenerError(`cannot remove the stale socket ${path}: ${(e as Error).message}`);
+  }
+}

@@ -1,0 +1,311 @@
+// The data plane's engine in-process, with fake OS functions and ArrayBuffer
+// guest RAM: ring lifecycle as QEMU drives it, scan on enable, ring order,
+// notifications, broken rings isolated, unanswerable chains, guest removal.
+import t from 'tap';
+import { TMEM_OP_GET_PAGE, TMEM_OP_NEW_POOL, TMEM_OP_PUT_PAGE, TMEM_POOL_PERSIST, TMEM_S_OK } from '../shared/abi.js';
+import { Engine, type EngineOs, type OsMapping } from '../host/dataplane/engine.js';
+import { COUNTER_INDEX, COUNTER_NAMES } from '../host/dataplane/commands.js';
+import { INFO_LAYOUT } from '../host/dataplane/info-layout.js';
+import { FakeStore } from './device-fake-store.js';
+import { DriverRing, F_WRITE, FakeGuest, newPoolPayload, pattern, readResp, reqHeader } from './virtio-driver.js';
+
+const UVA = 0x7f00_0000_0000;
+const EVENT_IDX = 1n << 29n;
+const VERSION_1 = 1n << 32n;
+
+class FakeOs implements EngineOs {
+  files = new Map<number, Uint8Array>();
+  closed: number[] = [];
+  mapped = 0;
+  unmapped = 0;
+  counts = new Map<number, bigint>();
+  mmapShared(fd: number, length: bigint, offset: bigint): OsMapping {
+    const f = this.files.get(fd);
+    if (!f) throw new Error(`EBADF: fd ${fd}`);
+    this.mapped++;
+    return { windows: [{ offset: 0n, bytes: f.subarray(Number(offset), Number(offset + length)) }] };
+  }
+  munmap(): void {
+    this.unmapped++;
+  }
+  close(fd: number): void {
+    this.closed.push(fd);
+  }
+  eventfdRead(fd: number): bigint | null {
+    const v = this.counts.get(fd) ?? 0n;
+    this.counts.set(fd, 0n);
+    return v === 0n ? null : v;
+  }
+  eventfdWrite(fd: number, v = 1n): void {
+    this.counts.set(fd, (this.counts.get(fd) ?? 0n) + v);
+  }
+}
+
+let nextFd = 100;
+
+function setup(opts: { poll?: boolean; features?: bigint; num?: number } = {}) {
+  const os = new FakeOs();
+  const store = new FakeStore();
+  const logs: string[] = [];
+  const counters = new Float64Array(COUNTER_NAMES.length);
+  const e = new Engine(store, os, (l, m) => logs.push(`${l}: ${m}`), counters, INFO_LAYOUT, opts.poll ?? false);
+  const vm = (name: string, queues = 1) => {
+    const g = new FakeGuest(2 << 20);
+    const memFd = nextFd++;
+    os.files.set(memFd, g.ram);
+    const id = e.addGuest(name, 1n << 30n, null, queues);
+    e.setFeatures(id, opts.features ?? VERSION_1);
+    e.setMemTable(id, [{ fd: memFd, guestPhysAddr: 0n, size: BigInt(g.ram.length), userspaceAddr: BigInt(UVA), mmapOffset: 0n }]);
+    const rings = Array.from({ length: queues }, () => new DriverRing(g, opts.num ?? 16));
+    const fds = rings.map(() => ({ kick: nextFd++, call: nextFd++, err: nextFd++ }));
+    const start = (q: number, base = 0) => {
+      const r = rings[q]!;
+      e.setVringNum(id, q, r.num);
+      e.setVringBase(id, q, base);
+      e.setVringAddr(id, q, UVA + r.desc, UVA + r.used, UVA + r.avail);
+      e.setVringFd(id, q, 'kickFd', fds[q]!.kick);
+      e.setVringFd(id, q, 'callFd', fds[q]!.call);
+      e.setVringFd(id, q, 'errFd', fds[q]!.err);
+      e.setVringEnable(id, q, true);
+    };
+    /** Posts a request: header, optional readable payload, optional writable area, response. */
+    const post = (q: number, h: Uint8Array, rd?: Uint8Array, wr = 0, respLen = 16) => {
+      const r = rings[q]!;
+      const descs = [{ addr: g.put(h), len: 48 }];
+      if (rd) descs.push({ addr: g.put(rd, 4096), len: rd.length });
+      let data = 0;
+      if (wr) descs.push({ addr: (data = g.alloc(wr, 4096)), len: wr, flags: F_WRITE } as never);
+      const resp = g.alloc(16);
+      descs.push({ addr: resp, len: respLen, flags: F_WRITE } as never);
+      const head = r.chain(descs);
+      r.publish(head);
+      return { head, resp, data };
+    };
+    return { id, g, rings, fds, start, post, memFd };
+  };
+  return { os, store, e, logs, counters, vm };
+}
+
+t.test('a ring is scanned as soon as it is enabled (the kick came before)', async (t) => {
+  const { e, vm } = setup();
+  const v = vm('a');
+  const p = v.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(TMEM_POOL_PERSIST));
+  v.start(0);
+  t.equal(e.pass(false), 1, 'served without any kick');
+  t.same(v.rings[0]!.takeUsed(), [{ id: p.head, len: 16 }]);
+  t.equal(readResp(v.g, p.resp).status, TMEM_S_OK);
+});
+
+t.test('notify mode: requests are completed in ring order; kicks re-enabled after; call signalled', async (t) => {
+  const { e, os, vm } = setup({ features: VERSION_1 | EVENT_IDX });
+  const v = vm('a');
+  v.start(0);
+  e.pass(false);
+  const heads: number[] = [];
+  const pool = v.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(TMEM_POOL_PERSIST));
+  heads.push(pool.head);
+  for (let i = 0; i < 5; i++) heads.push(v.post(0, reqHeader({ op: TMEM_OP_PUT_PAGE, pool: 0, index: i }), pattern(i)).head);
+  const q = e.guests.get(v.id)!.queues[0]!;
+  t.equal(e.pass(false), 0, 'not kicked, not scanned');
+  os.eventfdWrite(v.fds[0]!.kick);
+  e.kicked(q);
+  t.equal(e.pass(false), 6);
+  t.same(
+    v.rings[0]!.takeUsed().map((u) => u.id),
+    heads,
+    'ring order',
+  );
+  t.equal(v.rings[0]!.availEvent(), 6, 'avail_event = next avail index: the guest kicks for the next request');
+  t.equal(os.counts.get(v.fds[0]!.call), 1n, 'one interrupt for the batch');
+  t.equal(os.counts.get(v.fds[0]!.kick), 0n, 'kick consumed');
+});
+
+t.test('no interrupt when the guest asks for none', async (t) => {
+  const { e, os, vm } = setup();
+  const v = vm('a');
+  v.rings[0]!.setAvailFlags(1);
+  v.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(0));
+  v.start(0);
+  e.pass(false);
+  t.equal(os.counts.get(v.fds[0]!.call) ?? 0n, 0n);
+  t.equal(e.callsSuppressed, 1);
+});
+
+t.test('poll mode asks the guest not to kick', async (t) => {
+  for (const [features, check] of [
+    [VERSION_1, (r: DriverRing) => (r.usedFlags() & 1) === 1],
+    [VERSION_1 | EVENT_IDX, (r: DriverRing) => r.availEvent() === ((r.availIdx + 0x8000) & 0xffff)],
+  ] as const) {
+    const { e, vm } = setup({ poll: true, features });
+    const v = vm('a');
+    v.start(0);
+    t.ok(check(v.rings[0]!), `features 0x${features.toString(16)}`);
+    v.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(0));
+    t.equal(e.pass(true), 1, 'served by polling');
+    t.notOk(e.enableAllKicks(), 'going to sleep: nothing pending');
+    t.notOk(check(v.rings[0]!), 'kicks re-enabled while asleep');
+    e.suppressAllKicks();
+    t.ok(check(v.rings[0]!));
+  }
+});
+
+t.test('GET_VRING_BASE stops the ring, returns the next avail index, changes nothing in the store', async (t) => {
+  const { e, os, store, vm } = setup();
+  const v = vm('a');
+  v.start(0);
+  v.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(TMEM_POOL_PERSIST));
+  v.post(0, reqHeader({ op: TMEM_OP_PUT_PAGE, pool: 0, index: 7 }), pattern(7));
+  e.pass(false);
+  const pages = store.pages.size;
+  const later = v.post(0, reqHeader({ op: TMEM_OP_GET_PAGE, pool: 0, index: 7 }), undefined, 4096);
+  e.setVringEnable(v.id, 0, false);
+  t.equal(e.getVringBase(v.id, 0), 2, 'the unserved request is still ahead');
+  t.ok(os.closed.includes(v.fds[0]!.kick) && os.closed.includes(v.fds[0]!.call), 'kick and call fds closed');
+  t.equal(e.pass(true), 0, 'stopped');
+  t.equal(store.pages.size, pages);
+  // resume: the whole start sequence again, from base 2
+  v.fds[0] = { kick: nextFd++, call: nextFd++, err: v.fds[0]!.err };
+  v.start(0, 2);
+  t.equal(e.pass(false), 1);
+  t.same(v.g.read(later.data, 4096), pattern(7), 'persistent page survived the stop');
+});
+
+t.test('a chain that cannot be answered is completed with len 0 and counted; the next one is served', async (t) => {
+  const { e, vm, logs } = setup();
+  const v = vm('a');
+  v.start(0);
+  const r = v.rings[0]!;
+  const bad = r.chain([{ addr: 0x7fff_0000_0000, len: 48 }, { addr: v.g.alloc(16), len: 16, flags: F_WRITE }]);
+  r.publish(bad);
+  const short = v.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(0), 0, 8);
+  const good = v.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(0));
+  t.equal(e.pass(false), 3);
+  t.same(r.takeUsed(), [
+    { id: bad, len: 0 },
+    { id: short.head, len: 0 },
+    { id: good.head, len: 16 },
+  ]);
+  t.equal(e.device.counters.unanswerable, 2);
+  t.match(logs.join('\n'), /outside guest memory/);
+  t.match(logs.join('\n'), /16-byte response/);
+});
+
+t.test('a malformed ring breaks only its own queue: err fd signalled, other guests go on', async (t) => {
+  const { e, os, vm, counters } = setup();
+  const a = vm('a');
+  const b = vm('b');
+  a.start(0);
+  b.start(0);
+  a.rings[0]!.setAvailIdx(100); // 100 ahead of 0 on a 16-entry ring
+  b.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(0));
+  t.equal(e.pass(true), 1);
+  const qa = e.guests.get(a.id)!.queues[0]!;
+  t.match(qa.broken, /more than the queue size/);
+  t.equal(os.counts.get(a.fds[0]!.err), 1n);
+  t.equal(counters[COUNTER_INDEX.brokenQueues], 1);
+  b.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(0));
+  t.equal(e.pass(true), 1, 'b still served');
+  // the guest restarts its ring: it works again
+  a.rings[0]!.setAvailIdx(0);
+  e.setVringEnable(a.id, 0, false);
+  e.getVringBase(a.id, 0);
+  a.start(0);
+  a.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(0));
+  t.equal(e.pass(true), 1);
+});
+
+t.test('a ring placed outside guest memory is refused when it starts, not when used', async (t) => {
+  const { e, vm } = setup();
+  const v = vm('a');
+  e.setVringNum(v.id, 0, 16);
+  e.setVringAddr(v.id, 0, 0x1000, 0x2000, 0x3000); // GPAs, not QEMU addresses
+  e.setVringEnable(v.id, 0, true);
+  t.match(e.guests.get(v.id)!.queues[0]!.broken, /not inside guest memory/);
+  t.equal(e.running.length, 0);
+});
+
+t.test('an exception inside the device breaks that queue only', async (t) => {
+  const { e, store, vm } = setup();
+  const a = vm('a');
+  const b = vm('b');
+  a.start(0);
+  b.start(0);
+  const orig = store.newPool.bind(store);
+  store.newPool = (g, ...rest) => {
+    if (g === e.guests.get(a.id)!.storeGuest) throw new Error('boom');
+    return orig(g, ...rest);
+  };
+  a.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(0));
+  b.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(0));
+  e.pass(true);
+  t.match(e.guests.get(a.id)!.queues[0]!.broken, /boom/);
+  t.same(b.rings[0]!.takeUsed().length, 1);
+});
+
+t.test('several queues of one guest are served independently, each in order', async (t) => {
+  const { e, vm } = setup({ num: 8 });
+  const v = vm('a', 3);
+  for (let q = 0; q < 3; q++) v.start(q);
+  v.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(TMEM_POOL_PERSIST));
+  e.pass(true);
+  const want: number[][] = [[], [], []];
+  for (let i = 0; i < 7; i++) for (let q = 0; q < 3; q++) want[q]!.push(v.post(q, reqHeader({ op: TMEM_OP_PUT_PAGE, pool: 0, index: 10 * q + i }), pattern(i)).head);
+  v.rings[0]!.takeUsed();
+  t.equal(e.pass(true), 21);
+  for (let q = 0; q < 3; q++) t.same(v.rings[q]!.takeUsed().map((u) => u.id), want[q], `queue ${q}`);
+});
+
+t.test('a new memory table while rings run: rings follow, old mappings unmapped, fds closed', async (t) => {
+  const { e, os, vm } = setup();
+  const v = vm('a');
+  v.start(0);
+  const fd2 = nextFd++;
+  os.files.set(fd2, v.g.ram);
+  e.setMemTable(v.id, [{ fd: fd2, guestPhysAddr: 0n, size: BigInt(v.g.ram.length), userspaceAddr: BigInt(UVA), mmapOffset: 0n }]);
+  t.equal(os.unmapped, 1);
+  t.ok(os.closed.includes(fd2) && os.closed.includes(v.memFd), 'region fds closed after mmap');
+  v.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(0));
+  t.equal(e.pass(true), 1);
+});
+
+t.test('a refused memory table leaves the old one and closes the new fds', async (t) => {
+  const { e, os, vm } = setup();
+  const v = vm('a');
+  v.start(0);
+  const f1 = nextFd++;
+  const f2 = nextFd++;
+  os.files.set(f1, new Uint8Array(8192));
+  os.files.set(f2, new Uint8Array(8192));
+  t.throws(() =>
+    e.setMemTable(v.id, [
+      { fd: f1, guestPhysAddr: 0n, size: 8192n, userspaceAddr: 0n, mmapOffset: 0n },
+      { fd: f2, guestPhysAddr: 4096n, size: 4096n, userspaceAddr: 1n << 20n, mmapOffset: 0n },
+    ]),
+  );
+  t.ok(os.closed.includes(f1) && os.closed.includes(f2));
+  t.equal(os.unmapped, 2, 'both new mappings undone');
+  v.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(0));
+  t.equal(e.pass(true), 1, 'still served from the old table');
+});
+
+t.test('removing a guest stops its rings, closes its fds, unmaps, frees its store state in steps', async (t) => {
+  const { e, os, store, vm, counters } = setup();
+  const v = vm('a');
+  v.start(0);
+  const sg = e.guests.get(v.id)!.storeGuest;
+  e.removeGuest(v.id);
+  t.equal(e.running.length, 0);
+  for (const fd of Object.values(v.fds[0]!)) t.ok(os.closed.includes(fd), `fd ${fd} closed`);
+  t.equal(os.unmapped, os.mapped);
+  t.notOk(store.guests.has(sg));
+  t.ok(e.reclaimPending);
+  while (e.reclaimPending) e.reclaim(16);
+  t.equal(counters[COUNTER_INDEX.reclaimSteps], 3);
+  t.throws(() => e.setVringEnable(v.id, 0, true), /unknown guest/);
+});
+
+t.test('the store hears the guest\'s RAM size from its memory table', async (t) => {
+  const { e, store, vm } = setup();
+  const v = vm('a');
+  t.equal(store.guests.get(e.guests.get(v.id)!.storeGuest)!.ramPages, (2 << 20) / 4096);
+});

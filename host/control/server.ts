@@ -1,0 +1,194 @@
+// The operator's control socket: JSON lines over a Unix stream socket
+// (no fds travel here, so Node's net module is fine). One request per line,
+// one reply line per request, in order:
+//
+//   {"id": 1, "cmd": "guests"}                    -> {"id": 1, "ok": true, "result": [VmStatus...]}
+//   {"cmd": "stats"}                              -> {"ok": true, "result": {"host": {...}, "guests": [...]}}
+//   {"cmd": "freeze", "name": "web1"}             -> {"ok": true, "result": {...VmStatus}}
+//   {"cmd": "thaw", "name": "web1"}
+//   {"cmd": "flush", "name": "web1"}
+//   {"cmd": "share-group", "name": "web1", "group": "g1" | null}
+//   anything wrong                                -> {"ok": false, "error": "one line"}
+//
+// Requests are answered at once on the event loop; none waits on slow work.
+import { lstatSync, unlinkSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import type { Logger } from '../log.js';
+import { removeStaleSocket } from '../vhost/listener.js';
+import type { TmemVm } from '../vhost/tmem-backend.js';
+
+/** Longest request line accepted. */
+const MAX_LINE = 64 * 1024;
+
+export interface ControlRequest {
+  readonly id?: unknown;
+  readonly cmd?: unknown;
+  readonly name?: unknown;
+  readonly group?: unknown;
+}
+
+export type ControlReply = { id?: unknown; ok: true; result: unknown } | { id?: unknown; ok: false; error: string };
+
+export interface ControlContext {
+  /** Every configured VM, connected or not. */
+  readonly vms: readonly TmemVm[];
+  /** Data-plane statistics (store, counters, per guest). */
+  readonly stats: () => Record<string, unknown>;
+  /** Daemon facts for `stats`: capacity, mode, queues, etc. */
+  readonly info: () => Record<string, unknown>;
+  readonly log: Logger;
+}
+
+export class ControlError extends Error {}
+
+/** Handles one request object; never throws. */
+export function handleControlRequest(ctx: ControlContext, req: ControlRequest): ControlReply {
+  const id = req.id;
+  const withId = (r: ControlReply): ControlReply => (id === undefined ? r : { id, ...r });
+  try {
+    return withId({ ok: true, result: run(ctx, req) });
+  } catch (e) {
+    const msg = e instanceof ControlError ? e.message : `${(e as Error).name === 'DataPlaneError' ? 'data plane: ' : ''}${(e as Error).message}`;
+    if (!(e instanceof ControlError)) ctx.log.warn(`control: ${String(req.cmd)} failed: ${msg}`);
+    return withId({ ok: false, error: msg });
+  }
+}
+
+function vmByName(ctx: ControlContext, req: ControlRequest): TmemVm {
+  if (typeof req.name !== 'string' || req.name === '') throw new ControlError(`${String(req.cmd)} needs "name" (a VM name)`);
+  const vm = ctx.vms.find((v) => v.name === req.name);
+  if (!vm) throw new ControlError(`no VM named '${req.name}' (known: ${ctx.vms.map((v) => v.name).join(', ') || 'none'})`);
+  return vm;
+}
+
+function run(ctx: ControlContext, req: ControlRequest): unknown {
+  switch (req.cmd) {
+    case 'guests':
+      return ctx.vms.map((v) => v.status());
+    case 'stats': {
+      const dp = ctx.stats();
+      const dpGuests = Array.isArray(dp.guests) ? (dp.guests as Record<string, unknown>[]) : [];
+      const { guests: _g, ...host } = dp;
+      void _g;
+      return {
+        host: { ...ctx.info(), ...host },
+        guests: ctx.vms.map((v) => {
+          const st = v.status();
+          const d = st.guestId === null ? undefined : dpGuests.find((g) => g.id === st.guestId);
+          return { ...st, dataplane: d ?? null };
+        }),
+      };
+    }
+    case 'freeze':
+    case 'thaw': {
+      const vm = vmByName(ctx, req);
+      vm.setFrozen(req.cmd === 'freeze');
+      ctx.log.info(`control: vm ${vm.name} ${req.cmd === 'freeze' ? 'frozen (puts rejected)' : 'thawed'}`);
+      return vm.status();
+    }
+    case 'flush': {
+      const vm = vmByName(ctx, req);
+      if (!vm.flush()) throw new ControlError(`vm ${vm.name} has no guest connected`);
+      ctx.log.info(`control: vm ${vm.name} flushed`);
+      return vm.status();
+    }
+    case 'share-group': {
+      const vm = vmByName(ctx, req);
+      const g = req.group;
+      if (g !== null && (typeof g !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(g))) throw new ControlError('"group" must be a name (letters, digits, ., _, -) or null');
+      vm.setShareGroup(g);
+      ctx.log.info(`control: vm ${vm.name} share group ${g ?? 'none'}`);
+      return vm.status();
+    }
+    case undefined:
+      throw new ControlError('missing "cmd" (guests, stats, freeze, thaw, flush, share-group)');
+    default:
+      throw new ControlError(`unknown command ${JSON.stringify(req.cmd)} (guests, stats, freeze, thaw, flush, share-group)`);
+  }
+}
+
+/** bigints as decimal strings. */
+function encode(v: unknown): string {
+  return JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? x.toString() : x));
+}
+
+export class ControlServer {
+  private server: Server | null = null;
+  private readonly clients = new Set<Socket>();
+  private created: { dev: number; ino: number } | null = null;
+
+  constructor(
+    readonly path: string,
+    private readonly ctx: ControlContext,
+  ) {}
+
+  /** Listens on the path (a stale socket file is replaced; anything else is an error). */
+  async start(): Promise<void> {
+    removeStaleSocket(this.path);
+    const server = createServer((s) => this.onClient(s));
+    await new Promise<void>((res, rej) => {
+      server.once('error', rej);
+      server.listen(this.path, () => {
+        server.off('error', rej);
+        res();
+      });
+    });
+    server.on('error', (e) => this.ctx.log.error(`control socket ${this.path}: ${e.message}`));
+    this.server = server;
+    try {
+      const st = lstatSync(this.path);
+      this.created = { dev: st.dev, ino: st.ino };
+    } catch {
+      /* ignore */
+    }
+  }
+
+  private onClient(s: Socket): void {
+    this.clients.add(s);
+    let buf = '';
+    s.setEncoding('utf8');
+    s.on('data', (chunk: string) => {
+      buf += chunk;
+      for (;;) {
+        const nl = buf.indexOf('\n');
+        if (nl < 0) break;
+        const line = buf.slice(0, nl).trim();
+        buf = buf.slice(nl + 1);
+        if (line === '') continue;
+        let reply: ControlReply;
+        try {
+          const req = JSON.parse(line) as unknown;
+          if (typeof req !== 'object' || req === null || Array.isArray(req)) reply = { ok: false, error: 'a request is a JSON object' };
+          else reply = handleControlRequest(this.ctx, req as ControlRequest);
+        } catch (e) {
+          reply = { ok: false, error: `not JSON: ${(e as Error).message}` };
+        }
+        if (!s.destroyed) s.write(encode(reply) + '\n');
+      }
+      if (buf.length > MAX_LINE) {
+        s.end(encode({ ok: false, error: `request line longer than ${MAX_LINE} bytes` }) + '\n');
+        buf = '';
+      }
+    });
+    s.on('error', () => s.destroy());
+    s.on('close', () => this.clients.delete(s));
+  }
+
+  /** Stops listening, drops clients and removes the socket file it created. */
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    for (const c of this.clients) c.destroy();
+    this.clients.clear();
+    if (server) await new Promise<void>((res) => server.close(() => res()));
+    if (this.created) {
+      try {
+        const st = lstatSync(this.path);
+        if (st.isSocket() && st.dev === this.created.dev && st.ino === this.created.ino) unlinkSync(this.path);
+      } catch {
+        /* already gone */
+      }
+      this.created = null;
+    }
+  }
+}

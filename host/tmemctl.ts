@@ -1,0 +1,254 @@
+#!/usr/bin/env node
+// tmemctl: the operator's CLI for a running tmemd, over its control socket
+// (JSON lines, host/control/server.ts). Human tables by default, the raw
+// reply with --json.
+import { connect } from 'node:net';
+import { defaultControlPath } from './config.js';
+
+export const CTL_HELP = `Usage: tmemctl [--control PATH] [--json] COMMAND
+
+Commands:
+  guests                    the configured VMs: socket, connected, RAM, maxmem
+  stats                     host and per-guest statistics
+  freeze NAME               reject the VM's puts (TMEM_S_FROZEN); kept across reconnects
+  thaw NAME                 accept its puts again
+  flush NAME                drop every page the connected guest holds
+  share-group NAME GROUP    which shared pools the VM may join ("none": its own only)
+
+Options:
+  --control PATH            tmemd's control socket (default $TMEMD_CONTROL or /run/tmemd.sock)
+  --json                    print the daemon's reply as JSON
+  --timeout SECONDS         give up waiting for the daemon (default 10)
+  -h, --help                this text
+
+Exit status: 0 done, 1 the daemon refused or could not be reached, 2 bad usage.
+`;
+
+class UsageError extends Error {}
+
+interface CtlArgs {
+  control: string;
+  json: boolean;
+  timeoutMs: number;
+  request: Record<string, unknown>;
+}
+
+export function parseCtlArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): CtlArgs | 'help' {
+  let control = defaultControlPath(env);
+  let json = false;
+  let timeoutMs = 10_000;
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    let a = argv[i]!;
+    let val: string | undefined;
+    if (a.startsWith('--') && a.includes('=')) {
+      val = a.slice(a.indexOf('=') + 1);
+      a = a.slice(0, a.indexOf('='));
+    }
+    const need = () => {
+      if (val !== undefined) return val;
+      if (i + 1 >= argv.length) throw new UsageError(`${a} needs a value`);
+      return argv[++i]!;
+    };
+    if (a === '-h' || a === '--help') return 'help';
+    else if (a === '--json') json = true;
+    else if (a === '--control') {
+      control = need();
+      if (control === '') throw new UsageError('--control needs a path');
+    } else if (a === '--timeout') {
+      const s = need();
+      const v = Number(s);
+      if (!/^\d+(\.\d+)?$/.test(s) || !(v > 0)) throw new UsageError(`--timeout: '${s}' is not a positive number of seconds`);
+      timeoutMs = v * 1000;
+    } else if (a.startsWith('-') && a !== '-') throw new UsageError(`unknown option ${a}`);
+    else rest.push(a);
+  }
+  if (rest.length === 0) throw new UsageError('no command (guests, stats, freeze, thaw, flush, share-group)');
+  const [cmd, ...args] = rest;
+  const nargs: Record<string, number> = { guests: 0, stats: 0, freeze: 1, thaw: 1, flush: 1, 'share-group': 2 };
+  if (!(cmd! in nargs)) throw new UsageError(`unknown command '${cmd}' (guests, stats, freeze, thaw, flush, share-group)`);
+  if (args.length !== nargs[cmd!]) {
+    const want = nargs[cmd!] === 0 ? 'no arguments' : nargs[cmd!] === 1 ? 'a VM name' : 'a VM name and a group';
+    throw new UsageError(`${cmd} takes ${want}`);
+  }
+  const request: Record<string, unknown> = { cmd };
+  if (args.length >= 1) request.name = args[0];
+  if (cmd === 'share-group') request.group = args[1] === 'none' ? null : args[1];
+  return { control, json, timeoutMs, request };
+}
+
+/** One request, one reply line. */
+export function requestDaemon(path: string, req: Record<string, unknown>, timeoutMs: number): Promise<{ ok: boolean; result?: unknown; error?: string }> {
+  return new Promise((resolve, reject) => {
+    const s = connect(path);
+    let buf = '';
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`no answer from tmemd on ${path} within ${timeoutMs / 1000} s`));
+    }, timeoutMs);
+    s.setEncoding('utf8');
+    s.on('connect', () => s.write(JSON.stringify({ id: 1, ...req }) + '\n'));
+    s.on('data', (d: string) => {
+      buf += d;
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      clearTimeout(timer);
+      s.end();
+      try {
+        resolve(JSON.parse(buf.slice(0, nl)));
+      } catch (e) {
+        reject(new Error(`tmemd sent a reply that is not JSON: ${(e as Error).message}`));
+      }
+    });
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      const why = e.code === 'ENOENT' ? 'no such socket (is tmemd running, with this --control?)' : e.code === 'ECONNREFUSED' ? 'connection refused (tmemd is not running)' : e.code === 'EACCES' ? 'permission denied' : e.message;
+      reject(new Error(`cannot reach tmemd on ${path}: ${why}`));
+    });
+    s.on('close', () => {
+      clearTimeout(timer);
+      reject(new Error(`tmemd on ${path} closed the connection without answering`));
+    });
+  });
+}
+
+// ---------------------------------------------------------------- rendering
+
+/** A plain text table with left-aligned columns. */
+export function table(head: readonly string[], rows: readonly (readonly string[])[]): string {
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (r: readonly string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i]!))).join('  ');
+  return [line(head), ...rows.map(line)].join('\n') + '\n';
+}
+
+export function bytes(s: unknown): string {
+  if (s === null || s === undefined) return '-';
+  let v: bigint;
+  try {
+    v = BigInt(s as string | number);
+  } catch {
+    return String(s);
+  }
+  const units = ['B', 'K', 'M', 'G', 'T', 'P'];
+  let u = 0;
+  let x = Number(v);
+  while (u < units.length - 1 && x >= 1024) {
+    x /= 1024;
+    u++;
+  }
+  return u === 0 ? `${v}B` : `${Number.isInteger(x) ? x : x.toFixed(1)}${units[u]}`;
+}
+
+interface GuestRow {
+  name: string;
+  socket: string;
+  connected: boolean;
+  guestId: number | null;
+  connectedAt: string | null;
+  ramBytes: string;
+  maxmemBytes: string;
+  shareGroup: string | null;
+  frozen: boolean;
+  connections: number;
+  dataplane?: Record<string, unknown> | null;
+}
+
+export function renderGuests(gs: GuestRow[]): string {
+  if (gs.length === 0) return 'no VMs configured\n';
+  return table(
+    ['NAME', 'STATE', 'RAM', 'MAXMEM', 'GROUP', 'FROZEN', 'SINCE', 'SOCKET'],
+    gs.map((g) => [g.name, g.connected ? 'connected' : 'waiting', g.connected ? bytes(g.ramBytes) : '-', bytes(g.maxmemBytes), g.shareGroup ?? '-', g.frozen ? 'yes' : 'no', g.connectedAt ?? '-', g.socket]),
+  );
+}
+
+/** Flattens nested objects into dotted keys (arrays of objects are skipped: they get their own tables). */
+function flatten(o: unknown, prefix = '', out: [string, string][] = []): [string, string][] {
+  if (o === null || typeof o !== 'object') {
+    out.push([prefix, String(o)]);
+    return out;
+  }
+  if (Array.isArray(o)) {
+    if (o.every((x) => x === null || typeof x !== 'object')) out.push([prefix, o.join(',')]);
+    return out;
+  }
+  for (const [k, v] of Object.entries(o as Record<string, unknown>)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
+  return out;
+}
+
+export function renderStats(r: { host: Record<string, unknown>; guests: GuestRow[] }): string {
+  let s = 'host\n';
+  const kv = flatten(r.host);
+  const kw = Math.max(...kv.map(([k]) => k.length), 4);
+  for (const [k, v] of kv) s += `  ${k.padEnd(kw)}  ${/bytes$/i.test(k) ? `${v} (${bytes(v)})` : v}\n`;
+  s += '\nguests\n';
+  const rows = r.guests.map((g) => {
+    const d = g.dataplane ?? null;
+    const queues = d && Array.isArray(d.queues) ? (d.queues as Record<string, unknown>[]) : [];
+    const running = queues.filter((q) => q.running).length;
+    const completed = queues.reduce((a, q) => a + (typeof q.completed === 'number' ? q.completed : 0), 0);
+    const bad = queues.reduce((a, q) => a + (typeof q.unanswerable === 'number' ? q.unanswerable : 0), 0);
+    return [g.name, g.connected ? 'connected' : 'waiting', g.connected ? bytes(g.ramBytes) : '-', bytes(g.maxmemBytes), g.frozen ? 'yes' : 'no', d ? `${running}/${queues.length}` : '-', d ? String(completed) : '-', d ? String(bad) : '-'];
+  });
+  s += table(['NAME', 'STATE', 'RAM', 'MAXMEM', 'FROZEN', 'QUEUES', 'REQUESTS', 'UNANSWERABLE'], rows)
+    .split('\n')
+    .map((l) => (l ? `  ${l}` : l))
+    .join('\n');
+  return s;
+}
+
+export async function ctlMain(argv: readonly string[]): Promise<number> {
+  let a: CtlArgs | 'help';
+  try {
+    a = parseCtlArgs(argv);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`tmemctl: ${e.message} (see tmemctl --help)\n`);
+      return 2;
+    }
+    throw e;
+  }
+  if (a === 'help') {
+    process.stdout.write(CTL_HELP);
+    return 0;
+  }
+  let reply;
+  try {
+    reply = await requestDaemon(a.control, a.request, a.timeoutMs);
+  } catch (e) {
+    process.stderr.write(`tmemctl: ${(e as Error).message}\n`);
+    return 1;
+  }
+  if (!reply.ok) {
+    if (a.json) process.stdout.write(JSON.stringify(reply) + '\n');
+    process.stderr.write(`tmemctl: ${String(a.request.cmd)}: ${reply.error ?? 'failed'}\n`);
+    return 1;
+  }
+  if (a.json) {
+    process.stdout.write(JSON.stringify(reply.result, null, 2) + '\n');
+    return 0;
+  }
+  switch (a.request.cmd) {
+    case 'guests':
+      process.stdout.write(renderGuests(reply.result as GuestRow[]));
+      break;
+    case 'stats':
+      process.stdout.write(renderStats(reply.result as { host: Record<string, unknown>; guests: GuestRow[] }));
+      break;
+    default: {
+      const g = reply.result as GuestRow;
+      const what = a.request.cmd === 'share-group' ? `share group ${g.shareGroup ?? 'none'}` : a.request.cmd === 'flush' ? 'flushed' : g.frozen ? 'frozen' : 'thawed';
+      process.stdout.write(`${g.name}: ${what}\n`);
+    }
+  }
+  return 0;
+}
+
+ctlMain(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e) => {
+    process.stderr.write(`tmemctl: ${(e as Error).message}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,217 @@
+#!/usr/bin/env node
+// tmemd: the tmem host daemon. Parses the command line (host/config.ts),
+// starts the data plane, listens on one vhost-user socket per VM and on the
+// operator's control socket, and runs in the foreground until SIGTERM or
+// SIGINT, when it closes every guest, removes the sockets it created and
+// exits. It never daemonizes (QEMU's backend program conventions).
+import * as native from '../native/index.js';
+import { ConfigError, type DaemonConfig, HELP, parseArgs } from './config.js';
+import { ControlServer } from './control/server.js';
+import { DataPlane } from './dataplane/client.js';
+import { createLogger, type Logger } from './log.js';
+import { formatBytes } from './vhost/connection.js';
+import { type ListenerIo, VhostUserListener, type Watcher } from './vhost/listener.js';
+import { TMEM_DEVICE_FEATURES, TMEM_PROTOCOL_FEATURES, TmemVm } from './vhost/tmem-backend.js';
+
+const PAGE = 4096n;
+
+/** What --print-capabilities prints (docs/interop/vhost-user.rst, "Backend program conventions"). */
+export function capabilities(): { type: string; features: string[] } {
+  // QEMU's VHostUserBackendType list has no tmem; no vhost-user.json descriptor is installed for that reason.
+  return { type: 'tmem', features: [] };
+}
+
+function nativeIo(): ListenerIo {
+  return {
+    recvMsg: (fd, buf, fdsOut, maxFds) => native.recvMsg(fd, buf, fdsOut, maxFds),
+    sendMsg: (fd, buf, fds) => native.sendMsg(fd, buf, fds),
+    close: (fd) => native.close(fd),
+    listenUnix: (path, backlog) => native.listenUnix(path, backlog),
+    acceptConnection: (fd) => native.acceptConnection(fd),
+    checkListeningUnixSocket: (fd) => native.checkListeningUnixSocket(fd),
+  };
+}
+
+class Daemon {
+  private dp: DataPlane | null = null;
+  private watcher: native.FdWatcher | null = null;
+  private readonly listeners: VhostUserListener[] = [];
+  private readonly vms: TmemVm[] = [];
+  private control: ControlServer | null = null;
+  private stopping: Promise<void> | null = null;
+  private readonly startedAt = new Date();
+
+  constructor(
+    private readonly cfg: DaemonConfig,
+    private readonly log: Logger,
+  ) {}
+
+  /** Throws with a one-line message on any startup failure (after undoing what was done). */
+  async start(): Promise<void> {
+    const { cfg, log } = this;
+    try {
+      this.dp = await DataPlane.start({ mode: cfg.queuesMode, capacityPages: Number(cfg.capacityBytes / PAGE), maxPoolsPerGuest: cfg.maxPools, log });
+    } catch (e) {
+      throw new Error(`cannot start the data plane: ${(e as Error).message}`);
+    }
+    try {
+      const watcher = new native.FdWatcher();
+      this.watcher = watcher;
+      const w: Watcher = { watch: (fd, cb) => watcher.watch(fd, cb), unwatch: (fd) => watcher.unwatch(fd) };
+      const io = nativeIo();
+      for (const v of cfg.vms) {
+        const where = v.socket ?? `fd=${v.fd}`;
+        const vm = new TmemVm({ name: v.name, maxmemBytes: v.maxmemBytes, shareGroup: v.shareGroup, where }, this.dp, { numQueues: cfg.queues, log });
+        const l = new VhostUserListener({ on: v.socket !== null ? { path: v.socket } : { fd: v.fd! }, backend: vm, io, watcher: w, log });
+        l.start();
+        this.vms.push(vm);
+        this.listeners.push(l);
+        log.info(`vm ${v.name}: listening on ${where} (maxmem ${formatBytes(v.maxmemBytes)}${v.shareGroup ? `, share group ${v.shareGroup}` : ''})`);
+      }
+      if (cfg.control !== null) {
+        const dp = this.dp;
+        const control = new ControlServer(cfg.control, {
+          vms: this.vms,
+          stats: () => dp.stats(),
+          info: () => this.info(),
+          log,
+        });
+        try {
+          await control.start();
+        } catch (e) {
+          throw new Error(`cannot listen on the control socket ${cfg.control}: ${(e as Error).message}`);
+        }
+        this.control = control;
+        log.info(`control socket on ${cfg.control}`);
+      }
+    } catch (e) {
+      await this.stop();
+      throw e;
+    }
+    log.info(
+      `ready: capacity ${formatBytes(cfg.capacityBytes)}, ${cfg.queuesMode} mode, ${cfg.queues} queue(s) per guest, ${cfg.maxPools} pools per guest, features 0x${TMEM_DEVICE_FEATURES.toString(16)}, protocol features 0x${TMEM_PROTOCOL_FEATURES.toString(16)}`,
+    );
+  }
+
+  private info(): Record<string, unknown> {
+    const { cfg } = this;
+    return {
+      pid: process.pid,
+      startedAt: this.startedAt.toISOString(),
+      capacityBytes: cfg.capacityBytes.toString(),
+      queuesMode: cfg.queuesMode,
+      queuesPerGuest: cfg.queues,
+      maxPoolsPerGuest: cfg.maxPools,
+      vms: this.vms.length,
+      guestsConnected: this.vms.filter((v) => v.session !== null).length,
+      refusedConnections: this.listeners.reduce((a, l) => a + l.refused, 0),
+    };
+  }
+
+  /** Closes every guest, stops listening (removing our socket files), stops the data plane. Idempotent. */
+  stop(): Promise<void> {
+    if (!this.stopping) this.stopping = this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    for (const l of this.listeners) {
+      try {
+        l.stop();
+      } catch (e) {
+        this.log.warn(`stopping ${l.where}: ${(e as Error).message}`);
+      }
+    }
+    if (this.control) {
+      try {
+        await this.control.stop();
+      } catch (e) {
+        this.log.warn(`stopping the control socket: ${(e as Error).message}`);
+      }
+    }
+    if (this.dp) {
+      try {
+        await this.dp.stop();
+      } catch (e) {
+        this.log.warn(`stopping the data plane: ${(e as Error).message}`);
+      }
+    }
+    try {
+      this.watcher?.close();
+    } catch {
+      /* ignore */
+    }
+  }
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs(argv);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`tmemd: ${e.message} (see tmemd --help)\n`);
+      return 2;
+    }
+    throw e;
+  }
+  if (parsed.kind === 'help') {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (parsed.kind === 'capabilities') {
+    process.stdout.write(JSON.stringify(capabilities(), null, 2) + '\n');
+    return 0;
+  }
+  const cfg = parsed.config;
+  const log = createLogger(cfg.logLevel);
+  // Last resort only: every message and request has its own try/catch. A bug
+  // that still escapes is logged; dying would take every guest's QEMU down.
+  process.on('uncaughtException', (e) => log.error(`BUG: uncaught exception (daemon continues): ${e.stack ?? e}`));
+  process.on('unhandledRejection', (e) => log.error(`BUG: unhandled rejection (daemon continues): ${(e as Error)?.stack ?? String(e)}`));
+
+  const d = new Daemon(cfg, log);
+  try {
+    await d.start();
+  } catch (e) {
+    process.stderr.write(`tmemd: ${(e as Error).message}\n`);
+    return 1;
+  }
+  return await new Promise<number>((resolve) => {
+    let signalled = false;
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (signalled) {
+        log.warn(`${sig} again: exiting at once`);
+        process.exit(1);
+      }
+      signalled = true;
+      log.info(`${sig}: stopping`);
+      // A stuck data plane must not keep the daemon from exiting: the sockets are removed first, synchronously.
+      const force = setTimeout(() => {
+        log.warn('stop took too long; exiting');
+        resolve(0);
+      }, 3000);
+      force.unref();
+      void d.stop().then(() => {
+        clearTimeout(force);
+        log.info('stopped');
+        resolve(0);
+      });
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+    process.on('SIGHUP', onSignal);
+  });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+    // The worker thread or a stray handle must not keep a stopped daemon alive.
+    setImmediate(() => process.exit(code));
+  },
+  (e) => {
+    process.stderr.write(`tmemd: ${(e as Error).message}\n`);
+    process.exit(1);
+  },
+);

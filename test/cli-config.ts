@@ -1,0 +1,180 @@
+// tmemd's command line and config file: every value that parses, every bad
+// input with its one-line error (host/config.ts).
+import t from 'tap';
+import { ConfigError, DEFAULTS, parseArgs, parseSize, parseVmSpec, type DaemonConfig } from '../host/config.js';
+
+const env = { TMEMD_CONTROL: '/tmp/ctl.sock' };
+const run = (argv: string[], files: Record<string, string> = {}): DaemonConfig => {
+  const r = parseArgs(argv, env, (p) => {
+    if (!(p in files)) throw Object.assign(new Error('nope'), { code: 'ENOENT' });
+    return files[p]!;
+  });
+  if (r.kind !== 'run') throw new Error(`expected run, got ${r.kind}`);
+  return r.config;
+};
+/** The call throws a one-line ConfigError matching re. */
+const throwsConfig = (tt: typeof t, fn: () => unknown, re: RegExp, name: string) => {
+  try {
+    fn();
+    tt.fail(`${name}: did not throw`);
+  } catch (e) {
+    tt.ok(e instanceof ConfigError, `${name}: a ConfigError`);
+    tt.match((e as Error).message, re, name);
+    tt.notOk((e as Error).message.includes('\n'), `${name}: one line`);
+  }
+};
+const fails = (tt: typeof t, argv: string[], re: RegExp, files: Record<string, string> = {}) => throwsConfig(tt, () => run(argv, files), re, argv.join(' '));
+
+const VM = 'name=a,socket=/tmp/a.sock,maxmem=2G';
+
+t.test('sizes: plain bytes and binary units', (t) => {
+  t.equal(parseSize('4096', 'x'), 4096n);
+  t.equal(parseSize('512M', 'x'), 512n << 20n);
+  t.equal(parseSize('2G', 'x'), 2n << 30n);
+  t.equal(parseSize('2g', 'x'), 2n << 30n);
+  t.equal(parseSize('1T', 'x'), 1n << 40n);
+  t.equal(parseSize('4K', 'x'), 4096n);
+  t.equal(parseSize('2GiB', 'x'), 2n << 30n);
+  t.equal(parseSize('2GB', 'x'), 2n << 30n);
+  t.equal(parseSize('0', 'x'), 0n);
+  for (const bad of ['', 'G', '-1', '1.5G', '2X', '0x10', '2 G B', '1e9', 'abc', '99999999999999999999999P']) {
+    t.throws(() => parseSize(bad, '--capacity'), /--capacity: /, `'${bad}' refused`);
+  }
+  t.end();
+});
+
+t.test('--vm specs', (t) => {
+  t.same(parseVmSpec('name=web1,socket=/run/web1.sock,maxmem=6G,share-group=g1'), { name: 'web1', socket: '/run/web1.sock', fd: null, maxmemBytes: 6n << 30n, shareGroup: 'g1' });
+  t.same(parseVmSpec('name=db,fd=5,maxmem=1024'), { name: 'db', socket: null, fd: 5, maxmemBytes: 1024n, shareGroup: null });
+  t.equal(parseVmSpec('name=x,socket=/tmp/a,,b.sock,maxmem=1G').socket, '/tmp/a,b.sock', ',, is a literal comma');
+  const bad: [string, RegExp][] = [
+    ['socket=/a,maxmem=1G', /name= is missing/],
+    ['name=a,maxmem=1G', /exactly one of socket=PATH or fd=N/],
+    ['name=a,socket=/a,fd=3,maxmem=1G', /exactly one of socket=PATH or fd=N/],
+    ['name=a,socket=/a', /maxmem= is missing/],
+    ['name=a,socket=/a,maxmem=lots', /maxmem: 'lots' is not a size/],
+    ['name=a,socket=/a,maxmem=1G,colour=red', /unknown key 'colour'/],
+    ['name=a,name=b,socket=/a,maxmem=1G', /name= given twice/],
+    ['name=a,socket=/a,maxmem=1G,oops', /'oops' is not key=value/],
+    ['name=a b,socket=/a,maxmem=1G', /not a valid name/],
+    ['name=a,fd=-1,maxmem=1G', /fd: '-1' is not a whole number/],
+    ['name=a,fd=x,maxmem=1G', /fd: 'x' is not a whole number/],
+    ['name=a,socket=,maxmem=1G', /socket must be a non-empty path/],
+    [`name=a,socket=/${'x'.repeat(120)},maxmem=1G`, /longer than a Unix socket address allows/],
+    ['name=a,socket=/a,maxmem=1G,share-group=bad group', /share-group: 'bad group' is not a valid name/],
+  ];
+  for (const [s, re] of bad) throwsConfig(t, () => parseVmSpec(s), re, s);
+  t.end();
+});
+
+t.test('defaults', (t) => {
+  const c = run(['--vm', VM]);
+  t.equal(c.capacityBytes, DEFAULTS.capacityBytes);
+  t.equal(c.maxPools, DEFAULTS.maxPools);
+  t.equal(c.queuesMode, DEFAULTS.queuesMode);
+  t.equal(c.queues, DEFAULTS.queues);
+  t.equal(c.logLevel, 'info');
+  t.equal(c.control, '/tmp/ctl.sock', 'control from $TMEMD_CONTROL');
+  const r = parseArgs(['--vm', VM], {});
+  t.equal(r.kind === 'run' && r.config.control, '/run/tmemd.sock');
+  t.end();
+});
+
+t.test('every flag, both spellings', (t) => {
+  const c = run(['--vm', VM, '--vm=name=b,fd=7,maxmem=1G', '--capacity', '2G', '--max-pools=4', '--queues-mode', 'notify', '--queues', '2', '--control=/tmp/c.sock', '--log-level', 'debug']);
+  t.equal(c.vms.length, 2);
+  t.equal(c.vms[1]!.fd, 7);
+  t.equal(c.capacityBytes, 2n << 30n);
+  t.equal(c.maxPools, 4);
+  t.equal(c.queuesMode, 'notify');
+  t.equal(c.queues, 2);
+  t.equal(c.control, '/tmp/c.sock');
+  t.equal(c.logLevel, 'debug');
+  t.equal(run(['--vm', VM, '--control', 'none']).control, null);
+  t.equal(run(['--vm', VM, '-v']).logLevel, 'debug');
+  t.equal(run(['--vm', VM, '-q']).logLevel, 'warn');
+  t.end();
+});
+
+t.test('QEMU backend program conventions: --socket-path / --fd', (t) => {
+  const c = run(['--socket-path', '/tmp/x.sock']);
+  t.same(c.vms, [{ name: 'vm0', socket: '/tmp/x.sock', fd: null, maxmemBytes: 0n, shareGroup: null }]);
+  const d = run(['--fd', '3', '--name', 'web', '--maxmem', '4G']);
+  t.same(d.vms, [{ name: 'web', socket: null, fd: 3, maxmemBytes: 4n << 30n, shareGroup: null }]);
+  fails(t, ['--socket-path', '/a', '--fd', '3'], /mutually exclusive/);
+  fails(t, ['--vm', VM, '--maxmem', '1G'], /go with --socket-path or --fd/);
+  t.end();
+});
+
+t.test('help and capabilities win over everything else', (t) => {
+  t.same(parseArgs(['--bogus', '--help']), { kind: 'help' });
+  t.same(parseArgs(['-h']), { kind: 'help' });
+  t.same(parseArgs(['--capacity', 'x', '--print-capabilities']), { kind: 'capabilities' });
+  t.end();
+});
+
+t.test('bad flags and values: one line each', (t) => {
+  fails(t, [], /no VM configured/);
+  fails(t, ['--vm', VM, '--frobnicate'], /unknown option --frobnicate/);
+  fails(t, ['--vm', VM, 'stray'], /unexpected argument 'stray'/);
+  fails(t, ['--vm'], /--vm needs a value/);
+  fails(t, ['--vm', VM, '--capacity'], /--capacity needs a value/);
+  fails(t, ['--vm', VM, '--capacity', '12Q'], /--capacity: '12Q' is not a size/);
+  fails(t, ['--vm', VM, '--capacity', '100'], /less than one 4K page/);
+  fails(t, ['--vm', VM, '--max-pools', '0'], /--max-pools: 0 is out of range/);
+  fails(t, ['--vm', VM, '--max-pools', 'many'], /not a whole number/);
+  fails(t, ['--vm', VM, '--max-pools', '70000'], /out of range/);
+  fails(t, ['--vm', VM, '--queues', '0'], /--queues: 0 is out of range \(1..256\)/);
+  fails(t, ['--vm', VM, '--queues', '257'], /out of range/);
+  fails(t, ['--vm', VM, '--queues', '1.5'], /not a whole number/);
+  fails(t, ['--vm', VM, '--queues-mode', 'spin'], /'spin' is neither poll nor notify/);
+  fails(t, ['--vm', VM, '--log-level', 'loud'], /'loud' is not one of error, warn, info, debug/);
+  fails(t, ['--vm', VM, '--control', ''], /--control needs a path/);
+  fails(t, ['--vm', VM, '--help=yes'.replace('--help', '--verbose')], /takes no value/);
+  fails(t, ['--vm', VM, '--vm', 'name=a,socket=/tmp/b.sock,maxmem=1G'], /VM name 'a' is used twice/);
+  fails(t, ['--vm', VM, '--vm', 'name=b,socket=/tmp/a.sock,maxmem=1G'], /socket \/tmp\/a.sock is given to two VMs/);
+  fails(t, ['--vm', 'name=a,fd=4,maxmem=1G', '--vm', 'name=b,fd=4,maxmem=1G'], /fd 4 is given to two VMs/);
+  fails(t, ['--vm', VM, '--control', '/tmp/a.sock'], /also a VM's socket/);
+  fails(t, ['--vm', VM, '--config', 'a.json', '--config', 'b.json'], /--config given twice/);
+  t.end();
+});
+
+t.test('config file', (t) => {
+  const file = JSON.stringify({
+    vms: [{ name: 'web', socket: '/tmp/web.sock', maxmem: '4G', shareGroup: 'g' }, 'name=db,fd=9,maxmem=1G', { name: 'n', fd: 10, maxmem: 4096 }],
+    capacity: '8G',
+    'max-pools': 8,
+    queuesMode: 'notify',
+    queues: 4,
+    control: '/tmp/f.sock',
+    logLevel: 'warn',
+  });
+  const c = run(['--config', 'f.json'], { 'f.json': file });
+  t.equal(c.vms.length, 3);
+  t.same(c.vms[0], { name: 'web', socket: '/tmp/web.sock', fd: null, maxmemBytes: 4n << 30n, shareGroup: 'g' });
+  t.equal(c.vms[2]!.maxmemBytes, 4096n);
+  t.equal(c.capacityBytes, 8n << 30n);
+  t.equal(c.maxPools, 8);
+  t.equal(c.queuesMode, 'notify');
+  t.equal(c.queues, 4);
+  t.equal(c.control, '/tmp/f.sock');
+  t.equal(c.logLevel, 'warn');
+  const o = run(['--config', 'f.json', '--queues', '2', '--vm', 'name=extra,socket=/tmp/e.sock,maxmem=1G'], { 'f.json': file });
+  t.equal(o.queues, 2, 'flags override the file');
+  t.equal(o.vms.length, 4, '--vm adds to the file');
+  t.equal(run(['--config', 'g.json'], { 'g.json': JSON.stringify({ vms: [{ name: 'a', socket: '/x', maxmem: 1 }], control: null }) }).control, null);
+
+  fails(t, ['--config', 'missing.json'], /--config missing.json: cannot read: ENOENT/);
+  fails(t, ['--config', 'f.json'], /not valid JSON/, { 'f.json': '{nope' });
+  fails(t, ['--config', 'f.json'], /top level must be a JSON object/, { 'f.json': '[]' });
+  fails(t, ['--config', 'f.json'], /unknown key/, { 'f.json': '{"vms":[],"colour":1}' });
+  fails(t, ['--config', 'f.json'], /vms: must be an array/, { 'f.json': '{"vms":{}}' });
+  fails(t, ['--config', 'f.json'], /vms\[0\]: unknown key 'ram'/, { 'f.json': '{"vms":[{"name":"a","socket":"/a","maxmem":"1G","ram":1}]}' });
+  fails(t, ['--config', 'f.json'], /vms\[0\]: must be an object/, { 'f.json': '{"vms":[3]}' });
+  fails(t, ['--config', 'f.json'], /maxmem= is missing/, { 'f.json': '{"vms":[{"name":"a","socket":"/a"}]}' });
+  fails(t, ['--config', 'f.json'], /maxmem: -5 is not a whole number of bytes/, { 'f.json': '{"vms":[{"name":"a","socket":"/a","maxmem":-5}]}' });
+  fails(t, ['--config', 'f.json'], /queuesMode: 'fast'/, { 'f.json': `{"vms":["${VM}"],"queuesMode":"fast"}` });
+  fails(t, ['--config', 'f.json'], /capacity: expected a string or number/, { 'f.json': `{"vms":["${VM}"],"capacity":true}` });
+  fails(t, ['--config', 'f.json'], /no VM configured/, { 'f.json': '{}' });
+  t.end();
+});

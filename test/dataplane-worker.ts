@@ -249,3 +249,17 @@ for (const mode of ['poll', 'notify'] as const) {
     t.notOk(h.dp.alive, 'stopped');
   });
 }
+
+t.test('a worker that does not answer is reported, not waited for forever', { skip: ready ? false : 'native/ or host/store/ not built yet' }, async (t) => {
+  const { client } = await load();
+  const logs: string[] = [];
+  const log = { error: (m: string) => logs.push(m), warn: (m: string) => logs.push(m), info() {}, debug() {} };
+  const dp = await client.DataPlane.start({ mode: 'notify', capacityPages: 16, maxPoolsPerGuest: 4, log, replyTimeoutMs: 200 });
+  const t0 = Date.now();
+  t.throws(() => dp.debugStall(3000), /did not answer DebugStall within 200 ms/);
+  t.ok(Date.now() - t0 < 2000, 'gave up after the timeout');
+  t.notOk(dp.alive);
+  t.throws(() => dp.stats(), /data plane is down/);
+  await dp.stop();
+  t.match(logs.join('\n'), /did not answer/);
+});

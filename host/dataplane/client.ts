@@ -393,6 +393,11 @@ export class DataPlane {
     return out;
   }
 
+  /** Tests only: makes the worker stall for ms milliseconds (to see a hung worker reported). */
+  debugStall(ms: number): void {
+    this.call(Cmd.DebugStall, -1, -1, [ms]);
+  }
+
   /** Whether the worker is alive and answering. */
   get alive(): boolean {
     return this.dead === null;

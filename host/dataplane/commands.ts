@@ -36,6 +36,8 @@ export const Cmd = {
   Stats: 16,
   Stop: 17,
   Ping: 18,
+  /** Tests only: the worker stalls for args[0] ms (a hung worker, seen from the client). */
+  DebugStall: 19,
 } as const;
 export type CmdCode = (typeof Cmd)[keyof typeof Cmd];
 export const CMD_NAMES: Readonly<Record<number, string>> = Object.fromEntries(Object.entries(Cmd).map(([k, v]) => [v, k]));

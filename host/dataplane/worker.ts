@@ -306,6 +306,9 @@ class Worker {
         case Cmd.Stop:
           this.stopping = true;
           break;
+        case Cmd.DebugStall:
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, Math.min(arg(0), 60_000));
+          break;
         default:
           throw new Error(`unknown data-plane command ${cmd}`);
       }

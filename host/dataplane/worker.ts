@@ -114,7 +114,8 @@ class Worker {
         k[CI.loopIterations]!++;
         if (work === 0) e.reclaim(this.cfg.reclaimBudget);
         let scan = false;
-        for (const r of e.running) if (r.q.scan) scan = true;
+        const run = e.running;
+        for (let i = 0; i < run.length; i++) if (run[i]!.q.scan) scan = true;
         this.buildPollSet();
         this.wait(scan || e.reclaimPending || this.commandsPending() ? 0 : this.anyNoKick ? 1 : 1000);
       } catch (err) {

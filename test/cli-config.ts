@@ -13,7 +13,9 @@ const run = (argv: string[], files: Record<string, string> = {}): DaemonConfig =
   return r.config;
 };
 /** The call throws a one-line ConfigError matching re. */
-const throwsConfig = (tt: typeof t, fn: () => unknown, re: RegExp, name: string) => {
+/** The few assertions the helpers use (t and subtests alike). */
+type Asserts = Pick<typeof t, 'fail' | 'ok' | 'match' | 'notOk'>;
+const throwsConfig = (tt: Asserts, fn: () => unknown, re: RegExp, name: string) => {
   try {
     fn();
     tt.fail(`${name}: did not throw`);
@@ -23,7 +25,7 @@ const throwsConfig = (tt: typeof t, fn: () => unknown, re: RegExp, name: string)
     tt.notOk((e as Error).message.includes('\n'), `${name}: one line`);
   }
 };
-const fails = (tt: typeof t, argv: string[], re: RegExp, files: Record<string, string> = {}) => throwsConfig(tt, () => run(argv, files), re, argv.join(' '));
+const fails = (tt: Asserts, argv: string[], re: RegExp, files: Record<string, string> = {}) => throwsConfig(tt, () => run(argv, files), re, argv.join(' '));
 
 const VM = 'name=a,socket=/tmp/a.sock,maxmem=2G';
 

@@ -165,7 +165,7 @@ const region = (i: number) => ({ guestPhysAddr: BigInt(i) << 32n, size: 1n << 30
 const addr = (index: number) => encodeVringAddr({ index, flags: 0, descUser: 0x7f0000001000n, usedUser: 0x7f0000003000n, availUser: 0x7f0000002000n, logGuest: 0n });
 
 /** Every fd the peer sent is either closed by the engine or owned by the device, never both. */
-function fdsAccounted(tt: typeof t, s: ReturnType<typeof setup>, sent: number[]) {
+function fdsAccounted(tt: Pick<typeof t, 'equal'>, s: ReturnType<typeof setup>, sent: number[]) {
   for (const fd of sent) {
     const c = s.io.closed.filter((x) => x === fd).length;
     const o = s.be.session.owned.filter((x) => x === fd).length;

@@ -1,0 +1,124 @@
+// Accounting: who holds what, the counters, and the limits.
+//
+// Every counter of the store is declared in this one block and exported in
+// one place (TmemStore.stats()), zswap style. A guest and each of its pools
+// carry one Float64Array of these counters; the host totals live in
+// HostCounts.
+
+/** Index of each per-guest / per-pool counter. */
+export const C = {
+  /** PUT_PAGE requests that named an existing pool. */
+  puts: 0,
+  /** ... refused, by reason. */
+  putsNoSpace: 1,
+  putsFrozen: 2,
+  putsInvalid: 3,
+  /** GET_PAGE requests that named an existing pool, and those that found a page. */
+  gets: 4,
+  hits: 5,
+  /** FLUSH_PAGE and FLUSH_OBJECT requests, and the pages they removed. */
+  flushPages: 6,
+  flushObjects: 7,
+  flushedPages: 8,
+  /** Ephemeral pages taken by the LRU to make room. */
+  evictions: 9,
+  /** Pages held now and the most ever held, by kind. */
+  persistentPages: 10,
+  persistentPeak: 11,
+  ephemeralPages: 12,
+  ephemeralPeak: 13,
+} as const;
+export const NCOUNTERS = 14;
+export const COUNTER_NAMES = Object.keys(C) as (keyof typeof C)[];
+
+export function newCounters(): Float64Array {
+  return new Float64Array(NCOUNTERS);
+}
+
+/** Counters as a plain object (control path). */
+export function countersObject(c: Float64Array): Record<string, number> {
+  const o: Record<string, number> = {};
+  for (const k of COUNTER_NAMES) o[k] = c[C[k]]!;
+  return o;
+}
+
+/** Adds d pages of a kind to a counter block, keeping the peak. */
+export function addPages(c: Float64Array, persistent: boolean, d: number): void {
+  if (persistent) {
+    const n = (c[C.persistentPages] += d);
+    if (n > c[C.persistentPeak]!) c[C.persistentPeak] = n;
+  } else {
+    const n = (c[C.ephemeralPages] += d);
+    if (n > c[C.ephemeralPeak]!) c[C.ephemeralPeak] = n;
+  }
+}
+
+/** A pool: private (one guest) or shared (any guests of one share group, by uuid). */
+export class Pool {
+  /** Number naming the pool inside the handle index; reused only once the pool is fully reclaimed. */
+  readonly slot: number;
+  readonly persistent: boolean;
+  readonly shared: boolean;
+  /** Private pools: the guest whose counters it feeds; shared pools: null. */
+  readonly owner: Guest | null;
+  /** Shared pools: their key in the share-group table. */
+  readonly sharedKey: string | null;
+  /** Guest pool ids referring to this pool. */
+  refs = 1;
+  /** Unreachable: destroyed, its pages waiting for reclaimStep. */
+  dead = false;
+  /** Pages of a dead pool not yet freed. */
+  pendingPages = 0;
+  readonly stats = newCounters();
+
+  constructor(slot: number, persistent: boolean, shared: boolean, owner: Guest | null, sharedKey: string | null) {
+    this.slot = slot;
+    this.persistent = persistent;
+    this.shared = shared;
+    this.owner = owner;
+    this.sharedKey = sharedKey;
+  }
+
+  pages(): number {
+    return this.stats[this.persistent ? C.persistentPages : C.ephemeralPages]!;
+  }
+}
+
+export class Guest {
+  readonly id: number;
+  readonly name: string;
+  maxmemPages: number;
+  ramPages: number;
+  shareGroup: string | null;
+  frozen = false;
+  /** Pool id -> pool (null = free id). Length = max pools per guest. */
+  readonly pools: (Pool | null)[];
+  readonly stats = newCounters();
+
+  constructor(id: number, name: string, maxmemPages: number, ramPages: number, shareGroup: string | null, maxPools: number) {
+    this.id = id;
+    this.name = name;
+    this.maxmemPages = maxmemPages;
+    this.ramPages = ramPages;
+    this.shareGroup = shareGroup;
+    this.pools = new Array<Pool | null>(maxPools).fill(null);
+  }
+
+  /** Persistent pages this guest may hold: max(0, maxmem - RAM). */
+  persistentLimit(): number {
+    return Math.max(0, this.maxmemPages - this.ramPages);
+  }
+
+  /** Room for one more persistent page under the guest's limit. */
+  persistentRoom(): boolean {
+    return this.stats[C.persistentPages]! < this.persistentLimit();
+  }
+}
+
+/** Host-wide page counts: free + ephemeral (freeable) + persistent + pending reclaim = capacity. */
+export class HostCounts {
+  ephemeral = 0;
+  persistent = 0;
+  /** Pages of destroyed pools not yet reclaimed (also freeable). */
+  pending = 0;
+}

@@ -1,0 +1,529 @@
+// TmemStore: the tmem operations of ABI.md ("Semantics", "Edge rules") on top
+// of the handle index, the page frames, the LRU and the accounting. The
+// store's rules are all in this file; the data structures are elsewhere:
+//
+//   handle-index.ts  (pool, oid, index) -> page record; object/pool lists
+//   frames.ts        page bytes in preallocated chunks (frame = page record)
+//   lru.ts           the host-wide LRU of ephemeral pages
+//   accounting.ts    guests, pools, counters, limits
+//
+// The rules:
+//  - PUT copies. A PUT to a handle that holds a page overwrites it in place;
+//    a PUT that fails for any reason (INVALID, FROZEN, NOSPACE) on an existing
+//    pool leaves the handle empty (put-put-get never returns the old data).
+//  - Room for a new page comes from the free frames, else from the pages of
+//    destroyed pools still waiting for reclaim, else by evicting the oldest
+//    ephemeral page of the host-wide LRU. Persistent pages are never on the
+//    LRU, so an ephemeral PUT never evicts them, while a persistent PUT
+//    evicts ephemeral pages before it is refused.
+//  - A guest's persistent pages never exceed max(0, maxmem - RAM); a persistent
+//    PUT beyond that is NOSPACE (even an overwrite, when a RAM change left the
+//    guest above its limit).
+//  - GET: private ephemeral pools always remove the page (exclusive cache);
+//    private persistent pools remove it only with TMEM_REQF_EXCLUSIVE; shared
+//    pools never remove (a hit refreshes the page on the LRU).
+//  - Pages vanish only by PUT-driven eviction (ephemeral), exclusive GET,
+//    FLUSH, DESTROY_POOL/RESET, flushGuest and removeGuest; so a GET that
+//    missed keeps missing until a PUT of that handle (get-get).
+//  - Status order (ABI.md): bad flags / page size / arguments INVALID, unknown
+//    pool INVALID, shared pool without a share group DENIED (NEW_POOL), frozen
+//    guest FROZEN (PUT only), no room / limit / pool count NOSPACE.
+//  - Shared pools are keyed by (share group, uuid). NEW_POOL of a uuid the
+//    guest already holds gives another pool id for the same pool; each pool id
+//    is one reference; the pages go with the last reference. Changing a
+//    guest's share group drops its references to pools of the old group.
+//  - Destroyed pools (DESTROY_POOL, RESET, removeGuest, flushGuest) become
+//    unreachable at once and stop counting against their guest; their pages
+//    are freed by reclaimStep(budget) in bounded steps, or one at a time by a
+//    PUT that needs room.
+//  - Nothing throws on guest input: every op returns a TMEM_S_* status or a
+//    non-negative value. An unknown guest id is INVALID too.
+import {
+  TMEM_PAGE_SIZE,
+  TMEM_POOL_PERSIST,
+  TMEM_POOL_SHARED,
+  TMEM_REQF_EXCLUSIVE,
+  TMEM_S_DENIED,
+  TMEM_S_FROZEN,
+  TMEM_S_INVALID,
+  TMEM_S_MISS,
+  TMEM_S_NOSPACE,
+  TMEM_S_OK,
+  TMEM_UUID_SIZE,
+} from '../../shared/abi.js';
+import { C, Guest, HostCounts, Pool, addPages, countersObject } from './accounting.js';
+import { FrameStore } from './frames.js';
+import { HandleIndex, NIL } from './handle-index.js';
+import { Lru } from './lru.js';
+
+export { C as STORE_COUNTERS } from './accounting.js';
+
+/**
+ * Layout of info(g, out): out is a Float64Array of at least INFO_LENGTH
+ * entries, filled with the store-dependent fields of struct tmem_info.
+ *   [0] max_pools               pool ids per guest
+ *   [1] capacity_pages          host capacity, all guests, both kinds
+ *   [2] persistent_limit_pages  max(0, maxmem - RAM) of this guest
+ *   [3] persistent_pages        this guest's persistent pages now
+ *   [4] ephemeral_pages         ephemeral pages now in this guest's private
+ *                               pools plus those of the shared pools it holds
+ *   [5..7] 0 (reserved)
+ * (host/dataplane/info-layout.ts mirrors this.)
+ */
+export const INFO_MAX_POOLS = 0;
+export const INFO_CAPACITY_PAGES = 1;
+export const INFO_PERSISTENT_LIMIT_PAGES = 2;
+export const INFO_PERSISTENT_PAGES = 3;
+export const INFO_EPHEMERAL_PAGES = 4;
+export const INFO_LENGTH = 8;
+
+export interface StoreOptions {
+  /** Host tmem capacity in 4 KiB pages, all guests, both kinds. */
+  capacityPages: number;
+  /** Pool ids per guest (shared ones included). */
+  maxPoolsPerGuest: number;
+}
+
+export interface GuestOptions {
+  name: string;
+  maxmemPages: number;
+  ramPages: number;
+  /** Share group for shared pools; null = none (shared NEW_POOL is DENIED). */
+  shareGroup: string | null;
+}
+
+const PAGE = TMEM_PAGE_SIZE;
+
+function isU32(n: number): boolean {
+  return n >>> 0 === n;
+}
+
+export class TmemStore {
+  readonly capacityPages: number;
+  readonly maxPoolsPerGuest: number;
+  private readonly index: HandleIndex;
+  private readonly frames: FrameStore;
+  private readonly lru: Lru;
+  readonly host = new HostCounts();
+
+  /** Guest id -> guest (ids from 1, reused after removal). */
+  private readonly guests: (Guest | null)[] = [null];
+  /** Pool slot -> pool, for pages found by the LRU or by reclaim. */
+  private readonly poolsBySlot: (Pool | null)[] = [];
+  private readonly freeSlots: number[] = [];
+  /** (share group, uuid) -> live shared pool. */
+  private readonly sharedPools = new Map<string, Pool>();
+  /** Dead pools whose pages are still to be freed, oldest first. */
+  private pendingPools: Pool[] = [];
+
+  constructor(opts: StoreOptions) {
+    const cap = Math.floor(opts.capacityPages);
+    const mp = Math.floor(opts.maxPoolsPerGuest);
+    if (!(cap >= 0 && cap < 2 ** 31)) throw new RangeError(`capacityPages out of range: ${opts.capacityPages}`);
+    if (!(mp >= 1 && mp < 2 ** 20)) throw new RangeError(`maxPoolsPerGuest out of range: ${opts.maxPoolsPerGuest}`);
+    this.capacityPages = cap;
+    this.maxPoolsPerGuest = mp;
+    this.index = new HandleIndex(cap);
+    this.frames = new FrameStore(cap);
+    this.lru = new Lru(cap);
+  }
+
+  // ---- guests (operator / transport) -------------------------------------
+
+  addGuest(o: GuestOptions): number {
+    let id = this.guests.indexOf(null, 1);
+    if (id < 0) id = this.guests.length;
+    this.guests[id] = new Guest(id, o.name, Math.max(0, o.maxmemPages), Math.max(0, o.ramPages), o.shareGroup, this.maxPoolsPerGuest);
+    return id;
+  }
+
+  private guestAt(g: number): Guest | null {
+    return (isU32(g) && this.guests[g]) || null;
+  }
+
+  /** RAM changed (memory table). Lowering the limit below what is held keeps the pages but refuses new ones. */
+  setGuestRam(g: number, ramPages: number): void {
+    const guest = this.guestAt(g);
+    if (guest) guest.ramPages = Math.max(0, ramPages);
+  }
+
+  setMaxmem(g: number, maxmemPages: number): void {
+    const guest = this.guestAt(g);
+    if (guest) guest.maxmemPages = Math.max(0, maxmemPages);
+  }
+
+  /** Moves the guest to another share group (or none), dropping its references to shared pools of the old one. */
+  setShareGroup(g: number, group: string | null): void {
+    const guest = this.guestAt(g);
+    if (!guest || guest.shareGroup === group) return;
+    for (let id = 0; id < guest.pools.length; id++) {
+      const p = guest.pools[id];
+      if (p && p.shared) this.dropPoolId(guest, id);
+    }
+    guest.shareGroup = group;
+  }
+
+  setFrozen(g: number, frozen: boolean): void {
+    const guest = this.guestAt(g);
+    if (guest) guest.frozen = frozen;
+  }
+
+  /**
+   * Drops every page of the guest's private pools; the pools stay (same ids,
+   * same counters). Shared pools are not the guest's alone and are kept.
+   */
+  flushGuest(g: number): void {
+    const guest = this.guestAt(g);
+    if (!guest) return;
+    for (let id = 0; id < guest.pools.length; id++) {
+      const p = guest.pools[id];
+      if (!p || p.shared || p.pages() === 0) continue;
+      const fresh = new Pool(this.allocSlot(), p.persistent, false, guest, null);
+      fresh.stats.set(p.stats);
+      this.poolsBySlot[fresh.slot] = fresh;
+      this.retire(p);
+      guest.pools[id] = fresh;
+    }
+  }
+
+  /** The guest is gone: its private pools are freed (in reclaim steps) and its shared references dropped. */
+  removeGuest(g: number): void {
+    const guest = this.guestAt(g);
+    if (!guest) return;
+    for (let id = 0; id < guest.pools.length; id++) if (guest.pools[id]) this.dropPoolId(guest, id);
+    this.guests[g] = null;
+  }
+
+  // ---- pools ---------------------------------------------------------------
+
+  private allocSlot(): number {
+    const s = this.freeSlots.pop();
+    if (s !== undefined) return s;
+    this.poolsBySlot.push(null);
+    return this.poolsBySlot.length - 1;
+  }
+
+  private poolAt(guest: Guest, poolId: number): Pool | null {
+    return (isU32(poolId) && poolId < guest.pools.length && guest.pools[poolId]) || null;
+  }
+
+  /** NEW_POOL: returns the new pool id or a TMEM_S_* status. */
+  newPool(g: number, flags: number, pageSize: number, uuid: Uint8Array, uuidOffset: number, sharedNegotiated: boolean): number {
+    const guest = this.guestAt(g);
+    if (!guest) return TMEM_S_INVALID;
+    if (!isU32(flags) || (flags & ~(TMEM_POOL_PERSIST | TMEM_POOL_SHARED)) !== 0) return TMEM_S_INVALID;
+    const persistent = (flags & TMEM_POOL_PERSIST) !== 0;
+    const shared = (flags & TMEM_POOL_SHARED) !== 0;
+    if (shared && (persistent || !sharedNegotiated)) return TMEM_S_INVALID;
+    if (pageSize !== PAGE) return TMEM_S_INVALID;
+    if (shared && !(isU32(uuidOffset) && uuidOffset + TMEM_UUID_SIZE <= uuid.length)) return TMEM_S_INVALID;
+    if (shared && guest.shareGroup === null) return TMEM_S_DENIED;
+    const id = guest.pools.indexOf(null);
+    if (id < 0) return TMEM_S_NOSPACE;
+    let pool: Pool;
+    if (shared) {
+      let key = guest.shareGroup + '\u0000';
+      for (let i = 0; i < TMEM_UUID_SIZE; i++) key += uuid[uuidOffset + i]!.toString(16).padStart(2, '0');
+      const old = this.sharedPools.get(key);
+      if (old) {
+        old.refs++;
+        pool = old;
+      } else {
+        pool = new Pool(this.allocSlot(), false, true, null, key);
+        this.sharedPools.set(key, pool);
+      }
+    } else {
+      pool = new Pool(this.allocSlot(), persistent, false, guest, null);
+    }
+    this.poolsBySlot[pool.slot] = pool;
+    guest.pools[id] = pool;
+    return id;
+  }
+
+  /** DESTROY_POOL: the pool id is free at once; the pages go (with a shared pool's last reference) in reclaim steps. */
+  destroyPool(g: number, poolId: number): number {
+    const guest = this.guestAt(g);
+    if (!guest || !this.poolAt(guest, poolId)) return TMEM_S_INVALID;
+    this.dropPoolId(guest, poolId);
+    return TMEM_S_OK;
+  }
+
+  /** RESET: destroys every pool id of the guest; returns how many. */
+  reset(g: number): number {
+    const guest = this.guestAt(g);
+    if (!guest) return TMEM_S_INVALID;
+    let n = 0;
+    for (let id = 0; id < guest.pools.length; id++) {
+      if (guest.pools[id]) {
+        this.dropPoolId(guest, id);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  private dropPoolId(guest: Guest, id: number): void {
+    const pool = guest.pools[id]!;
+    guest.pools[id] = null;
+    if (--pool.refs > 0) return;
+    if (pool.sharedKey !== null) this.sharedPools.delete(pool.sharedKey);
+    this.retire(pool);
+  }
+
+  /** Makes a pool unreachable: its pages leave the guest's and the host's live counts now and wait for reclaim. */
+  private retire(pool: Pool): void {
+    pool.dead = true;
+    const n = pool.pages();
+    if (n === 0) return this.releaseSlot(pool);
+    addPages(pool.stats, pool.persistent, -n);
+    if (pool.owner) addPages(pool.owner.stats, pool.persistent, -n);
+    if (pool.persistent) this.host.persistent -= n;
+    else this.host.ephemeral -= n;
+    pool.pendingPages = n;
+    this.host.pending += n;
+    this.pendingPools.push(pool);
+  }
+
+  private releaseSlot(pool: Pool): void {
+    this.poolsBySlot[pool.slot] = null;
+    this.freeSlots.push(pool.slot);
+  }
+
+  /**
+   * Frees up to budgetPages pages of destroyed pools and removed guests;
+   * returns the pages still pending (0 = nothing left to do).
+   */
+  reclaimStep(budgetPages: number): number {
+    let budget = Math.max(0, Math.floor(budgetPages));
+    while (this.pendingPools.length > 0) {
+      const pool = this.pendingPools[0]!;
+      if (pool.pendingPages === 0) {
+        this.pendingPools.shift();
+        continue;
+      }
+      if (budget === 0) break;
+      const o = this.index.poolFirstObject(pool.slot);
+      this.removePage(this.index.objHead[o]!, pool);
+      budget--;
+    }
+    return this.host.pending;
+  }
+
+  /** Pages of destroyed pools not yet freed. */
+  reclaimPending(): number {
+    return this.host.pending;
+  }
+
+  // ---- pages ---------------------------------------------------------------
+
+  /** Frees page p of pool (LRU, index, frame, counts). */
+  private removePage(p: number, pool: Pool): void {
+    if (!pool.persistent) this.lru.remove(p);
+    const o = this.index.freePage(p);
+    if (this.index.objHead[o] === NIL) this.index.removeObject(o);
+    if (pool.dead) {
+      this.host.pending--;
+      if (--pool.pendingPages === 0) this.releaseSlot(pool);
+      return;
+    }
+    addPages(pool.stats, pool.persistent, -1);
+    if (pool.owner) addPages(pool.owner.stats, pool.persistent, -1);
+    if (pool.persistent) this.host.persistent--;
+    else this.host.ephemeral--;
+  }
+
+  /** A free page record for a new page: free frames, then pending reclaim, then LRU eviction. NIL = no room. */
+  private obtainPage(): number {
+    for (;;) {
+      const p = this.index.allocPage();
+      if (p !== NIL) return p;
+      if (this.host.pending > 0) {
+        this.reclaimStep(1);
+        continue;
+      }
+      const v = this.lru.head;
+      if (v === NIL) return NIL;
+      const pool = this.poolsBySlot[this.index.objPool[this.index.pgObj[v]!]!]!;
+      pool.stats[C.evictions]++;
+      if (pool.owner) pool.owner.stats[C.evictions]++;
+      this.removePage(v, pool);
+    }
+  }
+
+  /** The page stored under (pool, oid, index), or NIL. */
+  private lookup(pool: Pool, oid: Uint32Array, index: number): number {
+    const o = this.index.findObject(pool.slot, oid);
+    return o === NIL ? NIL : this.index.findPage(o, index);
+  }
+
+  /** PUT_PAGE: copies 4096 bytes from src[srcOffset..] into the store. */
+  putPage(g: number, poolId: number, oid: Uint32Array, index: number, src: Uint8Array, srcOffset: number): number {
+    const guest = this.guestAt(g);
+    if (!guest) return TMEM_S_INVALID;
+    const pool = this.poolAt(guest, poolId);
+    if (!pool) return TMEM_S_INVALID;
+    guest.stats[C.puts]++;
+    pool.stats[C.puts]++;
+    if (oid.length < 6 || !isU32(index)) return this.putFailed(guest, pool, C.putsInvalid, NIL);
+    let p = this.lookup(pool, oid, index);
+    if (!isU32(srcOffset) || srcOffset + PAGE > src.length) return this.putFailed(guest, pool, C.putsInvalid, p);
+    if (guest.frozen) return this.putFailed(guest, pool, C.putsFrozen, p);
+    const owner = pool.owner;
+    if (p !== NIL) {
+      // put-put: overwrite in place unless the guest is above its limit
+      if (pool.persistent && owner!.stats[C.persistentPages]! > owner!.persistentLimit()) {
+        return this.putFailed(guest, pool, C.putsNoSpace, p);
+      }
+      this.frames.copyIn(p, src, srcOffset);
+      if (!pool.persistent) this.lru.touch(p);
+      return TMEM_S_OK;
+    }
+    if (pool.persistent && !owner!.persistentRoom()) return this.putFailed(guest, pool, C.putsNoSpace, NIL);
+    p = this.obtainPage();
+    if (p === NIL) return this.putFailed(guest, pool, C.putsNoSpace, NIL);
+    // the object is found (or made) only now: eviction may have removed it
+    let o = this.index.findObject(pool.slot, oid);
+    if (o === NIL) o = this.index.addObject(pool.slot, oid);
+    this.index.linkPage(p, o, index);
+    this.frames.copyIn(p, src, srcOffset);
+    addPages(pool.stats, pool.persistent, 1);
+    if (owner) addPages(owner.stats, pool.persistent, 1);
+    if (pool.persistent) this.host.persistent++;
+    else {
+      this.host.ephemeral++;
+      this.lru.push(p);
+    }
+    return TMEM_S_OK;
+  }
+
+  /** A refused PUT: counts the reason and empties the handle (page p, if any). */
+  private putFailed(guest: Guest, pool: Pool, reason: number, p: number): number {
+    guest.stats[reason]++;
+    pool.stats[reason]++;
+    if (p !== NIL) this.removePage(p, pool);
+    return reason === C.putsFrozen ? TMEM_S_FROZEN : reason === C.putsNoSpace ? TMEM_S_NOSPACE : TMEM_S_INVALID;
+  }
+
+  /** GET_PAGE: copies the page into dst[dstOffset..]; OK, MISS or INVALID. */
+  getPage(g: number, poolId: number, oid: Uint32Array, index: number, reqFlags: number, dst: Uint8Array, dstOffset: number): number {
+    const guest = this.guestAt(g);
+    if (!guest) return TMEM_S_INVALID;
+    if (!isU32(reqFlags) || (reqFlags & ~TMEM_REQF_EXCLUSIVE) !== 0) return TMEM_S_INVALID;
+    const pool = this.poolAt(guest, poolId);
+    if (!pool) return TMEM_S_INVALID;
+    if (oid.length < 6 || !isU32(index) || !isU32(dstOffset) || dstOffset + PAGE > dst.length) return TMEM_S_INVALID;
+    guest.stats[C.gets]++;
+    pool.stats[C.gets]++;
+    const p = this.lookup(pool, oid, index);
+    if (p === NIL) return TMEM_S_MISS;
+    guest.stats[C.hits]++;
+    pool.stats[C.hits]++;
+    this.frames.copyOut(p, dst, dstOffset);
+    if (pool.shared) this.lru.touch(p);
+    else if (!pool.persistent || (reqFlags & TMEM_REQF_EXCLUSIVE) !== 0) this.removePage(p, pool);
+    return TMEM_S_OK;
+  }
+
+  /** FLUSH_PAGE: the handle is empty afterwards; flushing what is absent succeeds. */
+  flushPage(g: number, poolId: number, oid: Uint32Array, index: number): number {
+    const guest = this.guestAt(g);
+    if (!guest) return TMEM_S_INVALID;
+    const pool = this.poolAt(guest, poolId);
+    if (!pool || oid.length < 6 || !isU32(index)) return TMEM_S_INVALID;
+    guest.stats[C.flushPages]++;
+    pool.stats[C.flushPages]++;
+    const p = this.lookup(pool, oid, index);
+    if (p !== NIL) {
+      this.removePage(p, pool);
+      guest.stats[C.flushedPages]++;
+      pool.stats[C.flushedPages]++;
+    }
+    return TMEM_S_OK;
+  }
+
+  /** FLUSH_OBJECT: empties every handle of (pool, oid); returns the pages flushed. */
+  flushObject(g: number, poolId: number, oid: Uint32Array): number {
+    const guest = this.guestAt(g);
+    if (!guest) return TMEM_S_INVALID;
+    const pool = this.poolAt(guest, poolId);
+    if (!pool || oid.length < 6) return TMEM_S_INVALID;
+    guest.stats[C.flushObjects]++;
+    pool.stats[C.flushObjects]++;
+    const o = this.index.findObject(pool.slot, oid);
+    if (o === NIL) return 0;
+    let n = 0;
+    // removing the object's last page frees the object record (objPool = NIL)
+    while (this.index.objPool[o] !== NIL) {
+      this.removePage(this.index.objHead[o]!, pool);
+      n++;
+    }
+    guest.stats[C.flushedPages] += n;
+    pool.stats[C.flushedPages] += n;
+    return n;
+  }
+
+  /** INFO: fills out with the store's fields of struct tmem_info (layout above). */
+  info(g: number, out: Float64Array): void {
+    out.fill(0, 0, Math.min(out.length, INFO_LENGTH));
+    out[INFO_MAX_POOLS] = this.maxPoolsPerGuest;
+    out[INFO_CAPACITY_PAGES] = this.capacityPages;
+    const guest = this.guestAt(g);
+    if (!guest) return;
+    out[INFO_PERSISTENT_LIMIT_PAGES] = guest.persistentLimit();
+    out[INFO_PERSISTENT_PAGES] = guest.stats[C.persistentPages]!;
+    let eph = guest.stats[C.ephemeralPages]!;
+    for (let id = 0; id < guest.pools.length; id++) {
+      const p = guest.pools[id];
+      if (p && p.shared && guest.pools.indexOf(p) === id) eph += p.pages();
+    }
+    out[INFO_EPHEMERAL_PAGES] = eph;
+  }
+
+  // ---- control path --------------------------------------------------------
+
+  /** Metadata bytes (index + LRU + pool/guest tables, not frames). */
+  metaBytes(): number {
+    return this.index.metaBytes() + this.lru.metaBytes();
+  }
+
+  /** Pages stored now, live and pending reclaim. */
+  pagesStored(): number {
+    return this.index.pagesUsed;
+  }
+
+  /** Everything the operator may want to see, as a plain object. */
+  stats(): Record<string, unknown> {
+    const h = this.host;
+    const guests: Record<string, unknown>[] = [];
+    for (const guest of this.guests) {
+      if (!guest) continue;
+      const pools: Record<string, unknown>[] = [];
+      guest.pools.forEach((p, id) => {
+        if (p) pools.push({ id, persistent: p.persistent, shared: p.shared, refs: p.refs, ...countersObject(p.stats) });
+      });
+      guests.push({
+        id: guest.id,
+        name: guest.name,
+        frozen: guest.frozen,
+        shareGroup: guest.shareGroup,
+        maxmemPages: guest.maxmemPages,
+        ramPages: guest.ramPages,
+        persistentLimitPages: guest.persistentLimit(),
+        ...countersObject(guest.stats),
+        pools,
+      });
+    }
+    return {
+      capacityPages: this.capacityPages,
+      freePages: this.capacityPages - h.ephemeral - h.persistent - h.pending,
+      ephemeralPages: h.ephemeral,
+      persistentPages: h.persistent,
+      reclaimPendingPages: h.pending,
+      sharedPools: this.sharedPools.size,
+      objects: this.index.objectsUsed,
+      metaBytes: this.metaBytes(),
+      frameBytes: this.frames.allocatedBytes(),
+      guests,
+    };
+  }
+}

@@ -55,7 +55,7 @@ class Daemon {
       throw new Error(`cannot start the data plane: ${(e as Error).message}`);
     }
     try {
-      const watcher = new native.FdWatcher();
+      const watcher = new native.FdWatcher((msg, err) => log.error(`fd watcher: ${msg}${err ? `: ${(err as Error).message ?? String(err)}` : ''}`));
       this.watcher = watcher;
       const w: Watcher = { watch: (fd, cb) => watcher.watch(fd, cb), unwatch: (fd) => watcher.unwatch(fd) };
       const io = nativeIo();

@@ -1,0 +1,429 @@
+// The built daemon (dist/host/tmemd.js) against a TypeScript client that
+// plays QEMU 11.1's vhost-user-test-device-pci (the sequence of DESIGN.md):
+// native sockets with SCM_RIGHTS, memfd guest RAM, eventfds. Checks replies
+// (flags 0x5, features), that tmemctl shows the guest while it is connected
+// and not after, that a second connection is refused while the first lives,
+// an inherited listening fd, and that SIGTERM removes the sockets.
+// The data path is the load generator's test; this one is the control path.
+import t from 'tap';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as native from '../native/index.js';
+import {
+  bit,
+  decodeHeader,
+  encodeMemTable,
+  encodeMsg,
+  encodeU64,
+  encodeVringAddr,
+  encodeVringFile,
+  encodeVringState,
+  VHOST_USER_F_PROTOCOL_FEATURES,
+  VHOST_USER_HDR_SIZE,
+  VHOST_USER_NEED_REPLY_MASK,
+  VhostUserProtocolFeature,
+  VhostUserRequest as R,
+} from '../host/vhost/messages.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const TMEMD = join(root, 'dist/host/tmemd.js');
+const TMEMCTL = join(root, 'dist/host/tmemctl.js');
+const V1 = 0x1;
+const ACK = V1 | VHOST_USER_NEED_REPLY_MASK;
+
+
+/** A running tmemd with its stderr collected. */
+class Daemon {
+  readonly proc: ChildProcess;
+  stderr = '';
+  stdout = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  constructor(args: string[], stdio: (number | 'pipe' | 'ignore')[] = ['ignore', 'pipe', 'pipe']) {
+    this.proc = spawn(process.execPath, [TMEMD, ...args], { stdio });
+    this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
+    this.proc.stdout!.setEncoding('utf8').on('data', (d: string) => (this.stdout += d));
+    this.exited = new Promise((res) => this.proc.once('exit', (code, signal) => res({ code, signal })));
+  }
+  /** Waits until stderr matches re (or the daemon exits, or time runs out). */
+  async waitFor(re: RegExp, ms = 20000): Promise<void> {
+    const end = Date.now() + ms;
+    while (!re.test(this.stderr)) {
+      if (this.proc.exitCode !== null) throw new Error(`tmemd exited (${this.proc.exitCode}) before ${re}:\n${this.stderr}`);
+      if (Date.now() > end) throw new Error(`timed out waiting for ${re}; stderr so far:\n${this.stderr}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  async stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGTERM');
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 10000);
+    const r = await this.exited;
+    clearTimeout(timer);
+    return r;
+  }
+}
+
+/** A blocking client socket with reply timeouts (poll before every read). */
+class VhostClient {
+  readonly fd: number;
+  constructor(path: string) {
+    this.fd = native.connectUnix(path);
+  }
+  send(req: number, payload?: Buffer, fds: number[] = [], flags = V1): void {
+    const b = encodeMsg(req, flags, payload);
+    let off = native.sendMsg(this.fd, b, fds);
+    while (off < b.length) off += native.sendMsg(this.fd, b.subarray(off));
+  }
+  /** Exactly n bytes, or throws on EOF or timeout; `eof` returned when the peer closed before any byte. */
+  read(n: number, timeoutMs = 5000): Buffer | 'eof' {
+    const out = Buffer.alloc(n);
+    let have = 0;
+    const end = Date.now() + timeoutMs;
+    const fds: number[] = [];
+    while (have < n) {
+      const left = end - Date.now();
+      if (left <= 0 || native.pollFds(Int32Array.of(this.fd), 1, new Int16Array(1), left) === 0) throw new Error(`no reply within ${timeoutMs} ms`);
+      const r = native.recvMsg(this.fd, out.subarray(have), fds);
+      if (r === 0) {
+        if (have === 0) return 'eof';
+        throw new Error('EOF in the middle of a reply');
+      }
+      if (r !== null) have += r;
+    }
+    for (const fd of fds) native.close(fd);
+    return out;
+  }
+  reply(req: number): { flags: number; payload: Buffer } {
+    const h = this.read(VHOST_USER_HDR_SIZE);
+    if (h === 'eof') throw new Error(`the daemon closed the connection instead of answering request ${req}`);
+    const hd = decodeHeader(h);
+    if (hd.request !== req) throw new Error(`reply to ${hd.request}, expected ${req}`);
+    const p = hd.size ? this.read(hd.size) : Buffer.alloc(0);
+    if (p === 'eof') throw new Error('EOF before the payload');
+    return { flags: hd.flags, payload: p };
+  }
+  close(): void {
+    native.close(this.fd);
+  }
+}
+
+function tmemctl(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [TMEMCTL, ...args], { encoding: 'utf8', timeout: 20000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+interface GuestJson {
+  name: string;
+  connected: boolean;
+  ramBytes: string;
+  maxmemBytes: string;
+  frozen: boolean;
+  shareGroup: string | null;
+}
+
+function guests(ctl: string): GuestJson[] {
+  const r = tmemctl(['--control', ctl, 'guests', '--json']);
+  if (r.status !== 0) throw new Error(`tmemctl guests failed (${r.status}): ${r.stderr}`);
+  return JSON.parse(r.stdout) as GuestJson[];
+}
+
+const RAM = 4n << 20n; // 4 MiB of memfd guest RAM in two regions
+const UVA = 0x7f1200000000n; // where "QEMU" has the RAM mapped (never dereferenced by the client)
+
+/** QEMU's realize + driver start for nq queues; returns the fds the client must close later. */
+function handshake(t: Pick<typeof import('tap').default, 'equal' | 'ok' | 'notOk'>, c: VhostClient, nq: number): { fds: number[]; features: bigint } {
+  const fds: number[] = [];
+  const ev = () => {
+    const fd = native.eventfd(0);
+    fds.push(fd);
+    return fd;
+  };
+  // realize
+  c.send(R.GET_FEATURES);
+  const gf = c.reply(R.GET_FEATURES);
+  t.equal(gf.flags, 0x5, 'GET_FEATURES reply flags 0x5');
+  const features = gf.payload.readBigUInt64LE(0);
+  t.ok(features & bit(32), 'VIRTIO_F_VERSION_1 offered');
+  t.ok(features & bit(VHOST_USER_F_PROTOCOL_FEATURES), 'VHOST_USER_F_PROTOCOL_FEATURES offered');
+  t.ok(features & bit(29), 'EVENT_IDX offered');
+  t.ok(features & bit(28), 'INDIRECT_DESC offered');
+  t.ok(features & bit(0), 'TMEM_F_SHARED offered');
+  t.notOk(features & bit(34), 'RING_PACKED not offered');
+  c.send(R.GET_PROTOCOL_FEATURES);
+  const gp = c.reply(R.GET_PROTOCOL_FEATURES);
+  t.equal(gp.flags, 0x5, 'GET_PROTOCOL_FEATURES reply flags 0x5');
+  const pf = gp.payload.readBigUInt64LE(0);
+  t.ok(pf & bit(VhostUserProtocolFeature.REPLY_ACK), 'REPLY_ACK offered');
+  t.ok(pf & bit(VhostUserProtocolFeature.MQ), 'MQ offered');
+  c.send(R.SET_PROTOCOL_FEATURES, encodeU64(pf & (bit(VhostUserProtocolFeature.REPLY_ACK) | bit(VhostUserProtocolFeature.MQ))));
+  c.send(R.GET_QUEUE_NUM);
+  const gq = c.reply(R.GET_QUEUE_NUM);
+  t.equal(gq.flags, 0x5);
+  t.ok(gq.payload.readBigUInt64LE(0) >= BigInt(nq), `at least ${nq} queues`);
+  c.send(R.SET_OWNER, undefined, [], ACK);
+  const so = c.reply(R.SET_OWNER);
+  t.equal(so.flags, 0x5, 'REPLY_ACK flags 0x5');
+  t.equal(so.payload.readBigUInt64LE(0), 0n, 'SET_OWNER acked with 0');
+  c.send(R.GET_FEATURES);
+  c.reply(R.GET_FEATURES);
+  for (let q = 0; q < nq; q++) {
+    c.send(R.SET_VRING_CALL, encodeVringFile(q, false), [ev()]);
+    c.send(R.SET_VRING_ERR, encodeVringFile(q, false), [ev()]);
+  }
+  // driver start
+  const acked = bit(32) | bit(29) | bit(28) | bit(0) | bit(VHOST_USER_F_PROTOCOL_FEATURES);
+  c.send(R.SET_FEATURES, encodeU64(acked & features));
+  const half = RAM / 2n;
+  const m0 = native.memfdCreate('tmem-test-ram0', half);
+  const m1 = native.memfdCreate('tmem-test-ram1', half);
+  fds.push(m0, m1);
+  c.send(
+    R.SET_MEM_TABLE,
+    encodeMemTable([
+      { guestPhysAddr: 0n, size: half, userspaceAddr: UVA, mmapOffset: 0n },
+      { guestPhysAddr: 1n << 32n, size: half, userspaceAddr: UVA + half, mmapOffset: 0n },
+    ]),
+    [m0, m1],
+    ACK,
+  );
+  const mt = c.reply(R.SET_MEM_TABLE);
+  t.equal(mt.flags, 0x5);
+  t.equal(mt.payload.readBigUInt64LE(0), 0n, 'SET_MEM_TABLE acked with 0');
+  for (let q = 0; q < nq; q++) {
+    const base = UVA + BigInt(q) * 0x10000n;
+    c.send(R.SET_VRING_NUM, encodeVringState({ index: q, num: 256 }));
+    c.send(R.SET_VRING_BASE, encodeVringState({ index: q, num: 0 }));
+    c.send(R.SET_VRING_ADDR, encodeVringAddr({ index: q, flags: 0, descUser: base, availUser: base + 0x1000n, usedUser: base + 0x2000n, logGuest: 0n }));
+    c.send(R.SET_VRING_KICK, encodeVringFile(q, false), [ev()]);
+    c.send(R.SET_VRING_CALL, encodeVringFile(q, false), [ev()]);
+    c.send(R.SET_VRING_CALL, encodeVringFile(q, true));
+  }
+  for (let q = 0; q < nq; q++) {
+    c.send(R.SET_VRING_ENABLE, encodeVringState({ index: q, num: 1 }), [], ACK);
+    const r = c.reply(R.SET_VRING_ENABLE);
+    t.equal(r.payload.readBigUInt64LE(0), 0n, `queue ${q} enabled`);
+  }
+  for (let q = 0; q < nq; q++) c.send(R.SET_VRING_CALL, encodeVringFile(q, false), [ev()]);
+  // a round trip, so that everything above has been handled
+  c.send(R.GET_FEATURES);
+  c.reply(R.GET_FEATURES);
+  return { fds, features };
+}
+
+/** QEMU's stop: SET_VRING_ENABLE 0 and GET_VRING_BASE per queue. */
+function stopRings(t: Pick<typeof import('tap').default, 'equal'>, c: VhostClient, nq: number): void {
+  for (let q = 0; q < nq; q++) {
+    c.send(R.SET_VRING_ENABLE, encodeVringState({ index: q, num: 0 }));
+    c.send(R.GET_VRING_BASE, encodeVringState({ index: q, num: 0 }));
+    const r = c.reply(R.GET_VRING_BASE);
+    t.equal(r.flags, 0x5);
+    t.equal(r.payload.readUInt32LE(0), q, 'vring state index');
+    t.equal(r.payload.readUInt32LE(4), 0, 'nothing was processed: next avail 0');
+  }
+}
+
+async function until(f: () => boolean, ms = 10000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (!f()) {
+    if (Date.now() > end) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return true;
+}
+
+function run(): void {
+  const dir = mkdtempSync(join(tmpdir(), 'tmemd-test-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+  t.test('--help, --print-capabilities, bad flags (exit 2, one line)', (t) => {
+    const h = spawnSync(process.execPath, [TMEMD, '--help'], { encoding: 'utf8' });
+    t.equal(h.status, 0);
+    t.match(h.stdout, /Usage: tmemd/);
+    t.match(h.stdout, /--vm name=NAME,socket=PATH,maxmem=SIZE/);
+    t.match(h.stdout, /--queues-mode/);
+    const c = spawnSync(process.execPath, [TMEMD, '--print-capabilities', '--ignored-flag'], { encoding: 'utf8' });
+    t.equal(c.status, 0);
+    const caps = JSON.parse(c.stdout) as { type: string; features: unknown[] };
+    t.equal(typeof caps.type, 'string');
+    t.ok(Array.isArray(caps.features), 'features is a list');
+    for (const [args, re] of [
+      [['--frob'], /unknown option --frob/],
+      [['--vm', 'name=a,socket=/tmp/x.sock'], /maxmem= is missing/],
+      [['--vm', 'name=a,socket=/tmp/x.sock,maxmem=1G', '--capacity', 'huge'], /--capacity: 'huge' is not a size/],
+      [[], /no VM configured/],
+    ] as [string[], RegExp][]) {
+      const r = spawnSync(process.execPath, [TMEMD, ...args], { encoding: 'utf8' });
+      t.equal(r.status, 2, `${args.join(' ')}: exit 2`);
+      t.match(r.stderr, re);
+      t.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+      t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
+    }
+    t.end();
+  });
+
+  t.test('tmemctl usage errors and an absent daemon', (t) => {
+    const u = tmemctl(['frobnicate']);
+    t.equal(u.status, 2);
+    t.match(u.stderr, /unknown command 'frobnicate'/);
+    t.equal(tmemctl(['freeze']).status, 2, 'freeze needs a name');
+    t.equal(tmemctl(['--help']).status, 0);
+    const a = tmemctl(['--control', join(dir, 'nobody.sock'), 'guests']);
+    t.equal(a.status, 1);
+    t.match(a.stderr, /cannot reach tmemd on .*nobody.sock: no such socket/);
+    t.end();
+  });
+
+  t.test('startup failures: a clear message and exit 1', async (t) => {
+    const notSock = join(dir, 'regular-file');
+    writeFileSync(notSock, 'x');
+    const d = new Daemon(['--vm', `name=a,socket=${notSock},maxmem=1G`, '--control', 'none', '--capacity', '16M']);
+    const r = await d.exited;
+    t.equal(r.code, 1);
+    t.match(d.stderr, /exists and is not a socket; refusing to replace it/);
+    t.ok(existsSync(notSock), 'the file is left alone');
+    const e = new Daemon(['--vm', 'name=a,fd=1,maxmem=1G', '--control', 'none', '--capacity', '16M']);
+    const re = await e.exited;
+    t.equal(re.code, 1);
+    t.match(e.stderr, /fd 1 is not a listening Unix stream socket/);
+    t.end();
+  });
+
+  t.test("QEMU's sequence against the daemon; tmemctl sees the guest come and go; one connection at a time", async (t) => {
+    const sock = join(dir, 'vm1.sock');
+    const ctl = join(dir, 'ctl.sock');
+    // a stale socket file from a previous run is replaced
+    const stale = native.listenUnix(sock);
+    native.close(stale);
+    t.ok(statSync(sock).isSocket(), 'stale socket present');
+    const d = new Daemon(['--vm', `name=vm1,socket=${sock},maxmem=64M,share-group=g1`, '--control', ctl, '--queues', '2', '--capacity', '32M', '--queues-mode', 'notify']);
+    t.teardown(() => d.stop());
+    await d.waitFor(/ready:/);
+    t.match(d.stderr, new RegExp(`vm vm1: listening on ${sock.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} \\(maxmem 64 MiB, share group g1\\)`), 'prints where it listens');
+
+    let g = guests(ctl);
+    t.equal(g.length, 1);
+    t.equal(g[0]!.connected, false, 'no guest before the connection');
+
+    const c = new VhostClient(sock);
+    const { fds } = handshake(t, c, 2);
+    await d.waitFor(/vm vm1: guest connected/);
+    await d.waitFor(/vm vm1: guest memory: 2 region\(s\), RAM 4 MiB/);
+    g = guests(ctl);
+    t.equal(g[0]!.connected, true, 'tmemctl guests shows the guest');
+    t.equal(g[0]!.ramBytes, String(RAM), 'with its RAM');
+    t.equal(g[0]!.maxmemBytes, String(64n << 20n), 'and maxmem');
+    const human = tmemctl(['--control', ctl, 'guests']);
+    t.equal(human.status, 0);
+    t.match(human.stdout, /NAME\s+STATE\s+RAM\s+MAXMEM/);
+    t.match(human.stdout, /vm1\s+connected\s+4M\s+64M\s+g1/);
+    const st = tmemctl(['--control', ctl, 'stats', '--json']);
+    t.equal(st.status, 0, 'tmemctl stats');
+    const stats = JSON.parse(st.stdout) as { host: Record<string, unknown>; guests: { name: string; dataplane: { queues: unknown[] } | null }[] };
+    t.equal(stats.host.queuesMode, 'notify');
+    t.equal(stats.guests[0]!.name, 'vm1');
+    t.ok(stats.guests[0]!.dataplane, 'per-guest data-plane state');
+    t.equal(tmemctl(['--control', ctl, 'stats']).status, 0, 'human stats');
+
+    // operator commands
+    const f = tmemctl(['--control', ctl, 'freeze', 'vm1']);
+    t.equal(f.status, 0);
+    t.match(f.stdout, /vm1: frozen/);
+    t.equal(guests(ctl)[0]!.frozen, true);
+    t.match(tmemctl(['--control', ctl, 'thaw', 'vm1']).stdout, /vm1: thawed/);
+    t.equal(tmemctl(['--control', ctl, 'flush', 'vm1']).status, 0, 'flush');
+    t.equal(tmemctl(['--control', ctl, 'share-group', 'vm1', 'g2']).status, 0);
+    t.equal(guests(ctl)[0]!.shareGroup, 'g2');
+    const nf = tmemctl(['--control', ctl, 'freeze', 'nosuch']);
+    t.equal(nf.status, 1);
+    t.match(nf.stderr, /no VM named 'nosuch'/);
+
+    // a second connection while the first lives: accepted and closed at once
+    const c2 = new VhostClient(sock);
+    t.equal(c2.read(1, 5000), 'eof', 'the second connection is closed by the daemon');
+    c2.close();
+    await d.waitFor(/refused a second connection/);
+    c.send(R.GET_QUEUE_NUM);
+    t.equal(c.reply(R.GET_QUEUE_NUM).payload.readBigUInt64LE(0), 2n, 'the first connection still works');
+
+    // QEMU stops the rings, then goes away
+    stopRings(t, c, 2);
+    c.close();
+    for (const fd of fds) native.close(fd);
+    await d.waitFor(/vm vm1: guest left \(RAM 4 MiB, maxmem 64 MiB/);
+    t.ok(await until(() => !guests(ctl)[0]!.connected), 'gone from tmemctl guests after the disconnect');
+
+    // a reconnect is a new guest
+    const c3 = new VhostClient(sock);
+    const h3 = handshake(t, c3, 1);
+    t.ok(await until(() => guests(ctl)[0]!.connected), 'a new connection is a new guest');
+    c3.close();
+    for (const fd of h3.fds) native.close(fd);
+    t.ok(await until(() => !guests(ctl)[0]!.connected));
+
+    // a malformed message closes that connection only; the daemon keeps serving
+    const bad = new VhostClient(sock);
+    bad.send(R.SET_VRING_NUM, Buffer.alloc(3));
+    t.equal(bad.read(1), 'eof', 'malformed message: connection closed');
+    bad.close();
+    await d.waitFor(/malformed SET_VRING_NUM \(8\): payload of 3 bytes, expected 8/);
+    const again = new VhostClient(sock);
+    again.send(R.GET_FEATURES);
+    t.equal(again.reply(R.GET_FEATURES).flags, 0x5, 'the next connection is served');
+    again.close();
+
+    const r = await d.stop();
+    t.equal(r.code, 0, 'SIGTERM: exit 0');
+    t.notOk(existsSync(sock), 'SIGTERM removed the VM socket');
+    t.notOk(existsSync(ctl), 'and the control socket');
+    t.match(d.stderr, /SIGTERM: stopping/);
+    t.notMatch(d.stderr, /BUG:/, 'no uncaught exception');
+    t.end();
+  });
+
+  t.test('SIGTERM with a guest connected exits quickly and removes the socket', async (t) => {
+    const sock = join(dir, 'vm2.sock');
+    const d = new Daemon(['--socket-path', sock, '--control', 'none', '--capacity', '16M', '--queues', '1']);
+    await d.waitFor(/ready:/);
+    const c = new VhostClient(sock);
+    const h = handshake(t, c, 1);
+    await d.waitFor(/guest memory/);
+    const t0 = Date.now();
+    const r = await d.stop();
+    t.equal(r.code, 0);
+    t.ok(Date.now() - t0 < 5000, `stopped in ${Date.now() - t0} ms`);
+    t.notOk(existsSync(sock), 'socket removed');
+    t.equal(c.read(1), 'eof', 'the guest connection was closed');
+    c.close();
+    for (const fd of h.fds) native.close(fd);
+    t.end();
+  });
+
+  t.test('an inherited listening fd (libvirt style)', async (t) => {
+    const sock = join(dir, 'inherited.sock');
+    const lfd = native.listenUnix(sock);
+    const d = new Daemon(['--vm', 'name=lv,fd=3,maxmem=1G', '--control', 'none', '--capacity', '16M', '--queues', '1'], ['ignore', 'pipe', 'pipe', lfd]);
+    native.close(lfd);
+    await d.waitFor(/vm lv: listening on fd=3/);
+    await d.waitFor(/ready:/);
+    const c = new VhostClient(sock);
+    const h = handshake(t, c, 1);
+    await d.waitFor(/vm lv: guest connected on fd=3/);
+    c.close();
+    for (const fd of h.fds) native.close(fd);
+    await d.waitFor(/vm lv: guest left/);
+    const r = await d.stop();
+    t.equal(r.code, 0);
+    t.ok(existsSync(sock), 'a socket the daemon did not create is not removed');
+    rmSync(sock);
+    t.end();
+  });
+}
+
+if (!existsSync(TMEMD) || !existsSync(TMEMCTL)) {
+  t.fail(`${TMEMD} is missing: run npm run build first (npm test does)`);
+  t.end();
+} else {
+  run();
+}

@@ -1,0 +1,109 @@
+#!/bin/sh
+# PID 1 of the tmem-kvm test guest (installed as /sbin/tmem-init; boot with init=/sbin/tmem-init).
+#
+# Mounts proc/sys/dev/debugfs, finds the disks by their virtio serial numbers
+# (tmemswap, tmemfiles, tmemdata), enables swap, mounts the project files at
+# /opt/tmem, loads /opt/tmem/virtio_tmem.ko if present, runs the requested
+# command (or a shell) and powers off.
+#
+# Kernel command line (all optional):
+#   tmem.run=/opt/tmem/workloads/x.sh   command to run (no spaces; for arguments use
+#                                       QEMU -fw_cfg name=opt/tmem/run,string="cmd args")
+#   tmem.module=0                       do not load the module
+#   tmem.modparams=a=1,b=2              module parameters (commas become spaces)
+#   tmem.swap=0                         no swapon
+#   tmem.shell=1                        drop to a shell after the command instead of powering off
+# Markers on the console (for the host harness):
+#   @@TMEM-READY ...        init finished setup
+#   @@TMEM-RUN-BEGIN cmd    / @@TMEM-RUN-END rc=N
+#   @@TMEM-RESULT {json}    printed by the workloads
+#   @@TMEM-POWEROFF
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root TERM=${TERM:-linux}
+cd /
+
+mountpoint -q /proc || mount -t proc proc /proc
+mountpoint -q /sys || mount -t sysfs sysfs /sys
+mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts 2>/dev/null
+mount -t tmpfs tmpfs /dev/shm 2>/dev/null
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mount -o remount,rw / 2>/dev/null
+hostname tmem-guest 2>/dev/null
+# warnings and worse still reach the console; chatter does not split our result lines
+echo 5 > /proc/sys/kernel/printk 2>/dev/null
+
+say() { echo "$*" > /dev/console 2>/dev/null || echo "$*"; }
+
+param() { # param NAME -> value of tmem.NAME on the kernel command line
+  for w in $(cat /proc/cmdline); do
+    case "$w" in "tmem.$1="*) echo "${w#*=}"; return 0 ;; esac
+  done
+  return 1
+}
+
+disk_by_serial() {
+  for s in /sys/block/vd*/serial; do
+    [ -r "$s" ] || continue
+    if [ "$(cat "$s")" = "$1" ]; then d=${s%/serial}; echo "/dev/${d##*/}"; return 0; fi
+  done
+  return 1
+}
+
+# --- disks
+SWAPDEV=$(disk_by_serial tmemswap) || SWAPDEV=""
+FILESDEV=$(disk_by_serial tmemfiles) || FILESDEV=""
+DATADEV=$(disk_by_serial tmemdata) || DATADEV=""
+if [ -n "$FILESDEV" ]; then
+  mount -o ro "$FILESDEV" /opt/tmem || say "init: cannot mount $FILESDEV at /opt/tmem"
+fi
+if [ -n "$DATADEV" ]; then
+  mkdir -p /mnt/data
+  mount "$DATADEV" /mnt/data || say "init: cannot mount $DATADEV at /mnt/data"
+fi
+if [ -n "$SWAPDEV" ] && [ "$(param swap)" != 0 ]; then
+  swapon "$SWAPDEV" || say "init: swapon $SWAPDEV failed"
+fi
+
+# --- the tmem module
+MODULE=""
+if [ "$(param module)" != 0 ] && [ -f /opt/tmem/virtio_tmem.ko ]; then
+  MP=$(param modparams | tr ',' ' ')
+  if [ -r /sys/firmware/qemu_fw_cfg/by_name/opt/tmem/modparams/raw ]; then
+    MP=$(cat /sys/firmware/qemu_fw_cfg/by_name/opt/tmem/modparams/raw)
+  fi
+  # shellcheck disable=SC2086
+  if insmod /opt/tmem/virtio_tmem.ko $MP; then MODULE=loaded; else MODULE=failed; say "init: insmod virtio_tmem.ko failed"; fi
+fi
+
+say "@@TMEM-READY kernel=$(uname -r) mem_kb=$(awk '/MemTotal/ {print $2}' /proc/meminfo) cpus=$(nproc) swap=${SWAPDEV:-none} files=${FILESDEV:-none} data=${DATADEV:-none} module=${MODULE:-none}"
+
+# --- the command
+RUN=""
+if [ -r /sys/firmware/qemu_fw_cfg/by_name/opt/tmem/run/raw ]; then
+  RUN=$(cat /sys/firmware/qemu_fw_cfg/by_name/opt/tmem/run/raw)
+elif RUN=$(param run); then :; else RUN=""; fi
+
+if [ -n "$RUN" ]; then
+  say "@@TMEM-RUN-BEGIN $RUN"
+  sh -c "$RUN" < /dev/console > /dev/console 2>&1
+  rc=$?
+  say "@@TMEM-RUN-END rc=$rc"
+  [ "$(param shell)" = 1 ] && setsid -c sh -l < /dev/console > /dev/console 2>&1
+else
+  say "tmem guest: root shell on the console; 'poweroff' or Ctrl-D to stop the VM"
+  # setsid -c gives the shell a controlling tty so Ctrl-C works
+  setsid -c sh -l < /dev/console > /dev/console 2>&1 || sh < /dev/console > /dev/console 2>&1
+fi
+
+# --- power off
+swapoff -a 2>/dev/null
+umount /mnt/data 2>/dev/null
+sync
+say "@@TMEM-POWEROFF"
+busybox poweroff -f 2>/dev/null
+echo o > /proc/sysrq-trigger
+sleep 5

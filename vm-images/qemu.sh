@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Ensure a QEMU >= 10.2 (the first with a user-creatable vhost-user-test-device-pci).
+# Uses qemu-system-x86_64 from PATH when it is new enough (TMEM_KVM_QEMU=path forces one);
+# otherwise builds a private Debian trixie root with QEMU from trixie-backports
+# (mmdebstrap, host packages untouched) and installs a wrapper that runs it through
+# the root's own loader. Prints the path of the binary/wrapper to use on stdout.
+LOG_TAG=qemu
+source "$(dirname "$0")/lib/common.sh"
+
+MIN_MAJOR=10 MIN_MINOR=2
+
+qemu_ok() { # qemu_ok BIN -> 0 if version >= 10.2 and the device exists
+  local bin=$1 v maj min
+  v=$("$bin" --version 2>/dev/null | sed -n 's/^QEMU emulator version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p') || return 1
+  [ -n "$v" ] || return 1
+  read -r maj min <<<"$v"
+  if [ "$maj" -lt "$MIN_MAJOR" ] || { [ "$maj" -eq "$MIN_MAJOR" ] && [ "$min" -lt "$MIN_MINOR" ]; }; then
+    log "$bin is QEMU $maj.$min (< $MIN_MAJOR.$MIN_MINOR)"; return 1
+  fi
+  "$bin" -machine none -device help 2>/dev/null | grep -q '"vhost-user-test-device-pci"' \
+    || { log "$bin ($maj.$min) lacks vhost-user-test-device-pci"; return 1; }
+  return 0
+}
+
+if [ -n "${TMEM_KVM_QEMU:-}" ]; then
+  qemu_ok "$TMEM_KVM_QEMU" || die "TMEM_KVM_QEMU=$TMEM_KVM_QEMU is not a usable QEMU >= 10.2"
+  echo "$TMEM_KVM_QEMU"; exit 0
+fi
+if sys=$(command -v qemu-system-x86_64 2>/dev/null) && qemu_ok "$sys"; then
+  log "using $sys from PATH"; echo "$sys"; exit 0
+fi
+
+HASH=$(hash_inputs "$0")
+OUT="$CACHE/qemu-$HASH"
+WRAP="$OUT/bin/qemu-system-x86_64"
+
+build() {
+  if [ -f "$OUT/.done" ] && [ "${FORCE:-0}" != 1 ] && qemu_ok "$WRAP"; then
+    log "cached: $WRAP ($(head -1 "$OUT/version"))"
+    ln -sfn "qemu-$HASH" "$CACHE/qemu"; echo "$WRAP"; return 0
+  fi
+  local t0=$SECONDS mirror root="$OUT/root"
+  apt_ensure mmdebstrap
+  mirror=$(debian_mirror)
+  rm -rf "$OUT"; mkdir -p "$OUT/bin"
+  log "mmdebstrap trixie + qemu-system-x86 from trixie-backports into $root (mirror $mirror; ~1 min)"
+  mmdebstrap --variant=apt --aptopt='APT::Install-Recommends "false"' \
+    --include=qemu-system-x86/trixie-backports,qemu-system-common/trixie-backports,qemu-system-data/trixie-backports,seabios/trixie-backports \
+    trixie "$root" "deb $mirror trixie main" "deb $mirror trixie-backports main" >"$OUT/mmdebstrap.log" 2>&1 \
+    || { tail -30 "$OUT/mmdebstrap.log" >&2; die "mmdebstrap failed (log $OUT/mmdebstrap.log)"; }
+  cat > "$WRAP" <<WRAPPER
+#!/bin/sh
+# QEMU from a private Debian trixie root ($root), run through the root's own loader.
+R='$root'
+export QEMU_MODULE_DIR="\$R/usr/lib/x86_64-linux-gnu/qemu"
+exec "\$R/lib64/ld-linux-x86-64.so.2" --library-path "\$R/lib/x86_64-linux-gnu:\$R/usr/lib/x86_64-linux-gnu" \\
+  "\$R/usr/bin/qemu-system-x86_64" -L "\$R/usr/share/qemu" -L "\$R/usr/share/seabios" "\$@"
+WRAPPER
+  chmod +x "$WRAP"
+  # the same for qemu-img (handy for users; not needed by the scripts)
+  sed 's#usr/bin/qemu-system-x86_64" -L .*#usr/bin/qemu-img" "$@"#' "$WRAP" > "$OUT/bin/qemu-img"
+  chmod +x "$OUT/bin/qemu-img"
+  [ -x "$root/usr/bin/qemu-img" ] || rm -f "$OUT/bin/qemu-img"
+  "$WRAP" --version > "$OUT/version" || die "$WRAP --version failed"
+  qemu_ok "$WRAP" || die "$WRAP is not usable"
+  log "$(head -1 "$OUT/version"); vhost-user-test-device-pci present; built in $((SECONDS - t0)) s"
+  touch "$OUT/.done"
+  ln -sfn "qemu-$HASH" "$CACHE/qemu"
+  echo "$WRAP"
+}
+
+with_lock qemu build

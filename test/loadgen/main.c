@@ -14,8 +14,8 @@ struct cfg G = {
 	.seed = 1,
 	.qsize = 256,
 	.timeout_ms = 5000,
-	.objects = 32,
-	.indexes = 64,
+	.objects = 16,
+	.indexes = 32,
 	.bench_pages = 16384,
 	.lat_ops = 20000,
 	.maxmem_pages = -1,
@@ -39,7 +39,7 @@ static void usage(FILE *f)
 		"  --event-idx          negotiate EVENT_IDX\n"
 		"  --shared             negotiate TMEM_F_SHARED\n"
 		"  --one-thread         one thread drives all queues (default: one per queue)\n"
-		"  --objects N --indexes N   verify: handles per pool per queue (default 32 x 64)\n"
+		"  --objects N --indexes N   verify: handles per pool per queue (default 16 x 32)\n"
 		"  --bench-pages N      bench: pages in the store working set (default 16384)\n"
 		"  --lat-ops N          bench: requests timed one by one (default 20000)\n"
 		"  --maxmem-pages N     rules: expected INFO persistent_limit_pages (NOSPACE checked at it)\n"

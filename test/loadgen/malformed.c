@@ -329,21 +329,33 @@ int mode_malformed(void)
 		dsc(T, 0, 0xfffffffffffffff0ull, 32, F_I, 0);
 		expect_len0("indirect-table-wraps");
 
-		prefill();
-		dsc(I, 0, g(HDR), 48, F_N, 1);
-		dsc(I, 1, g(RESP), 16, F_W, 0);
-		dsc(T, 0, g(HDR), 48, F_N, 1);
-		dsc(T, 1, g(TAB), 32, F_I, 0);
-		expect_len0("indirect-after-direct-descriptors");
-
-		/* a valid table of exactly N entries */
+		/* An indirect descriptor after direct ones: virtio does not forbid it (rust-vmm and QEMU
+		 * follow it); the device may refuse the chain or serve it, but must answer correctly. */
 		prefill();
 		hdr(TMEM_OP_FLUSH_PAGE, 0, oid, 0);
-		for (int i = 0; i < N; i++)
+		dsc(I, 0, g(RESP), 16, F_W, 0);
+		dsc(T, 0, g(HDR), 48, F_N, 1);
+		dsc(T, 1, g(TAB), 16, F_I, 0);
+		{
+			ncases++;
+			uint32_t len = raw_sync(&D, 0, 0, "indirect-after-a-direct-descriptor");
+			struct tmem_resp rr;
+			memcpy(&rr, RESP, 16);
+			if (len == 0 ? !untouched() : (len != 16 || (int32_t)rr.status != TMEM_S_OK))
+				fail("indirect-after-a-direct-descriptor", "used len %u status %d: expected refused (len 0, nothing written) or served (OK, 16)",
+				     len, (int)(int32_t)rr.status);
+			else if (still_serving("indirect-after-a-direct-descriptor"))
+				json_out("PASS indirect-after-a-direct-descriptor: %s", len ? "served (OK, 16)" : "refused (len 0)");
+		}
+
+		/* a valid table: the head plus N - 1 entries is N descriptors, the queue size */
+		prefill();
+		hdr(TMEM_OP_FLUSH_PAGE, 0, oid, 0);
+		for (int i = 0; i < N - 1; i++)
 			dsc(I, i, g(HDR) + (i < 48 ? (uint64_t)i : 48), i < 48 ? 1 : 0, F_N, (uint16_t)(i + 1));
-		dsc(I, N - 1, g(RESP), 16, F_W, 0);
-		dsc(T, 0, g(TAB), (uint32_t)N * 16, F_I, 0);
-		expect_status("indirect-table-of-exactly-queue-size (valid)", TMEM_S_OK, 16, RESP);
+		dsc(I, N - 2, g(RESP), 16, F_W, 0);
+		dsc(T, 0, g(TAB), (uint32_t)(N - 1) * 16, F_I, 0);
+		expect_status("indirect-table-of-queue-size-minus-1 (valid)", TMEM_S_OK, 16, RESP);
 	} else {
 		json_out("PASS indirect: INDIRECT_DESC not negotiated (run with --indirect for the indirect cases)");
 	}

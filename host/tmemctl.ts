@@ -2,8 +2,8 @@
 // tmemctl: the operator's CLI for a running tmemd, over its control socket
 // (JSON lines, host/control/server.ts). Human tables by default, the raw
 // reply with --json.
-import { connect } from 'node:net';
 import { defaultControlPath } from './config.js';
+import { requestDaemon } from './control/client.js';
 
 export const CTL_HELP = `Usage: tmemctl [--control PATH] [--json] COMMAND
 
@@ -75,41 +75,6 @@ export function parseCtlArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
   if (args.length >= 1) request.name = args[0];
   if (cmd === 'share-group') request.group = args[1] === 'none' ? null : args[1];
   return { control, json, timeoutMs, request };
-}
-
-/** One request, one reply line. */
-export function requestDaemon(path: string, req: Record<string, unknown>, timeoutMs: number): Promise<{ ok: boolean; result?: unknown; error?: string }> {
-  return new Promise((resolve, reject) => {
-    const s = connect(path);
-    let buf = '';
-    const timer = setTimeout(() => {
-      s.destroy();
-      reject(new Error(`no answer from tmemd on ${path} within ${timeoutMs / 1000} s`));
-    }, timeoutMs);
-    s.setEncoding('utf8');
-    s.on('connect', () => s.write(JSON.stringify({ id: 1, ...req }) + '\n'));
-    s.on('data', (d: string) => {
-      buf += d;
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      clearTimeout(timer);
-      s.end();
-      try {
-        resolve(JSON.parse(buf.slice(0, nl)));
-      } catch (e) {
-        reject(new Error(`tmemd sent a reply that is not JSON: ${(e as Error).message}`));
-      }
-    });
-    s.on('error', (e: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      const why = e.code === 'ENOENT' ? 'no such socket (is tmemd running, with this --control?)' : e.code === 'ECONNREFUSED' ? 'connection refused (tmemd is not running)' : e.code === 'EACCES' ? 'permission denied' : e.message;
-      reject(new Error(`cannot reach tmemd on ${path}: ${why}`));
-    });
-    s.on('close', () => {
-      clearTimeout(timer);
-      reject(new Error(`tmemd on ${path} closed the connection without answering`));
-    });
-  });
 }
 
 // ---------------------------------------------------------------- rendering

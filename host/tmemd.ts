@@ -171,6 +171,20 @@ export async function main(argv: readonly string[]): Promise<number> {
   process.on('unhandledRejection', (e) => log.error(`BUG: unhandled rejection (daemon continues): ${(e as Error)?.stack ?? String(e)}`));
 
   const d = new Daemon(cfg, log);
+  // Signals are caught from the start: one that arrives while starting stops the daemon once it has started.
+  let signalled: NodeJS.Signals | null = null;
+  let onStopSignal: ((sig: NodeJS.Signals) => void) | null = null;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (signalled) {
+      log.warn(`${sig} again: exiting at once`);
+      process.exit(1);
+    }
+    signalled = sig;
+    onStopSignal?.(sig);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGHUP', onSignal);
   try {
     await d.start();
   } catch (e) {
@@ -178,13 +192,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 1;
   }
   return await new Promise<number>((resolve) => {
-    let signalled = false;
-    const onSignal = (sig: NodeJS.Signals) => {
-      if (signalled) {
-        log.warn(`${sig} again: exiting at once`);
-        process.exit(1);
-      }
-      signalled = true;
+    onStopSignal = (sig: NodeJS.Signals) => {
       log.info(`${sig}: stopping`);
       // A stuck data plane must not keep the daemon from exiting: the sockets are removed first, synchronously.
       const force = setTimeout(() => {
@@ -198,9 +206,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         resolve(0);
       });
     };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-    process.on('SIGHUP', onSignal);
+    if (signalled) onStopSignal(signalled);
   });
 }
 

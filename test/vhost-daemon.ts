@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as native from '../native/index.js';
+import { requestDaemon } from '../host/control/client.js';
 import {
   bit,
   decodeHeader,
@@ -123,10 +124,11 @@ interface GuestJson {
   shareGroup: string | null;
 }
 
-function guests(ctl: string): GuestJson[] {
-  const r = tmemctl(['--control', ctl, 'guests', '--json']);
-  if (r.status !== 0) throw new Error(`tmemctl guests failed (${r.status}): ${r.stderr}`);
-  return JSON.parse(r.stdout) as GuestJson[];
+/** `guests` over the control socket, in-process (tmemctl itself is spawned where its output matters). */
+async function guests(ctl: string): Promise<GuestJson[]> {
+  const r = await requestDaemon(ctl, { cmd: 'guests' }, 10000);
+  if (!r.ok) throw new Error(`guests failed: ${r.error}`);
+  return r.result as GuestJson[];
 }
 
 const RAM = 4n << 20n; // 4 MiB of memfd guest RAM in two regions
@@ -224,9 +226,9 @@ function stopRings(t: Pick<typeof import('tap').default, 'equal'>, c: VhostClien
   }
 }
 
-async function until(f: () => boolean, ms = 10000): Promise<boolean> {
+async function until(f: () => Promise<boolean>, ms = 10000): Promise<boolean> {
   const end = Date.now() + ms;
-  while (!f()) {
+  while (!(await f())) {
     if (Date.now() > end) return false;
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -302,7 +304,7 @@ function run(): void {
     await d.waitFor(/ready:/);
     t.match(d.stderr, new RegExp(`vm vm1: listening on ${sock.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} \\(maxmem 64 MiB, share group g1\\)`), 'prints where it listens');
 
-    let g = guests(ctl);
+    let g = await guests(ctl);
     t.equal(g.length, 1);
     t.equal(g[0]!.connected, false, 'no guest before the connection');
 
@@ -310,7 +312,7 @@ function run(): void {
     const { fds } = handshake(t, c, 2);
     await d.waitFor(/vm vm1: guest connected/);
     await d.waitFor(/vm vm1: guest memory: 2 region\(s\), RAM 4 MiB/);
-    g = guests(ctl);
+    g = await guests(ctl);
     t.equal(g[0]!.connected, true, 'tmemctl guests shows the guest');
     t.equal(g[0]!.ramBytes, String(RAM), 'with its RAM');
     t.equal(g[0]!.maxmemBytes, String(64n << 20n), 'and maxmem');
@@ -330,11 +332,11 @@ function run(): void {
     const f = tmemctl(['--control', ctl, 'freeze', 'vm1']);
     t.equal(f.status, 0);
     t.match(f.stdout, /vm1: frozen/);
-    t.equal(guests(ctl)[0]!.frozen, true);
+    t.equal((await guests(ctl))[0]!.frozen, true);
     t.match(tmemctl(['--control', ctl, 'thaw', 'vm1']).stdout, /vm1: thawed/);
     t.equal(tmemctl(['--control', ctl, 'flush', 'vm1']).status, 0, 'flush');
     t.equal(tmemctl(['--control', ctl, 'share-group', 'vm1', 'g2']).status, 0);
-    t.equal(guests(ctl)[0]!.shareGroup, 'g2');
+    t.equal((await guests(ctl))[0]!.shareGroup, 'g2');
     const nf = tmemctl(['--control', ctl, 'freeze', 'nosuch']);
     t.equal(nf.status, 1);
     t.match(nf.stderr, /no VM named 'nosuch'/);
@@ -352,15 +354,16 @@ function run(): void {
     c.close();
     for (const fd of fds) native.close(fd);
     await d.waitFor(/vm vm1: guest left \(RAM 4 MiB, maxmem 64 MiB/);
-    t.ok(await until(() => !guests(ctl)[0]!.connected), 'gone from tmemctl guests after the disconnect');
+    t.ok(await until(async () => !(await guests(ctl))[0]!.connected), 'gone from the guests after the disconnect');
+    t.match(tmemctl(['--control', ctl, 'guests']).stdout, /vm1\s+waiting\s+-\s+64M/, 'tmemctl guests: waiting, no RAM');
 
     // a reconnect is a new guest
     const c3 = new VhostClient(sock);
     const h3 = handshake(t, c3, 1);
-    t.ok(await until(() => guests(ctl)[0]!.connected), 'a new connection is a new guest');
+    t.ok(await until(async () => (await guests(ctl))[0]!.connected), 'a new connection is a new guest');
     c3.close();
     for (const fd of h3.fds) native.close(fd);
-    t.ok(await until(() => !guests(ctl)[0]!.connected));
+    t.ok(await until(async () => !(await guests(ctl))[0]!.connected));
 
     // a malformed message closes that connection only; the daemon keeps serving
     const bad = new VhostClient(sock);

@@ -11,7 +11,7 @@
 //   anything wrong                                -> {"ok": false, "error": "one line"}
 //
 // Requests are answered at once on the event loop; none waits on slow work.
-import { lstatSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../log.js';
 import { removeStaleSocket } from '../vhost/listener.js';
@@ -135,6 +135,12 @@ export class ControlServer {
     });
     server.on('error', (e) => this.ctx.log.error(`control socket ${this.path}: ${e.message}`));
     this.server = server;
+    // freeze/flush are the operator's: owner only (root, usually).
+    try {
+      chmodSync(this.path, 0o600);
+    } catch (e) {
+      this.ctx.log.warn(`control socket ${this.path}: chmod 600 failed: ${(e as Error).message}`);
+    }
     try {
       const st = lstatSync(this.path);
       this.created = { dev: st.dev, ino: st.ino };

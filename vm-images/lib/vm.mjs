@@ -1,0 +1,460 @@
+// tmem-kvm test VM library: build the images, start tmemd and QEMU, read the
+// serial console, talk QMP. Plain Node ESM, no dependencies, no build step.
+//
+//   import { buildAll, startDaemon, startVm, QmpClient } from './vm-images/lib/vm.mjs';
+//   const b = await buildAll();
+//   const vm = await startVm({ ...b, ram: '512M', run: '/opt/tmem/workloads/swapstress.sh', tmem: null });
+//   const r = await vm.waitForResult(600_000);   // parsed @@TMEM-RESULT JSON
+//   await vm.waitForShutdown(60_000);            // guest powered off; QEMU still up (-no-shutdown)
+//   const stats = await vm.qmp('query-blockstats');
+//   await vm.quit();                             // then stop the daemon, never before
+import { spawn, execFileSync } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const VM_IMAGES_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const REPO_DIR = path.resolve(VM_IMAGES_DIR, '..');
+export const CACHE = process.env.TMEM_KVM_CACHE || '/var/cache/tmem-kvm';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** "512M" / "2G" / "1048576" -> bytes (binary units). */
+export function parseSize(s) {
+  if (typeof s === 'number') return s;
+  const m = /^\s*(\d+)\s*([kKmMgGtT]?)(?:i?[bB])?\s*$/.exec(String(s));
+  if (!m) throw new Error(`not a size: '${s}' (use e.g. 512M or 2G)`);
+  const mul = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2].toLowerCase()];
+  return Number(m[1]) * mul;
+}
+const mib = (s) => Math.round(parseSize(s) / 2 ** 20);
+
+// ---------------------------------------------------------------- building
+
+/** Run one of our build scripts; its progress goes to `log`, its last stdout line is the result. */
+export function runScript(script, args = [], { log = process.stderr, env = process.env } = {}) {
+  return new Promise((resolve, reject) => {
+    const p = spawn('bash', [path.join(VM_IMAGES_DIR, script), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => { if (log) log.write(d); });
+    p.on('error', reject);
+    p.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`${script} ${args.join(' ')} failed with exit status ${code}`));
+      const lines = out.trim().split('\n');
+      resolve(lines[lines.length - 1]);
+    });
+  });
+}
+
+/**
+ * Build (or find cached) everything the VM needs. Options:
+ *   module: path of virtio_tmem.ko | 'none' | undefined (auto: newest under guest-driver/)
+ *   extra: a directory to put at /opt/tmem/extra in the guest
+ *   log: a writable stream for progress (default stderr; null for silence)
+ * Returns { qemu, kernelDir, bzImage, kernelBuildDir, rootfs, tmemfiles }.
+ */
+export async function buildAll({ module, extra, log = process.stderr } = {}) {
+  const qemu = await runScript('qemu.sh', [], { log });
+  const kernelDir = await runScript('build-kernel.sh', [], { log });
+  const rootfs = await runScript('build-rootfs.sh', [], { log });
+  const tmemfiles = await buildTmemfiles({ module, extra, log });
+  return { qemu, kernelDir, bzImage: path.join(kernelDir, 'bzImage'), kernelBuildDir: path.join(kernelDir, 'build'), rootfs, tmemfiles };
+}
+
+/** Only the small project-files disk (module + workloads), e.g. after rebuilding the module. */
+export function buildTmemfiles({ module, extra, log = process.stderr } = {}) {
+  const args = [];
+  if (module === 'none' || module === false) args.push('--no-module');
+  else if (module) args.push('--module', module);
+  if (extra) args.push('--extra', extra);
+  return runScript('build-tmemfiles.sh', args, { log });
+}
+
+// ---------------------------------------------------------------- accel
+
+/** 'kvm' only if /dev/kvm is usable AND the CPU advertises vmx/svm (nested guests hang otherwise). */
+export function detectAccel() {
+  try {
+    fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
+    const cpu = fs.readFileSync('/proc/cpuinfo', 'utf8');
+    if (/^flags\s*:.*\b(vmx|svm)\b/m.test(cpu)) return 'kvm';
+  } catch { /* no kvm */ }
+  return 'tcg';
+}
+
+// ---------------------------------------------------------------- QMP
+
+export class QmpClient extends EventEmitter {
+  /** Connect (retrying while QEMU creates the socket) and negotiate capabilities. */
+  static async connect(sockPath, { timeoutMs = 15000 } = {}) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const c = new QmpClient();
+        await c.#open(sockPath);
+        await c.execute('qmp_capabilities');
+        return c;
+      } catch (e) {
+        if (Date.now() > deadline) throw new Error(`QMP ${sockPath}: ${e.message}`);
+        await sleep(100);
+      }
+    }
+  }
+
+  #sock = null;
+  #buf = '';
+  #nextId = 1;
+  #pending = new Map();
+  #greeted = null;
+  events = [];
+  closed = false;
+
+  #open(sockPath) {
+    return new Promise((resolve, reject) => {
+      const s = net.createConnection(sockPath);
+      let greeted = false;
+      this.#greeted = () => { greeted = true; resolve(); };
+      s.once('error', (e) => { if (!greeted) reject(e); });
+      s.on('data', (d) => this.#onData(d));
+      s.on('close', () => {
+        this.closed = true;
+        if (!greeted) reject(new Error('closed before greeting'));
+        for (const { reject: rj } of this.#pending.values()) rj(new Error('QMP connection closed'));
+        this.#pending.clear();
+        this.emit('close');
+      });
+      s.on('error', () => {});
+      this.#sock = s;
+    });
+  }
+
+  #onData(d) {
+    this.#buf += d;
+    let i;
+    while ((i = this.#buf.indexOf('\n')) >= 0) {
+      const line = this.#buf.slice(0, i).trim();
+      this.#buf = this.#buf.slice(i + 1);
+      if (!line) continue;
+      let m;
+      try { m = JSON.parse(line); } catch { continue; }
+      if (m.QMP) { this.#greeted?.(); continue; }
+      if (m.event) { this.events.push(m); this.emit('event', m); this.emit(m.event, m); continue; }
+      const p = this.#pending.get(m.id);
+      if (!p) continue;
+      this.#pending.delete(m.id);
+      if (m.error) p.reject(Object.assign(new Error(`QMP ${p.cmd}: ${m.error.class}: ${m.error.desc}`), { qmpError: m.error }));
+      else p.resolve(m.return);
+    }
+  }
+
+  /** Execute a QMP command; resolves with its `return` value. */
+  execute(cmd, args) {
+    if (this.closed) return Promise.reject(new Error('QMP connection closed'));
+    const id = this.#nextId++;
+    const msg = { execute: cmd, id };
+    if (args !== undefined) msg.arguments = args;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject, cmd });
+      this.#sock.write(JSON.stringify(msg) + '\n');
+    });
+  }
+
+  /** The blockstats of every drive, as { [qdev id or node]: stats }. */
+  async blockstats() {
+    const r = await this.execute('query-blockstats');
+    const o = {};
+    for (const d of r) o[d.qdev || d.device || d['node-name']] = d.stats;
+    return o;
+  }
+
+  close() { this.#sock?.destroy(); this.closed = true; }
+}
+
+// ---------------------------------------------------------------- daemon
+
+/**
+ * Start tmemd for one VM and wait for its vhost-user socket.
+ *   cmd: the daemon command line (string, run by sh; default `node dist/host/tmemd.js`)
+ *   socket, name, maxmem, capacity, queues, control (operator socket path or 'none'), args (extra)
+ * Returns { proc, socket, output(), stop() }. Always stop QEMU before calling stop().
+ */
+export async function startDaemon({ cmd, socket, name = 'vm0', maxmem = '256M', capacity = '1G', queues, control, args = [], log = process.stderr, timeoutMs = 20000, cwd = REPO_DIR } = {}) {
+  cmd = cmd || process.env.TMEMD || `node ${path.join(REPO_DIR, 'dist/host/tmemd.js')}`;
+  const q = (s) => `'${String(s).replace(/'/g, `'\\''`)}'`;
+  const full = [`exec ${cmd}`, '--vm', q(`name=${name},socket=${socket},maxmem=${maxmem}`), '--capacity', q(capacity)];
+  if (queues) full.push('--queues', String(queues));
+  if (control) full.push('--control', q(control));
+  full.push(...args.map(q));
+  try { fs.unlinkSync(socket); } catch { /* none */ }
+  // own process group: a Ctrl-C on the terminal must not kill the daemon before QEMU
+  const proc = spawn('sh', ['-c', full.join(' ')], { cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let text = '';
+  const onOut = (d) => { text += d; if (log) log.write(d); };
+  proc.stdout.on('data', onOut);
+  proc.stderr.on('data', onOut);
+  let exited = null;
+  const exitP = new Promise((r) => proc.on('exit', (code, sig) => { exited = { code, signal: sig }; r(exited); }));
+  const deadline = Date.now() + timeoutMs;
+  while (!exited) {
+    try { if (fs.statSync(socket).isSocket()) break; } catch { /* not yet */ }
+    if (Date.now() > deadline) { proc.kill('SIGKILL'); throw new Error(`tmemd did not create ${socket} within ${timeoutMs} ms`); }
+    await sleep(50);
+  }
+  if (exited) throw new Error(`tmemd exited (${JSON.stringify(exited)}) before creating ${socket}: ${text.slice(-2000)}`);
+  return {
+    proc, socket, cmdline: full.join(' '),
+    output: () => text,
+    wait: () => exitP,
+    async stop(graceMs = 10000) {
+      if (exited) return exited;
+      proc.kill('SIGTERM');
+      const t = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+      const r = await exitP;
+      clearTimeout(t);
+      return r;
+    },
+  };
+}
+
+// ---------------------------------------------------------------- QEMU
+
+function qemuStr(s) { return String(s).replace(/,/g, ',,'); } // QEMU option value escaping
+
+/**
+ * The QEMU command line (without the binary). Options: see startVm.
+ * Drives: vda rootfs (snapshot=on: never modified), vdb swap, vdc tmemfiles (read-only), vdd data.
+ */
+export function qemuArgs(o) {
+  const ram = `${mib(o.ram)}M`;
+  const accel = o.accel || detectAccel();
+  const a = [
+    '-name', o.name || 'tmem-guest',
+    '-machine', 'q35,memory-backend=mem', '-accel', accel,
+    ...(accel === 'kvm' ? ['-cpu', 'host'] : []),
+    '-m', ram, '-smp', String(o.cpus),
+    '-object', `memory-backend-memfd,id=mem,size=${ram},share=on`,
+    '-kernel', o.bzImage,
+    '-append', o.append,
+    '-no-reboot',
+    '-nodefaults', '-vga', 'none',
+    '-qmp', `unix:${o.qmpPath},server=on,wait=off`,
+  ];
+  if (o.interactive) a.push('-nographic', '-serial', 'mon:stdio');
+  else a.push('-display', 'none', '-serial', 'stdio', '-monitor', 'none');
+  if (o.noShutdown) a.push('-no-shutdown');
+  const drive = (id, file, extra, serial) => a.push(
+    '-drive', `file=${qemuStr(file)},if=none,id=${id},format=raw,${extra}`,
+    '-device', `virtio-blk-pci,drive=${id},serial=${serial},id=${serial}`);
+  drive('root', o.rootfs, 'snapshot=on', 'tmemroot');
+  if (o.swapImg) drive('swap', o.swapImg, 'cache=unsafe', 'tmemswap');
+  if (o.tmemfiles) drive('files', o.tmemfiles, 'readonly=on', 'tmemfiles');
+  if (o.dataImg) drive('data', o.dataImg, 'cache=none', 'tmemdata');
+  if (o.tmemSocket) {
+    a.push('-chardev', `socket,id=tmem0,path=${qemuStr(o.tmemSocket)}`,
+      '-device', `vhost-user-test-device-pci,chardev=tmem0,virtio-id=39,num_vqs=${o.queues},vq_size=256,id=tmem0dev`);
+  }
+  if (o.run) a.push('-fw_cfg', `name=opt/tmem/run,string=${qemuStr(o.run)}`);
+  if (o.modparams) a.push('-fw_cfg', `name=opt/tmem/modparams,string=${qemuStr(o.modparams)}`);
+  a.push(...(o.qemuExtra || []));
+  return a;
+}
+
+function makeDisk(file, size, kind) {
+  fs.rmSync(file, { force: true });
+  fs.closeSync(fs.openSync(file, 'w'));
+  fs.truncateSync(file, parseSize(size));
+  if (kind === 'swap') execFileSync('mkswap', ['-L', 'tmemswap', file], { stdio: 'ignore' });
+  else execFileSync('mkfs.ext4', ['-q', '-F', '-L', 'tmemdata', file], { stdio: 'ignore' });
+}
+
+/**
+ * Start a VM. Options (defaults):
+ *   qemu, bzImage, rootfs, tmemfiles     from buildAll()
+ *   ram '512M', cpus 2, swapSize '1G' (0: no swap disk), dataSize '2G' (0: no data disk)
+ *   tmemSocket: the daemon's vhost-user socket, or null/undefined for no tmem device
+ *   queues (default cpus)  num_vqs of the tmem device
+ *   run: a guest command (passed by fw_cfg; the guest powers off after it)
+ *   modparams: virtio_tmem module parameters ("a=1 b=2"); noModule: add tmem.module=0
+ *   extraAppend: more kernel command line; accel: 'kvm'|'tcg' (default detectAccel())
+ *   interactive: console on this terminal (-nographic, stdio inherited); else piped
+ *   noShutdown (default true unless interactive): QEMU stays up after the guest powers off,
+ *     so QMP (blockstats) can still be read; call quit() afterwards
+ *   runDir: where the swap/data images and sockets go (default a new dir in $CACHE/run)
+ *   echo: a writable stream that gets the console output (e.g. process.stdout)
+ * Returns a VM handle (see below).
+ */
+export async function startVm(opts) {
+  const o = {
+    ram: '512M', cpus: 2, swapSize: '1G', dataSize: '2G', extraAppend: '', interactive: false, ...opts,
+  };
+  o.queues = o.queues || o.cpus;
+  if (o.noShutdown === undefined) o.noShutdown = !o.interactive;
+  for (const k of ['qemu', 'bzImage', 'rootfs']) if (!o[k]) throw new Error(`startVm: ${k} is required (use buildAll())`);
+  const runDir = o.runDir || makeRunDir(o.name || 'vm');
+  fs.mkdirSync(runDir, { recursive: true });
+  o.qmpPath = o.qmpPath || path.join(runDir, 'qmp.sock');
+  if (o.swapSize && parseSize(o.swapSize) > 0) { o.swapImg = path.join(runDir, 'swap.img'); makeDisk(o.swapImg, o.swapSize, 'swap'); }
+  if (o.dataSize && parseSize(o.dataSize) > 0) { o.dataImg = path.join(runDir, 'data.img'); makeDisk(o.dataImg, o.dataSize, 'ext4'); }
+  o.append = ['root=/dev/vda rw console=ttyS0 init=/sbin/tmem-init panic=-1 zswap.enabled=0',
+    o.noModule ? 'tmem.module=0' : '', o.extraAppend].filter(Boolean).join(' ');
+  const args = qemuArgs(o);
+  const proc = spawn(o.qemu, args, {
+    stdio: o.interactive ? 'inherit' : ['pipe', 'pipe', 'pipe'],
+    detached: !o.interactive, // a terminal Ctrl-C goes to us; we stop QEMU, then the daemon
+    env: { ...process.env, TMPDIR: runDir }, // snapshot=on overlay lives in runDir
+  });
+  const ev = new EventEmitter();
+  let text = '';
+  let partial = '';
+  const results = [];
+  let resultWaiters = [];
+  let consumed = 0;
+  const onLine = (line) => {
+    ev.emit('line', line);
+    const at = line.indexOf('@@TMEM-RESULT ');
+    if (at >= 0) {
+      const raw = line.slice(at + '@@TMEM-RESULT '.length);
+      let r;
+      try { r = JSON.parse(raw); } catch (e) { r = { parseError: e.message, raw }; }
+      results.push(r);
+      ev.emit('result', r);
+      const ws = resultWaiters; resultWaiters = [];
+      ws.forEach((w) => w());
+    }
+  };
+  const onData = (d) => {
+    const s = d.toString();
+    text += s;
+    if (o.echo) o.echo.write(d);
+    partial += s;
+    let i;
+    while ((i = partial.indexOf('\n')) >= 0) { onLine(partial.slice(0, i).replace(/\r$/, '')); partial = partial.slice(i + 1); }
+  };
+  if (!o.interactive) { proc.stdout.on('data', onData); proc.stderr.on('data', onData); }
+  let exited = null;
+  const exitP = new Promise((r) => proc.on('exit', (code, signal) => { exited = { code, signal }; ev.emit('exit', exited); r(exited); }));
+  proc.on('error', (e) => { exited = { code: -1, signal: null, error: e.message }; ev.emit('exit', exited); });
+
+  let qmpP = null;
+  const qmpClient = () => {
+    if (!qmpP) qmpP = QmpClient.connect(o.qmpPath, { timeoutMs: 20000 });
+    return qmpP;
+  };
+  // connect QMP early so that SHUTDOWN events are seen
+  const qmpReady = qmpClient().catch(() => null);
+
+  const until = (pred, timeoutMs, what) => new Promise((resolve, reject) => {
+    const check = () => { const v = pred(); if (v !== undefined) { cleanup(); resolve(v); return true; } return false; };
+    const onExit = () => { if (!check()) { cleanup(); reject(new Error(`QEMU exited (${JSON.stringify(exited)}) while waiting for ${what}\n--- console tail ---\n${text.slice(-3000)}`)); } };
+    const t = timeoutMs ? setTimeout(() => { cleanup(); reject(new Error(`timeout after ${timeoutMs} ms waiting for ${what}\n--- console tail ---\n${text.slice(-3000)}`)); }, timeoutMs) : null;
+    const cleanup = () => { clearTimeout(t); ev.off('line', check); ev.off('result', check); ev.off('exit', onExit); };
+    if (check()) return;
+    if (exited) return onExit();
+    ev.on('line', check); ev.on('result', check); ev.on('exit', onExit);
+  });
+
+  let shutdown = false;
+  qmpReady.then((c) => { if (c) c.on('SHUTDOWN', () => { shutdown = true; ev.emit('shutdown'); }); });
+
+  const vm = {
+    proc, runDir, args, cmdline: [o.qemu, ...args], options: o, results, events: ev,
+    /** All console output so far. */
+    output: () => text,
+    /** Send text to the guest console (piped mode). */
+    write: (s) => proc.stdin?.write(s),
+    /** Run a QMP command ('query-blockstats', ...) and get its return value. */
+    qmp: async (cmd, a) => (await qmpClient()).execute(cmd, a),
+    qmpClient,
+    blockstats: async () => (await qmpClient()).blockstats(),
+    /** Wait for a console line matching `re`; resolves with the match. */
+    waitFor: (re, timeoutMs = 120000) => {
+      let hit;
+      const seen = text;
+      const m0 = seen.match(re);
+      if (m0) return Promise.resolve(m0);
+      return until(() => { const m = text.match(re); if (m) hit = m; return hit; }, timeoutMs, String(re));
+    },
+    /** The next @@TMEM-RESULT (parsed JSON) not yet returned by this function. */
+    waitForResult: (timeoutMs = 600000) => until(() => (consumed < results.length ? results[consumed++] : undefined), timeoutMs, '@@TMEM-RESULT'),
+    /** Resolves when the guest powered off (QMP SHUTDOWN event or QEMU exit). */
+    waitForShutdown: (timeoutMs = 600000) => new Promise((resolve, reject) => {
+      if (shutdown || exited) return resolve(exited || { shutdown: true });
+      const t = timeoutMs ? setTimeout(() => reject(new Error(`guest did not power off within ${timeoutMs} ms`)), timeoutMs) : null;
+      const done = () => { clearTimeout(t); resolve(exited || { shutdown: true }); };
+      ev.once('shutdown', done); ev.once('exit', done);
+    }),
+    /** Resolves with { code, signal } when QEMU has exited. */
+    wait: () => exitP,
+    exited: () => exited,
+    /** Ask QEMU to quit (QMP quit, SIGTERM after graceMs/2, SIGKILL after graceMs). */
+    async quit(graceMs = 10000) {
+      if (exited) return exited;
+      try {
+        const c = await Promise.race([qmpClient(), sleep(2000).then(() => null)]);
+        if (c && !c.closed) await Promise.race([c.execute('quit').catch(() => {}), sleep(2000)]);
+      } catch { /* fall through to signals */ }
+      const t1 = setTimeout(() => { if (!exited) proc.kill('SIGTERM'); }, graceMs / 2);
+      const t2 = setTimeout(() => { if (!exited) proc.kill('SIGKILL'); }, graceMs);
+      const r = await exitP;
+      clearTimeout(t1); clearTimeout(t2);
+      return r;
+    },
+    /** Kill QEMU at once. */
+    kill(sig = 'SIGKILL') { if (!exited) proc.kill(sig); return exitP; },
+    /** Remove the run directory (swap/data images). */
+    cleanup() { if (!o.runDir) fs.rmSync(runDir, { recursive: true, force: true }); },
+  };
+  exitP.then(() => qmpP?.then((c) => c.close()).catch(() => {}));
+  return vm;
+}
+
+/** Make a fresh run directory under $CACHE/run. */
+export function makeRunDir(prefix = 'vm') {
+  const base = path.join(CACHE, 'run');
+  fs.mkdirSync(base, { recursive: true });
+  return fs.mkdtempSync(path.join(base, `${prefix}-`));
+}
+
+/**
+ * The whole thing, as `npm run vm` does it: build, start the daemon (unless tmem === false),
+ * start the VM, and give back { vm, daemon, stop() } where stop() quits QEMU first, then the daemon.
+ * Options: those of startVm plus tmem (default true), tmemd (daemon command), maxmem, capacity,
+ * daemonArgs, module, extra, log.
+ */
+export async function launch(opts = {}) {
+  const log = opts.log === undefined ? process.stderr : opts.log;
+  const built = await buildAll({ module: opts.noModule ? 'none' : opts.module, extra: opts.extra, log });
+  const runDir = opts.runDir || makeRunDir(opts.name || 'vm');
+  let daemon = null;
+  const cpus = opts.cpus || 2;
+  const queues = opts.queues || cpus;
+  if (opts.tmem !== false) {
+    daemon = await startDaemon({
+      cmd: opts.tmemd, socket: path.join(runDir, 'tmem.sock'), name: opts.name || 'vm0',
+      maxmem: opts.maxmem || '256M', capacity: opts.capacity || '1G', queues,
+      control: path.join(runDir, 'tmemd-control.sock'), args: opts.daemonArgs || [], log: opts.daemonLog === undefined ? log : opts.daemonLog,
+    });
+  }
+  let vm;
+  try {
+    vm = await startVm({ ...built, ...opts, cpus, queues, runDir, tmemSocket: daemon ? daemon.socket : null });
+  } catch (e) {
+    if (daemon) await daemon.stop();
+    throw e;
+  }
+  return {
+    vm, daemon, built, runDir,
+    async stop() {
+      const q = await vm.quit();
+      const d = daemon ? await daemon.stop() : null;
+      if (!opts.keepRunDir && !opts.runDir) fs.rmSync(runDir, { recursive: true, force: true });
+      return { qemu: q, daemon: d };
+    },
+  };
+}
+
+export const defaultName = () => `vm-${os.hostname()}-${process.pid}`;

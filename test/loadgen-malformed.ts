@@ -13,7 +13,7 @@ for (const mode of ['poll', 'notify'] as const) {
     await d.ready();
     for (const extra of [['--queues', '4'], ['--queues', '2', '--indirect', '--event-idx', '--two-regions']]) {
       const r = await runLoadgen('malformed', d.socket, extra, 120000);
-      t.equal(r.code, 0, `malformed ${extra.join(' ')} exit 0\n${explain(r, d)}`);
+      t.equal(r.code, 0, `malformed ${extra.join(' ')} exit 0`, { output: explain(r, d) });
       t.equal(r.json?.ok, true, 'JSON ok');
       t.equal(r.json?.fail, 0, 'no deviation');
       t.ok((r.json?.cases as number) >= (extra.includes('--indirect') ? 38 : 28), `cases: ${r.json?.cases}`);

@@ -17,7 +17,7 @@ for (const mode of ['poll', 'notify'] as const) {
     await d.ready();
     for (const extra of [[], ['--indirect', '--event-idx', '--two-regions', '--queues', '2']]) {
       const r = await runLoadgen('rules', d.socket, [...RAM, ...LIMIT, '--queues', '4', ...extra], 120000);
-      t.equal(r.code, 0, `rules ${extra.join(' ')} exit 0\n${explain(r, d)}`);
+      t.equal(r.code, 0, `rules ${extra.join(' ')} exit 0`, { output: explain(r, d) });
       t.equal(r.json?.ok, true, 'JSON ok');
       t.equal(r.json?.fail, 0, 'no FAIL');
       t.equal(r.json?.skip, 0, 'no SKIP');
@@ -33,7 +33,7 @@ t.test('rules, shared pools of a VM in a share group', async (t) => {
   t.teardown(() => d.stop());
   await d.ready();
   const r = await runLoadgen('rules', d.socket, [...RAM, ...LIMIT, '--queues', '2', '--shared-expect', 'allowed'], 120000);
-  t.equal(r.code, 0, `rules exit 0\n${explain(r, d)}`);
+  t.equal(r.code, 0, `rules exit 0`, { output: explain(r, d) });
   t.ok(r.lines.some((l) => /^PASS shared-pool/.test(l)), 'shared-pool rule passed');
   t.equal(r.json?.fail, 0, 'no FAIL');
 });

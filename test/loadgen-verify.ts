@@ -18,7 +18,7 @@ for (const mode of ['poll', 'notify'] as const) {
     // notify: the other ring options (EVENT_IDX, indirect, two memory regions)
     const args = mode === 'poll' ? ['--queues', '4', '--depth', '16', '--ops', '1000000'] : ['--queues', '4', '--depth', '16', '--ops', '300000', '--event-idx', '--indirect', '--two-regions'];
     const r = await runLoadgen('verify', d.socket, args, 600000);
-    t.equal(r.code, 0, `verify exits 0\n${explain(r, d)}`);
+    t.equal(r.code, 0, `verify exits 0`, { output: explain(r, d) });
     t.equal(r.json?.ok, true, 'JSON ok');
     const ops = num(r.json, 'ops');
     t.ok(ops >= (mode === 'poll' ? 1000000 : 300000), `ops ${ops}`);
@@ -29,7 +29,7 @@ for (const mode of ['poll', 'notify'] as const) {
 
     // a second guest on the same socket, one thread driving three queues
     const r2 = await runLoadgen('verify', d.socket, ['--queues', '3', '--one-thread', '--depth', '8', '--ops', '60000', '--seed', '7'], 300000);
-    t.equal(r2.code, 0, `verify --one-thread exits 0\n${explain(r2, d)}`);
+    t.equal(r2.code, 0, `verify --one-thread exits 0`, { output: explain(r2, d) });
     t.ok(num(r2.json, 'ops') >= 60000, `ops ${num(r2.json, 'ops')}`);
     t.ok(d.alive, 'tmemd still runs');
   });

@@ -116,6 +116,7 @@ interface GuestRow {
   frozen: boolean;
   connections: number;
   dataplane?: Record<string, unknown> | null;
+  store?: Record<string, unknown> | null;
 }
 
 export function renderGuests(gs: GuestRow[]): string {
@@ -133,7 +134,7 @@ function flatten(o: unknown, prefix = '', out: [string, string][] = []): [string
     return out;
   }
   if (Array.isArray(o)) {
-    if (o.every((x) => x === null || typeof x !== 'object')) out.push([prefix, o.join(',')]);
+    if (o.length > 0 && o.every((x) => x === null || typeof x !== 'object')) out.push([prefix, o.join(',')]);
     return out;
   }
   for (const [k, v] of Object.entries(o as Record<string, unknown>)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
@@ -146,18 +147,38 @@ export function renderStats(r: { host: Record<string, unknown>; guests: GuestRow
   const kw = Math.max(...kv.map(([k]) => k.length), 4);
   for (const [k, v] of kv) s += `  ${k.padEnd(kw)}  ${/bytes$/i.test(k) ? `${v} (${bytes(v)})` : v}\n`;
   s += '\nguests\n';
+  const num = (o: Record<string, unknown> | null | undefined, k: string) => (o && typeof o[k] === 'number' ? String(o[k]) : '-');
   const rows = r.guests.map((g) => {
     const d = g.dataplane ?? null;
+    const st = g.store ?? null;
     const queues = d && Array.isArray(d.queues) ? (d.queues as Record<string, unknown>[]) : [];
     const running = queues.filter((q) => q.running).length;
     const completed = queues.reduce((a, q) => a + (typeof q.completed === 'number' ? q.completed : 0), 0);
     const bad = queues.reduce((a, q) => a + (typeof q.unanswerable === 'number' ? q.unanswerable : 0), 0);
-    return [g.name, g.connected ? 'connected' : 'waiting', g.connected ? bytes(g.ramBytes) : '-', bytes(g.maxmemBytes), g.frozen ? 'yes' : 'no', d ? `${running}/${queues.length}` : '-', d ? String(completed) : '-', d ? String(bad) : '-'];
+    const pools = st && Array.isArray(st.pools) ? String(st.pools.length) : '-';
+    return [
+      g.name,
+      g.connected ? 'connected' : 'waiting',
+      g.connected ? bytes(g.ramBytes) : '-',
+      bytes(g.maxmemBytes),
+      g.frozen ? 'yes' : 'no',
+      pools,
+      num(st, 'persistentPages'),
+      num(st, 'persistentLimitPages'),
+      num(st, 'ephemeralPages'),
+      num(st, 'puts'),
+      num(st, 'gets'),
+      num(st, 'hits'),
+      d ? `${running}/${queues.length}` : '-',
+      d ? String(completed) : '-',
+      d ? String(bad) : '-',
+    ];
   });
-  s += table(['NAME', 'STATE', 'RAM', 'MAXMEM', 'FROZEN', 'QUEUES', 'REQUESTS', 'UNANSWERABLE'], rows)
+  s += table(['NAME', 'STATE', 'RAM', 'MAXMEM', 'FROZEN', 'POOLS', 'PERSIST', 'LIMIT', 'EPHEM', 'PUTS', 'GETS', 'HITS', 'QUEUES', 'REQUESTS', 'BAD'], rows)
     .split('\n')
     .map((l) => (l ? `  ${l}` : l))
     .join('\n');
+  s += '  (PERSIST, LIMIT, EPHEM in 4K pages; QUEUES running/offered; BAD: unanswerable chains)\n';
   return s;
 }
 

@@ -99,7 +99,6 @@ class Daemon {
       pid: process.pid,
       startedAt: this.startedAt.toISOString(),
       capacityBytes: cfg.capacityBytes.toString(),
-      queuesMode: cfg.queuesMode,
       queuesPerGuest: cfg.queues,
       maxPoolsPerGuest: cfg.maxPools,
       vms: this.vms.length,

@@ -323,7 +323,7 @@ function run(): void {
     const st = tmemctl(['--control', ctl, 'stats', '--json']);
     t.equal(st.status, 0, 'tmemctl stats');
     const stats = JSON.parse(st.stdout) as { host: Record<string, unknown>; guests: { name: string; dataplane: { queues: unknown[] } | null }[] };
-    t.equal(stats.host.queuesMode, 'notify');
+    t.equal(stats.host.mode, 'notify', 'data-plane mode in the host stats');
     t.equal(stats.guests[0]!.name, 'vm1');
     t.ok(stats.guests[0]!.dataplane, 'per-guest data-plane state');
     t.equal(tmemctl(['--control', ctl, 'stats']).status, 0, 'human stats');

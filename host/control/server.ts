@@ -68,14 +68,23 @@ function run(ctx: ControlContext, req: ControlRequest): unknown {
     case 'stats': {
       const dp = ctx.stats();
       const dpGuests = Array.isArray(dp.guests) ? (dp.guests as Record<string, unknown>[]) : [];
-      const { guests: _g, ...host } = dp;
+      const { guests: _g, store, ...host } = dp;
       void _g;
+      // The store numbers its guests itself; a VM's connected guest is the last one of its name.
+      let storeHost: unknown = store;
+      let storeGuests: Record<string, unknown>[] = [];
+      if (store && typeof store === 'object' && !Array.isArray(store)) {
+        const { guests: sg, ...rest } = store as Record<string, unknown>;
+        storeHost = rest;
+        if (Array.isArray(sg)) storeGuests = sg as Record<string, unknown>[];
+      }
       return {
-        host: { ...ctx.info(), ...host },
+        host: { ...ctx.info(), ...host, ...(store === undefined ? {} : { store: storeHost }) },
         guests: ctx.vms.map((v) => {
           const st = v.status();
           const d = st.guestId === null ? undefined : dpGuests.find((g) => g.id === st.guestId);
-          return { ...st, dataplane: d ?? null };
+          const sgs = st.guestId === null ? [] : storeGuests.filter((g) => g.name === v.name);
+          return { ...st, dataplane: d ?? null, store: sgs.at(-1) ?? null };
         }),
       };
     }

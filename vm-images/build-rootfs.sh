@@ -59,6 +59,8 @@ build_image() {
   log "image built in $((SECONDS - t0)) s"
   touch "$OUT/.done"
   ln -sfn "rootfs-$HASH" "$CACHE/rootfs"
+  # keep the 3 newest images (running VMs keep theirs open)
+  ls -dt "$CACHE"/rootfs-* 2>/dev/null | grep -E "/rootfs-[0-9a-f]{16}$" | tail -n +4 | xargs -r rm -rf
   echo "$OUT/rootfs.img"
 }
 

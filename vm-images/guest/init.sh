@@ -79,7 +79,13 @@ if [ "$(param module)" != 0 ] && [ -f /opt/tmem/virtio_tmem.ko ]; then
   if insmod /opt/tmem/virtio_tmem.ko $MP; then MODULE=loaded; else MODULE=failed; say "init: insmod virtio_tmem.ko failed"; fi
 fi
 
-say "@@TMEM-READY kernel=$(uname -r) mem_kb=$(awk '/MemTotal/ {print $2}' /proc/meminfo) cpus=$(nproc) swap=${SWAPDEV:-none} files=${FILESDEV:-none} data=${DATADEV:-none} module=${MODULE:-none}"
+# the tmem device: PCI 1af4:1067 (virtio device id 39 = 0x1040 + 39)
+TMEMDEV=none
+for d in /sys/bus/pci/devices/*; do
+  [ "$(cat "$d/vendor" 2>/dev/null):$(cat "$d/device" 2>/dev/null)" = "0x1af4:0x1067" ] && TMEMDEV=${d##*/}
+done
+
+say "@@TMEM-READY kernel=$(uname -r) mem_kb=$(awk '/MemTotal/ {print $2}' /proc/meminfo) cpus=$(nproc) swap=${SWAPDEV:-none} files=${FILESDEV:-none} data=${DATADEV:-none} tmemdev=$TMEMDEV module=${MODULE:-none}"
 
 # --- the command
 RUN=""

@@ -167,7 +167,10 @@ export class QmpClient extends EventEmitter {
   async blockstats() {
     const r = await this.execute('query-blockstats');
     const o = {};
-    for (const d of r) o[d.qdev || d.device || d['node-name']] = d.stats;
+    for (const d of r) {
+      const m = /^\/machine\/peripheral\/([^/]+)/.exec(d.qdev || '');
+      o[m ? m[1] : (d.device || d.qdev || d['node-name'])] = d.stats;
+    }
     return o;
   }
 

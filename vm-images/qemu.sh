@@ -30,37 +30,51 @@ if sys=$(command -v qemu-system-x86_64 2>/dev/null) && qemu_ok "$sys"; then
   log "using $sys from PATH"; echo "$sys"; exit 0
 fi
 
-HASH=$(hash_inputs "$0")
+PKGS="qemu-system-x86/trixie-backports,qemu-system-common/trixie-backports,qemu-system-data/trixie-backports,seabios/trixie-backports"
+RECIPE=1   # bump when a change here changes the root it builds
+HASH=$(echo "recipe=$RECIPE pkgs=$PKGS" | sha256sum | cut -c1-16)
 OUT="$CACHE/qemu-$HASH"
 WRAP="$OUT/bin/qemu-system-x86_64"
 
+write_wrappers() { # (re)write the wrappers for $OUT/root, atomically
+  local root="$OUT/root" w
+  mkdir -p "$OUT/bin"
+  for w in qemu-system-x86_64 qemu-img; do
+    [ -x "$root/usr/bin/$w" ] || continue
+    local flags=""
+    [ "$w" = qemu-system-x86_64 ] && flags=' -L "$R/usr/share/qemu" -L "$R/usr/share/seabios"'
+    cat > "$OUT/bin/$w.tmp" <<WRAPPER
+#!/bin/sh
+# $w from a private Debian trixie root, run through the root's own loader
+# (written by vm-images/qemu.sh; the host keeps its own libc).
+R='$root'
+export QEMU_MODULE_DIR="\$R/usr/lib/x86_64-linux-gnu/qemu"
+exec "\$R/lib64/ld-linux-x86-64.so.2" --library-path "\$R/lib/x86_64-linux-gnu:\$R/usr/lib/x86_64-linux-gnu" \\
+  "\$R/usr/bin/$w"$flags "\$@"
+WRAPPER
+    chmod +x "$OUT/bin/$w.tmp"
+    mv "$OUT/bin/$w.tmp" "$OUT/bin/$w"
+  done
+}
+
 build() {
-  if [ -f "$OUT/.done" ] && [ "${FORCE:-0}" != 1 ] && qemu_ok "$WRAP"; then
-    log "cached: $WRAP ($(head -1 "$OUT/version"))"
-    ln -sfn "qemu-$HASH" "$CACHE/qemu"; echo "$WRAP"; return 0
+  if [ -f "$OUT/.done" ] && [ "${FORCE:-0}" != 1 ]; then
+    write_wrappers
+    if qemu_ok "$WRAP"; then
+      log "cached: $WRAP ($(head -1 "$OUT/version"))"
+      ln -sfn "qemu-$HASH" "$CACHE/qemu"; echo "$WRAP"; return 0
+    fi
+    log "cached root $OUT is not usable; rebuilding"
   fi
   local t0=$SECONDS mirror root="$OUT/root"
   apt_ensure mmdebstrap
   mirror=$(debian_mirror)
   rm -rf "$OUT"; mkdir -p "$OUT/bin"
-  log "mmdebstrap trixie + qemu-system-x86 from trixie-backports into $root (mirror $mirror; ~1 min)"
-  mmdebstrap --variant=apt --aptopt='APT::Install-Recommends "false"' \
-    --include=qemu-system-x86/trixie-backports,qemu-system-common/trixie-backports,qemu-system-data/trixie-backports,seabios/trixie-backports \
+  log "mmdebstrap trixie + qemu-system-x86 from trixie-backports into $root (mirror $mirror; ~1-3 min)"
+  mmdebstrap --variant=apt --aptopt='APT::Install-Recommends "false"' --include="$PKGS" \
     trixie "$root" "deb $mirror trixie main" "deb $mirror trixie-backports main" >"$OUT/mmdebstrap.log" 2>&1 \
     || { tail -30 "$OUT/mmdebstrap.log" >&2; die "mmdebstrap failed (log $OUT/mmdebstrap.log)"; }
-  cat > "$WRAP" <<WRAPPER
-#!/bin/sh
-# QEMU from a private Debian trixie root ($root), run through the root's own loader.
-R='$root'
-export QEMU_MODULE_DIR="\$R/usr/lib/x86_64-linux-gnu/qemu"
-exec "\$R/lib64/ld-linux-x86-64.so.2" --library-path "\$R/lib/x86_64-linux-gnu:\$R/usr/lib/x86_64-linux-gnu" \\
-  "\$R/usr/bin/qemu-system-x86_64" -L "\$R/usr/share/qemu" -L "\$R/usr/share/seabios" "\$@"
-WRAPPER
-  chmod +x "$WRAP"
-  # the same for qemu-img (handy for users; not needed by the scripts)
-  sed 's#usr/bin/qemu-system-x86_64" -L .*#usr/bin/qemu-img" "$@"#' "$WRAP" > "$OUT/bin/qemu-img"
-  chmod +x "$OUT/bin/qemu-img"
-  [ -x "$root/usr/bin/qemu-img" ] || rm -f "$OUT/bin/qemu-img"
+  write_wrappers
   "$WRAP" --version > "$OUT/version" || die "$WRAP --version failed"
   qemu_ok "$WRAP" || die "$WRAP is not usable"
   log "$(head -1 "$OUT/version"); vhost-user-test-device-pci present; built in $((SECONDS - t0)) s"

@@ -70,10 +70,10 @@ export class Daemon {
       await new Promise((r) => setTimeout(r, 20));
     }
   }
-  /** SIGTERM, then SIGKILL after 10 s; removes the private directory. */
+  /** SIGTERM, then SIGKILL after 5 s; removes the private directory. */
   async stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     if (this.alive) this.proc.kill('SIGTERM');
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 10000);
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 5000);
     const r = await this.exited;
     clearTimeout(timer);
     rmSync(this.dir, { recursive: true, force: true });

@@ -86,7 +86,9 @@ export interface ConnectionOptions {
   readonly log: Logger;
   /** Prefix of every log line, e.g. `vm web1`. */
   readonly label: string;
-  /** Called once when the connection is closed (by either side), after the session was closed. */
+  /** Called once when the connection closes, first of all: stop watching the fd (before its number can be reused). */
+  readonly unwatch?: (fd: number) => void;
+  /** Called once when the connection is closed (by either side), after the session and the socket were closed. */
   readonly onClose?: (conn: VhostUserConnection, reason: string) => void;
 }
 
@@ -97,6 +99,7 @@ export class VhostUserConnection {
   private readonly log: Logger;
   private readonly label: string;
   private readonly onClose: ((conn: VhostUserConnection, reason: string) => void) | undefined;
+  private readonly unwatch: ((fd: number) => void) | undefined;
   private session: BackendSession | null = null;
 
   // message assembly
@@ -127,6 +130,7 @@ export class VhostUserConnection {
     this.log = o.log;
     this.label = o.label;
     this.onClose = o.onClose;
+    this.unwatch = o.unwatch;
     this.queues = Array.from({ length: this.backend.numQueues() }, () => ({ num: 0, enabled: false, kick: 'unset' as const }));
     const R = VhostUserRequest;
     this.table = {
@@ -576,6 +580,11 @@ export class VhostUserConnection {
   close(reason: string, level: 'info' | 'warn' | 'error' = 'info'): void {
     if (this.closedReason !== null) return;
     this.closedReason = reason;
+    try {
+      this.unwatch?.(this.fd);
+    } catch {
+      /* not watched */
+    }
     this.log[level](`${this.label}: ${reason}`);
     this.closeFds(this.pendingFds);
     this.payload = null;

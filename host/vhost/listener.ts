@@ -120,12 +120,8 @@ export class VhostUserListener {
       backend,
       log,
       label: this.label,
+      unwatch: (cfd) => watcher.unwatch(cfd),
       onClose: (c) => {
-        try {
-          watcher.unwatch(c.fd);
-        } catch {
-          /* already gone */
-        }
         if (this.conn === c) this.conn = null;
         log.info(`${this.label}: guest left (RAM ${formatBytes(c.guestRamBytes)}${backend.describe ? `, ${backend.describe()}` : ''})`);
       },

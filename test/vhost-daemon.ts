@@ -7,7 +7,7 @@
 // The data path is the load generator's test; this one is the control path.
 import t from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -86,7 +86,14 @@ class VhostClient {
     while (have < n) {
       const left = end - Date.now();
       if (left <= 0 || native.pollFds(Int32Array.of(this.fd), 1, new Int16Array(1), left) === 0) throw new Error(`no reply within ${timeoutMs} ms`);
-      const r = native.recvMsg(this.fd, out.subarray(have), fds);
+      let r: number | null;
+      try {
+        r = native.recvMsg(this.fd, out.subarray(have), fds);
+      } catch (e) {
+        // The daemon closed with our bytes unread: the kernel resets instead of a clean EOF.
+        if ((e as { code?: string }).code === 'ECONNRESET' && have === 0) return 'eof';
+        throw e;
+      }
       if (r === 0) {
         if (have === 0) return 'eof';
         throw new Error('EOF in the middle of a reply');
@@ -382,6 +389,63 @@ function run(): void {
     t.notOk(existsSync(ctl), 'and the control socket');
     t.match(d.stderr, /SIGTERM: stopping/);
     t.notMatch(d.stderr, /BUG:/, 'no uncaught exception');
+    t.end();
+  });
+
+  t.test('wire edge cases over a real socket; every fd the daemon received is closed when the guest leaves', async (t) => {
+    const sock = join(dir, 'edge.sock');
+    const d = new Daemon(['--vm', `name=edge,socket=${sock},maxmem=1G`, '--control', 'none', '--capacity', '16M', '--queues', '1', '--queues-mode', 'notify']);
+    t.teardown(() => d.stop());
+    await d.waitFor(/ready:/);
+    const pid = d.proc.pid!;
+    const fdCount = () => readdirSync(`/proc/${pid}/fd`).length;
+    await new Promise((r) => setTimeout(r, 200));
+    const baseline = fdCount();
+
+    // a message in two pieces, 100 ms apart, its fd with the first piece
+    const c = new VhostClient(sock);
+    const m = encodeMsg(R.SET_VRING_CALL, V1 | VHOST_USER_NEED_REPLY_MASK, encodeVringFile(0, false));
+    const ev = native.eventfd(0);
+    native.sendMsg(c.fd, m.subarray(0, 5), [ev]);
+    native.close(ev);
+    await new Promise((r) => setTimeout(r, 100));
+    native.sendMsg(c.fd, m.subarray(5));
+    const ack = c.reply(R.SET_VRING_CALL);
+    t.equal(ack.payload.readBigUInt64LE(0), 0n, 'a message in pieces is acked');
+    // fds on a message that takes none: closed by the daemon, the connection lives
+    const stray = [native.eventfd(0), native.eventfd(0)];
+    c.send(R.GET_FEATURES, undefined, stray);
+    for (const fd of stray) native.close(fd);
+    t.equal(c.reply(R.GET_FEATURES).flags, 0x5, 'served despite the stray fds');
+    await d.waitFor(/GET_FEATURES \(1\) carried 2 fd\(s\) it does not take; closed them/);
+    c.close();
+    await d.waitFor(/vm edge: guest left/);
+    t.ok(await until(async () => fdCount() === baseline, 5000), `daemon fds back to ${baseline} after the guest left (now ${fdCount()})`);
+
+    // too many fds with one message: the connection is closed, the fds too
+    const c2 = new VhostClient(sock);
+    const many = Array.from({ length: 12 }, () => native.eventfd(0));
+    c2.send(R.SET_MEM_TABLE, encodeMemTable([{ guestPhysAddr: 0n, size: 4096n, userspaceAddr: UVA, mmapOffset: 0n }]), many);
+    for (const fd of many) native.close(fd);
+    t.equal(c2.read(1), 'eof', 'too many fds: connection closed');
+    c2.close();
+    await d.waitFor(/guest left[\s\S]*guest left/);
+    t.ok(await until(async () => fdCount() === baseline, 5000), `and every fd closed (${fdCount()} vs ${baseline})`);
+
+    // an oversized size field: closed without reading a payload
+    const c3 = new VhostClient(sock);
+    native.sendMsg(c3.fd, Buffer.from([R.SET_FEATURES, 0, 0, 0, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f]));
+    t.equal(c3.read(1), 'eof', 'oversized size field: connection closed');
+    c3.close();
+    await d.waitFor(/payload size 2147483647 exceeds the maximum/);
+    // the daemon still serves
+    const c4 = new VhostClient(sock);
+    const h = handshake(t, c4, 1);
+    c4.close();
+    for (const fd of h.fds) native.close(fd);
+    await d.waitFor(/(guest left[\s\S]*){4}/);
+    t.ok(await until(async () => fdCount() === baseline, 5000), `after a full handshake and disconnect: fds back to ${baseline} (now ${fdCount()})`);
+    t.notMatch(d.stderr, /BUG:/);
     t.end();
   });
 

@@ -81,6 +81,7 @@ struct vtmem_queue {
 	struct virtqueue *vq;
 	struct vtmem_slot *slot;
 	struct page *bounce;	/* GET destination when bounce_gets */
+	u64 seq;		/* request tag: per-queue sequence number */
 } ____cacheline_aligned_in_smp;
 
 struct vtmem_device {
@@ -217,7 +218,7 @@ static int vtmem_add(struct vtmem_queue *q, const struct vtmem_op *op)
 	s->req.oid[0] = cpu_to_le64(op->oid[0]);
 	s->req.oid[1] = cpu_to_le64(op->oid[1]);
 	s->req.oid[2] = cpu_to_le64(op->oid[2]);
-	s->req.tag = cpu_to_le64(0);
+	s->req.tag = cpu_to_le64(++q->seq);
 	memset(&s->resp, 0, sizeof(s->resp));
 
 	sg_init_one(&hdr, &s->req, sizeof(s->req));
@@ -745,8 +746,8 @@ static int vtmem_counters_show(struct seq_file *m, void *v)
 DEFINE_SHOW_ATTRIBUTE(vtmem_counters);
 
 /*
- * Completed requests by op in log2 buckets of nanoseconds: one line per
- * non-empty bucket, "op lo_ns hi_ns count", after a count/mean line per op.
+ * Completed requests by op: a count and mean line per op, then one line
+ * per non-empty log2 bucket of nanoseconds, "op lo_ns hi_ns count".
  */
 static int vtmem_latency_show(struct seq_file *m, void *v)
 {
@@ -754,7 +755,7 @@ static int vtmem_latency_show(struct seq_file *m, void *v)
 	unsigned int op, b;
 	int cpu;
 
-	seq_puts(m, "# op count mean_ns, then op lo_ns hi_ns count per bucket\n");
+	seq_puts(m, "# op count mean_ns\n");
 	for (op = 1; op < VTMEM_NR_OPS; op++) {
 		count = 0;
 		sum = 0;
@@ -768,6 +769,7 @@ static int vtmem_latency_show(struct seq_file *m, void *v)
 		seq_printf(m, "%s %llu %llu\n", vtmem_op_names[op], count,
 			   count ? div64_u64(sum, count) : 0);
 	}
+	seq_puts(m, "# op lo_ns hi_ns count\n");
 	for (op = 1; op < VTMEM_NR_OPS; op++) {
 		for (b = 0; b < VTMEM_LAT_BUCKETS; b++) {
 			n = 0;

@@ -60,6 +60,8 @@ export class FdWatcher {
   private waiting = false;
   private closed = false;
   private freed = false;
+  /** Pending retry after a failed epoll_wait (never expected; avoids a hot loop of failures). */
+  private retry: NodeJS.Timeout | null = null;
 
   constructor(log?: FdWatcherLog) {
     this.log = log ?? ((msg, err) => console.error(`FdWatcher: ${msg}`, err ?? ''));
@@ -113,6 +115,8 @@ export class FdWatcher {
     if (this.closed) return;
     this.closed = true;
     this.watches.clear();
+    if (this.retry !== null) clearTimeout(this.retry);
+    this.retry = null;
     if (this.waiting) eventfdWrite(this.wakeFd);
     else this.free();
   }
@@ -134,7 +138,7 @@ export class FdWatcher {
   }
 
   private startWait(): void {
-    if (this.waiting || this.closed || this.watches.size === 0) return;
+    if (this.waiting || this.closed || this.retry !== null || this.watches.size === 0) return;
     this.waiting = true;
     try {
       c.epoll_wait.async(this.epfd, this.events.ptr, MAX_EVENTS, -1, (err: unknown, n: number) => this.onWaitDone(err, n));
@@ -150,12 +154,17 @@ export class FdWatcher {
       this.free();
       return;
     }
+    let failed = false;
     try {
       if (err) {
-        this.log('epoll_wait failed', err);
+        failed = true;
+        this.log('epoll_wait failed; retrying in 100 ms', err);
       } else if (n < 0) {
         const e = errno(); // koffi restores the async call's errno for this callback
-        if (e !== EINTR) this.log('epoll_wait failed', new SysError('epoll_wait', e));
+        if (e !== EINTR) {
+          failed = true;
+          this.log('epoll_wait failed; retrying in 100 ms', new SysError('epoll_wait', e));
+        }
       } else {
         this.dispatch(n);
       }
@@ -163,7 +172,12 @@ export class FdWatcher {
       this.log('dispatch failed', e);
     }
     if (this.closed) this.free();
-    else this.startWait();
+    else if (failed) {
+      this.retry = setTimeout(() => {
+        this.retry = null;
+        this.startWait();
+      }, 100);
+    } else this.startWait();
   }
 
   private dispatch(n: number): void {

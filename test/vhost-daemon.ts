@@ -142,13 +142,18 @@ const RAM = 4n << 20n; // 4 MiB of memfd guest RAM in two regions
 const UVA = 0x7f1200000000n; // where "QEMU" has the RAM mapped (never dereferenced by the client)
 
 /** QEMU's realize + driver start for nq queues; returns the fds the client must close later. */
-function handshake(t: Pick<typeof import('tap').default, 'equal' | 'ok' | 'notOk'>, c: VhostClient, nq: number): { fds: number[]; features: bigint } {
+function handshake(t: Pick<typeof import('tap').default, 'equal' | 'ok' | 'notOk'>, c: VhostClient, nq: number, realize = true): { fds: number[]; features: bigint } {
   const fds: number[] = [];
   const ev = () => {
     const fd = native.eventfd(0);
     fds.push(fd);
     return fd;
   };
+  if (!realize) {
+    // a guest reboot: the driver start sequence again on the same connection
+    c.send(R.GET_FEATURES);
+    return driverStart(t, c, nq, c.reply(R.GET_FEATURES).payload.readBigUInt64LE(0), fds, ev);
+  }
   // realize
   c.send(R.GET_FEATURES);
   const gf = c.reply(R.GET_FEATURES);
@@ -181,7 +186,11 @@ function handshake(t: Pick<typeof import('tap').default, 'equal' | 'ok' | 'notOk
     c.send(R.SET_VRING_CALL, encodeVringFile(q, false), [ev()]);
     c.send(R.SET_VRING_ERR, encodeVringFile(q, false), [ev()]);
   }
-  // driver start
+  return driverStart(t, c, nq, features, fds, ev);
+}
+
+/** DRIVER_OK: SET_FEATURES, SET_MEM_TABLE, per queue NUM, BASE, ADDR, KICK, CALL, CALL without fd; ENABLE 1 per queue; the final CALL fds. */
+function driverStart(t: Pick<typeof import('tap').default, 'equal' | 'ok' | 'notOk'>, c: VhostClient, nq: number, features: bigint, fds: number[], ev: () => number): { fds: number[]; features: bigint } {
   const acked = bit(32) | bit(29) | bit(28) | bit(0) | bit(VHOST_USER_F_PROTOCOL_FEATURES);
   c.send(R.SET_FEATURES, encodeU64(acked & features));
   const half = RAM / 2n;
@@ -355,6 +364,12 @@ function run(): void {
     await d.waitFor(/refused a second connection/);
     c.send(R.GET_QUEUE_NUM);
     t.equal(c.reply(R.GET_QUEUE_NUM).payload.readBigUInt64LE(0), 2n, 'the first connection still works');
+
+    // a guest reboot: the rings stop, the whole start sequence comes again on the same connection
+    stopRings(t, c, 2);
+    const reboot = handshake(t, c, 2, false);
+    fds.push(...reboot.fds);
+    t.equal((await guests(ctl))[0]!.ramBytes, String(RAM), 'same guest, same RAM after the restart');
 
     // QEMU stops the rings, then goes away
     stopRings(t, c, 2);

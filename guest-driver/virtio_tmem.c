@@ -310,8 +310,8 @@ static int vtmem_submit(struct vtmem_device *vd, struct vtmem_op *op)
 	int ret;
 
 	if (WARN_ON_ONCE(op->op >= VTMEM_NR_OPS ||
-			 op->in_len > sizeof(q->slot->payload) ||
-			 op->out_len > sizeof(q->slot->payload)))
+			 op->in_len > sizeof_field(struct vtmem_slot, payload) ||
+			 op->out_len > sizeof_field(struct vtmem_slot, payload)))
 		return -EINVAL;
 	if (op->gen && op->gen != vd->gen) {
 		/* A pool id of a removed device: never send it to this one. */

@@ -255,7 +255,7 @@ export function qemuArgs(o) {
   drive('root', o.rootfs, 'snapshot=on', 'tmemroot');
   if (o.swapImg) drive('swap', o.swapImg, 'cache=unsafe', 'tmemswap');
   if (o.tmemfiles) drive('files', o.tmemfiles, 'readonly=on', 'tmemfiles');
-  if (o.dataImg) drive('data', o.dataImg, 'cache=none', 'tmemdata');
+  if (o.dataImg) drive('data', o.dataImg, 'cache=writeback', 'tmemdata');
   if (o.tmemSocket) {
     a.push('-chardev', `socket,id=tmem0,path=${qemuStr(o.tmemSocket)}`,
       '-device', `vhost-user-test-device-pci,chardev=tmem0,virtio-id=39,num_vqs=${o.queues},vq_size=256,id=tmem0dev`);
@@ -339,12 +339,17 @@ export async function startVm(opts) {
   };
   if (!o.interactive) { proc.stdout.on('data', onData); proc.stderr.on('data', onData); }
   let exited = null;
-  const exitP = new Promise((r) => proc.on('exit', (code, signal) => { exited = { code, signal }; ev.emit('exit', exited); r(exited); }));
-  proc.on('error', (e) => { exited = { code: -1, signal: null, error: e.message }; ev.emit('exit', exited); });
+  const exitP = new Promise((r) => {
+    proc.on('exit', (code, signal) => { if (exited) return; exited = { code, signal }; ev.emit('exit', exited); r(exited); });
+    proc.on('error', (e) => { if (exited) return; exited = { code: -1, signal: null, error: e.message }; text += `\n[QEMU failed to start: ${e.message}]\n`; ev.emit('exit', exited); r(exited); });
+  });
 
   let qmpP = null;
   const qmpClient = () => {
-    if (!qmpP) qmpP = QmpClient.connect(o.qmpPath, { timeoutMs: 20000 });
+    if (!qmpP) {
+      qmpP = QmpClient.connect(o.qmpPath, { timeoutMs: 20000 });
+      qmpP.catch(() => { qmpP = null; }); // allow a later retry
+    }
     return qmpP;
   };
   // connect QMP early so that SHUTDOWN events are seen

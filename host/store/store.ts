@@ -178,10 +178,10 @@ export class TmemStore {
     for (let id = 0; id < guest.pools.length; id++) {
       const p = guest.pools[id];
       if (!p || p.shared || p.pages() === 0) continue;
+      this.retire(p); // zeroes p's page counts
       const fresh = new Pool(this.allocSlot(), p.persistent, false, guest, null);
       fresh.stats.set(p.stats);
       this.poolsBySlot[fresh.slot] = fresh;
-      this.retire(p);
       guest.pools[id] = fresh;
     }
   }
@@ -337,10 +337,8 @@ export class TmemStore {
     for (;;) {
       const p = this.index.allocPage();
       if (p !== NIL) return p;
-      if (this.host.pending > 0) {
-        this.reclaimStep(1);
-        continue;
-      }
+      const pending = this.host.pending;
+      if (pending > 0 && this.reclaimStep(1) < pending) continue;
       const v = this.lru.head;
       if (v === NIL) return NIL;
       const pool = this.poolsBySlot[this.index.objPool[this.index.pgObj[v]!]!]!;

@@ -32,6 +32,16 @@ function nativeIo(): ListenerIo {
   };
 }
 
+/** Someone accepts connections on this socket path (a stale socket file refuses them). */
+function socketInUse(path: string): boolean {
+  try {
+    native.close(native.connectUnix(path));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 class Daemon {
   private dp: DataPlane | null = null;
   private watcher: native.FdWatcher | null = null;
@@ -62,7 +72,7 @@ class Daemon {
       for (const v of cfg.vms) {
         const where = v.socket ?? `fd=${v.fd}`;
         const vm = new TmemVm({ name: v.name, maxmemBytes: v.maxmemBytes, shareGroup: v.shareGroup, where }, this.dp, { numQueues: cfg.queues, log });
-        const l = new VhostUserListener({ on: v.socket !== null ? { path: v.socket } : { fd: v.fd! }, backend: vm, io, watcher: w, log });
+        const l = new VhostUserListener({ on: v.socket !== null ? { path: v.socket } : { fd: v.fd! }, backend: vm, io, watcher: w, log, inUse: socketInUse });
         l.start();
         this.vms.push(vm);
         this.listeners.push(l);
@@ -75,7 +85,7 @@ class Daemon {
           stats: () => dp.stats(),
           info: () => this.info(),
           log,
-        });
+        }, socketInUse);
         try {
           await control.start();
         } catch (e) {

@@ -398,6 +398,16 @@ function run(): void {
     t.equal(again.reply(R.GET_FEATURES).flags, 0x5, 'the next connection is served');
     again.close();
 
+    // a second daemon never takes over a live socket
+    const d2 = new Daemon(['--vm', `name=vm1,socket=${sock},maxmem=64M`, '--control', 'none', '--capacity', '16M']);
+    t.equal((await d2.exited).code, 1, 'same VM socket: exit 1');
+    t.match(d2.stderr, /is in use: another process listens on it/);
+    const d3 = new Daemon(['--vm', `name=vm9,socket=${join(dir, 'vm9.sock')},maxmem=64M`, '--control', ctl, '--capacity', '16M']);
+    t.equal((await d3.exited).code, 1, 'same control socket: exit 1');
+    t.match(d3.stderr, /control socket .* is in use/);
+    t.ok(existsSync(sock) && existsSync(ctl), 'the first daemon keeps its sockets');
+    t.equal((await guests(ctl)).length, 1, 'and still answers');
+
     const r = await d.stop();
     t.equal(r.code, 0, 'SIGTERM: exit 0');
     t.notOk(existsSync(sock), 'SIGTERM removed the VM socket');

@@ -129,11 +129,13 @@ export class ControlServer {
   constructor(
     readonly path: string,
     private readonly ctx: ControlContext,
+    /** Whether a process listens on the path already (then it is not replaced). */
+    private readonly inUse?: (path: string) => boolean,
   ) {}
 
   /** Listens on the path (a stale socket file is replaced; anything else is an error). */
   async start(): Promise<void> {
-    removeStaleSocket(this.path);
+    removeStaleSocket(this.path, this.inUse);
     const server = createServer((s) => this.onClient(s));
     await new Promise<void>((res, rej) => {
       server.once('error', rej);

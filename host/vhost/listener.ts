@@ -29,6 +29,8 @@ export interface ListenerOptions {
   readonly io: ListenerIo;
   readonly watcher: Watcher;
   readonly log: Logger;
+  /** Whether a process listens on a socket path (a connect probe), so that a live socket is never replaced. */
+  readonly inUse?: (path: string) => boolean;
 }
 
 export class ListenerError extends Error {
@@ -69,7 +71,7 @@ export class VhostUserListener {
   start(): void {
     const { io, on } = this.o;
     if ('path' in on) {
-      removeStaleSocket(on.path);
+      removeStaleSocket(on.path, this.o.inUse);
       try {
         this.listenFd = io.listenUnix(on.path);
       } catch (e) {
@@ -179,8 +181,11 @@ export class VhostUserListener {
   }
 }
 
-/** A leftover socket file at `path` is removed; a non-socket is never touched. */
-export function removeStaleSocket(path: string): void {
+/**
+ * A leftover socket file at `path` is removed; a non-socket is never touched,
+ * nor a socket that `inUse` finds someone listening on (another daemon).
+ */
+export function removeStaleSocket(path: string, inUse?: (path: string) => boolean): void {
   let st;
   try {
     st = lstatSync(path);
@@ -189,6 +194,7 @@ export function removeStaleSocket(path: string): void {
     throw new ListenerError(`cannot check ${path}: ${(e as Error).message}`);
   }
   if (!st.isSocket()) throw new ListenerError(`${path} exists and is not a socket; refusing to replace it`);
+  if (inUse?.(path)) throw new ListenerError(`${path} is in use: another process listens on it`);
   try {
     unlinkSync(path);
   } catch (e) {

@@ -303,6 +303,13 @@ export class TmemStore {
       }
       if (budget === 0) break;
       const o = this.index.poolFirstObject(pool.slot);
+      if (o === NIL) {
+        // cannot happen while the counts are right; never loop or throw on it
+        this.host.pending -= pool.pendingPages;
+        pool.pendingPages = 0;
+        this.releaseSlot(pool);
+        continue;
+      }
       this.removePage(this.index.objHead[o]!, pool);
       budget--;
     }

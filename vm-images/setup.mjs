@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+// The heavy builds the end-to-end tests need, done before tap runs (so that no
+// test spends its timeout building): QEMU, the guest kernel, the root image
+// (vm-images/*.sh, cached), the guest module (make -C guest-driver, against
+// that kernel), the project-files disk with the module, and the loadgen.
+//
+//   node vm-images/setup.mjs            # build what is missing, print progress
+//   node vm-images/setup.mjs --no-loadgen
+//
+// Exit status 0 when everything is there; 1 with the failing step otherwise.
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { buildAll, REPO_DIR } from './lib/vm.mjs';
+
+const args = new Set(process.argv.slice(2));
+const t0 = Date.now();
+const say = (s) => process.stderr.write(`[setup ${((Date.now() - t0) / 1000).toFixed(0)}s] ${s}\n`);
+
+function run(cmd, argv, opts = {}) {
+  return new Promise((resolve, reject) => {
+    say(`$ ${cmd} ${argv.join(' ')}`);
+    const p = spawn(cmd, argv, { cwd: REPO_DIR, stdio: ['ignore', 'inherit', 'inherit'], ...opts });
+    p.on('error', reject);
+    p.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${argv.join(' ')}: exit status ${code}`))));
+  });
+}
+
+try {
+  say('QEMU, guest kernel, root image (cached; the first build takes 15-30 min)');
+  // the kernel first: the module is built against it; the module is not there yet
+  const first = await buildAll({ module: 'none' });
+  say(`kernel ${first.kernelDir}, rootfs ${first.rootfs}, qemu ${first.qemu}`);
+  say('guest module (make -C guest-driver)');
+  await run('make', ['-C', path.join(REPO_DIR, 'guest-driver'), `KDIR=${first.kernelBuildDir}`]);
+  const module = path.join(REPO_DIR, 'guest-driver', 'virtio_tmem.ko');
+  const b = await buildAll({ module });
+  say(`project files disk with the module: ${b.tmemfiles}`);
+  if (!args.has('--no-loadgen')) {
+    say('loadgen (make -C test/loadgen)');
+    await run('make', ['-C', path.join(REPO_DIR, 'test', 'loadgen')]);
+  }
+  say('done');
+} catch (e) {
+  say(`FAILED: ${e.message}`);
+  process.exit(1);
+}

@@ -45,6 +45,14 @@ export class FrameStore {
     dst.set(this.chunk(f).subarray(o, o + PAGE_SIZE), dstOffset);
   }
 
+  /**
+   * Writes to frame f (a zero into bytes that are still zero) so that the OS
+   * maps its page now rather than on the PUT that first fills it.
+   */
+  prefault(f: number): void {
+    this.chunk(f)[(f & CHUNK_MASK) << PAGE_SHIFT] = 0;
+  }
+
   /** Bytes of frame memory allocated so far. */
   allocatedBytes(): number {
     let n = 0;

@@ -204,12 +204,29 @@ export class HandleIndex {
 
   /** A free page record (and frame), NIL when all capacity is in use. */
   allocPage(): number {
-    let p = this.pgFree;
-    if (p !== NIL) this.pgFree = this.pgNext[p]!;
-    else if (this.pgBump < this.capacity) p = this.pgBump++;
-    else return NIL;
+    const p = this.allocRecycled();
+    return p !== NIL ? p : this.allocFresh();
+  }
+
+  /** A page record freed before (its frame has been written, so it is faulted in), NIL when none. */
+  allocRecycled(): number {
+    const p = this.pgFree;
+    if (p === NIL) return NIL;
+    this.pgFree = this.pgNext[p]!;
     this.pagesUsed++;
     return p;
+  }
+
+  /** A never-used page record (its frame may not be faulted in yet), NIL when all have been used. */
+  allocFresh(): number {
+    if (this.pgBump >= this.capacity) return NIL;
+    this.pagesUsed++;
+    return this.pgBump++;
+  }
+
+  /** Records below this have been used at least once (their frames were written). */
+  get freshFrom(): number {
+    return this.pgBump;
   }
 
   /** Files allocated page p under (o, index), which must not exist. */

@@ -93,6 +93,8 @@ export interface GuestOptions {
 }
 
 const PAGE = TMEM_PAGE_SIZE;
+/** Never-used frames prefaultStep keeps faulted in ahead of use (64 MiB). */
+const PREFAULT_AHEAD_PAGES = 16384;
 
 function isU32(n: number): boolean {
   return n >>> 0 === n;
@@ -113,6 +115,8 @@ export class TmemStore {
   private readonly freeSlots: number[] = [];
   /** (share group, uuid) -> live shared pool. */
   private readonly sharedPools = new Map<string, Pool>();
+  /** Frames below this have been faulted in by prefaultStep (or used). */
+  private prefaulted = 0;
   /** Dead pools whose pages are still to be freed, oldest first. */
   private pendingPools: Pool[] = [];
 
@@ -316,6 +320,21 @@ export class TmemStore {
     return this.host.pending;
   }
 
+  /**
+   * Idle work: faults in up to budgetPages never-used frames, keeping
+   * PREFAULT_AHEAD_PAGES of them ready ahead of the frames in use, so that a
+   * fresh store's first PUTs do not each take a page fault. Returns the pages
+   * still to fault in (0 = nothing to do).
+   */
+  prefaultStep(budgetPages: number): number {
+    const from = Math.max(this.prefaulted, this.index.freshFrom);
+    const end = Math.min(this.capacityPages, this.index.freshFrom + PREFAULT_AHEAD_PAGES);
+    const n = Math.max(0, Math.min(Math.floor(budgetPages), end - from));
+    for (let f = from; f < from + n; f++) this.frames.prefault(f);
+    this.prefaulted = from + n;
+    return end - this.prefaulted;
+  }
+
   /** Pages of destroyed pools not yet freed. */
   reclaimPending(): number {
     return this.host.pending;
@@ -339,13 +358,21 @@ export class TmemStore {
     else this.host.ephemeral--;
   }
 
-  /** A free page record for a new page: free frames, then pending reclaim, then LRU eviction. NIL = no room. */
+  /**
+   * A free page record for a new page: recycled frames, then the frames of
+   * destroyed pools (pending reclaim), then never-used frames, then LRU
+   * eviction. NIL = no room. Frames already written come first because the
+   * first write to a never-used frame is a page fault (microseconds to tens
+   * of microseconds in a VM), which would otherwise land on the PUT.
+   */
   private obtainPage(): number {
     for (;;) {
-      const p = this.index.allocPage();
+      let p = this.index.allocRecycled();
       if (p !== NIL) return p;
       const pending = this.host.pending;
       if (pending > 0 && this.reclaimStep(1) < pending) continue;
+      p = this.index.allocFresh();
+      if (p !== NIL) return p;
       const v = this.lru.head;
       if (v === NIL) return NIL;
       const pool = this.poolsBySlot[this.index.objPool[this.index.pgObj[v]!]!]!;

@@ -112,12 +112,15 @@ class Worker {
         }
         const work = e.pass(false);
         k[CI.loopIterations]!++;
-        if (work === 0) e.reclaim(this.cfg.reclaimBudget);
+        if (work === 0) {
+          e.reclaim(this.cfg.reclaimBudget);
+          if (!e.reclaimPending) e.prefault();
+        }
         let scan = false;
         const run = e.running;
         for (let i = 0; i < run.length; i++) if (run[i]!.q.scan) scan = true;
         this.buildPollSet();
-        this.wait(scan || e.reclaimPending || this.commandsPending() ? 0 : this.anyNoKick ? 1 : 1000);
+        this.wait(scan || e.reclaimPending || e.prefaultPending || this.commandsPending() ? 0 : this.anyNoKick ? 1 : 1000);
       } catch (err) {
         this.loopError(err);
       }
@@ -148,7 +151,8 @@ class Worker {
         }
         if ((idle & 255) !== 0) continue;
         e.reclaim(this.cfg.reclaimBudget);
-        if (e.reclaimPending || !(performance.now() - idleSince >= spinMs)) continue;
+        if (!e.reclaimPending) e.prefault();
+        if (e.reclaimPending || e.prefaultPending || !(performance.now() - idleSince >= spinMs)) continue;
         // Idle long enough: kicks on, re-check, sleep until a kick or a command.
         if (e.enableAllKicks() || this.commandsPending()) {
           e.suppressAllKicks();

@@ -91,7 +91,12 @@ if (a['build-only'] || a['print-cmdline']) {
       append: ['root=/dev/vda rw console=ttyS0 init=/sbin/tmem-init panic=-1 zswap.enabled=0', a['no-module'] ? 'tmem.module=0' : '', a['extra-append']].filter(Boolean).join(' '),
     };
     const q = (s) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
-    console.log([b.qemu, ...qemuArgs(o)].map(q).join(' \\\n  '));
+    const args = qemuArgs({ ...o, interactive: !a.run });
+    const lines = [q(b.qemu)];
+    for (let i = 0; i < args.length; i++) {
+      if (args[i].startsWith('-') && i + 1 < args.length && !args[i + 1].startsWith('-')) { lines.push(`${args[i]} ${q(args[i + 1])}`); i++; } else lines.push(q(args[i]));
+    }
+    console.log(lines.join(' \\\n  '));
   } else {
     console.log(JSON.stringify(b, null, 2));
   }

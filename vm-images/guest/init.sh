@@ -33,6 +33,11 @@ mount -t tmpfs tmpfs /tmp
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -o remount,rw / 2>/dev/null
 hostname tmem-guest 2>/dev/null
+# minbase has no init system: poweroff/reboot for the shell user (the root disk is a
+# per-VM snapshot, so writing here is fine; /usr/local/sbin survives /etc/profile's PATH)
+for c in poweroff reboot; do
+  printf '#!/bin/sh\nsync\nexec busybox %s -f\n' "$c" > /usr/local/sbin/$c && chmod 0755 /usr/local/sbin/$c
+done
 # warnings and worse still reach the console; chatter does not split our result lines
 echo 5 > /proc/sys/kernel/printk 2>/dev/null
 
@@ -100,7 +105,7 @@ if [ -n "$RUN" ]; then
   say "@@TMEM-RUN-END rc=$rc"
   [ "$(param shell)" = 1 ] && setsid -c sh -l < /dev/console > /dev/console 2>&1
 else
-  say "tmem guest: root shell on the console; 'poweroff' or Ctrl-D to stop the VM"
+  say "tmem guest: root shell on the console; 'poweroff' or 'exit' stops the VM"
   # setsid -c gives the shell a controlling tty so Ctrl-C works
   setsid -c sh -l < /dev/console > /dev/console 2>&1 || sh < /dev/console > /dev/console 2>&1
 fi

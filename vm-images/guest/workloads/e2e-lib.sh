@@ -1,0 +1,37 @@
+# shellcheck shell=sh
+# Helpers of the end-to-end tests' guest scripts (test/e2e-*.ts): lib.sh plus
+# a handshake with the host over the serial console.
+. "$(dirname "$0")/lib.sh"
+
+# e2e_wait NAME: print "@@E2E-WAIT NAME" and wait (at most 600 s) for one line
+# on the console from the host (it reads its counters meanwhile).
+e2e_wait() {
+  echo "@@E2E-WAIT $1"
+  timeout --foreground 600 head -n 1 > /dev/null || echo "@@E2E-NOGO $1"
+  echo "@@E2E-GO $1"
+}
+
+# e2e_pools TAG: the driver's pool table, one "@@E2E-POOLS TAG line" per pool.
+e2e_pools() {
+  echo "@@E2E-POOLS $1 begin"
+  sed "s/^/@@E2E-POOLS $1 /" /sys/kernel/debug/virtio_tmem/pools 2>/dev/null
+  echo "@@E2E-POOLS $1 end"
+}
+
+# e2e_dmesg: the kernel's lines about the driver and anything alarming.
+e2e_dmesg() {
+  dmesg | grep -i -E 'virtio_tmem|virtio-tmem|BUG|WARNING|Oops|sleeping function|soft lockup|hung task|blocked for more' |
+    sed 's/^/@@E2E-DMESG /'
+}
+
+# e2e_fill_tmem TMPFS_MIB SWAP_MIB: put pages into both kinds of pools and keep
+# some there: a small file set on /mnt/data read twice (clean pages dropped ->
+# cleancache), a tmpfs file of TMPFS_MIB random MiB that stays (pushed to swap
+# -> frontswap, and held there), then SWAP_MIB of anonymous memory.
+e2e_fill_tmem() {
+  "$BIN/filereader" --dir /mnt/data/e2e-small --mib 48 --files 4 --passes 2 > /dev/null || echo "@@E2E-FAIL filereader"
+  mkdir -p /mnt/e2e-tmpfs
+  mount -t tmpfs -o size=$(($1 + 16))m tmpfs /mnt/e2e-tmpfs || echo "@@E2E-FAIL tmpfs"
+  dd if=/dev/urandom of=/mnt/e2e-tmpfs/held bs=1M count="$1" 2> /dev/null || echo "@@E2E-FAIL dd"
+  "$BIN/swapstress" --mib "$2" --passes 1 > /dev/null || echo "@@E2E-FAIL swapstress"
+}

@@ -1,0 +1,15 @@
+#!/bin/sh
+# test/e2e-lifecycle.ts: pools with pages in both backends, then umount of the
+# data disk and swapoff, the host checking the daemon's pools after each.
+. "$(dirname "$0")/e2e-lib.sh"
+e2e_fill_tmem 96 256
+e2e_pools before
+e2e_wait before
+umount /mnt/data || echo "@@E2E-FAIL umount"
+e2e_pools after-umount
+e2e_wait after-umount
+swapoff -a || echo "@@E2E-FAIL swapoff"
+e2e_pools after-swapoff
+e2e_wait after-swapoff
+run_workload stats true
+e2e_dmesg

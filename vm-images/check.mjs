@@ -6,6 +6,7 @@
 //
 //   node vm-images/check.mjs [--tmem] [--ram 256M] [--swap-mib 384] [--file-mib 128]
 //     --tmem   with the vhost-user device, tmemd (dist/host/tmemd.js) and the module
+import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { buildAll, startDaemon, startVm, makeRunDir } from './lib/vm.mjs';
 
@@ -52,6 +53,7 @@ try {
 } finally {
   await vm.quit();
   if (daemon) await daemon.stop();
+  fs.rmSync(runDir, { recursive: true, force: true });
 }
 say(`${ok ? 'OK' : 'FAILED'} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 process.exit(ok ? 0 : 1);

@@ -424,6 +424,13 @@ export async function startVm(opts) {
 export function makeRunDir(prefix = 'vm') {
   const base = path.join(CACHE, 'run');
   fs.mkdirSync(base, { recursive: true });
+  // prune run directories left behind by killed runs (untouched for 2 days)
+  for (const d of fs.readdirSync(base)) {
+    try {
+      const p = path.join(base, d);
+      if (Date.now() - fs.statSync(p).mtimeMs > 2 * 86400e3) fs.rmSync(p, { recursive: true, force: true });
+    } catch { /* raced with another process */ }
+  }
   return fs.mkdtempSync(path.join(base, `${prefix}-`));
 }
 

@@ -98,7 +98,9 @@ class Worker {
   }
 
   private commandsPending(): boolean {
-    return Atomics.load(this.v.ctl, CTL_CMD_HEAD) !== Atomics.load(this.v.ctl, CTL_CMD_TAIL);
+    // Checked on every spin of the poll loop: one Atomics.load (the head is the
+    // main thread's); the tail is this thread's own, a plain load sees it.
+    return Atomics.load(this.v.ctl, CTL_CMD_HEAD) !== this.v.ctl[CTL_CMD_TAIL];
   }
 
   private notifyLoop(): void {

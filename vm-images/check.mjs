@@ -25,7 +25,7 @@ const b = await buildAll({ module: a.tmem ? undefined : 'none' });
 say(`built/cached in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${JSON.stringify(b)}`);
 
 const runDir = makeRunDir('check');
-const daemon = a.tmem ? await startDaemon({ socket: `${runDir}/tmem.sock`, control: `${runDir}/ctl.sock`, queues: 2, maxmem: '256M', capacity: '1G', log: null }) : null;
+const daemon = a.tmem ? await startDaemon({ socket: `${runDir}/tmem.sock`, control: `${runDir}/ctl.sock`, queues: 2, maxmem: '1G', capacity: '1G', log: null }) : null;
 const t1 = Date.now();
 const vm = await startVm({
   ...b, runDir, ram: a.ram, cpus: 2, swapSize: '1G', dataSize: '1G', tmemSocket: daemon?.socket, noModule: !a.tmem,

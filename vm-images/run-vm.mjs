@@ -15,7 +15,8 @@ root image and the project-files disk first when they are missing.
   --ram SIZE           guest RAM (default 512M)
   --cpus N             vCPUs (default 2)
   --queues N           tmem request queues, QEMU num_vqs and tmemd --queues (default = cpus)
-  --maxmem SIZE        the VM's persistent (frontswap) limit in tmemd (default 256M)
+  --maxmem SIZE        the VM's maxmem in tmemd: its persistent (frontswap) pages are
+                       limited to maxmem - RAM, as in Xen (default 2 x RAM)
   --capacity SIZE      tmemd --capacity, host memory for all tmem pages (default 1G)
   --swap-size SIZE     swap disk /dev/vdb (default 1G; 0 = none)
   --data-size SIZE     fresh ext4 data disk at /mnt/data (default 2G; 0 = none)
@@ -48,7 +49,7 @@ try {
       ram: { type: 'string', default: '512M' },
       cpus: { type: 'string', default: '2' },
       queues: { type: 'string' },
-      maxmem: { type: 'string', default: '256M' },
+      maxmem: { type: 'string' },
       capacity: { type: 'string', default: '1G' },
       'swap-size': { type: 'string', default: '1G' },
       'data-size': { type: 'string', default: '2G' },

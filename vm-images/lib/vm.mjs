@@ -185,9 +185,12 @@ export class QmpClient extends EventEmitter {
  *   socket, name, maxmem, capacity, queues, control (operator socket path or 'none'), args (extra)
  * Returns { proc, socket, output(), stop() }. Always stop QEMU before calling stop().
  */
-export async function startDaemon({ cmd, socket, name = 'vm0', maxmem = '256M', capacity = '1G', queues, control, args = [], log = process.stderr, timeoutMs = 20000, cwd = REPO_DIR } = {}) {
+export async function startDaemon({ cmd, socket, name = 'vm0', maxmem, capacity = '1G', queues, control, args = [], log = process.stderr, timeoutMs = 20000, cwd = REPO_DIR } = {}) {
   cmd = cmd || process.env.TMEMD || `node ${path.join(REPO_DIR, 'dist/host/tmemd.js')}`;
   const q = (s) => `'${String(s).replace(/'/g, `'\\''`)}'`;
+  // maxmem is the VM's maximum memory (Xen's meaning): tmemd allows it
+  // maxmem - RAM persistent pages, so a maxmem at or below RAM disables frontswap.
+  if (!maxmem) throw new Error('startDaemon: maxmem is required (the VM\'s maxmem; persistent limit = maxmem - RAM)');
   const full = [`exec ${cmd}`, '--vm', q(`name=${name},socket=${socket},maxmem=${maxmem}`), '--capacity', q(capacity)];
   if (queues) full.push('--queues', String(queues));
   if (control) full.push('--control', q(control));
@@ -450,7 +453,7 @@ export async function launch(opts = {}) {
   if (opts.tmem !== false) {
     daemon = await startDaemon({
       cmd: opts.tmemd, socket: path.join(runDir, 'tmem.sock'), name: opts.name || 'vm0',
-      maxmem: opts.maxmem || '256M', capacity: opts.capacity || '1G', queues,
+      maxmem: opts.maxmem || `${2 * mib(opts.ram || '512M')}M`, capacity: opts.capacity || '1G', queues,
       control: path.join(runDir, 'tmemd-control.sock'), args: opts.daemonArgs || [], log: opts.daemonLog === undefined ? log : opts.daemonLog,
     });
   }

@@ -13,7 +13,7 @@
 // ratioPollToMemcpy compares with memcpy); the all-queue figures are beside them.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -59,6 +59,16 @@ if (mk.error) fail(`cannot run make: ${mk.error.message} (install gcc and make)`
 if (mk.status !== 0) fail(`building the load generator failed:\n${mk.stdout}${mk.stderr}`);
 if (!existsSync(TMEMD)) fail(`${TMEMD} is missing: run 'npm run build' first`);
 
+// Fair use of the CPUs: the poll worker spins on one CPU and each load
+// generator thread spins on one more. With fewer CPUs than queues + 1 the
+// spinners would take turns by time slice (milliseconds per batch) and the
+// all-queue figures would measure the scheduler, so one load generator
+// thread then drives every queue. The single-queue figures (the targets)
+// use one thread either way.
+const cpus = availableParallelism();
+const oneThread = opt.queues > 1 && cpus < opt.queues + 1;
+const loadgenThreads = oneThread ? 1 : opt.queues;
+
 const children = new Set();
 const cleanup = () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
@@ -97,6 +107,7 @@ async function benchMode(mode) {
       await new Promise((r) => setTimeout(r, 20));
     }
     const args = ['bench', '--socket', sock, '--json', '--ram', '64M', '--queues', String(opt.queues), '--depth', String(opt.depth), '--bench-pages', String(opt.pages), '--lat-ops', String(opt.latOps)];
+    if (oneThread) args.push('--one-thread');
     if (opt.indirect) args.push('--indirect');
     if (opt.eventIdx) args.push('--event-idx');
     const lg = run(LOADGEN, args, { timeoutMs: 600000 });
@@ -118,7 +129,7 @@ async function benchMode(mode) {
 const res = {};
 try {
   for (const m of opt.modes) {
-    say(`ring-bench: ${m} mode, ${opt.queues} queue(s), depth ${opt.depth}, ${opt.pages} pages, ${opt.latOps} timed requests...`);
+    say(`ring-bench: ${m} mode, ${opt.queues} queue(s), depth ${opt.depth}, ${opt.pages} pages, ${opt.latOps} timed requests, ${loadgenThreads} load generator thread(s) on ${cpus} CPUs...`);
     res[m] = await benchMode(m);
   }
 } catch (e) {
@@ -169,6 +180,8 @@ const out = {
   pollLatency: P?.latency,
   notifyLatency: N?.latency,
   queues: opt.queues,
+  loadgenThreads,
+  cpus,
   depth: opt.depth,
   pages: opt.pages,
   targets: { ratioPollToMemcpyAtLeast: 0.5, pollP50usAtMost: 5, pollP99usAtMost: 20 },

@@ -92,7 +92,7 @@ static void reap(struct bq *b, uint32_t id, uint32_t len)
 static void run_phase(struct bq *bs, int n)
 {
 	int busy = 1;
-	uint64_t it = 0;
+	uint64_t it = 0, idle = 0;
 	while (busy) {
 		busy = 0;
 		int progress = 0;
@@ -133,7 +133,16 @@ static void run_phase(struct bq *bs, int n)
 					       G.timeout_ms);
 			}
 		}
-		if (!progress && it > 256)
+		/*
+		 * Nothing completed: spin briefly, then yield now and then. When the
+		 * daemon's worker shares this CPU (more spinning threads than CPUs),
+		 * a thread that never yields keeps it off the CPU for a whole time
+		 * slice per batch; on a CPU of its own sched_yield returns at once.
+		 */
+		idle = progress ? 0 : idle + 1;
+		if (idle > 4096 && (idle & 255) == 0)
+			sched_yield();
+		else if (!progress && it > 256)
 			cpu_relax();
 	}
 }

@@ -1,0 +1,285 @@
+#!/usr/bin/env node
+// kernbench: how much disk I/O does tmem save, at what CPU cost, against no tmem and zswap.
+//
+// A parallel `make -jN` of Linux 5.10 objects (vm-images/kernbench/build-data.mjs) inside a
+// guest with little RAM, fresh boot per run, the same data disk (snapshot=on) every run, in
+// three configurations:
+//   notmem  no tmem device, no module (zswap off)
+//   tmem    tmemd + virtio_tmem with cleancache=1 frontswap=1 (zswap off)
+//   zswap   no tmem device, no module, zswap.enabled=1 in the guest
+// Per run: QMP query-blockstats per disk (after the workload, before quit), the guest's
+// /proc/vmstat deltas over the workload, the workload's wall time (in the guest), tmemd CPU
+// time (/proc/PID/stat utime+stime before/after), tmem puts/gets/hits per pool kind and the
+// host memory held by tmem (control socket `stats`, i.e. `tmemctl stats --json`, sampled
+// every few seconds). Output: a progress line, a table, reports/kernbench-<timestamp>/
+// (report.md, raw.json, PNG plots); --json prints one JSON object last.
+//
+//   npm run kernbench -- [--runs N] [--ram 192M] [--cpus 2] [--jobs 4] [--size 24]
+//                        [--configs notmem,tmem,zswap] [--json] [--help]
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import os from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { buildAll, startDaemon, startVm, makeRunDir, detectAccel, REPO_DIR, VM_IMAGES_DIR } from '../lib/vm.mjs';
+import { buildDataDisk, DEFAULT_DIRS } from './build-data.mjs';
+import { writeReport } from './report.mjs';
+
+const CONFIGS = ['notmem', 'tmem', 'zswap'];
+const HELP = `Usage: npm run kernbench -- [options]
+
+  --runs N          runs per configuration (default 1); configurations interleave
+  --configs LIST    of notmem,tmem,zswap (default all three)
+  --ram SIZE        guest RAM (default 192M)
+  --cpus N          guest vCPUs (default 2)
+  --jobs N          make -jN in the guest (default 4)
+  --size N          compile units (Linux 5.10 objects; default 24)
+  --dirs LIST       kernel directories to take them from (default ${DEFAULT_DIRS.join(',')})
+  --swap SIZE       swap disk (default 1G)
+  --maxmem SIZE     tmemd maxmem for the guest (default 1G); --capacity SIZE (default 1G)
+  --sample S        tmem stats sampling period in seconds (default 5)
+  --timeout MIN     per-run limit (default 25)
+  --out DIR         report directory (default reports/kernbench-<timestamp>)
+  --json            print one JSON object last (the summary keys)
+  --quiet           no progress line
+  --report-from RAW re-make the table and report from a raw.json (no VM runs)
+`;
+
+function parseArgs(argv) {
+  const o = { runs: 1, configs: CONFIGS, ram: '192M', cpus: 2, jobs: 4, size: 24, dirs: DEFAULT_DIRS, swap: '1G', maxmem: '1G', capacity: '1G', sample: 5, timeout: 25, out: null, json: false, quiet: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const v = () => { if (i + 1 >= argv.length) throw new Error(`${a} needs a value`); return argv[++i]; };
+    switch (a) {
+      case '--runs': o.runs = Number(v()); break;
+      case '--configs': o.configs = v().split(',').map((s) => s.trim()).filter(Boolean); break;
+      case '--ram': o.ram = v(); break;
+      case '--cpus': o.cpus = Number(v()); break;
+      case '--jobs': o.jobs = Number(v()); break;
+      case '--size': o.size = Number(v()); break;
+      case '--dirs': o.dirs = v().split(','); break;
+      case '--swap': o.swap = v(); break;
+      case '--maxmem': o.maxmem = v(); break;
+      case '--capacity': o.capacity = v(); break;
+      case '--sample': o.sample = Number(v()); break;
+      case '--timeout': o.timeout = Number(v()); break;
+      case '--out': o.out = v(); break;
+      case '--json': o.json = true; break;
+      case '--quiet': o.quiet = true; break;
+      case '--report-from': o.reportFrom = v(); break;
+      case '-h': case '--help': process.stdout.write(HELP); process.exit(0); break;
+      default: throw new Error(`unknown option ${a} (see --help)`);
+    }
+  }
+  for (const c of o.configs) if (!CONFIGS.includes(c)) throw new Error(`unknown configuration '${c}' (${CONFIGS.join(', ')})`);
+  for (const k of ['runs', 'cpus', 'jobs', 'size', 'sample', 'timeout']) if (!(o[k] > 0)) throw new Error(`--${k} must be a positive number`);
+  return o;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const CLK_TCK = (() => { try { return Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100; } catch { return 100; } })();
+
+/** utime+stime of a process (all its threads), in seconds. */
+function procCpuS(pid) {
+  const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK; // fields 14, 15
+}
+function procMemKb(pid) {
+  const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const g = (k) => Number((new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s) || [])[1] || 0);
+  return { rssKb: g('VmRSS'), hwmKb: g('VmHWM') };
+}
+
+/** One request on tmemd's control socket (what `tmemctl --json stats` prints). */
+function control(sock, cmd, timeoutMs = 5000) {
+  return new Promise((resolve, reject) => {
+    const c = net.createConnection(sock);
+    let buf = '';
+    const t = setTimeout(() => { c.destroy(); reject(new Error('control: timeout')); }, timeoutMs);
+    c.on('connect', () => c.write(JSON.stringify({ cmd }) + '\n'));
+    c.on('data', (d) => {
+      buf += d;
+      const i = buf.indexOf('\n');
+      if (i < 0) return;
+      clearTimeout(t); c.end();
+      try {
+        const r = JSON.parse(buf.slice(0, i));
+        if (r.ok) resolve(r.result); else reject(new Error(r.error));
+      } catch (e) { reject(e); }
+    });
+    c.on('error', (e) => { clearTimeout(t); reject(e); });
+  });
+}
+
+/** Flatten a `stats` reply: totals and per pool kind (persistent = frontswap, ephemeral = cleancache). */
+export function tmemSummary(st) {
+  const g = st?.guests?.[0]?.store || null;
+  const host = st?.host?.store || {};
+  const kinds = { cleancache: { puts: 0, gets: 0, hits: 0, pools: 0 }, frontswap: { puts: 0, gets: 0, hits: 0, pools: 0 } };
+  for (const p of g?.pools || []) {
+    const k = p.persistent ? kinds.frontswap : kinds.cleancache;
+    k.puts += p.puts || 0; k.gets += p.gets || 0; k.hits += p.hits || 0; k.pools++;
+  }
+  return {
+    puts: g?.puts ?? 0, gets: g?.gets ?? 0, hits: g?.hits ?? 0,
+    putsNoSpace: g?.putsNoSpace ?? 0, evictions: g?.evictions ?? 0,
+    persistentPages: g?.persistentPages ?? 0, ephemeralPages: g?.ephemeralPages ?? 0,
+    persistentPeak: g?.persistentPeak ?? 0, ephemeralPeak: g?.ephemeralPeak ?? 0,
+    hostPages: (host.ephemeralPages ?? 0) + (host.persistentPages ?? 0),
+    frameBytes: host.frameBytes ?? null, metaBytes: host.metaBytes ?? null,
+    kinds,
+  };
+}
+
+function blockTotals(bs) {
+  const disks = {};
+  let readOps = 0, writeOps = 0, readBytes = 0, writeBytes = 0;
+  for (const [id, s] of Object.entries(bs || {})) {
+    disks[id] = { readOps: s.rd_operations, writeOps: s.wr_operations, readBytes: s.rd_bytes, writeBytes: s.wr_bytes };
+    readOps += s.rd_operations; writeOps += s.wr_operations; readBytes += s.rd_bytes; writeBytes += s.wr_bytes;
+  }
+  return { disks, readOps, writeOps, readBytes, writeBytes };
+}
+
+async function oneRun({ o, built, data, config, index, total, progress }) {
+  const runDir = makeRunDir(`kernbench-${config}`);
+  const t0 = Date.now();
+  const rec = { config, index, startedAt: new Date(t0).toISOString() };
+  let daemon = null, vm = null;
+  const samples = [];
+  let sampler = null;
+  const ctl = path.join(runDir, 'tmemd-control.sock');
+  try {
+    if (config === 'tmem') {
+      let dlog = '';
+      daemon = await startDaemon({
+        socket: path.join(runDir, 'tmem.sock'), name: 'vm0', maxmem: o.maxmem, capacity: o.capacity,
+        queues: o.cpus, control: ctl, log: { write: (d) => { dlog += d; if (dlog.length > 1e6) dlog = dlog.slice(-5e5); } },
+      });
+      rec.daemonCmd = daemon.cmdline;
+      rec.tmemdPid = daemon.proc.pid;
+      rec.tmemdCpu0S = procCpuS(daemon.proc.pid);
+      rec.daemonLogTail = () => dlog.slice(-4000);
+    }
+    const qemuExtra = ['-drive', `file=${data.img},if=none,id=kbdata,format=raw,snapshot=on,cache=writeback`,
+      '-device', 'virtio-blk-pci,drive=kbdata,serial=tmemdata,id=tmemdata'];
+    vm = await startVm({
+      ...built, name: `kernbench-${config}`, ram: o.ram, cpus: o.cpus, swapSize: o.swap, dataSize: 0, runDir,
+      qemuExtra, run: `/opt/tmem/extra/kernbench.sh --jobs ${o.jobs}`,
+      tmemSocket: daemon ? daemon.socket : null,
+      modparams: config === 'tmem' ? 'cleancache=1 frontswap=1' : undefined,
+      noModule: config !== 'tmem',
+      extraAppend: config === 'zswap' ? 'zswap.enabled=1' : '',
+    });
+    let cc = 0;
+    vm.events.on('line', (l) => { if (/^\s*CC /.test(l)) cc++; });
+    const ready = vm.waitFor(/@@TMEM-READY[^\n]*/, 180e3).then((m) => { rec.ready = m[0].trim(); rec.bootS = (Date.now() - t0) / 1000; }).catch(() => {});
+    // sampler + progress
+    let last = null;
+    const tick = async () => {
+      if (daemon) {
+        try {
+          const st = await control(ctl, 'stats');
+          last = st;
+          const s = tmemSummary(st);
+          samples.push({ t: (Date.now() - t0) / 1000, ...s, kinds: undefined, cc: s.kinds.cleancache, fs: s.kinds.frontswap });
+        } catch { /* daemon busy or guest not connected yet */ }
+      }
+      if (progress) {
+        const s = samples.at(-1);
+        progress(`[kernbench] run ${index}/${total} ${config}: ${((Date.now() - t0) / 1000).toFixed(0)} s, compiled ${cc}/${data.objects.length}` +
+          (s ? `, tmem puts ${s.puts} gets ${s.gets} hits ${s.hits}` : ''));
+      }
+    };
+    sampler = setInterval(tick, o.sample * 1000);
+    const result = await vm.waitForResult(o.timeout * 60e3);
+    rec.wallHostS = (Date.now() - t0) / 1000;
+    if (daemon) { // before the guest's swapoff/umount destroy the pools
+      try { last = await control(ctl, 'stats'); } catch { /* keep the last sample */ }
+      rec.tmemAtEnd = tmemSummary(last);
+      rec.tmemStatsRaw = last;
+    }
+    await ready;
+    await vm.waitForShutdown(120e3);
+    clearInterval(sampler); sampler = null;
+    const bs = await vm.blockstats();
+    rec.blockstats = bs;
+    rec.io = blockTotals(bs);
+    if (daemon) {
+      try { rec.tmemAfterShutdown = tmemSummary(await control(ctl, 'stats')); } catch { /* */ }
+    }
+    await vm.quit();
+    if (daemon) {
+      rec.tmemdCpu1S = procCpuS(daemon.proc.pid);
+      rec.tmemdCpuS = rec.tmemdCpu1S - rec.tmemdCpu0S;
+      Object.assign(rec, { tmemdMem: procMemKb(daemon.proc.pid) });
+    }
+    rec.result = result;
+    rec.wallS = result.wall_s;
+    rec.vmstat = result.vmstat_delta;
+    const v = result.vmstat_delta || {};
+    rec.ioCount = (v.pswpin || 0) + (v.pswpout || 0) + (v.pgmajfault || 0);
+    rec.ok = result.rc === 0 && result.result && result.result.built === result.result.objects;
+    if (!rec.ok) rec.error = `workload rc=${result.rc}, built ${result.result?.built}/${result.result?.objects}`;
+    rec.samples = samples;
+    rec.compiledLines = cc;
+  } catch (e) {
+    rec.ok = false;
+    rec.error = e.message.slice(0, 4000);
+  } finally {
+    if (sampler) clearInterval(sampler);
+    if (vm) await vm.quit().catch(() => {});
+    if (daemon) await daemon.stop().catch(() => {});
+    if (typeof rec.daemonLogTail === 'function') { if (!rec.ok) rec.daemonLog = rec.daemonLogTail(); delete rec.daemonLogTail; }
+    if (vm && !rec.ok) rec.consoleTail = vm.output().slice(-6000);
+    fs.rmSync(runDir, { recursive: true, force: true });
+  }
+  rec.seconds = (Date.now() - t0) / 1000;
+  return rec;
+}
+
+async function main() {
+  const o = parseArgs(process.argv.slice(2));
+  if (o.reportFrom) {
+    const raw = JSON.parse(fs.readFileSync(o.reportFrom, 'utf8'));
+    const runs = Array.isArray(raw) ? raw : raw.runs;
+    const options = raw.options || { ...o, configs: [...new Set(runs.map((r) => r.config))] };
+    const outDir = o.out || path.dirname(path.resolve(o.reportFrom));
+    const { summary, table } = writeReport({ outDir, options, machine: raw.machine || { host: os.hostname(), cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: 0, accel: detectAccel(), loadavgAtStart: [], kernel: os.release(), node: process.version },
+      data: raw.data || { objects: [], dirs: [], files: 0, srcBytes: 0 }, built: raw.built, runs, started: new Date(raw.started || Date.now()), argv: raw.argv || [] });
+    process.stdout.write(table + '\n');
+    if (o.json) process.stdout.write(JSON.stringify(summary) + '\n');
+    return;
+  }
+  const log = o.json ? process.stderr : process.stdout;
+  const tty = log.isTTY && !o.quiet;
+  const progress = o.quiet ? null : (s) => { if (tty) log.write(`\r\x1b[K${s}`); else log.write(`${s}\n`); };
+  const endProgress = () => { if (tty) log.write('\n'); };
+  if (!fs.existsSync(path.join(REPO_DIR, 'dist/host/tmemd.js')) && o.configs.includes('tmem')) throw new Error('dist/host/tmemd.js missing: npm run build first');
+  const extra = path.join(VM_IMAGES_DIR, 'kernbench/guest');
+  const built = await buildAll({ extra, log: process.stderr });
+  const data = buildDataDisk({ kernelDir: built.kernelDir, size: o.size, dirs: o.dirs, log: process.stderr });
+  const started = new Date();
+  const machine = {
+    host: os.hostname(), cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+    accel: detectAccel(), loadavgAtStart: os.loadavg().map((x) => +x.toFixed(2)), kernel: os.release(), node: process.version,
+  };
+  const order = [];
+  for (let r = 0; r < o.runs; r++) for (const c of o.configs) order.push(c);
+  const runs = [];
+  for (let i = 0; i < order.length; i++) {
+    const rec = await oneRun({ o, built, data, config: order[i], index: i + 1, total: order.length, progress });
+    endProgress();
+    runs.push(rec);
+    log.write(`[kernbench] run ${i + 1}/${order.length} ${rec.config}: ${rec.ok ? `wall ${rec.wallS} s, read ${rec.io.readOps} ops / ${(rec.io.readBytes / 2 ** 20).toFixed(1)} MiB, write ${rec.io.writeOps} ops / ${(rec.io.writeBytes / 2 ** 20).toFixed(1)} MiB, swap+majflt ${rec.ioCount}${rec.tmemdCpuS !== undefined ? `, tmemd ${rec.tmemdCpuS.toFixed(1)} s CPU` : ''}` : `FAILED: ${rec.error.split('\n')[0]}`}\n`);
+  }
+  const outDir = o.out || path.join(REPO_DIR, 'reports', `kernbench-${started.toISOString().replace(/[:.]/g, '-').replace(/-\d+Z$/, 'Z')}`);
+  const { summary, table } = writeReport({ outDir, options: o, machine, data, built, runs, started, argv: process.argv.slice(2) });
+  log.write(table + '\n');
+  log.write(`[kernbench] report: ${outDir}/report.md\n`);
+  if (o.json) process.stdout.write(JSON.stringify(summary) + '\n');
+  if (runs.some((r) => !r.ok)) process.exitCode = 1;
+}
+
+main().catch((e) => { process.stderr.write(`kernbench: ${e.stack || e.message}\n`); process.exit(1); });

@@ -14,7 +14,7 @@
 // every few seconds). Output: a progress line, a table, reports/kernbench-<timestamp>/
 // (report.md, raw.json, PNG plots); --json prints one JSON object last.
 //
-//   npm run kernbench -- [--runs N] [--ram 192M] [--cpus 2] [--jobs 4] [--size 24]
+//   npm run kernbench -- [--runs N] [--ram 224M] [--cpus 2] [--jobs 3] [--size 6]
 //                        [--configs notmem,tmem,zswap] [--json] [--help]
 import fs from 'node:fs';
 import net from 'node:net';
@@ -26,14 +26,28 @@ import { buildDataDisk, DEFAULT_DIRS } from './build-data.mjs';
 import { writeReport } from './report.mjs';
 
 const CONFIGS = ['notmem', 'tmem', 'zswap'];
+// what to stop on SIGINT/SIGTERM: QEMU first, then the daemon (both run in their own process groups)
+const live = { vm: null, daemon: null, runDir: null };
+let stopping = false;
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, async () => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`\nkernbench: ${sig}: stopping QEMU, then tmemd\n`);
+    try { if (live.vm) await live.vm.quit(5000); } catch { /* */ }
+    try { if (live.daemon) await live.daemon.stop(5000); } catch { /* */ }
+    if (live.runDir) fs.rmSync(live.runDir, { recursive: true, force: true });
+    process.exit(130);
+  });
+}
 const HELP = `Usage: npm run kernbench -- [options]
 
   --runs N          runs per configuration (default 1); configurations interleave
   --configs LIST    of notmem,tmem,zswap (default all three)
-  --ram SIZE        guest RAM (default 192M)
+  --ram SIZE        guest RAM (default 224M)
   --cpus N          guest vCPUs (default 2)
-  --jobs N          make -jN in the guest (default 4)
-  --size N          compile units (Linux 5.10 objects; default 24)
+  --jobs N          make -jN in the guest (default 3)
+  --size N          compile units (Linux 5.10 objects; default 6)
   --dirs LIST       kernel directories to take them from (default ${DEFAULT_DIRS.join(',')})
   --swap SIZE       swap disk (default 1G)
   --maxmem SIZE     tmemd maxmem for the guest (default 1G); --capacity SIZE (default 1G)
@@ -46,7 +60,7 @@ const HELP = `Usage: npm run kernbench -- [options]
 `;
 
 function parseArgs(argv) {
-  const o = { runs: 1, configs: CONFIGS, ram: '192M', cpus: 2, jobs: 4, size: 24, dirs: DEFAULT_DIRS, swap: '1G', maxmem: '1G', capacity: '1G', sample: 5, timeout: 25, out: null, json: false, quiet: false };
+  const o = { runs: 1, configs: CONFIGS, ram: '224M', cpus: 2, jobs: 3, size: 6, dirs: DEFAULT_DIRS, swap: '1G', maxmem: '1G', capacity: '1G', sample: 5, timeout: 25, out: null, json: false, quiet: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = () => { if (i + 1 >= argv.length) throw new Error(`${a} needs a value`); return argv[++i]; };
@@ -144,6 +158,7 @@ function blockTotals(bs) {
 
 async function oneRun({ o, built, data, config, index, total, progress }) {
   const runDir = makeRunDir(`kernbench-${config}`);
+  live.runDir = runDir;
   const t0 = Date.now();
   const rec = { config, index, startedAt: new Date(t0).toISOString() };
   let daemon = null, vm = null;
@@ -157,6 +172,7 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
         socket: path.join(runDir, 'tmem.sock'), name: 'vm0', maxmem: o.maxmem, capacity: o.capacity,
         queues: o.cpus, control: ctl, log: { write: (d) => { dlog += d; if (dlog.length > 1e6) dlog = dlog.slice(-5e5); } },
       });
+      live.daemon = daemon;
       rec.daemonCmd = daemon.cmdline;
       rec.tmemdPid = daemon.proc.pid;
       rec.tmemdCpu0S = procCpuS(daemon.proc.pid);
@@ -172,8 +188,9 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
       noModule: config !== 'tmem',
       extraAppend: config === 'zswap' ? 'zswap.enabled=1' : '',
     });
-    let cc = 0;
-    vm.events.on('line', (l) => { if (/^\s*CC /.test(l)) cc++; });
+    live.vm = vm;
+    const started = new Set();
+    vm.events.on('line', (l) => { const m = /^\s*CC (\S+)/.exec(l); if (m) started.add(m[1]); });
     const ready = vm.waitFor(/@@TMEM-READY[^\n]*/, 180e3).then((m) => { rec.ready = m[0].trim(); rec.bootS = (Date.now() - t0) / 1000; }).catch(() => {});
     // sampler + progress
     let last = null;
@@ -188,7 +205,7 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
       }
       if (progress) {
         const s = samples.at(-1);
-        progress(`[kernbench] run ${index}/${total} ${config}: ${((Date.now() - t0) / 1000).toFixed(0)} s, compiled ${cc}/${data.objects.length}` +
+        progress(`[kernbench] run ${index}/${total} ${config}: ${((Date.now() - t0) / 1000).toFixed(0)} s, compiling: ${started.size}/${data.objects.length} started` +
           (s ? `, tmem puts ${s.puts} gets ${s.gets} hits ${s.hits}` : ''));
       }
     };
@@ -223,7 +240,7 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
     rec.ok = result.rc === 0 && result.result && result.result.built === result.result.objects;
     if (!rec.ok) rec.error = `workload rc=${result.rc}, built ${result.result?.built}/${result.result?.objects}`;
     rec.samples = samples;
-    rec.compiledLines = cc;
+    rec.objectsStarted = started.size;
   } catch (e) {
     rec.ok = false;
     rec.error = e.message.slice(0, 4000);
@@ -234,6 +251,7 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
     if (typeof rec.daemonLogTail === 'function') { if (!rec.ok) rec.daemonLog = rec.daemonLogTail(); delete rec.daemonLogTail; }
     if (vm && !rec.ok) rec.consoleTail = vm.output().slice(-6000);
     fs.rmSync(runDir, { recursive: true, force: true });
+    live.vm = live.daemon = live.runDir = null;
   }
   rec.seconds = (Date.now() - t0) / 1000;
   return rec;

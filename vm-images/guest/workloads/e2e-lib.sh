@@ -35,3 +35,14 @@ e2e_fill_tmem() {
   dd if=/dev/urandom of=/mnt/e2e-tmpfs/held bs=1M count="$1" 2> /dev/null || echo "@@E2E-FAIL dd"
   "$BIN/swapstress" --mib "$2" --passes 1 > /dev/null || echo "@@E2E-FAIL swapstress"
 }
+
+# e2e_counters TAG: the kernel's own frontswap and cleancache counters and
+# /proc/vmstat's swap and paging counters, one "@@E2E-KV TAG name value" each.
+e2e_counters() {
+  for f in /sys/kernel/debug/frontswap/* /sys/kernel/debug/cleancache/*; do
+    [ -r "$f" ] || continue
+    d=${f%/*}
+    echo "@@E2E-KV $1 ${d##*/}_${f##*/} $(cat "$f")"
+  done
+  grep -E '^(pswpin|pswpout|pgpgin|pgpgout|pgmajfault) ' /proc/vmstat | sed "s/^/@@E2E-KV $1 vmstat_/"
+}

@@ -118,6 +118,7 @@ function plots(outDir, by, configs, runs) {
       lines.push({ name: `cleancache hits${sfx}`, points: r.samples.map((s) => [s.t, s.cc?.hits ?? 0]) });
       lines.push({ name: `frontswap hits${sfx}`, points: r.samples.map((s) => [s.t, s.fs?.hits ?? 0]) });
       lines.push({ name: `puts${sfx}`, points: r.samples.map((s) => [s.t, s.puts]) });
+      lines.push({ name: `gets${sfx}`, points: r.samples.map((s) => [s.t, s.gets]) });
     });
     const c2 = new Canvas(1000, 440);
     linePanel(c2, { x: 0, y: 0, w: 1000, h: 440, title: 'tmem over time (cumulative, tmem runs)', xLabel: 'seconds since boot start', lines });

@@ -35,6 +35,8 @@ export interface EngineStore extends DeviceStore {
   flushGuest(g: number): void;
   removeGuest(g: number): void;
   reclaimStep(budgetPages: number): number;
+  /** Pages of destroyed pools still to free (optional: test stores lack it). */
+  reclaimPending?(): number;
   /** Faults in never-used frames ahead of use; returns the pages left (optional: test stores lack it). */
   prefaultStep?(budgetPages: number): number;
   stats(): unknown;
@@ -515,6 +517,9 @@ export class Engine {
     }
     if (work > 0) {
       this.prefaultPending = true;
+      // DESTROY_POOL and RESET leave frames to free: reclaim them in idle
+      // steps now rather than only when a later PUT needs the room.
+      if (this.store.reclaimPending && this.store.reclaimPending() > 0) this.reclaimPending = true;
       this.publishCounters();
     }
     return work;

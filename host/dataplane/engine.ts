@@ -110,8 +110,25 @@ export class Guest {
     this.name = name;
     this.storeGuest = storeGuest;
     this.queues = Array.from({ length: numQueues }, (_, i) => new Queue(i));
+    // Until the front-end addresses its queues, INFO reports what we offer.
     this.dev = { storeGuest, sharedNegotiated: false, numQueues };
+    this.frontQueues = 0;
   }
+
+  /**
+   * The queues the front-end has: vhost-user never says num_vqs, but QEMU
+   * addresses every queue it has by index (SET_VRING_CALL/ERR at realize,
+   * then the start sequence), so the highest index seen + 1 is its num_vqs,
+   * which ABI.md wants in INFO.num_queues.
+   */
+  noteFrontQueue(q: number): void {
+    if (q + 1 > this.frontQueues) {
+      this.frontQueues = q + 1;
+      this.dev.numQueues = this.frontQueues;
+    }
+  }
+
+  private frontQueues: number;
 }
 
 /** Log lines per guest per second before the rest are counted and summarised. */
@@ -159,6 +176,7 @@ export class Engine {
     const g = this.guest(id);
     const qu = g.queues[q];
     if (!qu) throw new EngineError(`guest ${g.name}: no queue ${q}`);
+    g.noteFrontQueue(q);
     return { g, q: qu };
   }
 

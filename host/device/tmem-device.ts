@@ -86,8 +86,8 @@ export interface DeviceGuest {
   readonly storeGuest: number;
   /** TMEM_F_SHARED negotiated. */
   sharedNegotiated: boolean;
-  /** INFO num_queues. */
-  readonly numQueues: number;
+  /** INFO num_queues: the queues the front-end set up (its num_vqs). */
+  numQueues: number;
 }
 
 /** Per-outcome counters the device keeps (the worker mirrors them into shared statistics). */

@@ -131,7 +131,8 @@ static int r_info(void)
 	EXPECT(r.value == 0 && r.reserved == 0, "INFO value %llu reserved %u, expected 0", (unsigned long long)r.value, r.reserved);
 	EXPECT(in.abi_version == TMEM_ABI_VERSION, "abi_version %u", in.abi_version);
 	EXPECT(in.page_size == TMEM_PAGE_SIZE, "page_size %u", in.page_size);
-	EXPECT(in.num_queues == D.queue_num, "num_queues %u, GET_QUEUE_NUM said %u", in.num_queues, D.queue_num);
+	/* ABI.md: num_queues = num_vqs, the queues the front-end set up (not what the daemon could offer) */
+	EXPECT(in.num_queues == (uint32_t)D.nq, "num_queues %u, the front-end set up %d (the daemon offers %u)", in.num_queues, D.nq, D.queue_num);
 	EXPECT(in.max_pools >= 1, "max_pools %u", in.max_pools);
 	EXPECT(in.capacity_pages > 0, "capacity_pages 0");
 	if (G.maxmem_pages >= 0)

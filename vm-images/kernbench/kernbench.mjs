@@ -14,7 +14,7 @@
 // every few seconds). Output: a progress line, a table, reports/kernbench-<timestamp>/
 // (report.md, raw.json, PNG plots); --json prints one JSON object last.
 //
-//   npm run kernbench -- [--runs N] [--ram 224M] [--cpus 2] [--jobs 3] [--size 6]
+//   npm run kernbench -- [--runs N] [--ram 224M] [--cpus 2] [--jobs 4] [--size 8]
 //                        [--configs notmem,tmem,zswap] [--json] [--help]
 import fs from 'node:fs';
 import net from 'node:net';
@@ -46,8 +46,8 @@ const HELP = `Usage: npm run kernbench -- [options]
   --configs LIST    of notmem,tmem,zswap (default all three)
   --ram SIZE        guest RAM (default 224M)
   --cpus N          guest vCPUs (default 2)
-  --jobs N          make -jN in the guest (default 3)
-  --size N          compile units (Linux 5.10 objects; default 6)
+  --jobs N          make -jN in the guest (default 4)
+  --size N          compile units (Linux 5.10 objects; default 8)
   --dirs LIST       kernel directories to take them from (default ${DEFAULT_DIRS.join(',')})
   --swap SIZE       swap disk (default 1G)
   --maxmem SIZE     tmemd maxmem for the guest (default 1G); --capacity SIZE (default 1G)
@@ -60,7 +60,7 @@ const HELP = `Usage: npm run kernbench -- [options]
 `;
 
 function parseArgs(argv) {
-  const o = { runs: 1, configs: CONFIGS, ram: '224M', cpus: 2, jobs: 3, size: 6, dirs: DEFAULT_DIRS, swap: '1G', maxmem: '1G', capacity: '1G', sample: 5, timeout: 25, out: null, json: false, quiet: false };
+  const o = { runs: 1, configs: CONFIGS, ram: '224M', cpus: 2, jobs: 4, size: 8, dirs: DEFAULT_DIRS, swap: '1G', maxmem: '1G', capacity: '1G', sample: 5, timeout: 25, out: null, json: false, quiet: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = () => { if (i + 1 >= argv.length) throw new Error(`${a} needs a value`); return argv[++i]; };
@@ -190,7 +190,11 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
     });
     live.vm = vm;
     const started = new Set();
-    vm.events.on('line', (l) => { const m = /^\s*CC (\S+)/.exec(l); if (m) started.add(m[1]); });
+    vm.events.on('line', (l) => {
+      const m = /^\s*CC (\S+)/.exec(l);
+      if (m) started.add(m[1]);
+      if (daemon && l.includes('@@TMEM-RUN-BEGIN')) try { rec.tmemdCpuRunBeginS = procCpuS(daemon.proc.pid); } catch { /* */ }
+    });
     const ready = vm.waitFor(/@@TMEM-READY[^\n]*/, 180e3).then((m) => { rec.ready = m[0].trim(); rec.bootS = (Date.now() - t0) / 1000; }).catch(() => {});
     // sampler + progress
     let last = null;
@@ -212,7 +216,9 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
     sampler = setInterval(tick, o.sample * 1000);
     const result = await vm.waitForResult(o.timeout * 60e3);
     rec.wallHostS = (Date.now() - t0) / 1000;
-    if (daemon) { // before the guest's swapoff/umount destroy the pools
+    if (daemon) {
+      try { rec.tmemdCpuResultS = procCpuS(daemon.proc.pid); } catch { /* */ }
+      if (rec.tmemdCpuRunBeginS !== undefined) rec.tmemdCpuWorkloadS = rec.tmemdCpuResultS - rec.tmemdCpuRunBeginS; // before the guest's swapoff/umount destroy the pools
       try { last = await control(ctl, 'stats'); } catch { /* keep the last sample */ }
       rec.tmemAtEnd = tmemSummary(last);
       rec.tmemStatsRaw = last;

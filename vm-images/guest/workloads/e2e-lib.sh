@@ -34,6 +34,11 @@ e2e_fill_tmem() {
   mount -t tmpfs -o size=$(($1 + 16))m tmpfs /mnt/e2e-tmpfs || echo "@@E2E-FAIL tmpfs"
   dd if=/dev/urandom of=/mnt/e2e-tmpfs/held bs=1M count="$1" 2> /dev/null || echo "@@E2E-FAIL dd"
   "$BIN/swapstress" --mib "$2" --passes 1 > /dev/null || echo "@@E2E-FAIL swapstress"
+  # cleancache gets are exclusive: what pass 2 read back is in the page cache
+  # again; drop it (page cache only) so the pools hold it when we look
+  "$BIN/filereader" --dir /mnt/data/e2e-small --mib 48 --files 4 --passes 1 > /dev/null || echo "@@E2E-FAIL filereader"
+  sync
+  echo 1 > /proc/sys/vm/drop_caches
 }
 
 # e2e_counters TAG: the kernel's own frontswap and cleancache counters and

@@ -2,7 +2,7 @@
 # test/e2e-lifecycle.ts: pools with pages in both backends, then umount of the
 # data disk and swapoff, the host checking the daemon's pools after each.
 . "$(dirname "$0")/e2e-lib.sh"
-e2e_fill_tmem 96 256
+e2e_fill_tmem 64 192
 e2e_pools before
 e2e_wait before
 umount /mnt/data || echo "@@E2E-FAIL umount"

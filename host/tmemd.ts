@@ -26,6 +26,7 @@ function nativeIo(): ListenerIo {
     recvMsg: (fd, buf, fdsOut, maxFds) => native.recvMsg(fd, buf, fdsOut, maxFds),
     sendMsg: (fd, buf, fds) => native.sendMsg(fd, buf, fds),
     close: (fd) => native.close(fd),
+    adoptEventfd: (fd) => native.adoptEventfd(fd),
     listenUnix: (path, backlog) => native.listenUnix(path, backlog),
     acceptConnection: (fd) => native.acceptConnection(fd),
     checkListeningUnixSocket: (fd) => native.checkListeningUnixSocket(fd),

@@ -1,8 +1,10 @@
 // eventfds: the kick/call/err notifications of virtio rings and the data
 // plane's wake signal. Reads and writes go through the per-thread scratch
 // region (8 bytes), so the hot path allocates nothing.
+import { readlinkSync } from 'node:fs';
 import { c, EFD_CLOEXEC, EFD_NONBLOCK, errno } from './libc.js';
-import { check, EAGAIN, EINTR, SysError } from './errors.js';
+import { check, EAGAIN, EINTR, ERRNO, SysError } from './errors.js';
+import { setNonblockCloexec } from './fd.js';
 import { scratch } from './scratch.js';
 
 /** A new eventfd (NONBLOCK, CLOEXEC) with counter `initial`. */
@@ -38,4 +40,22 @@ export function eventfdWrite(fd: number, value = 1n): void {
     if (e === EAGAIN) return;
     if (e !== EINTR) throw new SysError('write', e, `eventfd ${fd}`);
   }
+}
+
+/**
+ * Takes an fd a peer sent as an eventfd (vhost-user kick, call, err): checks
+ * that it is one and makes it non-blocking. A blocking fd would let the peer
+ * park the data-plane thread in read(2) or write(2) (a drained kick, a full
+ * call counter, a pipe nobody reads), and a regular file is always readable
+ * (a busy loop); both stall every guest, so they are refused.
+ */
+export function adoptEventfd(fd: number): void {
+  let target: string;
+  try {
+    target = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    throw new SysError('readlink', ERRNO.EBADF!, `fd ${fd} is not open`);
+  }
+  if (target !== 'anon_inode:[eventfd]') throw new SysError('eventfd', ERRNO.EINVAL!, `fd ${fd} is ${target}, not an eventfd`);
+  setNonblockCloexec(fd);
 }

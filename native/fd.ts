@@ -27,9 +27,16 @@ export function setNonblockCloexec(fd: number): void {
   if (!(fdfl & FD_CLOEXEC)) check('fcntl', c.fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC), errno, `F_SETFD fd ${fd}`);
 }
 
-/** Identity and size of an open file (fstat(2)): what tests compare to prove two fds share a file. */
-export function fstat(fd: number): { dev: bigint; ino: bigint; size: bigint } {
+/** S_IFMT bits of st_mode, and the regular-file type (memfds are regular files). */
+export const S_IFMT = 0o170000;
+export const S_IFREG = 0o100000;
+
+/**
+ * Identity, type and size of an open file (fstat(2), x86_64 struct stat:
+ * st_dev at 0, st_ino at 8, st_mode at 24, st_size at 48).
+ */
+export function fstat(fd: number): { dev: bigint; ino: bigint; mode: number; size: bigint } {
   const s = scratch(STAT_SIZE);
   check('fstat', c.fstat(fd, s.ptr), errno, `fd ${fd}`);
-  return { dev: s.dv.getBigUint64(0, true), ino: s.dv.getBigUint64(8, true), size: s.dv.getBigInt64(48, true) };
+  return { dev: s.dv.getBigUint64(0, true), ino: s.dv.getBigUint64(8, true), mode: s.dv.getUint32(24, true), size: s.dv.getBigInt64(48, true) };
 }

@@ -1,9 +1,9 @@
 // native/: the thin OS layer (koffi) used by both the main thread and the
 // data-plane worker. Every failure is a SysError (errno, code, syscall).
 export { SysError, errnoName, ERRNO } from './errors.js';
-export { close, fstat } from './fd.js';
+export { close, closeQuietly, fstat } from './fd.js';
 export { listenUnix, connectUnix, socketPair, acceptConnection, checkListeningUnixSocket, recvMsg, sendMsg } from './socket.js';
 export { mmapShared, munmap, memfdCreate, WINDOW_BYTES, type Mapping, type MappingWindow } from './memory.js';
-export { eventfd, eventfdRead, eventfdWrite } from './eventfd.js';
+export { eventfd, eventfdRead, eventfdWrite, adoptEventfd } from './eventfd.js';
 export { pollFds } from './poll.js';
 export { FdWatcher, type FdWatcherLog, EPOLLIN, EPOLLHUP, EPOLLERR } from './watcher.js';

@@ -5,7 +5,7 @@
 import koffi from 'koffi';
 import { c, errno, MAP_FAILED, MAP_SHARED, MFD_CLOEXEC, PROT_READ, PROT_WRITE } from './libc.js';
 import { check, ERRNO, SysError } from './errors.js';
-import { closeQuietly } from './fd.js';
+import { closeQuietly, fstat, S_IFMT, S_IFREG } from './fd.js';
 
 export const WINDOW_BYTES = 1n << 30n;
 
@@ -26,10 +26,24 @@ export interface Mapping {
 // later, unrelated mapping that the kernel placed at the same address.
 const live = new WeakSet<Mapping>();
 
-/** mmap(MAP_SHARED, PROT_READ|PROT_WRITE) of `length` bytes of `fd` from `offset` (page aligned). */
+/**
+ * mmap(MAP_SHARED, PROT_READ|PROT_WRITE) of `length` bytes of `fd` from `offset` (page aligned).
+ * A range past the end of a regular file (a memfd, a file in /dev/shm or
+ * hugetlbfs) is refused: mmap itself accepts it, but the first touch of the
+ * part beyond EOF raises SIGBUS, which kills the process (JS cannot catch it).
+ */
 export function mmapShared(fd: number, length: bigint, offset: bigint): Mapping {
   if (length <= 0n) throw new SysError('mmap', ERRNO.EINVAL!, `length must be positive, not ${length}`);
   if (offset < 0n) throw new SysError('mmap', ERRNO.EINVAL!, `offset must not be negative, not ${offset}`);
+  let st: ReturnType<typeof fstat>;
+  try {
+    st = fstat(fd);
+  } catch (e) {
+    throw new SysError('mmap', (e as SysError).errno, `fd ${fd}: fstat before mapping`);
+  }
+  if ((st.mode & S_IFMT) === S_IFREG && offset + length > st.size) {
+    throw new SysError('mmap', ERRNO.EINVAL!, `fd ${fd}: ${length} bytes at offset ${offset} go past the end of the file (${st.size} bytes)`);
+  }
   const addr = c.mmap(null, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset) as bigint;
   if (addr === MAP_FAILED) throw new SysError('mmap', errno(), `fd ${fd}, ${length} bytes at offset ${offset}`);
   const windows: MappingWindow[] = [];

@@ -1,6 +1,7 @@
 // native/eventfd.ts and native/poll.ts.
 import t from 'tap';
 import * as native from '../native/index.js';
+import { c, F_GETFL, O_NONBLOCK } from '../native/libc.js';
 
 t.test('eventfd: counter adds up, read resets it, empty read is null', async (t) => {
   const fd = native.eventfd();
@@ -61,4 +62,21 @@ t.test('pollFds: a socket with data or a hung-up peer is ready', async (t) => {
   native.close(x);
   t.equal(native.pollFds(fds, 1, rev, 0), 1);
   t.ok(rev[0]! & 0x10, 'POLLHUP');
+});
+
+t.test('adoptEventfd: an eventfd is made non-blocking; a socket, a memfd or a closed fd is refused', async (t) => {
+  // an eventfd made without EFD_NONBLOCK, as a careless front-end might send it
+  const blocking = c.eventfd(0, 0) as number;
+  const [a, b] = native.socketPair();
+  const mfd = native.memfdCreate('not-an-eventfd', 4096n);
+  t.teardown(() => [blocking, a, b, mfd].forEach((fd) => native.close(fd)));
+  t.notOk((c.fcntl(blocking, F_GETFL, 0) as number) & O_NONBLOCK, 'starts blocking');
+  native.adoptEventfd(blocking);
+  t.ok((c.fcntl(blocking, F_GETFL, 0) as number) & O_NONBLOCK, 'non-blocking once adopted');
+  t.equal(native.eventfdRead(blocking), null, 'an empty read returns at once instead of blocking');
+  t.throws(() => native.adoptEventfd(a), { name: 'SysError', code: 'EINVAL', message: /socket:\[\d+\], not an eventfd/ });
+  t.throws(() => native.adoptEventfd(mfd), { name: 'SysError', code: 'EINVAL', message: /memfd:not-an-eventfd/ });
+  const gone = native.eventfd();
+  native.close(gone);
+  t.throws(() => native.adoptEventfd(gone), { name: 'SysError', code: 'EBADF' });
 });

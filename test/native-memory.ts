@@ -66,3 +66,13 @@ t.test('mmap errors: bad fd, bad offset; munmap twice refused', async (t) => {
   native.munmap(m);
   t.throws(() => native.munmap(m), { code: 'EINVAL', syscall: 'munmap' });
 });
+
+t.test('mmap past the end of a memfd is refused (touching it would be SIGBUS)', async (t) => {
+  const fd = native.memfdCreate('short', 8192n);
+  t.teardown(() => native.close(fd));
+  t.throws(() => native.mmapShared(fd, 3n * 4096n, 0n), { name: 'SysError', code: 'EINVAL', message: /past the end of the file \(8192 bytes\)/ });
+  t.throws(() => native.mmapShared(fd, 4096n, 8192n), { name: 'SysError', code: 'EINVAL', message: /past the end/ });
+  const m = native.mmapShared(fd, 4096n, 4096n);
+  t.equal(m.windows[0]!.bytes.length, 4096, 'the last page of the file maps');
+  native.munmap(m);
+});

@@ -60,6 +60,11 @@ class FakeIo implements ConnIo {
   close(fd: number): void {
     this.closed.push(fd);
   }
+  /** fds the fake treats as something other than an eventfd (a pipe, a file). */
+  notEventfds = new Set<number>();
+  adoptEventfd(fd: number): void {
+    if (this.notEventfds.has(fd)) throw new Error(`eventfd (fd ${fd} is pipe:[1], not an eventfd): EINVAL`);
+  }
   push(bytes: Buffer, fds: number[] = []): void {
     this.chunks.push({ bytes, fds });
   }
@@ -281,6 +286,15 @@ t.test('malformed messages close the connection, never throw, close every fd', (
     ['SET_VRING_ENABLE 2', (s) => s.feed(msg(R.SET_VRING_ENABLE, state(0, 2))), /neither 0 nor 1/, []],
     ['SET_VRING_KICK without its fd', (s) => s.feed(msg(R.SET_VRING_KICK, encodeVringFile(0, false))), /0 fd\(s\) received, expected 1/, []],
     ['SET_VRING_KICK with two fds', (s) => s.feed(msg(R.SET_VRING_KICK, encodeVringFile(0, false)), [301, 302]), /2 fd\(s\) received, expected 1/, [301, 302]],
+    [
+      'SET_VRING_KICK with an fd that is not an eventfd',
+      (s) => {
+        s.io.notEventfds.add(304);
+        s.feed(msg(R.SET_VRING_KICK, encodeVringFile(0, false)), [304]);
+      },
+      /malformed SET_VRING_KICK \(12\): .*fd 304 is pipe:\[1\], not an eventfd/,
+      [304],
+    ],
     ['SET_VRING_CALL for a queue that does not exist', (s) => s.feed(msg(R.SET_VRING_CALL, encodeVringFile(5, false)), [303]), /queue 5 does not exist/, [303]],
     ['SET_MEM_TABLE shorter than its header', (s) => s.feed(msg(R.SET_MEM_TABLE, Buffer.alloc(4))), /shorter than the 8-byte memory header/, []],
     ['SET_MEM_TABLE with 9 regions', (s) => s.feed(msg(R.SET_MEM_TABLE, encodeMemTable(Array.from({ length: 9 }, (_, i) => region(i)))), [310, 311, 312, 313, 314, 315, 316, 317]), /9 regions \(at most 8\)/, [310, 311, 312, 313, 314, 315, 316, 317]],

@@ -113,6 +113,15 @@ export class DataPlane {
   private readonly timeoutMs: number;
   private seq = 0;
   private dead: string | null = null;
+  /**
+   * A command that timed out: its seq and name. Until the worker's reply
+   * counter reaches it, calls fail at once instead of each waiting out the
+   * timeout (QEMU waits on every reply with its VM stopped); once it does,
+   * the data plane is used again: a worker that was only slow recovers.
+   */
+  private overdue: { seq: number; name: string; since: number } | null = null;
+  /** Whether the command of the current call reached the worker's ring (its fds are then the worker's). */
+  private posted = false;
   private readonly exited: Promise<void>;
   private readonly guests = new Map<number, { name: string; numQueues: number }>();
 
@@ -201,8 +210,15 @@ export class DataPlane {
 
   /** Sends one command and waits for its reply. */
   private call(cmd: number, guest: number, queue: number, args: readonly number[], payload?: string): { value: number; payload: string } {
+    this.posted = false;
     if (this.dead || this.gone.value) throw new DataPlaneError(`data plane is down: ${this.dead}`);
     const { ctl, dv, bytes } = this.views;
+    if (this.overdue) {
+      const o = this.overdue;
+      if (Atomics.load(ctl, CTL_REPLY_SEQ) !== o.seq) throw new DataPlaneError(`data-plane worker has not answered ${o.name} yet (stalled for ${Date.now() - o.since} ms)`);
+      this.overdue = null;
+      this.log.warn(`data-plane worker answered ${o.name} after ${Date.now() - o.since} ms; in service again`);
+    }
     const head = Atomics.load(ctl, CTL_CMD_HEAD);
     const tail = Atomics.load(ctl, CTL_CMD_TAIL);
     if (head - tail >= CMD_SLOTS) throw new DataPlaneError('data-plane command ring is full (worker not consuming)');
@@ -223,6 +239,7 @@ export class DataPlane {
     }
     dv.setInt32(rec + REC_OFF_PAYLOAD_LEN, plen, true);
     Atomics.store(ctl, CTL_CMD_HEAD, head + 1);
+    this.posted = true;
     try {
       native.eventfdWrite(this.wakeFd, 1n);
     } catch (e) {
@@ -242,7 +259,8 @@ export class DataPlane {
       const left = deadline - Date.now();
       if (left <= 0) {
         const name = CMD_NAMES[cmd] ?? String(cmd);
-        this.markDead(`data-plane worker did not answer ${name} within ${this.timeoutMs} ms`);
+        this.overdue = { seq, name, since: Date.now() - this.timeoutMs };
+        this.log.error(`data-plane worker did not answer ${name} within ${this.timeoutMs} ms; refusing commands until it does`);
         throw new DataPlaneError(`data-plane worker did not answer ${name} within ${this.timeoutMs} ms (hung?)`);
       }
       Atomics.wait(ctl, CTL_REPLY_SEQ, r, Math.min(left, 100));
@@ -296,14 +314,16 @@ export class DataPlane {
   }
 
   setMemTable(g: number, regions: readonly MemRegion[]): void {
-    this.guest(g);
-    if (!Array.isArray(regions) || regions.length > MAX_MEM_REGIONS) throw new DataPlaneError(`a mem table has at most ${MAX_MEM_REGIONS} regions`);
-    for (const r of regions) {
-      DataPlane.fd(r.fd, 'memory region');
-      if (r.fd < 0) throw new DataPlaneError('memory region: fd missing');
-      for (const k of ['guestPhysAddr', 'size', 'userspaceAddr', 'mmapOffset'] as const) DataPlane.u64(r[k], `memory region ${k}`);
-    }
-    this.call(Cmd.SetMemTable, g, -1, [], jsonEncode(regions));
+    this.handOver(Array.isArray(regions) ? regions.map((r) => r.fd) : [], () => {
+      this.guest(g);
+      if (!Array.isArray(regions) || regions.length > MAX_MEM_REGIONS) throw new DataPlaneError(`a mem table has at most ${MAX_MEM_REGIONS} regions`);
+      for (const r of regions) {
+        DataPlane.fd(r.fd, 'memory region');
+        if (r.fd < 0) throw new DataPlaneError('memory region: fd missing');
+        for (const k of ['guestPhysAddr', 'size', 'userspaceAddr', 'mmapOffset'] as const) DataPlane.u64(r[k], `memory region ${k}`);
+      }
+      this.call(Cmd.SetMemTable, g, -1, [], jsonEncode(regions));
+    });
   }
 
   setVringNum(g: number, q: number, num: number): void {
@@ -338,18 +358,24 @@ export class DataPlane {
   }
 
   setVringKick(g: number, q: number, fd: number): void {
-    this.queue(g, q);
-    this.call(Cmd.SetVringKick, g, q, [DataPlane.fd(fd, 'kick')]);
+    this.handOver([fd], () => {
+      this.queue(g, q);
+      this.call(Cmd.SetVringKick, g, q, [DataPlane.fd(fd, 'kick')]);
+    });
   }
 
   setVringCall(g: number, q: number, fd: number): void {
-    this.queue(g, q);
-    this.call(Cmd.SetVringCall, g, q, [DataPlane.fd(fd, 'call')]);
+    this.handOver([fd], () => {
+      this.queue(g, q);
+      this.call(Cmd.SetVringCall, g, q, [DataPlane.fd(fd, 'call')]);
+    });
   }
 
   setVringErr(g: number, q: number, fd: number): void {
-    this.queue(g, q);
-    this.call(Cmd.SetVringErr, g, q, [DataPlane.fd(fd, 'err')]);
+    this.handOver([fd], () => {
+      this.queue(g, q);
+      this.call(Cmd.SetVringErr, g, q, [DataPlane.fd(fd, 'err')]);
+    });
   }
 
   setVringEnable(g: number, q: number, enable: boolean): void {
@@ -398,9 +424,26 @@ export class DataPlane {
     this.call(Cmd.DebugStall, -1, -1, [ms]);
   }
 
-  /** Whether the worker is alive and answering. */
+  /** Whether the worker is alive and answering (not stopped, not overdue with a reply). */
   get alive(): boolean {
-    return this.dead === null;
+    if (this.overdue && Atomics.load(this.views.ctl, CTL_REPLY_SEQ) === this.overdue.seq) return this.dead === null;
+    return this.dead === null && this.overdue === null;
+  }
+
+  /**
+   * Runs `send`, which hands `fds` to the worker. If it fails before the
+   * command reached the worker (bad argument, data plane down or stalled),
+   * nobody owns the fds: they are closed here, so a refused message leaks
+   * nothing. After that point they are the worker's, even if its reply is late.
+   */
+  private handOver(fds: readonly number[], send: () => void): void {
+    this.posted = false;
+    try {
+      send();
+    } catch (e) {
+      if (!this.posted) native.closeQuietly(fds.filter((fd) => Number.isInteger(fd) && fd >= 0));
+      throw e;
+    }
   }
 
   /** Stops the worker (every guest's rings, mappings and fds go with it). */

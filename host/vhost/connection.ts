@@ -57,6 +57,8 @@ export interface ConnIo {
   /** Bytes sent. */
   sendMsg(fd: number, buf: Uint8Array, fds?: number[]): number;
   close(fd: number): void;
+  /** Checks that a received fd is an eventfd and makes it non-blocking; throws if it is not one. */
+  adoptEventfd(fd: number): void;
 }
 
 /** A message the engine refuses: logged, then the connection is closed. */
@@ -538,7 +540,14 @@ export class VhostUserConnection {
     const f = decodeVringFile(m.payload);
     const q = this.queueIndex(f.index);
     if (f.noFd) return { q, fd: -1 }; // a stray fd is closed by dispatch with a warning
-    return { q, fd: this.takeFds(m, 1)[0]! };
+    const fd = this.takeFds(m, 1)[0]!;
+    try {
+      this.io.adoptEventfd(fd);
+    } catch (e) {
+      this.closeFd(fd);
+      throw new ProtocolError((e as Error).message);
+    }
+    return { q, fd };
   }
 
   /** SET_VRING_KICK: the eventfd the driver kicks, or none (the device polls the ring). */

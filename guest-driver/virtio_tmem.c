@@ -18,6 +18,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/module.h>
+#include <linux/moduleparam.h>
 #include <linux/kernel.h>
 #include <linux/slab.h>
 #include <linux/gfp.h>
@@ -40,10 +41,38 @@ static unsigned int device_id = TMEM_DEFAULT_VIRTIO_ID;
 module_param(device_id, uint, 0444);
 MODULE_PARM_DESC(device_id, "virtio device id of the tmem device (default 39)");
 
+/*
+ * A request is waited for by spinning, often with interrupts off under the
+ * page-cache lock: a bound near the hard-lockup threshold (watchdog_thresh,
+ * 10 s by default) would turn a stalled daemon into lockup reports, so the
+ * bound is capped well below it.
+ */
+#define VTMEM_TIMEOUT_MAX_MS	5000
+
 static unsigned int timeout_ms = 2000;
-module_param(timeout_ms, uint, 0644);
+
+static int timeout_ms_set(const char *val, const struct kernel_param *kp)
+{
+	unsigned int v;
+	int ret;
+
+	ret = kstrtouint(val, 0, &v);
+	if (ret)
+		return ret;
+	if (v < 1 || v > VTMEM_TIMEOUT_MAX_MS)
+		return -EINVAL;
+	WRITE_ONCE(*(unsigned int *)kp->arg, v);
+	return 0;
+}
+
+static const struct kernel_param_ops timeout_ms_ops = {
+	.set = timeout_ms_set,
+	.get = param_get_uint,
+};
+
+module_param_cb(timeout_ms, &timeout_ms_ops, &timeout_ms, 0644);
 MODULE_PARM_DESC(timeout_ms,
-		 "bound on one request in ms; a device that misses it is marked broken (default 2000)");
+		 "bound on one request in ms, 1 to 5000; a device that misses it is marked broken (default 2000)");
 
 static bool bounce_gets = true;
 module_param(bounce_gets, bool, 0444);

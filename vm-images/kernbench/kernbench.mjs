@@ -14,7 +14,7 @@
 // every few seconds). Output: a progress line, a table, reports/kernbench-<timestamp>/
 // (report.md, raw.json, PNG plots); --json prints one JSON object last.
 //
-//   npm run kernbench -- [--runs N] [--ram 224M] [--cpus 2] [--jobs 4] [--size 8]
+//   npm run kernbench -- [--runs 3] [--ram 224M] [--cpus 2] [--jobs 4] [--size 8] [--queues-mode notify]
 //                        [--configs notmem,tmem,zswap] [--json] [--help]
 import fs from 'node:fs';
 import net from 'node:net';
@@ -42,7 +42,7 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
 }
 const HELP = `Usage: npm run kernbench -- [options]
 
-  --runs N          runs per configuration (default 1); configurations interleave
+  --runs N          runs per configuration (default 3); configurations interleave
   --configs LIST    of notmem,tmem,zswap (default all three)
   --ram SIZE        guest RAM (default 224M)
   --cpus N          guest vCPUs (default 2)
@@ -51,6 +51,9 @@ const HELP = `Usage: npm run kernbench -- [options]
   --dirs LIST       kernel directories to take them from (default ${DEFAULT_DIRS.join(',')})
   --swap SIZE       swap disk (default 1G)
   --maxmem SIZE     tmemd maxmem for the guest (default 1G); --capacity SIZE (default 1G)
+  --queues-mode M   tmemd's --queues-mode: notify (default: the worker sleeps until a
+                    guest kicks, so its CPU time is the work done) or poll (a worker
+                    thread spins on the rings: no VM exits, one host core taken)
   --sample S        tmem stats sampling period in seconds (default 5)
   --timeout MIN     per-run limit (default 25)
   --out DIR         report directory (default reports/kernbench-<timestamp>)
@@ -60,7 +63,7 @@ const HELP = `Usage: npm run kernbench -- [options]
 `;
 
 function parseArgs(argv) {
-  const o = { runs: 1, configs: CONFIGS, ram: '224M', cpus: 2, jobs: 4, size: 8, dirs: DEFAULT_DIRS, swap: '1G', maxmem: '1G', capacity: '1G', sample: 5, timeout: 25, out: null, json: false, quiet: false };
+  const o = { runs: 3, queuesMode: 'notify', configs: CONFIGS, ram: '224M', cpus: 2, jobs: 4, size: 8, dirs: DEFAULT_DIRS, swap: '1G', maxmem: '1G', capacity: '1G', sample: 5, timeout: 25, out: null, json: false, quiet: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = () => { if (i + 1 >= argv.length) throw new Error(`${a} needs a value`); return argv[++i]; };
@@ -75,6 +78,7 @@ function parseArgs(argv) {
       case '--swap': o.swap = v(); break;
       case '--maxmem': o.maxmem = v(); break;
       case '--capacity': o.capacity = v(); break;
+      case '--queues-mode': o.queuesMode = v(); break;
       case '--sample': o.sample = Number(v()); break;
       case '--timeout': o.timeout = Number(v()); break;
       case '--out': o.out = v(); break;
@@ -85,6 +89,7 @@ function parseArgs(argv) {
       default: throw new Error(`unknown option ${a} (see --help)`);
     }
   }
+  if (!['notify', 'poll'].includes(o.queuesMode)) throw new Error(`--queues-mode must be notify or poll, not '${o.queuesMode}'`);
   for (const c of o.configs) if (!CONFIGS.includes(c)) throw new Error(`unknown configuration '${c}' (${CONFIGS.join(', ')})`);
   for (const k of ['runs', 'cpus', 'jobs', 'size', 'sample', 'timeout']) if (!(o[k] > 0)) throw new Error(`--${k} must be a positive number`);
   return o;
@@ -170,7 +175,7 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
       let dlog = '';
       daemon = await startDaemon({
         socket: path.join(runDir, 'tmem.sock'), name: 'vm0', maxmem: o.maxmem, capacity: o.capacity,
-        queues: o.cpus, control: ctl, log: { write: (d) => { dlog += d; if (dlog.length > 1e6) dlog = dlog.slice(-5e5); } },
+        queues: o.cpus, control: ctl, args: ['--queues-mode', o.queuesMode], log: { write: (d) => { dlog += d; if (dlog.length > 1e6) dlog = dlog.slice(-5e5); } },
       });
       live.daemon = daemon;
       rec.daemonCmd = daemon.cmdline;
@@ -264,7 +269,13 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
 }
 
 async function main() {
-  const o = parseArgs(process.argv.slice(2));
+  let o;
+  try {
+    o = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(`kernbench: ${e.message}\n`);
+    process.exit(2); // a bad flag, as tmemd and QEMU report it
+  }
   if (o.reportFrom) {
     const raw = JSON.parse(fs.readFileSync(o.reportFrom, 'utf8'));
     const runs = Array.isArray(raw) ? raw : raw.runs;

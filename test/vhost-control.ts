@@ -155,3 +155,45 @@ t.test('the control socket: JSON lines, garbage answered, mode 600, removed on s
   t.throws(() => statSync(path), 'socket removed');
   t.end();
 });
+
+t.test('the control socket: a client that does not read its replies is not answered ahead (replies do not pile up)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tmemd-ctl-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const base = setup().ctx;
+  let answered = 0;
+  const big = 'x'.repeat(16 << 10); // a 16 KiB reply each: socket buffers fill after a few dozen
+  const ctx: ControlContext = { ...base, stats: () => { answered++; return { mode: 'poll', counters: { pad: big }, guests: [] }; } };
+  const path = join(dir, 'ctl.sock');
+  const srv = new ControlServer(path, ctx);
+  await srv.start();
+  const N = 2000;
+  const s = connect(path);
+  s.pause(); // read nothing yet
+  await new Promise<void>((res) => s.once('connect', () => res()));
+  s.write('{"cmd":"stats"}\n'.repeat(N));
+  await new Promise((r) => setTimeout(r, 500));
+  const whileStalled = answered;
+  t.ok(whileStalled > 0 && whileStalled < N / 4, `${whileStalled} of ${N} requests answered while the client read nothing`);
+  // now read: every request is answered, in order, none lost
+  let got = 0;
+  let buf = '';
+  s.setEncoding('utf8');
+  await new Promise<void>((res, rej) => {
+    s.on('data', (d: string) => {
+      buf += d;
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (JSON.parse(line).ok === true) got++;
+      }
+      if (got === N) res();
+    });
+    s.on('error', rej);
+    s.resume();
+  });
+  t.equal(got, N, 'all replies arrive once the client reads');
+  t.equal(answered, N, 'each request answered exactly once');
+  s.destroy();
+  await srv.stop();
+});

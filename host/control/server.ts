@@ -163,10 +163,12 @@ export class ControlServer {
   private onClient(s: Socket): void {
     this.clients.add(s);
     let buf = '';
-    s.setEncoding('utf8');
-    s.on('data', (chunk: string) => {
-      buf += chunk;
-      for (;;) {
+    // A client that sends requests and does not read the replies must not
+    // make them pile up in the daemon: once the socket's buffer is full, no
+    // further line is answered (and no more is read) until it drains.
+    let blocked = false;
+    const pump = (): void => {
+      while (!blocked && !s.destroyed) {
         const nl = buf.indexOf('\n');
         if (nl < 0) break;
         const line = buf.slice(0, nl).trim();
@@ -180,12 +182,25 @@ export class ControlServer {
         } catch (e) {
           reply = { ok: false, error: `not JSON: ${(e as Error).message}` };
         }
-        if (!s.destroyed) s.write(encode(reply) + '\n');
+        if (!s.write(encode(reply) + '\n')) {
+          blocked = true;
+          s.pause();
+        }
       }
-      if (buf.length > MAX_LINE) {
+      if (buf.length > MAX_LINE && buf.indexOf('\n') < 0) {
         s.end(encode({ ok: false, error: `request line longer than ${MAX_LINE} bytes` }) + '\n');
         buf = '';
       }
+    };
+    s.setEncoding('utf8');
+    s.on('data', (chunk: string) => {
+      buf += chunk;
+      pump();
+    });
+    s.on('drain', () => {
+      blocked = false;
+      s.resume();
+      pump();
     });
     s.on('error', () => s.destroy());
     s.on('close', () => this.clients.delete(s));

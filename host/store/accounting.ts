@@ -69,6 +69,8 @@ export class Pool {
   dead = false;
   /** Pages of a dead pool not yet freed. */
   pendingPages = 0;
+  /** TmemStore.info's pass that counted this pool last (counts a shared pool once per guest). */
+  infoMark = 0;
   readonly stats = newCounters();
 
   constructor(slot: number, persistent: boolean, shared: boolean, owner: Guest | null, sharedKey: string | null) {

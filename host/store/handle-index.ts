@@ -14,6 +14,18 @@
 // Per page: obj, index, hash link, object prev/next = 20 bytes, plus one
 // bucket (4..8 bytes). Per object: pool, oid, hash link, first page, pool
 // prev/next = 44 bytes plus its bucket. No JS object or string per page.
+//
+// Both hashes are keyed: the guest chooses oids and indices, and the object
+// table is shared by all guests, so an unkeyed hash would let one guest build
+// keys that all land in one chain. Each index draws random keys once at
+// construction (crypto.getRandomValues; HandleIndexOptions.seed for tests):
+// one per key word (slot, 6 oid words; object, index). Each word, xored with
+// its key, goes through two multiplies (no input difference passes them with
+// a known output difference, as a flipped top bit passes one multiply); the
+// results are xored and the bucket is the top bits. The words are mixed
+// independently, so the CPU overlaps them: no slower than the former chain.
+import { getRandomValues } from 'node:crypto';
+
 export const NIL = -1;
 
 const OID_WORDS = 6;
@@ -25,9 +37,31 @@ function pow2(n: number): number {
   return p;
 }
 
-function mix(h: number, w: number): number {
-  h = Math.imul(h ^ w, 0x9e3779b1);
-  return h ^ (h >>> 15);
+/** One word's share of a hash: w xored with its key, through two multiplies (a bijection). */
+function mixWord(x: number): number {
+  x = Math.imul(x, 0x9e3779b1);
+  return Math.imul(x ^ (x >>> 16), 0x85ebca77);
+}
+
+/** Hash key words: 7 for objects (slot, oid), 2 for pages (object, index). */
+const KEY_WORDS = 9;
+
+/** The key words from a test seed (splitmix32). */
+function keysFromSeed(seed: number): Uint32Array {
+  const out = new Uint32Array(KEY_WORDS);
+  let a = seed >>> 0;
+  for (let i = 0; i < KEY_WORDS; i++) {
+    a = (a + 0x9e3779b9) >>> 0;
+    let z = Math.imul(a ^ (a >>> 16), 0x21f0aaad);
+    z = Math.imul(z ^ (z >>> 15), 0x735a2d97);
+    out[i] = z ^ (z >>> 15);
+  }
+  return out;
+}
+
+export interface HandleIndexOptions {
+  /** Hash seed (tests: reproducible layouts); default: random keys, drawn once here. */
+  seed?: number;
 }
 
 export class HandleIndex {
@@ -40,7 +74,8 @@ export class HandleIndex {
   private readonly pgObjPrev: Int32Array;
   private readonly pgObjNext: Int32Array;
   private readonly pgBuckets: Int32Array;
-  private readonly pgMask: number;
+  /** 32 - log2(buckets): the bucket is the top bits of the hash. */
+  private readonly pgShift: number;
   private pgFree = NIL;
   private pgBump = 0;
   pagesUsed = 0;
@@ -54,7 +89,7 @@ export class HandleIndex {
   private objPoolPrev: Int32Array = new Int32Array(0);
   private objPoolNext: Int32Array = new Int32Array(0);
   private objBuckets: Int32Array = new Int32Array(0);
-  private objMask = 0;
+  private objShift = 31;
   private objFree = NIL;
   private objBump = 0;
   objectsUsed = 0;
@@ -62,30 +97,53 @@ export class HandleIndex {
   // pool slot -> first object (grown on demand)
   private poolHeadArr: Int32Array = new Int32Array(16).fill(NIL);
 
-  constructor(capacityPages: number) {
+  // hash keys (per index, random unless a test gives a seed)
+  private readonly k0: number;
+  private readonly k1: number;
+  private readonly k2: number;
+  private readonly k3: number;
+  private readonly k4: number;
+  private readonly k5: number;
+  private readonly k6: number;
+  private readonly k7: number;
+  private readonly k8: number;
+
+  constructor(capacityPages: number, opts: HandleIndexOptions = {}) {
     const n = capacityPages;
     this.capacity = n;
+    const k = opts.seed !== undefined ? keysFromSeed(opts.seed) : getRandomValues(new Uint32Array(KEY_WORDS));
+    this.k0 = k[0]! | 0;
+    this.k1 = k[1]! | 0;
+    this.k2 = k[2]! | 0;
+    this.k3 = k[3]! | 0;
+    this.k4 = k[4]! | 0;
+    this.k5 = k[5]! | 0;
+    this.k6 = k[6]! | 0;
+    this.k7 = k[7]! | 0;
+    this.k8 = k[8]! | 0;
     this.pgObj = new Int32Array(n).fill(NIL);
     this.pgIndex = new Uint32Array(n);
     this.pgNext = new Int32Array(n).fill(NIL);
     this.pgObjPrev = new Int32Array(n).fill(NIL);
     this.pgObjNext = new Int32Array(n).fill(NIL);
-    this.pgBuckets = new Int32Array(pow2(Math.max(1, n))).fill(NIL);
-    this.pgMask = this.pgBuckets.length - 1;
+    this.pgBuckets = new Int32Array(pow2(Math.max(2, n))).fill(NIL);
+    this.pgShift = Math.clz32(this.pgBuckets.length) + 1;
     this.growObjects(Math.min(n, 1024));
   }
 
   // ---- objects -------------------------------------------------------------
 
-  private objHash(slot: number, oid: Uint32Array): number {
-    let h = mix(0x2545f491, slot);
-    for (let i = 0; i < OID_WORDS; i++) h = mix(h, oid[i]!);
-    return h & this.objMask;
+  /** The bucket of (slot, the oid in k[b..b+5]). */
+  private objHash(slot: number, k: Uint32Array, b: number): number {
+    const h =
+      mixWord(slot ^ this.k0) ^ mixWord(k[b]! ^ this.k1) ^ mixWord(k[b + 1]! ^ this.k2) ^ mixWord(k[b + 2]! ^ this.k3) ^
+      mixWord(k[b + 3]! ^ this.k4) ^ mixWord(k[b + 4]! ^ this.k5) ^ mixWord(k[b + 5]! ^ this.k6);
+    return h >>> this.objShift;
   }
 
   /** The object (slot, oid), or NIL. */
   findObject(slot: number, oid: Uint32Array): number {
-    let o = this.objBuckets[this.objHash(slot, oid)]!;
+    let o = this.objBuckets[this.objHash(slot, oid, 0)]!;
     const k = this.objOid;
     while (o !== NIL) {
       const b = o * OID_WORDS;
@@ -108,9 +166,16 @@ export class HandleIndex {
       o = this.objBump++;
     }
     this.objPool[o] = slot;
-    this.objOid.set(oid.subarray(0, OID_WORDS), o * OID_WORDS);
+    const k = this.objOid;
+    const b0 = o * OID_WORDS;
+    k[b0] = oid[0]!;
+    k[b0 + 1] = oid[1]!;
+    k[b0 + 2] = oid[2]!;
+    k[b0 + 3] = oid[3]!;
+    k[b0 + 4] = oid[4]!;
+    k[b0 + 5] = oid[5]!;
     this.objHead[o] = NIL;
-    const b = this.objHash(slot, oid);
+    const b = this.objHash(slot, oid, 0);
     this.objNext[o] = this.objBuckets[b]!;
     this.objBuckets[b] = o;
     this.poolLink(slot, o);
@@ -121,7 +186,7 @@ export class HandleIndex {
   /** Removes object o, which must have no pages. */
   removeObject(o: number): void {
     const slot = this.objPool[o]!;
-    const b = this.objHash(slot, this.objOid.subarray(o * OID_WORDS, o * OID_WORDS + OID_WORDS));
+    const b = this.objHash(slot, this.objOid, o * OID_WORDS);
     let x = this.objBuckets[b]!;
     if (x === o) this.objBuckets[b] = this.objNext[o]!;
     else {
@@ -175,12 +240,12 @@ export class HandleIndex {
     this.objPoolPrev = grow(this.objPoolPrev, cap, true);
     this.objPoolNext = grow(this.objPoolNext, cap, true);
     this.objCap = cap;
-    this.objBuckets = new Int32Array(pow2(cap)).fill(NIL);
-    this.objMask = this.objBuckets.length - 1;
+    this.objBuckets = new Int32Array(pow2(Math.max(2, cap))).fill(NIL);
+    this.objShift = Math.clz32(this.objBuckets.length) + 1;
     for (let o = 0; o < old; o++) {
       const slot = this.objPool[o]!;
       if (slot === NIL) continue;
-      const b = this.objHash(slot, this.objOid.subarray(o * OID_WORDS, o * OID_WORDS + OID_WORDS));
+      const b = this.objHash(slot, this.objOid, o * OID_WORDS);
       this.objNext[o] = this.objBuckets[b]!;
       this.objBuckets[b] = o;
     }
@@ -189,7 +254,7 @@ export class HandleIndex {
   // ---- pages ---------------------------------------------------------------
 
   private pgHash(o: number, index: number): number {
-    return mix(mix(0x68e31da4, o), index) & this.pgMask;
+    return (mixWord(o ^ this.k7) ^ mixWord(index ^ this.k8)) >>> this.pgShift;
   }
 
   /** The page (o, index), or NIL. */
@@ -222,6 +287,16 @@ export class HandleIndex {
     if (this.pgBump >= this.capacity) return NIL;
     this.pagesUsed++;
     return this.pgBump++;
+  }
+
+  /** Gives back page record p, allocated but never linked (its frame could not be had). */
+  unallocPage(p: number): void {
+    this.pagesUsed--;
+    if (p === this.pgBump - 1) this.pgBump--; // still never used
+    else {
+      this.pgNext[p] = this.pgFree;
+      this.pgFree = p;
+    }
   }
 
   /** Records below this have been used at least once (their frames were written). */
@@ -263,6 +338,32 @@ export class HandleIndex {
     this.pgFree = p;
     this.pagesUsed--;
     return o;
+  }
+
+  // ---- diagnostics (control path, tests) ------------------------------------
+
+  /** The bucket (slot, oid) hashes to in the object table now. */
+  objectBucket(slot: number, oid: Uint32Array): number {
+    return this.objHash(slot, oid, 0);
+  }
+
+  /** The bucket (object o, index) hashes to in the page table. */
+  pageBucket(o: number, index: number): number {
+    return this.pgHash(o, index);
+  }
+
+  /** The longest hash chain of each table (walks every bucket: O(buckets + records)). */
+  longestChains(): { objects: number; pages: number } {
+    const longest = (buckets: Int32Array, next: Int32Array): number => {
+      let max = 0;
+      for (let b = 0; b < buckets.length; b++) {
+        let n = 0;
+        for (let x = buckets[b]!; x !== NIL; x = next[x]!) n++;
+        if (n > max) max = n;
+      }
+      return max;
+    };
+    return { objects: longest(this.objBuckets, this.objNext), pages: longest(this.pgBuckets, this.pgNext) };
   }
 
   /** Bytes of metadata held by the index now. */

@@ -52,7 +52,7 @@ import {
   TMEM_UUID_SIZE,
 } from '../../shared/abi.js';
 import { C, Guest, HostCounts, Pool, addPages, countersObject } from './accounting.js';
-import { FrameStore } from './frames.js';
+import { type ChunkAllocator, FrameStore } from './frames.js';
 import { HandleIndex, NIL } from './handle-index.js';
 import { Lru } from './lru.js';
 
@@ -82,6 +82,10 @@ export interface StoreOptions {
   capacityPages: number;
   /** Pool ids per guest (shared ones included). */
   maxPoolsPerGuest: number;
+  /** Tests: the handle index's hash seed (default: random per store). */
+  hashSeed?: number;
+  /** Tests: allocates a chunk of frames (default new Uint8Array; throws when out of memory). */
+  allocFrames?: ChunkAllocator;
 }
 
 export interface GuestOptions {
@@ -93,6 +97,8 @@ export interface GuestOptions {
 }
 
 const PAGE = TMEM_PAGE_SIZE;
+/** The largest capacityPages (page records are numbered in int32). */
+export const MAX_CAPACITY_PAGES = 2 ** 31 - 1;
 /** Never-used frames prefaultStep keeps faulted in ahead of use (64 MiB). */
 const PREFAULT_AHEAD_PAGES = 16384;
 
@@ -119,16 +125,18 @@ export class TmemStore {
   private prefaulted = 0;
   /** Dead pools whose pages are still to be freed, oldest first. */
   private pendingPools: Pool[] = [];
+  /** Passes of info() so far (Pool.infoMark). */
+  private infoPass = 0;
 
   constructor(opts: StoreOptions) {
     const cap = Math.floor(opts.capacityPages);
     const mp = Math.floor(opts.maxPoolsPerGuest);
-    if (!(cap >= 0 && cap < 2 ** 31)) throw new RangeError(`capacityPages out of range: ${opts.capacityPages}`);
+    if (!(cap >= 0 && cap <= MAX_CAPACITY_PAGES)) throw new RangeError(`capacityPages out of range: ${opts.capacityPages}`);
     if (!(mp >= 1 && mp < 2 ** 20)) throw new RangeError(`maxPoolsPerGuest out of range: ${opts.maxPoolsPerGuest}`);
     this.capacityPages = cap;
     this.maxPoolsPerGuest = mp;
-    this.index = new HandleIndex(cap);
-    this.frames = new FrameStore(cap);
+    this.index = new HandleIndex(cap, { seed: opts.hashSeed });
+    this.frames = new FrameStore(cap, opts.allocFrames);
     this.lru = new Lru(cap);
   }
 
@@ -330,7 +338,13 @@ export class TmemStore {
     const from = Math.max(this.prefaulted, this.index.freshFrom);
     const end = Math.min(this.capacityPages, this.index.freshFrom + PREFAULT_AHEAD_PAGES);
     const n = Math.max(0, Math.min(Math.floor(budgetPages), end - from));
-    for (let f = from; f < from + n; f++) this.frames.prefault(f);
+    for (let f = from; f < from + n; f++) {
+      if (!this.frames.prefault(f)) {
+        // out of memory: stop for now (a later call tries again)
+        this.prefaulted = f;
+        return 0;
+      }
+    }
     this.prefaulted = from + n;
     return end - this.prefaulted;
   }
@@ -363,7 +377,9 @@ export class TmemStore {
    * destroyed pools (pending reclaim), then never-used frames, then LRU
    * eviction. NIL = no room. Frames already written come first because the
    * first write to a never-used frame is a page fault (microseconds to tens
-   * of microseconds in a VM), which would otherwise land on the PUT.
+   * of microseconds in a VM), which would otherwise land on the PUT. A
+   * never-used frame whose chunk cannot be allocated (out of memory) is
+   * given back unused, and the LRU is tried instead.
    */
   private obtainPage(): number {
     for (;;) {
@@ -372,7 +388,11 @@ export class TmemStore {
       const pending = this.host.pending;
       if (pending > 0 && this.reclaimStep(1) < pending) continue;
       p = this.index.allocFresh();
-      if (p !== NIL) return p;
+      if (p !== NIL) {
+        if (this.frames.ensure(p)) return p;
+        // its chunk cannot be allocated (out of memory): evict instead
+        this.index.unallocPage(p);
+      }
       const v = this.lru.head;
       if (v === NIL) return NIL;
       const pool = this.poolsBySlot[this.index.objPool[this.index.pgObj[v]!]!]!;
@@ -397,7 +417,8 @@ export class TmemStore {
     guest.stats[C.puts]++;
     pool.stats[C.puts]++;
     if (oid.length < 6 || !isU32(index)) return this.putFailed(guest, pool, C.putsInvalid, NIL);
-    let p = this.lookup(pool, oid, index);
+    const o0 = this.index.findObject(pool.slot, oid);
+    let p = o0 === NIL ? NIL : this.index.findPage(o0, index);
     if (!isU32(srcOffset) || srcOffset + PAGE > src.length) return this.putFailed(guest, pool, C.putsInvalid, p);
     if (guest.frozen) return this.putFailed(guest, pool, C.putsFrozen, p);
     const owner = pool.owner;
@@ -413,9 +434,10 @@ export class TmemStore {
     if (pool.persistent && !owner!.persistentRoom()) return this.putFailed(guest, pool, C.putsNoSpace, NIL);
     p = this.obtainPage();
     if (p === NIL) return this.putFailed(guest, pool, C.putsNoSpace, NIL);
-    // the object is found (or made) only now: eviction may have removed it
-    let o = this.index.findObject(pool.slot, oid);
-    if (o === NIL) o = this.index.addObject(pool.slot, oid);
+    // obtainPage only removes objects (eviction, reclaim) and a removed
+    // record is not reused before the next addObject: o0 is still the object
+    // unless it was freed (objPool NIL), and an absent object is still absent
+    const o = o0 !== NIL && this.index.objPool[o0] !== NIL ? o0 : this.index.addObject(pool.slot, oid);
     this.index.linkPage(p, o, index);
     this.frames.copyIn(p, src, srcOffset);
     addPages(pool.stats, pool.persistent, 1);
@@ -504,9 +526,14 @@ export class TmemStore {
     out[INFO_PERSISTENT_LIMIT_PAGES] = guest.persistentLimit();
     out[INFO_PERSISTENT_PAGES] = guest.stats[C.persistentPages]!;
     let eph = guest.stats[C.ephemeralPages]!;
+    // a shared pool may sit under several ids: count it once (linear: a mark per pass)
+    const mark = ++this.infoPass;
     for (let id = 0; id < guest.pools.length; id++) {
       const p = guest.pools[id];
-      if (p && p.shared && guest.pools.indexOf(p) === id) eph += p.pages();
+      if (p && p.shared && p.infoMark !== mark) {
+        p.infoMark = mark;
+        eph += p.pages();
+      }
     }
     out[INFO_EPHEMERAL_PAGES] = eph;
   }

@@ -1,7 +1,9 @@
 // tmemd's command line and config file. Every bad flag or value becomes a
 // ConfigError with a one-line message; tmemd prints it and exits with 2.
 import { readFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import { isLogLevel, type LogLevel } from './log.js';
+import { MAX_CAPACITY_PAGES } from './store/store.js';
 
 export class ConfigError extends Error {
   constructor(msg: string) {
@@ -53,6 +55,16 @@ export function defaultControlPath(env: NodeJS.ProcessEnv = process.env): string
 }
 
 const UNITS: Readonly<Record<string, bigint>> = { '': 1n, K: 1n << 10n, M: 1n << 20n, G: 1n << 30n, T: 1n << 40n, P: 1n << 50n };
+
+/** Bytes in the largest binary unit that leaves a number >= 1 (at most 2 decimals): 1G, 23.47G, 8T. */
+export function formatSize(v: bigint): string {
+  const units = ['P', 'T', 'G', 'M', 'K'];
+  for (const u of units) {
+    const d = UNITS[u]!;
+    if (v >= d) return `${Number((v * 100n) / d) / 100}${u}`;
+  }
+  return `${v}`;
+}
 
 /** "512M", "2G", "1T", "2GiB", "4096" (bytes). Binary units. */
 export function parseSize(s: string, what: string): bigint {
@@ -189,6 +201,8 @@ const BOOL_FLAGS = new Set(['--help', '-h', '--print-capabilities', '--verbose',
 interface Partial {
   vms: VmSpec[];
   capacityBytes?: bigint;
+  /** Where capacityBytes came from and as written ('--capacity', '64G'), for messages. */
+  capacityFrom?: readonly [what: string, text: string];
   maxPools?: number;
   queuesMode?: QueuesMode;
   queues?: number;
@@ -211,10 +225,22 @@ function parseCapacity(s: string, what: string): bigint {
   return checkCapacity(v, what, s);
 }
 
+/** The largest capacity the store can hold: MAX_CAPACITY_PAGES 4K pages (just under 8T). */
+export const MAX_CAPACITY_BYTES = BigInt(MAX_CAPACITY_PAGES) * PAGE;
+
 function checkCapacity(v: bigint, what: string, s: string): bigint {
   if (v < PAGE) throw new ConfigError(`${what}: ${s} is less than one 4K page`);
-  if (v / PAGE > BigInt(Number.MAX_SAFE_INTEGER)) throw new ConfigError(`${what}: ${s} is too large`);
+  if (v / PAGE > BigInt(MAX_CAPACITY_PAGES)) {
+    throw new ConfigError(`${what}: ${s} is too large: the store holds at most ${MAX_CAPACITY_PAGES} pages of 4K (${MAX_CAPACITY_BYTES} bytes, just under 8T)`);
+  }
   return v;
+}
+
+/** A capacity (given as `s` by `what`) must fit in the host's RAM. */
+function checkCapacityRam(v: bigint, what: string, s: string, hostMemBytes: bigint): void {
+  if (v > hostMemBytes) {
+    throw new ConfigError(`${what}: ${s} is more than this host's total RAM (${formatSize(hostMemBytes)}, ${hostMemBytes} bytes); give a smaller capacity`);
+  }
 }
 
 /** Config file keys: camelCase or the flags' kebab-case. */
@@ -274,6 +300,7 @@ export function parseConfigFile(path: string, read: (p: string) => string = (p) 
       }
       case 'capacity':
         out.capacityBytes = typeof v === 'number' ? checkCapacity(sizeFromNumber(v, what(k0)), what(k0), String(v)) : parseCapacity(str(v), what(k0));
+        out.capacityFrom = [what(k0), str(v)];
         break;
       case 'maxPools':
         out.maxPools = parseIntIn(str(v), what(k0), 1, MAX_POOLS_LIMIT);
@@ -296,8 +323,11 @@ export function parseConfigFile(path: string, read: (p: string) => string = (p) 
   return out;
 }
 
-/** Parses tmemd's arguments (without `node` and the script). */
-export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, read?: (p: string) => string): ParsedArgs {
+/**
+ * Parses tmemd's arguments (without `node` and the script). A capacity given
+ * (flag or file) must not exceed hostMemBytes, the host's total RAM.
+ */
+export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, read?: (p: string) => string, hostMemBytes: bigint = BigInt(totalmem())): ParsedArgs {
   // Backend program conventions: --print-capabilities ignores everything else; --help likewise.
   if (argv.includes('--print-capabilities')) return { kind: 'capabilities' };
   if (argv.includes('--help') || argv.includes('-h')) return { kind: 'help' };
@@ -336,6 +366,7 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv = proc
         break;
       case '--capacity':
         flags.capacityBytes = parseCapacity(val, '--capacity');
+        flags.capacityFrom = ['--capacity', val];
         break;
       case '--max-pools':
         flags.maxPools = parseIntIn(val, '--max-pools', 1, MAX_POOLS_LIMIT);
@@ -397,10 +428,13 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv = proc
     }
   }
   const pick = <K extends keyof Partial>(k: K) => (flags[k] !== undefined ? flags[k] : file[k]);
+  const capacityBytes = pick('capacityBytes');
+  const capacityFrom = flags.capacityBytes !== undefined ? flags.capacityFrom : file.capacityFrom;
+  if (capacityBytes !== undefined && capacityFrom) checkCapacityRam(capacityBytes, capacityFrom[0], capacityFrom[1], hostMemBytes);
   const control = pick('control');
   const config: DaemonConfig = {
     vms,
-    capacityBytes: pick('capacityBytes') ?? DEFAULTS.capacityBytes,
+    capacityBytes: capacityBytes ?? DEFAULTS.capacityBytes,
     maxPools: pick('maxPools') ?? DEFAULTS.maxPools,
     queuesMode: pick('queuesMode') ?? DEFAULTS.queuesMode,
     queues: pick('queues') ?? DEFAULTS.queues,
@@ -436,7 +470,8 @@ VMs (one vhost-user socket each; one guest connection per socket at a time):
                         "queues", "control", "logLevel"}; flags override it.
 
 Options:
-  --capacity SIZE       host memory for tmem pages, all guests (default 1G)
+  --capacity SIZE       host memory for tmem pages, all guests (default 1G;
+                        at most the host's RAM, and under 8T)
   --max-pools N         pools per guest (default ${DEFAULTS.maxPools})
   --queues N            request queues offered to each guest, 1..${MAX_QUEUES}
                         (default ${DEFAULTS.queues}; QEMU's num_vqs may be at most this)

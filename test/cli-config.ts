@@ -1,14 +1,22 @@
 // tmemd's command line and config file: every value that parses, every bad
 // input with its one-line error (host/config.ts).
 import t from 'tap';
-import { ConfigError, DEFAULTS, parseArgs, parseSize, parseVmSpec, type DaemonConfig } from '../host/config.js';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, DEFAULTS, MAX_CAPACITY_BYTES, formatSize, parseArgs, parseSize, parseVmSpec, type DaemonConfig } from '../host/config.js';
+import { MAX_CAPACITY_PAGES, TmemStore } from '../host/store/store.js';
 
 const env = { TMEMD_CONTROL: '/tmp/ctl.sock' };
-const run = (argv: string[], files: Record<string, string> = {}): DaemonConfig => {
+/** The host's RAM as parseArgs sees it in these tests (not this machine's): 64T. */
+const HOST_MEM = 64n << 40n;
+const run = (argv: string[], files: Record<string, string> = {}, hostMem = HOST_MEM): DaemonConfig => {
   const r = parseArgs(argv, env, (p) => {
     if (!(p in files)) throw Object.assign(new Error('nope'), { code: 'ENOENT' });
     return files[p]!;
-  });
+  }, hostMem);
   if (r.kind !== 'run') throw new Error(`expected run, got ${r.kind}`);
   return r.config;
 };
@@ -25,7 +33,7 @@ const throwsConfig = (tt: Asserts, fn: () => unknown, re: RegExp, name: string) 
     tt.notOk((e as Error).message.includes('\n'), `${name}: one line`);
   }
 };
-const fails = (tt: Asserts, argv: string[], re: RegExp, files: Record<string, string> = {}) => throwsConfig(tt, () => run(argv, files), re, argv.join(' '));
+const fails = (tt: Asserts, argv: string[], re: RegExp, files: Record<string, string> = {}, hostMem = HOST_MEM) => throwsConfig(tt, () => run(argv, files, hostMem), re, argv.join(' '));
 
 const VM = 'name=a,socket=/tmp/a.sock,maxmem=2G';
 
@@ -178,5 +186,52 @@ t.test('config file', (t) => {
   fails(t, ['--config', 'f.json'], /queuesMode: 'fast'/, { 'f.json': `{"vms":["${VM}"],"queuesMode":"fast"}` });
   fails(t, ['--config', 'f.json'], /capacity: expected a string or number/, { 'f.json': `{"vms":["${VM}"],"capacity":true}` });
   fails(t, ['--config', 'f.json'], /no VM configured/, { 'f.json': '{}' });
+  t.end();
+});
+
+t.test('capacity range: what the store can hold, checked when parsing', (t) => {
+  t.equal(MAX_CAPACITY_BYTES, BigInt(MAX_CAPACITY_PAGES) * 4096n);
+  const max = `${MAX_CAPACITY_BYTES}`;
+  t.equal(run(['--vm', VM, '--capacity', max]).capacityBytes, MAX_CAPACITY_BYTES, 'the largest capacity the store takes');
+  t.throws(() => new TmemStore({ capacityPages: MAX_CAPACITY_PAGES + 1, maxPoolsPerGuest: 1 }), RangeError, 'one page more: the store refuses it');
+  for (const big of [`${MAX_CAPACITY_BYTES + 4096n}`, '8T', '9T', '1P', '2047P']) {
+    fails(t, ['--vm', VM, '--capacity', big], /--capacity: \S+ is too large: the store holds at most 2147483647 pages of 4K/);
+  }
+  fails(t, ['--config', 'f.json'], /capacity: 8T is too large/, { 'f.json': `{"vms":["${VM}"],"capacity":"8T"}` });
+  fails(t, ['--config', 'f.json'], /capacity: 8796093022208 is too large/, { 'f.json': `{"vms":["${VM}"],"capacity":8796093022208}` });
+  t.end();
+});
+
+t.test("capacity vs the host's RAM: more than os.totalmem() is refused with a clear message", (t) => {
+  const ram = 4n << 30n;
+  t.equal(run(['--vm', VM, '--capacity', '4G'], {}, ram).capacityBytes, ram, 'all of RAM is allowed');
+  fails(t, ['--vm', VM, '--capacity', '5G'], /^--capacity: 5G is more than this host's total RAM \(4G, 4294967296 bytes\); give a smaller capacity$/, {}, ram);
+  fails(t, ['--vm', VM, '--capacity', `${ram + 1n}`], /more than this host's total RAM/, {}, ram);
+  fails(t, ['--config', 'f.json'], /^--config f\.json: capacity: 6G is more than this host's total RAM \(4G/, { 'f.json': `{"vms":["${VM}"],"capacity":"6G"}` }, ram);
+  t.equal(run(['--config', 'f.json', '--capacity', '1G'], { 'f.json': `{"vms":["${VM}"],"capacity":"6G"}` }, ram).capacityBytes, 1n << 30n, 'a flag overriding a too large file value is fine');
+  t.equal(run(['--vm', VM], {}, 512n << 20n).capacityBytes, DEFAULTS.capacityBytes, 'only a capacity given is checked (the default is not)');
+  t.equal(formatSize(25276502016n), '23.54G');
+  t.equal(formatSize(1n << 40n), '1T');
+  t.equal(formatSize(4095n), '3.99K');
+  // the default host RAM is this machine's
+  const mine = BigInt(totalmem());
+  t.equal(parseArgs(['--vm', VM, '--capacity', `${mine}`], env).kind, 'run');
+  throwsConfig(t, () => parseArgs(['--vm', VM, '--capacity', `${mine + 4096n}`], env), new RegExp(`more than this host's total RAM \\(${formatSize(mine).replace('.', '\\.')}, ${mine} bytes\\)`), 'os.totalmem() by default');
+  t.end();
+});
+
+const TMEMD = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist/host/tmemd.js');
+t.test('tmemd: a capacity out of range is a config error (exit 2, one line), not a failed start', { skip: existsSync(TMEMD) ? false : 'dist/host/tmemd.js not built' }, (t) => {
+  const tmemd = TMEMD;
+  for (const [cap, re] of [
+    ['9T', /--capacity: 9T is too large/],
+    [`${BigInt(totalmem()) + 4096n}`, /more than this host's total RAM/],
+  ] as [string, RegExp][]) {
+    const r = spawnSync(process.execPath, [tmemd, '--vm', 'name=a,socket=/tmp/tmemd-cap-test.sock,maxmem=1G', '--control', 'none', '--capacity', cap], { encoding: 'utf8', timeout: 30_000 });
+    t.equal(r.status, 2, `--capacity ${cap}: exit 2`);
+    t.match(r.stderr, re);
+    t.notMatch(r.stderr, /worker/, 'not a worker failure');
+    t.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+  }
   t.end();
 });

@@ -14,9 +14,11 @@ const RAM = '192M';
 const SWAP_MIB = 288;
 const PASSES = 1;
 
-t.test('frontswap: more anonymous memory than RAM, every page verified, pages held by tmemd', async (t) => {
+// Both data-plane modes: poll (the worker spins on the rings; the guest never
+// kicks) and notify (the guest kicks, the worker sleeps on the eventfds).
+for (const queuesMode of ['poll', 'notify'] as const) t.test(`frontswap (tmemd --queues-mode ${queuesMode}): more anonymous memory than RAM, every page verified, pages held by tmemd`, async (t) => {
   const env = await e2eEnv(t);
-  const d = await startTmemd(env, { maxmem: '1G', capacity: '1G' });
+  const d = await startTmemd(env, { maxmem: '1G', capacity: '1G', queuesMode });
   const vm = await bootVm(env, {
     daemon: d, ram: RAM, swapSize: '512M', dataSize: '128M', modparams: 'writethrough=0',
     run: `/opt/tmem/workloads/e2e-run.sh /opt/tmem/workloads/swapstress.sh --mib ${SWAP_MIB} --passes ${PASSES}`,
@@ -35,6 +37,7 @@ t.test('frontswap: more anonymous memory than RAM, every page verified, pages he
   await poll.stop();
   const stats = await tmemctl(d, 'stats');
   const g = guestEntry(stats, d.name);
+  t.equal(stats.host.mode, queuesMode, `tmemd served the guest in ${queuesMode} mode`);
 
   const res = r.result ?? {};
   // the kernel's own counters around the workload: in 5.10 pswpout counts only

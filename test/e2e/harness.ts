@@ -193,14 +193,14 @@ export interface DaemonHandle {
   runDir: string;
 }
 
-export async function startTmemd(env: Env, o: { name?: string; maxmem?: string; capacity?: string; queues?: number; runDir?: string } = {}): Promise<DaemonHandle> {
+export async function startTmemd(env: Env, o: { name?: string; maxmem?: string; capacity?: string; queues?: number; queuesMode?: 'poll' | 'notify'; runDir?: string } = {}): Promise<DaemonHandle> {
   const runDir = o.runDir ?? env.lib.makeRunDir('e2e');
   if (!env.cleanup.dirs.includes(runDir)) env.cleanup.dirs.push(runDir);
   const name = o.name ?? 'e2e';
   const control = join(runDir, 'ctl.sock');
   const daemon = await env.lib.startDaemon({
     cmd: `node ${TMEMD}`, socket: join(runDir, 'tmem.sock'), name, maxmem: o.maxmem ?? '1G',
-    capacity: o.capacity ?? '1G', queues: o.queues ?? 2, control, log: null,
+    capacity: o.capacity ?? '1G', queues: o.queues ?? 2, control, log: null, args: o.queuesMode ? ['--queues-mode', o.queuesMode] : [],
   });
   env.cleanup.daemons.push(daemon);
   return { daemon, control, name, runDir };

@@ -33,11 +33,16 @@ for (let i = 0; i < src.length; i += 64) src[i] = i & 0xff;
 const dst = new Uint8Array(PAGE);
 const oid = new Uint32Array(6);
 
-/** Plain copy loop: n pages from the cycled source into n page slots of 256 MiB chunks. Returns copies/s [first (cold) pass, second (warm) pass]. */
-function copyBaseline(n: number): [number, number] {
+/**
+ * Plain copy loops over n page slots of 256 MiB chunks: into them from the
+ * cycled source (the direction of PUT; a cold first pass and a warm second
+ * one), and out of them into one page (the direction of GET, whose source is
+ * the big, cache-cold store). Returns copies/s [cold in, warm in, out].
+ */
+function copyBaseline(n: number): [number, number, number] {
   const chunks: Uint8Array[] = [];
   for (let left = n; left > 0; left -= CHUNK_PAGES) chunks.push(new Uint8Array(Math.min(left, CHUNK_PAGES) * PAGE));
-  const rate = [0, 0] as [number, number];
+  const rate = [0, 0, 0] as [number, number, number];
   for (let pass = 0; pass < 2; pass++) {
     const t0 = now();
     for (let i = 0; i < n; i++) {
@@ -46,6 +51,12 @@ function copyBaseline(n: number): [number, number] {
     }
     rate[pass] = n / (now() - t0);
   }
+  const t0 = now();
+  for (let i = 0; i < n; i++) {
+    const o = (i & (CHUNK_PAGES - 1)) * PAGE;
+    dst.set(chunks[i >>> 16]!.subarray(o, o + PAGE), 0);
+  }
+  rate[2] = n / (now() - t0);
   return rate;
 }
 
@@ -57,6 +68,7 @@ interface SizeResult {
   flushPerSec: number;
   copyBaselinePerSec: number;
   copyColdPerSec: number;
+  copyOutPerSec: number;
   ratioPutGetToCopy: number;
   metaBytesPerPage: number;
 }
@@ -76,7 +88,7 @@ function putAll(s: TmemStore, g: number, p: number, n: number, perObject = PAGES
 }
 
 function benchSize(n: number): SizeResult {
-  const [copyColdPerSec, copyBaselinePerSec] = copyBaseline(n);
+  const [copyColdPerSec, copyBaselinePerSec, copyOutPerSec] = copyBaseline(n);
   const s = new TmemStore({ capacityPages: n, maxPoolsPerGuest: 4 });
   const g = s.addGuest({ name: 'bench', maxmemPages: n, ramPages: 0, shareGroup: null });
   const p = s.newPool(g, TMEM_POOL_PERSIST, PAGE, new Uint8Array(16), 0, false);
@@ -104,6 +116,7 @@ function benchSize(n: number): SizeResult {
     flushPerSec,
     copyBaselinePerSec,
     copyColdPerSec,
+    copyOutPerSec,
     ratioPutGetToCopy: Math.min(putPerSec, getPerSec) / copyBaselinePerSec,
     metaBytesPerPage,
   };
@@ -128,11 +141,12 @@ const top = results[results.length - 1]!;
 
 const fmt = (x: number) => (x >= 1e6 ? `${(x / 1e6).toFixed(2)}M` : x >= 1e3 ? `${(x / 1e3).toFixed(0)}k` : x.toFixed(2));
 console.log(`tmem store benchmark: 4 KiB pages, one core, ${PAGES_PER_OBJECT} pages per object, persistent pool`);
-console.log('pages      fill/s    cold copy/s put/s     get/s     flush/s   copy/s    ratio  meta B/page');
+console.log('pages      fill/s    cold copy/s put/s     get/s     flush/s   copy/s    ratio  copy-out/s get/copy-out meta B/page');
 for (const r of results) {
   console.log(
     [String(r.pages).padEnd(10), fmt(r.fillPerSec).padEnd(9), fmt(r.copyColdPerSec).padEnd(11), fmt(r.putPerSec).padEnd(9), fmt(r.getPerSec).padEnd(9), fmt(r.flushPerSec).padEnd(9),
-      fmt(r.copyBaselinePerSec).padEnd(9), r.ratioPutGetToCopy.toFixed(2).padEnd(6), r.metaBytesPerPage.toFixed(1)].join(' '),
+      fmt(r.copyBaselinePerSec).padEnd(9), r.ratioPutGetToCopy.toFixed(2).padEnd(6), fmt(r.copyOutPerSec).padEnd(10), (r.getPerSec / r.copyOutPerSec).toFixed(2).padEnd(12),
+      r.metaBytesPerPage.toFixed(1)].join(' '),
   );
 }
 console.log(`metadata with one page per object (worst case): ${worstMeta.toFixed(1)} B/page`);
@@ -146,6 +160,8 @@ if (json) {
       flushPerSec: Math.round(top.flushPerSec),
       copyBaselinePerSec: Math.round(top.copyBaselinePerSec),
       ratioPutGetToCopy: Number(top.ratioPutGetToCopy.toFixed(3)),
+      copyOutBaselinePerSec: Math.round(top.copyOutPerSec),
+      ratioGetToCopyOut: Number((top.getPerSec / top.copyOutPerSec).toFixed(3)),
       metaBytesPerPage: Number(top.metaBytesPerPage.toFixed(2)),
       metaBytesPerPageOnePagePerObject: Number(worstMeta.toFixed(2)),
       pagesPerObject: PAGES_PER_OBJECT,
@@ -157,6 +173,7 @@ if (json) {
         getPerSec: Math.round(r.getPerSec),
         flushPerSec: Math.round(r.flushPerSec),
         copyBaselinePerSec: Math.round(r.copyBaselinePerSec),
+        copyOutBaselinePerSec: Math.round(r.copyOutPerSec),
         ratioPutGetToCopy: Number(r.ratioPutGetToCopy.toFixed(3)),
         metaBytesPerPage: Number(r.metaBytesPerPage.toFixed(2)),
       })),

@@ -62,12 +62,18 @@ export class Canvas {
   rect(x, y, w, h, c) {
     for (let j = Math.round(y); j < Math.round(y + h); j++) for (let i = Math.round(x); i < Math.round(x + w); i++) this.set(i, j, c);
   }
-  line(x0, y0, x1, y1, c, width = 1) {
+  /**
+   * A line; with dash [on, off] only `on` of every `on + off` pixels are drawn,
+   * counting from `phase` (returned, so that a polyline's dashes run on).
+   */
+  line(x0, y0, x1, y1, c, width = 1, dash = null, phase = 0) {
     const n = Math.max(Math.abs(x1 - x0), Math.abs(y1 - y0), 1);
     for (let k = 0; k <= n; k++) {
+      if (dash && (phase + k) % (dash[0] + dash[1]) >= dash[0]) continue;
       const x = x0 + ((x1 - x0) * k) / n, y = y0 + ((y1 - y0) * k) / n;
       for (let a = 0; a < width; a++) for (let b = 0; b < width; b++) this.set(x + a - (width >> 1), y + b - (width >> 1), c);
     }
+    return phase + Math.round(n);
   }
   /** Text with the 5x7 font, scale s; returns the width drawn. */
   text(x, y, str, c = [0, 0, 0], s = 2) {
@@ -131,7 +137,12 @@ export function barPanel(cv, { x, y, w, h, title, groups, series, colors = PALET
 }
 
 /** Line chart: lines = [{ name, points: [[x, y]...] }]. */
-export function linePanel(cv, { x, y, w, h, title, xLabel, lines, colors = PALETTE }) {
+/**
+ * Lines over a shared x axis. A line may set its own `color` and `dash`
+ * ([on, off] pixels); `legend` entries ({ name, color, dash }) replace the
+ * default legend of one entry per line.
+ */
+export function linePanel(cv, { x, y, w, h, title, xLabel, lines, colors = PALETTE, legend = null }) {
   cv.text(x + 8, y + 6, title, [0, 0, 0], 2);
   const top = y + 34, bottom = y + h - 50, left = x + 70, right = x + w - 20;
   const pts = lines.flatMap((l) => l.points);
@@ -149,18 +160,19 @@ export function linePanel(cv, { x, y, w, h, title, xLabel, lines, colors = PALET
     cv.text(xx - cv.textWidth(xl, 1) / 2, bottom + 8, xl, [0, 0, 0], 1);
   }
   cv.text(right - cv.textWidth(xLabel, 1), bottom + 20, xLabel, [0, 0, 0], 1);
+  const colorOf = (l, li) => l.color ?? colors[li % colors.length];
   lines.forEach((l, li) => {
-    const c = colors[li % colors.length];
-    let prev = null;
+    let prev = null, phase = 0;
     for (const [px, py] of l.points) {
       const sx = left + ((right - left) * px) / xmax, sy = bottom - ((bottom - top) * py) / ymax;
-      if (prev) cv.line(prev[0], prev[1], sx, sy, c, 2);
+      if (prev) phase = cv.line(prev[0], prev[1], sx, sy, colorOf(l, li), 2, l.dash ?? null, phase);
       prev = [sx, sy];
     }
   });
+  const entries = legend ?? lines.map((l, li) => ({ name: l.name, color: colorOf(l, li), dash: l.dash ?? null }));
   let lx = left;
-  lines.forEach((l, li) => {
-    cv.rect(lx, bottom + 34, 10, 10, colors[li % colors.length]);
-    lx += 14 + cv.text(lx + 14, bottom + 36, l.name, [0, 0, 0], 1) + 12;
-  });
+  for (const e of entries) {
+    cv.line(lx, bottom + 39, lx + 18, bottom + 39, e.color, 2, e.dash);
+    lx += 22 + cv.text(lx + 22, bottom + 36, e.name, [0, 0, 0], 1) + 12;
+  }
 }

@@ -2,7 +2,7 @@
 // reports/kernbench-<ts>/{report.md, raw.json, io-by-config.png, tmem-hits-over-time.png}.
 import fs from 'node:fs';
 import path from 'node:path';
-import { Canvas, barPanel, linePanel } from './png.mjs';
+import { Canvas, PALETTE, barPanel, linePanel } from './png.mjs';
 
 export const LABEL = { notmem: 'no tmem', tmem: 'tmem', zswap: 'zswap' };
 
@@ -115,16 +115,24 @@ function plots(outDir, by, configs, runs) {
   files.push('io-by-config.png');
   const tr = runs.filter((r) => r.config === 'tmem' && r.samples?.length);
   if (tr.length) {
+    // one colour per counter, one dash pattern per run
+    const metrics = [
+      ['cleancache hits', PALETTE[0], (s) => s.cc?.hits ?? 0],
+      ['frontswap hits', PALETTE[1], (s) => s.fs?.hits ?? 0],
+      ['puts', PALETTE[2], (s) => s.puts],
+      ['gets', PALETTE[3], (s) => s.gets],
+    ];
+    const dashes = [null, [8, 5], [2, 4], [12, 4], [4, 8]];
     const lines = [];
     tr.forEach((r, i) => {
-      const sfx = tr.length > 1 ? ` #${i + 1}` : '';
-      lines.push({ name: `cleancache hits${sfx}`, points: r.samples.map((s) => [s.t, s.cc?.hits ?? 0]) });
-      lines.push({ name: `frontswap hits${sfx}`, points: r.samples.map((s) => [s.t, s.fs?.hits ?? 0]) });
-      lines.push({ name: `puts${sfx}`, points: r.samples.map((s) => [s.t, s.puts]) });
-      lines.push({ name: `gets${sfx}`, points: r.samples.map((s) => [s.t, s.gets]) });
+      for (const [name, color, value] of metrics) lines.push({ name, color, dash: dashes[i % dashes.length], points: r.samples.map((s) => [s.t, value(s)]) });
     });
+    const legend = [
+      ...metrics.map(([name, color]) => ({ name, color, dash: null })),
+      ...(tr.length > 1 ? tr.map((_, i) => ({ name: `run ${i + 1}`, color: [85, 87, 83], dash: dashes[i % dashes.length] })) : []),
+    ];
     const c2 = new Canvas(1000, 440);
-    linePanel(c2, { x: 0, y: 0, w: 1000, h: 440, title: 'tmem over time (cumulative, tmem runs)', xLabel: 'seconds since boot start', lines });
+    linePanel(c2, { x: 0, y: 0, w: 1000, h: 440, title: 'tmem over time (cumulative, tmem runs)', xLabel: 'seconds since boot start', lines, legend });
     fs.writeFileSync(path.join(outDir, 'tmem-hits-over-time.png'), c2.png());
     files.push('tmem-hits-over-time.png');
   }

@@ -328,3 +328,101 @@ t.test('PUT: the object looked up before making room is reused only if eviction 
   t.equal(s.getPage(g, e, oid(0xb), 0, 0, dst, 0), TMEM_S_MISS);
   t.equal(s.pagesStored(), 0);
 });
+
+// ---- last-object cache and page bucket locality (handle-index.ts) ----------
+
+t.test('last-object cache: a removed object is not found, not even once its record is reused', async (t) => {
+  const ix = new HandleIndex(64, { seed: 3 });
+  const a = ix.addObject(0, oid(0xa));
+  t.equal(ix.findObject(0, oid(0xa)), a, 'found (and cached)');
+  t.equal(ix.findObject(1, oid(0xa)), -1, 'another pool slot, same oid: not the cached object');
+  t.equal(ix.findObject(0, oid(0xa, 1)), -1, 'another oid word: not the cached object');
+  ix.removeObject(a);
+  t.equal(ix.findObject(0, oid(0xa)), -1, 'removed: a miss');
+  const b = ix.addObject(0, oid(0xb));
+  t.equal(b, a, 'the record is reused');
+  t.equal(ix.findObject(0, oid(0xa)), -1, 'the old key does not reach the new object');
+  t.equal(ix.findObject(0, oid(0xb)), b);
+  const a2 = ix.addObject(0, oid(0xa));
+  t.equal(ix.findObject(0, oid(0xb)), b);
+  t.equal(ix.findObject(0, oid(0xa)), a2, 're-created: the new record');
+  // an object cached before the arrays grow (and rehash) is still right after
+  const big = new HandleIndex(8192, { seed: 4 });
+  const ids: number[] = [];
+  for (let i = 0; i < 3000; i++) {
+    ids.push(big.addObject(i & 3, oid(i, 7)));
+    t.equal(big.findObject(i & 3, oid(i, 7)), ids[i], `object ${i} right after it was added`);
+  }
+  let wrong = 0;
+  for (let i = 0; i < 3000; i++) if (big.findObject(i & 3, oid(i, 7)) !== ids[i] || big.findObject((i + 1) & 3, oid(i, 7)) !== -1) wrong++;
+  t.equal(wrong, 0, 'every object found under its slot only, after growing');
+});
+
+t.test('last-object cache: FLUSH_OBJECT, DESTROY_POOL and reset leave no stale object behind', async (t) => {
+  const s = new TmemStore({ capacityPages: 64, maxPoolsPerGuest: 4, hashSeed: 9 });
+  const g = s.addGuest({ name: 'a', maxmemPages: 64, ramPages: 0, shareGroup: null });
+  const p1 = s.newPool(g, PERSIST, PAGE, NO_UUID, 0, false);
+  const p2 = s.newPool(g, PERSIST, PAGE, NO_UUID, 0, false);
+  const get = (p: number, o: Uint32Array, i: number): number => (s.getPage(g, p, o, i, 0, dst, 0) === TMEM_S_OK ? dst[0]! : -1);
+  t.equal(s.putPage(g, p1, oid(1), 0, page(11), 0), TMEM_S_OK);
+  t.equal(s.putPage(g, p2, oid(1), 0, page(21), 0), TMEM_S_OK);
+  t.equal(s.putPage(g, p1, oid(1), 1, page(12), 0), TMEM_S_OK);
+  t.equal(get(p1, oid(1), 0), 11);
+  t.equal(get(p2, oid(1), 0), 21, 'same oid in another pool: its own object');
+  t.equal(get(p1, oid(1), 1), 12);
+  t.equal(s.flushObject(g, p1, oid(1)), 2);
+  t.equal(get(p1, oid(1), 0), -1, 'flushed object: a miss');
+  t.equal(get(p1, oid(1), 1), -1);
+  t.equal(s.putPage(g, p1, oid(2), 5, page(13), 0), TMEM_S_OK, 'a new object, maybe in the flushed record');
+  t.equal(get(p1, oid(1), 5), -1, 'the flushed oid does not reach it');
+  t.equal(get(p1, oid(2), 5), 13);
+  t.equal(s.putPage(g, p1, oid(1), 0, page(14), 0), TMEM_S_OK, 're-created');
+  t.equal(get(p1, oid(1), 0), 14);
+  t.equal(get(p2, oid(1), 0), 21);
+  t.equal(get(p2, oid(1), 0), 21);
+  s.destroyPool(g, p2);
+  const p3 = s.newPool(g, PERSIST, PAGE, NO_UUID, 0, false);
+  t.equal(get(p3, oid(1), 0), -1, 'a pool made after DESTROY_POOL (maybe in its slot) is empty');
+  t.equal(s.putPage(g, p3, oid(3), 0, page(31), 0), TMEM_S_OK);
+  t.equal(get(p3, oid(1), 0), -1);
+  t.equal(get(p3, oid(3), 0), 31);
+  t.equal(get(p1, oid(1), 0), 14);
+  s.reset(g);
+  const p4 = s.newPool(g, PERSIST, PAGE, NO_UUID, 0, false);
+  t.equal(get(p4, oid(3), 0), -1, 'after reset: nothing');
+  t.equal(get(p4, oid(1), 0), -1);
+  while (s.reclaimPending() > 0) s.reclaimStep(16);
+  t.equal(s.pagesStored(), 0, 'destroyed pools reclaimed');
+  t.equal(get(p4, oid(1), 0), -1, 'and still nothing after reclaim');
+});
+
+t.test('page buckets: one object\'s consecutive indexes share a block of 64 buckets, but a guest cannot pick the buckets', async (t) => {
+  for (const opts of [{ seed: 11 }, { seed: 12 }, {}]) {
+    const ix = new HandleIndex(4096, opts);
+    const o = ix.addObject(0, oid(1));
+    // locality: the 64 indexes of an aligned group fill one aligned block of 64 buckets, one each
+    const group = 1234;
+    const bs = new Set<number>();
+    for (let i = 0; i < 64; i++) bs.add(ix.pageBucket(o, group * 64 + i));
+    const blocks = new Set([...bs].map((b) => b >>> 6));
+    t.equal(bs.size, 64, 'the group\'s indexes: 64 distinct buckets');
+    t.equal(blocks.size, 1, 'in one aligned block');
+    // one index per group, all with the same low bits: spread over the whole table, not 1/64 of it
+    for (let i = 0; i < 4096; i++) ix.linkPage(ix.allocPage(), o, i * 64);
+    const { pages } = ix.longestChains();
+    t.ok(pages <= 12, `seed ${opts.seed ?? 'random'}: longest page chain ${pages} for 4096 indexes = 0 mod 64 (at a fixed offset: 64)`);
+    let missing = 0;
+    for (let i = 0; i < 4096; i++) if (ix.findPage(o, i * 64) === -1) missing++;
+    t.equal(missing, 0);
+  }
+  // full groups of many objects: the chains stay short
+  for (const seed of [21, 22]) {
+    const ix = new HandleIndex(4096, { seed });
+    for (let j = 0; j < 64; j++) {
+      const o = ix.addObject(0, oid(j));
+      for (let i = 0; i < 64; i++) ix.linkPage(ix.allocPage(), o, j * 4096 + i);
+    }
+    const { pages } = ix.longestChains();
+    t.ok(pages <= 12, `seed ${seed}: longest page chain ${pages} for 64 objects of 64 consecutive pages`);
+  }
+});

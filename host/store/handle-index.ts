@@ -24,11 +24,22 @@
 // a known output difference, as a flipped top bit passes one multiply); the
 // results are xored and the bucket is the top bits. The words are mixed
 // independently, so the CPU overlaps them: no slower than the former chain.
+//
+// Locality for what guests do (cleancache: consecutive pages of one file;
+// frontswap: neighbouring swap offsets share an oid): the last object found
+// is cached (one entry, emptied when it is removed), and a page's bucket is
+// keyed by (object, index >>> 6) with the 64 indexes of a group in one
+// aligned block of 64 buckets at a keyed rotation (see pgHash), so a run of
+// pages costs about one cold bucket line per 16 pages instead of two per page.
 import { getRandomValues } from 'node:crypto';
 
 export const NIL = -1;
 
 const OID_WORDS = 6;
+
+/** Page indexes are hashed in aligned groups of 2^GROUP_BITS (see pgHash); the page table has at least that many buckets. */
+const GROUP_BITS = 6;
+const GROUP_MASK = (1 << GROUP_BITS) - 1;
 
 /** Smallest power of two >= n (n >= 1). */
 function pow2(n: number): number {
@@ -94,6 +105,20 @@ export class HandleIndex {
   private objBump = 0;
   objectsUsed = 0;
 
+  // the last object found or added: (slot, oid) -> id, so that consecutive
+  // pages of one object (cleancache: one file; frontswap: neighbouring swap
+  // offsets) skip the object bucket. cSlot NIL = empty. Emptied when that
+  // object is removed and when the object arrays grow (ids do not change
+  // there, but no lookup may outlive a rehash unchecked).
+  private cSlot = NIL;
+  private cObj = NIL;
+  private c0 = 0;
+  private c1 = 0;
+  private c2 = 0;
+  private c3 = 0;
+  private c4 = 0;
+  private c5 = 0;
+
   // pool slot -> first object (grown on demand)
   private poolHeadArr: Int32Array = new Int32Array(16).fill(NIL);
 
@@ -126,7 +151,7 @@ export class HandleIndex {
     this.pgNext = new Int32Array(n).fill(NIL);
     this.pgObjPrev = new Int32Array(n).fill(NIL);
     this.pgObjNext = new Int32Array(n).fill(NIL);
-    this.pgBuckets = new Int32Array(pow2(Math.max(2, n))).fill(NIL);
+    this.pgBuckets = new Int32Array(pow2(Math.max(GROUP_MASK + 1, n))).fill(NIL);
     this.pgShift = Math.clz32(this.pgBuckets.length) + 1;
     this.growObjects(Math.min(n, 1024));
   }
@@ -143,6 +168,10 @@ export class HandleIndex {
 
   /** The object (slot, oid), or NIL. */
   findObject(slot: number, oid: Uint32Array): number {
+    if (
+      slot === this.cSlot && oid[0] === this.c0 && oid[1] === this.c1 && oid[2] === this.c2 &&
+      oid[3] === this.c3 && oid[4] === this.c4 && oid[5] === this.c5
+    ) return this.cObj;
     let o = this.objBuckets[this.objHash(slot, oid, 0)]!;
     const k = this.objOid;
     while (o !== NIL) {
@@ -151,10 +180,31 @@ export class HandleIndex {
         this.objPool[o] === slot &&
         k[b] === oid[0] && k[b + 1] === oid[1] && k[b + 2] === oid[2] &&
         k[b + 3] === oid[3] && k[b + 4] === oid[4] && k[b + 5] === oid[5]
-      ) return o;
+      ) {
+        this.remember(slot, oid, o);
+        return o;
+      }
       o = this.objNext[o]!;
     }
     return NIL;
+  }
+
+  /** Fills the last-object cache with (slot, oid) -> o. */
+  private remember(slot: number, oid: Uint32Array, o: number): void {
+    this.cSlot = slot;
+    this.cObj = o;
+    this.c0 = oid[0]!;
+    this.c1 = oid[1]!;
+    this.c2 = oid[2]!;
+    this.c3 = oid[3]!;
+    this.c4 = oid[4]!;
+    this.c5 = oid[5]!;
+  }
+
+  /** Empties the last-object cache. */
+  private forget(): void {
+    this.cSlot = NIL;
+    this.cObj = NIL;
   }
 
   /** Creates the empty object (slot, oid), which must not exist. Never fails while objects <= pages <= capacity. */
@@ -180,11 +230,13 @@ export class HandleIndex {
     this.objBuckets[b] = o;
     this.poolLink(slot, o);
     this.objectsUsed++;
+    this.remember(slot, oid, o);
     return o;
   }
 
   /** Removes object o, which must have no pages. */
   removeObject(o: number): void {
+    if (o === this.cObj) this.forget();
     const slot = this.objPool[o]!;
     const b = this.objHash(slot, this.objOid, o * OID_WORDS);
     let x = this.objBuckets[b]!;
@@ -226,6 +278,7 @@ export class HandleIndex {
   /** Grows the object arrays to cap records and rehashes (rare: doubling). */
   private growObjects(cap: number): void {
     cap = Math.max(cap, 1);
+    this.forget();
     const old = this.objCap;
     const grow = <T extends Int32Array | Uint32Array>(a: T, n: number, fill: boolean): T => {
       const b = (a instanceof Int32Array ? new Int32Array(n) : new Uint32Array(n)) as T;
@@ -253,8 +306,19 @@ export class HandleIndex {
 
   // ---- pages ---------------------------------------------------------------
 
+  /**
+   * The bucket of (o, index), with locality: the keyed hash of (o, index >>> 6)
+   * picks a bucket b; the group's 64 indexes go to the aligned block of 64
+   * buckets holding b, starting at b and wrapping within the block, so
+   * consecutive pages of one object share a few cache lines of buckets. The
+   * guest chooses neither the block nor the offset in it (both come from the
+   * keyed hash; the offset is not index & 63, or a guest using one index per
+   * group could fill 1/64 of the buckets), and one group puts at most one page
+   * in a bucket: a chain is as long as the groups sharing its block.
+   */
   private pgHash(o: number, index: number): number {
-    return (mixWord(o ^ this.k7) ^ mixWord(index ^ this.k8)) >>> this.pgShift;
+    const b = (mixWord(o ^ this.k7) ^ mixWord((index >>> GROUP_BITS) ^ this.k8)) >>> this.pgShift;
+    return (b & ~GROUP_MASK) | ((b + index) & GROUP_MASK);
   }
 
   /** The page (o, index), or NIL. */

@@ -67,8 +67,11 @@ t.test('umount and swapoff destroy their pools; shutdown and SIGKILL leave nothi
   t.comment(`tmemd pools after swapoff: ${describe(p2)}; removed ${describe(removed2)}; guest persistent ${s2.g.store?.persistentPages}; destroy_pool ops ${s2.host.counters.opDestroyPool}`);
   t.comment(`after shutdown + QEMU quit: connected ${guestEntry({ guests: guests1 }, d.name).connected}, host pages persistent ${gone1.host.store.persistentPages}, ephemeral ${gone1.host.store.ephemeralPages}, pending ${gone1.host.store.reclaimPendingPages}`);
 
+  const ccPools = (tag: string) => poolLines(vm.output(), tag).filter((l) => /^cleancache/.test(l) && !/ - /.test(l)).length;
+  t.comment(`driver cleancache pools: ${ccPools('pre-remount')} before the data disk's ro/rw remount, ${ccPools('post-remount')} after`);
+  t.equal(ccPools('post-remount'), ccPools('pre-remount') + 1, 'an ext4 rw remount (init_fs of the same superblock again) got a new cleancache pool, without trouble');
   t.equal(r.rc, 0, 'the guest script ran');
-  t.notMatch(vm.output(), /@@E2E-FAIL/, 'every guest step succeeded (filereader, tmpfs, swapstress, umount, swapoff)');
+  t.notMatch(vm.output(), /@@E2E-FAIL/, 'every guest step succeeded (remount, filereader with checksums, tmpfs, swapstress, umount, swapoff)');
   t.ok(p0.length >= 2, `the guest had pools (${p0.length})`);
   t.ok(p0.some((p) => p.persistent && p.persistentPages > 1000), 'a persistent pool held pages before swapoff');
   t.ok(p0.some((p) => !p.persistent && p.ephemeralPages > 0), 'an ephemeral pool held pages before umount');

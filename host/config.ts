@@ -28,6 +28,8 @@ export interface DaemonConfig {
   readonly capacityBytes: bigint;
   readonly maxPools: number;
   readonly queuesMode: QueuesMode;
+  /** Poll mode: ms of spinning on idle rings before the worker sleeps with kicks enabled (Infinity: never). */
+  readonly pollSpinMs: number;
   readonly queues: number;
   /** The operator socket; null: none. */
   readonly control: string | null;
@@ -40,6 +42,7 @@ export const DEFAULTS = {
   capacityBytes: 1n << 30n,
   maxPools: 16,
   queuesMode: 'poll' as QueuesMode,
+  pollSpinMs: 50,
   queues: 8,
   logLevel: 'info' as LogLevel,
 };
@@ -195,7 +198,7 @@ export function parseVmSpec(s: string): VmSpec {
 }
 
 /** Flags that take a value, and the one-word flags. */
-const VALUE_FLAGS = new Set(['--vm', '--config', '--capacity', '--max-pools', '--queues-mode', '--queues', '--control', '--log-level', '--socket-path', '--fd', '--name', '--maxmem', '--share-group']);
+const VALUE_FLAGS = new Set(['--vm', '--config', '--capacity', '--max-pools', '--queues-mode', '--poll-spin-ms', '--queues', '--control', '--log-level', '--socket-path', '--fd', '--name', '--maxmem', '--share-group']);
 const BOOL_FLAGS = new Set(['--help', '-h', '--print-capabilities', '--verbose', '-v', '--quiet', '-q']);
 
 interface Partial {
@@ -205,6 +208,7 @@ interface Partial {
   capacityFrom?: readonly [what: string, text: string];
   maxPools?: number;
   queuesMode?: QueuesMode;
+  pollSpinMs?: number;
   queues?: number;
   control?: string | null;
   logLevel?: LogLevel;
@@ -213,6 +217,12 @@ interface Partial {
 function parseQueuesMode(s: string, what: string): QueuesMode {
   if (s !== 'poll' && s !== 'notify') throw new ConfigError(`${what}: '${s}' is neither poll nor notify`);
   return s;
+}
+
+/** Poll-mode idle spin: whole milliseconds up to a minute, or "inf" (spin forever). */
+function parsePollSpinMs(s: string, what: string): number {
+  if (s === 'inf') return Infinity;
+  return parseIntIn(s, what, 0, 60_000);
 }
 
 function parseLogLevel(s: string, what: string): LogLevel {
@@ -252,13 +262,15 @@ const FILE_KEYS: Readonly<Record<string, string>> = {
   'max-pools': 'maxPools',
   queuesMode: 'queuesMode',
   'queues-mode': 'queuesMode',
+  pollSpinMs: 'pollSpinMs',
+  'poll-spin-ms': 'pollSpinMs',
   queues: 'queues',
   control: 'control',
   logLevel: 'logLevel',
   'log-level': 'logLevel',
 };
 
-/** Reads a JSON config file: `{"vms": [{"name", "socket"|"fd", "maxmem", "shareGroup"}|"name=..,socket=.."], "capacity", "maxPools", "queuesMode", "queues", "control", "logLevel"}`. */
+/** Reads a JSON config file: `{"vms": [{"name", "socket"|"fd", "maxmem", "shareGroup"}|"name=..,socket=.."], "capacity", "maxPools", "queuesMode", "pollSpinMs", "queues", "control", "logLevel"}`. */
 export function parseConfigFile(path: string, read: (p: string) => string = (p) => readFileSync(p, 'utf8')): Partial {
   let text: string;
   try {
@@ -277,7 +289,7 @@ export function parseConfigFile(path: string, read: (p: string) => string = (p) 
   const what = (k: string) => `--config ${path}: ${k}`;
   for (const [k0, v] of Object.entries(j as Record<string, unknown>)) {
     const k = FILE_KEYS[k0];
-    if (!k) throw new ConfigError(`${what(k0)}: unknown key (vms, capacity, maxPools, queuesMode, queues, control, logLevel)`);
+    if (!k) throw new ConfigError(`${what(k0)}: unknown key (vms, capacity, maxPools, queuesMode, pollSpinMs, queues, control, logLevel)`);
     const str = (x: unknown): string => {
       if (typeof x === 'string') return x;
       if (typeof x === 'number') return String(x);
@@ -307,6 +319,9 @@ export function parseConfigFile(path: string, read: (p: string) => string = (p) 
         break;
       case 'queuesMode':
         out.queuesMode = parseQueuesMode(str(v), what(k0));
+        break;
+      case 'pollSpinMs':
+        out.pollSpinMs = parsePollSpinMs(str(v), what(k0));
         break;
       case 'queues':
         out.queues = parseIntIn(str(v), what(k0), 1, MAX_QUEUES);
@@ -374,6 +389,9 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv = proc
       case '--queues-mode':
         flags.queuesMode = parseQueuesMode(val, '--queues-mode');
         break;
+      case '--poll-spin-ms':
+        flags.pollSpinMs = parsePollSpinMs(val, '--poll-spin-ms');
+        break;
       case '--queues':
         flags.queues = parseIntIn(val, '--queues', 1, MAX_QUEUES);
         break;
@@ -437,6 +455,7 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv = proc
     capacityBytes: capacityBytes ?? DEFAULTS.capacityBytes,
     maxPools: pick('maxPools') ?? DEFAULTS.maxPools,
     queuesMode: pick('queuesMode') ?? DEFAULTS.queuesMode,
+    pollSpinMs: pick('pollSpinMs') ?? DEFAULTS.pollSpinMs,
     queues: pick('queues') ?? DEFAULTS.queues,
     control: control === undefined ? defaultControlPath(env) : control,
     logLevel: pick('logLevel') ?? DEFAULTS.logLevel,
@@ -477,6 +496,10 @@ Options:
                         (default ${DEFAULTS.queues}; QEMU's num_vqs may be at most this)
   --queues-mode MODE    poll: a worker thread busy-polls the rings (guests
                         need no kick); notify: it waits for kicks (default ${DEFAULTS.queuesMode})
+  --poll-spin-ms MS     poll mode: after MS ms with no request the worker
+                        re-enables kicks and sleeps until one comes (0..60000
+                        or inf = spin forever; default ${DEFAULTS.pollSpinMs}). Less spinning
+                        costs a kick after each pause, more costs host CPU
   --control PATH        the operator socket for tmemctl (default
                         $TMEMD_CONTROL or /run/tmemd.sock; "none": no socket)
   --log-level LEVEL     error, warn, info or debug (default info);

@@ -61,7 +61,7 @@ class Daemon {
   async start(): Promise<void> {
     const { cfg, log } = this;
     try {
-      this.dp = await DataPlane.start({ mode: cfg.queuesMode, capacityPages: Number(cfg.capacityBytes / PAGE), maxPoolsPerGuest: cfg.maxPools, log });
+      this.dp = await DataPlane.start({ mode: cfg.queuesMode, pollSpinMs: cfg.pollSpinMs, capacityPages: Number(cfg.capacityBytes / PAGE), maxPoolsPerGuest: cfg.maxPools, log });
     } catch (e) {
       throw new Error(`cannot start the data plane: ${(e as Error).message}`);
     }
@@ -100,7 +100,7 @@ class Daemon {
       throw e;
     }
     log.info(
-      `ready: capacity ${formatBytes(cfg.capacityBytes)}, ${cfg.queuesMode} mode, ${cfg.queues} queue(s) per guest, ${cfg.maxPools} pools per guest, features 0x${TMEM_DEVICE_FEATURES.toString(16)}, protocol features 0x${TMEM_PROTOCOL_FEATURES.toString(16)}`,
+      `ready: capacity ${formatBytes(cfg.capacityBytes)}, ${cfg.queuesMode} mode${cfg.queuesMode === 'poll' ? ` (idle spin ${cfg.pollSpinMs} ms)` : ''}, ${cfg.queues} queue(s) per guest, ${cfg.maxPools} pools per guest, features 0x${TMEM_DEVICE_FEATURES.toString(16)}, protocol features 0x${TMEM_PROTOCOL_FEATURES.toString(16)}`,
     );
   }
 
@@ -111,6 +111,7 @@ class Daemon {
       startedAt: this.startedAt.toISOString(),
       capacityBytes: cfg.capacityBytes.toString(),
       queuesPerGuest: cfg.queues,
+      pollSpinMs: cfg.queuesMode === 'poll' ? (Number.isFinite(cfg.pollSpinMs) ? cfg.pollSpinMs : 'inf') : null,
       maxPoolsPerGuest: cfg.maxPools,
       vms: this.vms.length,
       guestsConnected: this.vms.filter((v) => v.session !== null).length,

@@ -82,6 +82,7 @@ t.test('defaults', (t) => {
   t.equal(c.capacityBytes, DEFAULTS.capacityBytes);
   t.equal(c.maxPools, DEFAULTS.maxPools);
   t.equal(c.queuesMode, DEFAULTS.queuesMode);
+  t.equal(c.pollSpinMs, 50, 'poll mode spins 50 ms on idle rings before it sleeps');
   t.equal(c.queues, DEFAULTS.queues);
   t.equal(c.logLevel, 'info');
   t.equal(c.control, '/tmp/ctl.sock', 'control from $TMEMD_CONTROL');
@@ -91,12 +92,13 @@ t.test('defaults', (t) => {
 });
 
 t.test('every flag, both spellings', (t) => {
-  const c = run(['--vm', VM, '--vm=name=b,fd=7,maxmem=1G', '--capacity', '2G', '--max-pools=4', '--queues-mode', 'notify', '--queues', '2', '--control=/tmp/c.sock', '--log-level', 'debug']);
+  const c = run(['--vm', VM, '--vm=name=b,fd=7,maxmem=1G', '--capacity', '2G', '--max-pools=4', '--queues-mode', 'notify', '--poll-spin-ms=5', '--queues', '2', '--control=/tmp/c.sock', '--log-level', 'debug']);
   t.equal(c.vms.length, 2);
   t.equal(c.vms[1]!.fd, 7);
   t.equal(c.capacityBytes, 2n << 30n);
   t.equal(c.maxPools, 4);
   t.equal(c.queuesMode, 'notify');
+  t.equal(c.pollSpinMs, 5);
   t.equal(c.queues, 2);
   t.equal(c.control, '/tmp/c.sock');
   t.equal(c.logLevel, 'debug');
@@ -138,6 +140,11 @@ t.test('bad flags and values: one line each', (t) => {
   fails(t, ['--vm', VM, '--queues', '257'], /out of range/);
   fails(t, ['--vm', VM, '--queues', '1.5'], /not a whole number/);
   fails(t, ['--vm', VM, '--queues-mode', 'spin'], /'spin' is neither poll nor notify/);
+  t.equal(run(['--vm', VM, '--poll-spin-ms', 'inf']).pollSpinMs, Infinity, '--poll-spin-ms inf: spin forever');
+  t.equal(run(['--vm', VM, '--poll-spin-ms', '0']).pollSpinMs, 0);
+  fails(t, ['--vm', VM, '--poll-spin-ms', '-1'], /--poll-spin-ms: .*(out of range|not a whole number)/);
+  fails(t, ['--vm', VM, '--poll-spin-ms', '60001'], /--poll-spin-ms: 60001 is out of range \(0..60000\)/);
+  fails(t, ['--vm', VM, '--poll-spin-ms', 'fast'], /--poll-spin-ms: .*not a whole number/);
   fails(t, ['--vm', VM, '--log-level', 'loud'], /'loud' is not one of error, warn, info, debug/);
   fails(t, ['--vm', VM, '--control', ''], /--control needs a path/);
   fails(t, ['--vm', VM, '--help=yes'.replace('--help', '--verbose')], /takes no value/);
@@ -155,6 +162,7 @@ t.test('config file', (t) => {
     capacity: '8G',
     'max-pools': 8,
     queuesMode: 'notify',
+    pollSpinMs: 'inf',
     queues: 4,
     control: '/tmp/f.sock',
     logLevel: 'warn',
@@ -166,6 +174,7 @@ t.test('config file', (t) => {
   t.equal(c.capacityBytes, 8n << 30n);
   t.equal(c.maxPools, 8);
   t.equal(c.queuesMode, 'notify');
+  t.equal(c.pollSpinMs, Infinity);
   t.equal(c.queues, 4);
   t.equal(c.control, '/tmp/f.sock');
   t.equal(c.logLevel, 'warn');

@@ -54,6 +54,7 @@ const HELP = `Usage: npm run kernbench -- [options]
   --queues-mode M   tmemd's --queues-mode: notify (default: the worker sleeps until a
                     guest kicks, so its CPU time is the work done) or poll (a worker
                     thread spins on the rings: no VM exits, one host core taken)
+  --poll-spin-ms MS tmemd's --poll-spin-ms in poll mode (default: tmemd's, 50)
   --sample S        tmem stats sampling period in seconds (default 5)
   --timeout MIN     per-run limit (default 25)
   --out DIR         report directory (default reports/kernbench-<timestamp>)
@@ -79,6 +80,7 @@ function parseArgs(argv) {
       case '--maxmem': o.maxmem = v(); break;
       case '--capacity': o.capacity = v(); break;
       case '--queues-mode': o.queuesMode = v(); break;
+      case '--poll-spin-ms': o.pollSpinMs = v(); break;
       case '--sample': o.sample = Number(v()); break;
       case '--timeout': o.timeout = Number(v()); break;
       case '--out': o.out = v(); break;
@@ -175,7 +177,7 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
       let dlog = '';
       daemon = await startDaemon({
         socket: path.join(runDir, 'tmem.sock'), name: 'vm0', maxmem: o.maxmem, capacity: o.capacity,
-        queues: o.cpus, control: ctl, args: ['--queues-mode', o.queuesMode], log: { write: (d) => { dlog += d; if (dlog.length > 1e6) dlog = dlog.slice(-5e5); } },
+        queues: o.cpus, control: ctl, args: ['--queues-mode', o.queuesMode, ...(o.pollSpinMs !== undefined ? ['--poll-spin-ms', o.pollSpinMs] : [])], log: { write: (d) => { dlog += d; if (dlog.length > 1e6) dlog = dlog.slice(-5e5); } },
       });
       live.daemon = daemon;
       rec.daemonCmd = daemon.cmdline;

@@ -26,7 +26,7 @@ function run(cmd, argv, opts = {}) {
 }
 
 try {
-  say('QEMU, guest kernel, root image (cached; the first build takes 15-30 min)');
+  say('QEMU, guest kernel, root image (cached; the first build takes about 6 min on 2 cores, mostly the kernel)');
   // the kernel first: the module is built against it; the module is not there yet
   const first = await buildAll({ module: 'none' });
   say(`kernel ${first.kernelDir}, rootfs ${first.rootfs}, qemu ${first.qemu}`);

@@ -193,14 +193,14 @@ export interface DaemonHandle {
   runDir: string;
 }
 
-export async function startTmemd(env: Env, o: { name?: string; maxmem?: string; capacity?: string; queues?: number; queuesMode?: 'poll' | 'notify'; runDir?: string } = {}): Promise<DaemonHandle> {
+export async function startTmemd(env: Env, o: { name?: string; maxmem?: string; capacity?: string; queues?: number; queuesMode?: 'poll' | 'notify'; runDir?: string; args?: string[] } = {}): Promise<DaemonHandle> {
   const runDir = o.runDir ?? env.lib.makeRunDir('e2e');
   if (!env.cleanup.dirs.includes(runDir)) env.cleanup.dirs.push(runDir);
   const name = o.name ?? 'e2e';
   const control = join(runDir, 'ctl.sock');
   const daemon = await env.lib.startDaemon({
     cmd: `node ${TMEMD}`, socket: join(runDir, 'tmem.sock'), name, maxmem: o.maxmem ?? '1G',
-    capacity: o.capacity ?? '1G', queues: o.queues ?? 2, control, log: null, args: o.queuesMode ? ['--queues-mode', o.queuesMode] : [],
+    capacity: o.capacity ?? '1G', queues: o.queues ?? 2, control, log: null, args: [...(o.queuesMode ? ['--queues-mode', o.queuesMode] : []), ...(o.args ?? [])],
   });
   env.cleanup.daemons.push(daemon);
   return { daemon, control, name, runDir };
@@ -216,6 +216,8 @@ export interface VmOpts {
   modparams?: string;
   noModule?: boolean;
   runDir?: string;
+  /** The vhost-user socket, when not the daemon's first VM's (a daemon serving several VMs). */
+  socket?: string;
 }
 
 export async function bootVm(env: Env, o: VmOpts): Promise<Vm> {
@@ -224,7 +226,7 @@ export async function bootVm(env: Env, o: VmOpts): Promise<Vm> {
   const vm = await env.lib.startVm({
     ...env.built, accel: env.accel, ram: o.ram ?? '256M', cpus: o.cpus ?? 2, queues: o.cpus ?? 2,
     swapSize: o.swapSize ?? '768M', dataSize: o.dataSize ?? '1G', run: o.run, modparams: o.modparams,
-    noModule: o.noModule, runDir, tmemSocket: o.daemon ? o.daemon.daemon.socket : null,
+    noModule: o.noModule, runDir, tmemSocket: o.daemon ? (o.socket ?? o.daemon.daemon.socket) : null,
     name: 'tmem-e2e',
   });
   env.cleanup.vms.push(vm);

@@ -470,6 +470,38 @@ function run(): void {
     for (const fd of h.fds) native.close(fd);
     await d.waitFor(/(guest left[\s\S]*){4}/);
     t.ok(await until(async () => fdCount() === baseline, 5000), `after a full handshake and disconnect: fds back to ${baseline} (now ${fdCount()})`);
+
+    // a region larger than its memfd: mmap would accept it and the first touch
+    // past the end of the file would be SIGBUS in the daemon; it is refused
+    const c5 = new VhostClient(sock);
+    c5.send(R.SET_OWNER, undefined, [], ACK);
+    t.equal(c5.reply(R.SET_OWNER).payload.readBigUInt64LE(0), 0n, 'owner set');
+    const short = native.memfdCreate('short-ram', 64n << 10n);
+    c5.send(R.SET_MEM_TABLE, encodeMemTable([{ guestPhysAddr: 0n, size: 1n << 20n, userspaceAddr: UVA, mmapOffset: 0n }]), [short], ACK);
+    native.close(short);
+    t.equal(c5.reply(R.SET_MEM_TABLE).payload.readBigUInt64LE(0), 1n, 'SET_MEM_TABLE past the end of the memfd: failure acked');
+    t.equal(c5.read(1), 'eof', 'then the connection is closed');
+    c5.close();
+    await d.waitFor(/past the end of the file \(65536 bytes\)/);
+    // a kick fd that is a socket, not an eventfd: refused before the data plane sees it
+    const c6 = new VhostClient(sock);
+    c6.send(R.SET_OWNER, undefined, [], ACK);
+    c6.reply(R.SET_OWNER);
+    const [pa, pb] = native.socketPair();
+    c6.send(R.SET_VRING_KICK, encodeVringFile(0, false), [pa], ACK);
+    native.close(pa);
+    native.close(pb);
+    t.equal(c6.reply(R.SET_VRING_KICK).payload.readBigUInt64LE(0), 1n, 'SET_VRING_KICK with a socket: failure acked');
+    t.equal(c6.read(1), 'eof', 'then the connection is closed');
+    c6.close();
+    await d.waitFor(/socket:\[\d+\], not an eventfd/);
+    t.equal(d.proc.exitCode, null, 'the daemon is still running');
+    const c7 = new VhostClient(sock);
+    const h7 = handshake(t, c7, 1);
+    c7.close();
+    for (const fd of h7.fds) native.close(fd);
+    await d.waitFor(/(guest left[\s\S]*){7}/);
+    t.ok(await until(async () => fdCount() === baseline, 5000), `and serves the next guest; fds back to ${baseline} (now ${fdCount()})`);
     t.notMatch(d.stderr, /BUG:/);
     t.end();
   });

@@ -1,5 +1,6 @@
-// guest-driver/ builds warning-free with W=1 against the project's guest
-// kernel, and scripts/checkpatch.pl --strict of that kernel finds nothing.
+// guest-driver/ builds warning-free with W=1 and sparse (C=2) against the
+// project's guest kernel, and scripts/checkpatch.pl --strict of that kernel
+// finds nothing. `npm run setup` installs sparse.
 // The build runs in a copy (guest-driver/ and shared/tmem_abi.h side by side,
 // as Kbuild expects), so every file is compiled even when guest-driver/ holds
 // an up-to-date module from `npm run setup`.
@@ -26,7 +27,12 @@ t.test('the guest kernel build the module is made against is there', async (t) =
   t.ok(existsSync(join(KBUILD, 'Makefile')), `${KBUILD} exists (npm run setup builds it)`);
 });
 
-t.test('make W=1 compiles every file without a warning', async (t) => {
+t.test('sparse is installed (npm run setup installs it)', async (t) => {
+  const r = await run('sparse', ['--version']);
+  t.equal(r.code, 0, `sparse --version: ${r.out.trim() || 'not found'}`);
+});
+
+t.test('make W=1 C=2 compiles and sparse-checks every file without a warning', async (t) => {
   const top = mkdtempSync(join(tmpdir(), 'vtmem-build-'));
   t.teardown(() => rmSync(top, { recursive: true, force: true }));
   const dir = join(top, 'guest-driver');
@@ -34,11 +40,14 @@ t.test('make W=1 compiles every file without a warning', async (t) => {
   mkdirSync(join(top, 'shared'));
   for (const f of [...SOURCES, 'Kbuild', 'Makefile']) copyFileSync(join(ROOT, 'guest-driver', f), join(dir, f));
   copyFileSync(join(ROOT, 'shared', 'tmem_abi.h'), join(top, 'shared', 'tmem_abi.h'));
-  const r = await run('make', ['-C', dir, `KDIR=${KBUILD}`, 'W=1']);
+  const r = await run('make', ['-C', dir, `KDIR=${KBUILD}`, 'W=1', 'C=2']);
   t.equal(r.code, 0, 'make exits 0');
-  for (const f of ['virtio_tmem.c', 'tmem_backends.c']) t.match(r.out, new RegExp(`CC \\[M\\]\\s+\\S*${f.replace('.c', '.o')}`), `${f} was compiled`);
+  for (const f of ['virtio_tmem.c', 'tmem_backends.c']) {
+    t.match(r.out, new RegExp(`CC \\[M\\]\\s+\\S*${f.replace('.c', '.o')}`), `${f} was compiled`);
+    t.match(r.out, new RegExp(`CHECK\\s+\\S*${f}`), `${f} was checked by sparse`);
+  }
   const warnings = r.out.split('\n').filter((l) => /\bwarning:|\berror:/.test(l));
-  t.same(warnings, [], 'no compiler warning or error');
+  t.same(warnings, [], 'no compiler or sparse warning or error');
   t.ok(readdirSync(dir).includes('virtio_tmem.ko'), 'virtio_tmem.ko built');
   if (!t.passing()) t.comment(r.out.slice(-4000));
 });

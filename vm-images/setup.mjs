@@ -30,6 +30,8 @@ try {
   // the kernel first: the module is built against it; the module is not there yet
   const first = await buildAll({ module: 'none' });
   say(`kernel ${first.kernelDir}, rootfs ${first.rootfs}, qemu ${first.qemu}`);
+  // sparse, for test/guest-driver-build.ts (make C=2: the kernel's static checker over the module)
+  await run('bash', ['-c', 'LOG_TAG=setup; source vm-images/lib/common.sh; apt_ensure sparse']);
   say('guest module (make -C guest-driver)');
   await run('make', ['-C', path.join(REPO_DIR, 'guest-driver'), `KDIR=${first.kernelBuildDir}`]);
   const module = path.join(REPO_DIR, 'guest-driver', 'virtio_tmem.ko');

@@ -218,6 +218,8 @@ export interface VmOpts {
   runDir?: string;
   /** The vhost-user socket, when not the daemon's first VM's (a daemon serving several VMs). */
   socket?: string;
+  /** A guest reboot resets the VM in the same QEMU (same vhost-user connection) instead of ending it. */
+  allowReboot?: boolean;
 }
 
 export async function bootVm(env: Env, o: VmOpts): Promise<Vm> {
@@ -226,7 +228,7 @@ export async function bootVm(env: Env, o: VmOpts): Promise<Vm> {
   const vm = await env.lib.startVm({
     ...env.built, accel: env.accel, ram: o.ram ?? '256M', cpus: o.cpus ?? 2, queues: o.cpus ?? 2,
     swapSize: o.swapSize ?? '768M', dataSize: o.dataSize ?? '1G', run: o.run, modparams: o.modparams,
-    noModule: o.noModule, runDir, tmemSocket: o.daemon ? (o.socket ?? o.daemon.daemon.socket) : null,
+    noModule: o.noModule, allowReboot: o.allowReboot, runDir, tmemSocket: o.daemon ? (o.socket ?? o.daemon.daemon.socket) : null,
     name: 'tmem-e2e',
   });
   env.cleanup.vms.push(vm);

@@ -245,7 +245,8 @@ export function qemuArgs(o) {
     '-object', `memory-backend-memfd,id=mem,size=${ram},share=on`,
     '-kernel', o.bzImage,
     '-append', o.append,
-    '-no-reboot',
+    // a guest reboot ends QEMU unless the caller wants to see one (allowReboot)
+    ...(o.allowReboot ? [] : ['-no-reboot']),
     '-nodefaults', '-vga', 'none',
     '-qmp', `unix:${o.qmpPath},server=on,wait=off`,
   ];
@@ -286,6 +287,7 @@ function makeDisk(file, size, kind) {
  *   run: a guest command (passed by fw_cfg; the guest powers off after it)
  *   modparams: virtio_tmem module parameters ("a=1 b=2"); noModule: add tmem.module=0
  *   extraAppend: more kernel command line; accel: 'kvm'|'tcg' (default detectAccel())
+ *   allowReboot: a guest reboot resets the VM in the same QEMU (default: -no-reboot, QEMU exits)
  *   interactive: console on this terminal (-nographic, stdio inherited); else piped
  *   noShutdown (default true unless interactive): QEMU stays up after the guest powers off,
  *     so QMP (blockstats) can still be read; call quit() afterwards

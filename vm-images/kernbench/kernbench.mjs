@@ -109,7 +109,8 @@ function procCpuS(pid) {
 function procMemKb(pid) {
   const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   const g = (k) => Number((new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s) || [])[1] || 0);
-  return { rssKb: g('VmRSS'), hwmKb: g('VmHWM') };
+  // RssAnon: the daemon's heap and its tmem frames; RssShmem: guest RAM it touched through its mapping of the memfd
+  return { rssKb: g('VmRSS'), hwmKb: g('VmHWM'), anonKb: g('RssAnon'), shmemKb: g('RssShmem') };
 }
 
 /** One request on tmemd's control socket (what `tmemctl --json stats` prints). */
@@ -213,6 +214,11 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
           const s = tmemSummary(st);
           samples.push({ t: (Date.now() - t0) / 1000, ...s, kinds: undefined, cc: s.kinds.cleancache, fs: s.kinds.frontswap });
         } catch { /* daemon busy or guest not connected yet */ }
+        try {
+          const m = procMemKb(daemon.proc.pid);
+          rec.tmemdAnonPeakKb = Math.max(rec.tmemdAnonPeakKb ?? 0, m.anonKb);
+          rec.tmemdShmemPeakKb = Math.max(rec.tmemdShmemPeakKb ?? 0, m.shmemKb);
+        } catch { /* gone */ }
       }
       if (progress) {
         const s = samples.at(-1);

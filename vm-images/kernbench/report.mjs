@@ -28,6 +28,8 @@ export function runMetrics(r) {
     tmemHits: r.tmemAtEnd?.hits ?? null,
     tmemHostMiB: r.tmemAtEnd ? (r.tmemAtEnd.persistentPeak + r.tmemAtEnd.ephemeralPeak) * 4096 / 2 ** 20 : null,
     tmemdRssMiB: r.tmemdMem ? r.tmemdMem.hwmKb / 1024 : null,
+    tmemdAnonPeakMiB: Number.isFinite(r.tmemdAnonPeakKb) ? r.tmemdAnonPeakKb / 1024 : null,
+    tmemdShmemPeakMiB: Number.isFinite(r.tmemdShmemPeakKb) ? r.tmemdShmemPeakKb / 1024 : null,
   };
   for (const [id, d] of Object.entries(r.io?.disks || {})) { m[`readOps.${id}`] = d.readOps; m[`writeOps.${id}`] = d.writeOps; }
   return m;
@@ -167,7 +169,7 @@ export function writeReport({ outDir, options, machine, data, built, runs, start
   if (tmemRun) {
     md.push('## tmem', '');
     md.push(`tmemd CPU ${fmt(t.tmemdCpuS, 2)} s over the run (daemon start to QEMU quit: boot, workload, power-off), ${fmt(t.tmemdCpuWorkloadS, 2)} s during the make alone (${extra.tmemdCpuPctOfOneCore ?? '-'} % of one core over its wall time; ${extra.tmemdCpuWorkloadPerSavedIoUs ?? '-'} µs per saved disk op). Whole run: `+
-      `${summary.tmemdCpuPerSavedIoUs ?? '-'} µs per saved disk op, ${extra.tmemdCpuPerSavedGuestIoUs ?? '-'} µs per saved guest I/O (pswpin+pswpout+pgmajfault). tmemd peak RSS ${fmt(t.tmemdRssMiB, 1)} MiB; tmem pages held at peak ${fmt(t.tmemHostMiB, 1)} MiB (persistent + ephemeral peaks).`, '');
+      `${summary.tmemdCpuPerSavedIoUs ?? '-'} µs per saved disk op, ${extra.tmemdCpuPerSavedGuestIoUs ?? '-'} µs per saved guest I/O (pswpin+pswpout+pgmajfault). tmemd peak RSS ${fmt(t.tmemdRssMiB, 1)} MiB, of which (sampled peaks) ${fmt(t.tmemdAnonPeakMiB, 1)} MiB its own memory (heap and tmem frames) and ${fmt(t.tmemdShmemPeakMiB, 1)} MiB guest RAM it touched through its mapping; tmem pages held at peak ${fmt(t.tmemHostMiB, 1)} MiB (persistent + ephemeral peaks).`, '');
     if (kinds) md.push(mdTable([['pool kind', 'pools', 'puts', 'gets', 'hits', 'hit ratio'],
       ...Object.entries(kinds).map(([k, v]) => [k, v.pools, v.puts, v.gets, v.hits, v.gets ? `${((v.hits / v.gets) * 100).toFixed(1)} %` : '-'])]), '');
     md.push(`(first tmem run, at the end of the workload; totals: puts ${tmemRun.tmemAtEnd.puts}, gets ${tmemRun.tmemAtEnd.gets}, hits ${tmemRun.tmemAtEnd.hits}, refused for space ${tmemRun.tmemAtEnd.putsNoSpace}, evictions ${tmemRun.tmemAtEnd.evictions})`, '');

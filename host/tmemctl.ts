@@ -4,12 +4,15 @@
 // reply with --json.
 import { defaultControlPath } from './config.js';
 import { requestDaemon } from './control/client.js';
+import { sampleFromStats, TOP_HEADER, topLines, topRates, type TopSample } from './control/top.js';
 
 export const CTL_HELP = `Usage: tmemctl [--control PATH] [--json] COMMAND
 
 Commands:
   guests                    the configured VMs: socket, connected, RAM, maxmem
   stats                     host and per-guest statistics
+  top [INTERVAL [COUNT]]    per-guest rates every INTERVAL seconds (default 1), like
+                            vmstat: puts, gets, hits, refusals, evictions, pages held
   freeze NAME               reject the VM's puts (TMEM_S_FROZEN); kept across reconnects
   thaw NAME                 accept its puts again
   flush NAME                drop every page the connected guest holds
@@ -31,6 +34,8 @@ interface CtlArgs {
   json: boolean;
   timeoutMs: number;
   request: Record<string, unknown>;
+  /** top: seconds between samples and how many lines of samples (Infinity: until interrupted). */
+  top?: { intervalS: number; count: number };
 }
 
 export function parseCtlArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): CtlArgs | 'help' {
@@ -63,10 +68,18 @@ export function parseCtlArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
     } else if (a.startsWith('-') && a !== '-') throw new UsageError(`unknown option ${a}`);
     else rest.push(a);
   }
-  if (rest.length === 0) throw new UsageError('no command (guests, stats, freeze, thaw, flush, share-group)');
+  if (rest.length === 0) throw new UsageError('no command (guests, stats, top, freeze, thaw, flush, share-group)');
   const [cmd, ...args] = rest;
+  if (cmd === 'top') {
+    if (args.length > 2) throw new UsageError('top takes at most an interval and a count');
+    const intervalS = args[0] === undefined ? 1 : Number(args[0]);
+    if (!(/^\d+(\.\d+)?$/.test(args[0] ?? '1') && intervalS >= 0.1 && intervalS <= 3600)) throw new UsageError(`top: interval '${args[0]}' is not a number of seconds from 0.1 to 3600`);
+    const count = args[1] === undefined ? Infinity : Number(args[1]);
+    if (args[1] !== undefined && !(/^\d+$/.test(args[1]) && count >= 1)) throw new UsageError(`top: count '${args[1]}' is not a positive whole number`);
+    return { control, json, timeoutMs, request: { cmd: 'stats' }, top: { intervalS, count } };
+  }
   const nargs: Record<string, number> = { guests: 0, stats: 0, freeze: 1, thaw: 1, flush: 1, 'share-group': 2 };
-  if (!(cmd! in nargs)) throw new UsageError(`unknown command '${cmd}' (guests, stats, freeze, thaw, flush, share-group)`);
+  if (!(cmd! in nargs)) throw new UsageError(`unknown command '${cmd}' (guests, stats, top, freeze, thaw, flush, share-group)`);
   if (args.length !== nargs[cmd!]) {
     const want = nargs[cmd!] === 0 ? 'no arguments' : nargs[cmd!] === 1 ? 'a VM name' : 'a VM name and a group';
     throw new UsageError(`${cmd} takes ${want}`);
@@ -197,6 +210,7 @@ export async function ctlMain(argv: readonly string[]): Promise<number> {
     process.stdout.write(CTL_HELP);
     return 0;
   }
+  if (a.top) return top(a, a.top);
   let reply;
   try {
     reply = await requestDaemon(a.control, a.request, a.timeoutMs);
@@ -225,6 +239,38 @@ export async function ctlMain(argv: readonly string[]): Promise<number> {
       const what = a.request.cmd === 'share-group' ? `share group ${g.shareGroup ?? 'none'}` : a.request.cmd === 'flush' ? 'flushed' : g.frozen ? 'frozen' : 'thawed';
       process.stdout.write(`${g.name}: ${what}\n`);
     }
+  }
+  return 0;
+}
+
+/**
+ * `top`: a `stats` request every interval; the first sample only sets the
+ * base, so each printed line covers one whole interval. The header repeats
+ * every 20 samples, as vmstat's does.
+ */
+async function top(a: CtlArgs, o: { intervalS: number; count: number }): Promise<number> {
+  let prev: TopSample | null = null;
+  for (let printed = 0; printed < o.count; ) {
+    let reply;
+    try {
+      reply = await requestDaemon(a.control, { cmd: 'stats' }, a.timeoutMs);
+    } catch (e) {
+      process.stderr.write(`tmemctl: ${(e as Error).message}\n`);
+      return 1;
+    }
+    if (!reply.ok) {
+      process.stderr.write(`tmemctl: stats: ${reply.error ?? 'failed'}\n`);
+      return 1;
+    }
+    const cur = sampleFromStats(reply.result, Date.now());
+    if (a.json && prev) process.stdout.write(JSON.stringify({ at: new Date(cur.atMs).toISOString(), hostFreePages: cur.freePages, guests: topRates(prev, cur) }) + '\n');
+    else if (prev) {
+      if (printed % 20 === 0) process.stdout.write(TOP_HEADER + '\n');
+      process.stdout.write(topLines(prev, cur, new Date(cur.atMs).toTimeString().slice(0, 8)).join('\n') + '\n');
+    }
+    if (prev) printed++;
+    prev = cur;
+    if (printed < o.count) await new Promise((r) => setTimeout(r, o.intervalS * 1000));
   }
   return 0;
 }

@@ -343,6 +343,13 @@ function run(): void {
     t.equal(stats.guests[0]!.name, 'vm1');
     t.ok(stats.guests[0]!.dataplane, 'per-guest data-plane state');
     t.equal(tmemctl(['--control', ctl, 'stats']).status, 0, 'human stats');
+    const top = tmemctl(['--control', ctl, 'top', '0.2', '2']);
+    t.equal(top.status, 0, 'tmemctl top 0.2 2 exits 0');
+    t.match(top.stdout, /^TIME\s+NAME\s+PUT\/s/, 'top prints its header');
+    t.equal((top.stdout.match(/^\S+\s+vm1\s/gm) ?? []).length, 2, 'and one line per interval for the connected guest');
+    const topJson = tmemctl(['--control', ctl, '--json', 'top', '0.2', '1']);
+    t.match(JSON.parse(topJson.stdout), { guests: [{ name: 'vm1' }] }, 'top --json: one object per interval');
+    t.equal(tmemctl(['--control', ctl, 'top', '0']).status, 2, 'top with a zero interval is a usage error');
 
     // operator commands
     const f = tmemctl(['--control', ctl, 'freeze', 'vm1']);

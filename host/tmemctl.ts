@@ -211,18 +211,8 @@ export async function ctlMain(argv: readonly string[]): Promise<number> {
     return 0;
   }
   if (a.top) return top(a, a.top);
-  let reply;
-  try {
-    reply = await requestDaemon(a.control, a.request, a.timeoutMs);
-  } catch (e) {
-    process.stderr.write(`tmemctl: ${(e as Error).message}\n`);
-    return 1;
-  }
-  if (!reply.ok) {
-    if (a.json) process.stdout.write(JSON.stringify(reply) + '\n');
-    process.stderr.write(`tmemctl: ${String(a.request.cmd)}: ${reply.error ?? 'failed'}\n`);
-    return 1;
-  }
+  const reply = await ask(a, a.request);
+  if (!reply) return 1;
   if (a.json) {
     process.stdout.write(JSON.stringify(reply.result, null, 2) + '\n');
     return 0;
@@ -244,6 +234,26 @@ export async function ctlMain(argv: readonly string[]): Promise<number> {
 }
 
 /**
+ * One request to the daemon. A failure (unreachable, or refused) is printed,
+ * with the daemon's reply under --json, and gives null.
+ */
+async function ask(a: CtlArgs, request: Record<string, unknown>): Promise<{ result: unknown } | null> {
+  let reply;
+  try {
+    reply = await requestDaemon(a.control, request, a.timeoutMs);
+  } catch (e) {
+    process.stderr.write(`tmemctl: ${(e as Error).message}\n`);
+    return null;
+  }
+  if (!reply.ok) {
+    if (a.json) process.stdout.write(JSON.stringify(reply) + '\n');
+    process.stderr.write(`tmemctl: ${String(request.cmd)}: ${reply.error ?? 'failed'}\n`);
+    return null;
+  }
+  return reply;
+}
+
+/**
  * `top`: a `stats` request every interval; the first sample only sets the
  * base, so each printed line covers one whole interval. The header repeats
  * every 20 samples, as vmstat's does.
@@ -251,17 +261,8 @@ export async function ctlMain(argv: readonly string[]): Promise<number> {
 async function top(a: CtlArgs, o: { intervalS: number; count: number }): Promise<number> {
   let prev: TopSample | null = null;
   for (let printed = 0; printed < o.count; ) {
-    let reply;
-    try {
-      reply = await requestDaemon(a.control, { cmd: 'stats' }, a.timeoutMs);
-    } catch (e) {
-      process.stderr.write(`tmemctl: ${(e as Error).message}\n`);
-      return 1;
-    }
-    if (!reply.ok) {
-      process.stderr.write(`tmemctl: stats: ${reply.error ?? 'failed'}\n`);
-      return 1;
-    }
+    const reply = await ask(a, { cmd: 'stats' });
+    if (!reply) return 1;
     const cur = sampleFromStats(reply.result, Date.now());
     if (a.json && prev) process.stdout.write(JSON.stringify({ at: new Date(cur.atMs).toISOString(), hostFreePages: cur.freePages, guests: topRates(prev, cur) }) + '\n');
     else if (prev) {

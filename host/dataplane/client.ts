@@ -120,7 +120,7 @@ export class DataPlane {
    * the data plane is used again: a worker that was only slow recovers.
    */
   private overdue: { seq: number; name: string; since: number } | null = null;
-  /** Whether the command of the current call reached the worker's ring (its fds are then the worker's). */
+  /** Whether the command of handOver's call reached the worker's ring (its fds are then the worker's). */
   private posted = false;
   private readonly exited: Promise<void>;
   private readonly guests = new Map<number, { name: string; numQueues: number }>();
@@ -210,7 +210,6 @@ export class DataPlane {
 
   /** Sends one command and waits for its reply. */
   private call(cmd: number, guest: number, queue: number, args: readonly number[], payload?: string): { value: number; payload: string } {
-    this.posted = false;
     if (this.dead || this.gone.value) throw new DataPlaneError(`data plane is down: ${this.dead}`);
     const { ctl, dv, bytes } = this.views;
     if (this.overdue) {
@@ -426,8 +425,7 @@ export class DataPlane {
 
   /** Whether the worker is alive and answering (not stopped, not overdue with a reply). */
   get alive(): boolean {
-    if (this.overdue && Atomics.load(this.views.ctl, CTL_REPLY_SEQ) === this.overdue.seq) return this.dead === null;
-    return this.dead === null && this.overdue === null;
+    return this.dead === null && (this.overdue === null || Atomics.load(this.views.ctl, CTL_REPLY_SEQ) === this.overdue.seq);
   }
 
   /**

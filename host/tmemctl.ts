@@ -250,7 +250,7 @@ async function ask(a: CtlArgs, request: Record<string, unknown>): Promise<{ resu
     process.stderr.write(`tmemctl: ${String(request.cmd)}: ${reply.error ?? 'failed'}\n`);
     return null;
   }
-  return reply;
+  return { result: reply.result };
 }
 
 /**

@@ -327,7 +327,10 @@ export async function startVm(opts) {
     if (at >= 0) {
       const raw = line.slice(at + '@@TMEM-RESULT '.length);
       let r;
-      try { r = JSON.parse(raw); } catch (e) { r = { parseError: e.message, raw }; }
+      try { r = JSON.parse(raw); } catch (e) {
+        r = { parseError: e.message, raw };
+        process.stderr.write(`vm.mjs: a @@TMEM-RESULT line is not JSON (${e.message}); ${raw.length} chars:\n${JSON.stringify(raw)}\n`);
+      }
       results.push(r);
       ev.emit('result', r);
       const ws = resultWaiters; resultWaiters = [];

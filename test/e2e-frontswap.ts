@@ -42,7 +42,7 @@ for (const queuesMode of ['poll', 'notify'] as const) t.test(`frontswap (tmemd -
   const res = r.result ?? {};
   // the kernel's own counters around the workload: in 5.10 pswpout counts only
   // pages written to the swap device; pages frontswap took count as succ_stores
-  const kc = diff(counters(vm.output(), 'before'), counters(vm.output(), 'after'));
+  const kc = diff(counters(vm.markers(), 'before'), counters(vm.markers(), 'after'));
   const swappedOut = (kc.vmstat_pswpout ?? 0) + (kc.frontswap_succ_stores ?? 0);
   const fs = kv(r.tmem_debugfs?.stats);
   const swap = bsDelta(bs0, bs1, 'tmemswap');

@@ -61,17 +61,17 @@ t.test('umount and swapoff destroy their pools; shutdown and SIGKILL leave nothi
   const k2 = new Set(p2.map(poolKey));
   const removed1 = p0.filter((p) => !k1.has(poolKey(p)));
   const removed2 = p1.filter((p) => !k2.has(poolKey(p)));
-  t.comment(`driver pools before: ${poolLines(vm.output(), 'before').join(' | ')}`);
+  t.comment(`driver pools before: ${poolLines(vm.markers(), 'before').join(' | ')}`);
   t.comment(`tmemd pools before:        ${describe(p0)}; guest persistent ${s0.g.store?.persistentPages}, ephemeral ${s0.g.store?.ephemeralPages}; destroy_pool ops ${s0.host.counters.opDestroyPool}`);
   t.comment(`tmemd pools after umount:  ${describe(p1)}; removed ${describe(removed1)}; destroy_pool ops ${s1.host.counters.opDestroyPool}`);
   t.comment(`tmemd pools after swapoff: ${describe(p2)}; removed ${describe(removed2)}; guest persistent ${s2.g.store?.persistentPages}; destroy_pool ops ${s2.host.counters.opDestroyPool}`);
   t.comment(`after shutdown + QEMU quit: connected ${guestEntry({ guests: guests1 }, d.name).connected}, host pages persistent ${gone1.host.store.persistentPages}, ephemeral ${gone1.host.store.ephemeralPages}, pending ${gone1.host.store.reclaimPendingPages}`);
 
-  const ccPools = (tag: string) => poolLines(vm.output(), tag).filter((l) => /^cleancache/.test(l) && !/ - /.test(l)).length;
+  const ccPools = (tag: string) => poolLines(vm.markers(), tag).filter((l) => /^cleancache/.test(l) && !/ - /.test(l)).length;
   t.comment(`driver cleancache pools: ${ccPools('pre-remount')} before the data disk's ro/rw remount, ${ccPools('post-remount')} after`);
   t.equal(ccPools('post-remount'), ccPools('pre-remount') + 1, 'an ext4 rw remount (init_fs of the same superblock again) got a new cleancache pool, without trouble');
   t.equal(r.rc, 0, 'the guest script ran');
-  t.notMatch(vm.output(), /@@E2E-FAIL/, 'every guest step succeeded (remount, filereader with checksums, tmpfs, swapstress, umount, swapoff)');
+  t.notMatch(vm.markers(), /@@E2E-FAIL/, 'every guest step succeeded (remount, filereader with checksums, tmpfs, swapstress, umount, swapoff)');
   t.ok(p0.length >= 2, `the guest had pools (${p0.length})`);
   t.ok(p0.some((p) => p.persistent && p.persistentPages > 1000), 'a persistent pool held pages before swapoff');
   t.ok(p0.some((p) => !p.persistent && p.ephemeralPages > 0), 'an ephemeral pool held pages before umount');
@@ -83,7 +83,7 @@ t.test('umount and swapoff destroy their pools; shutdown and SIGKILL leave nothi
   t.ok(removed2.length === 1 && removed2[0].persistent, `swapoff destroyed the persistent pool (${describe(removed2)})`);
   t.equal(s2.host.counters.opDestroyPool - s1.host.counters.opDestroyPool, 1, 'one DESTROY_POOL for the swapoff');
   t.equal(s2.g.store?.persistentPages, 0, 'no persistent pages left after swapoff');
-  t.equal(poolLines(vm.output(), 'after-swapoff').filter((l) => /frontswap/.test(l) && !/ - /.test(l)).length, 0, 'the driver holds no frontswap pool on the device after swapoff');
+  t.equal(poolLines(vm.markers(), 'after-swapoff').filter((l) => /frontswap/.test(l) && !/ - /.test(l)).length, 0, 'the driver holds no frontswap pool on the device after swapoff');
   t.ok(guestEntry({ guests: beforeQuit }, d.name).connected, 'the guest was still connected while QEMU was up');
   const ge1 = guestEntry({ guests: guests1 }, d.name);
   t.equal(ge1.connected, false, 'tmemctl guests: not connected after shutdown');

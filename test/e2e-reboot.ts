@@ -33,11 +33,11 @@ t.test('a guest reboot on the same connection: RESET at probe drops every pool o
 
   const p1: Json[] = g1.store?.pools ?? [];
   const p2: Json[] = g2.store?.pools ?? [];
-  const drv2 = livePools(poolLines(vm.output(), 'second'));
+  const drv2 = livePools(poolLines(vm.markers(), 'second'));
   t.comment(`first boot: tmemd pools ${describe(p1)}; persistent ${g1.store?.persistentPages}, ephemeral ${g1.store?.ephemeralPages}; RESETs so far ${s1.host.counters.opReset}`);
   t.comment(`after the reboot: tmemd pools ${describe(p2)}; persistent ${g2.store?.persistentPages}, ephemeral ${g2.store?.ephemeralPages}; RESETs ${s2.host.counters.opReset}; driver pools: ${drv2.join(' | ')}`);
 
-  t.equal((vm.output().match(/@@TMEM-READY/g) ?? []).length, 2, 'the guest booted twice in one QEMU');
+  t.equal((vm.markers().match(/@@TMEM-READY/g) ?? []).length, 2, 'the guest booted twice in one QEMU');
   t.ok(g1.connected && g2.connected, 'connected during both boots');
   t.equal(g2.guestId, g1.guestId, 'the same guest (one vhost-user connection across the reboot)');
   t.notMatch(d.daemon.output(), /guest left/, 'the daemon never saw the guest leave');
@@ -47,7 +47,7 @@ t.test('a guest reboot on the same connection: RESET at probe drops every pool o
   t.ok(g2.store?.ephemeralPages < g1.store?.ephemeralPages, `ephemeral pages of the first boot are gone (${g1.store?.ephemeralPages} -> ${g2.store?.ephemeralPages})`);
   t.equal(p2.length, drv2.length, `the daemon holds exactly the second boot's pools (${p2.length} = the driver's ${drv2.length})`);
   t.equal(r.rc, 0, 'the second boot ran its script');
-  t.notMatch(vm.output(), /@@E2E-FAIL/, 'every guest step succeeded');
+  t.notMatch(vm.markers(), /@@E2E-FAIL/, 'every guest step succeeded');
   t.same(kernelTrouble(vm.output()), [], 'no kernel BUG/WARNING/lockup in either boot');
   await vm.quit();
   const st = await d.daemon.stop();

@@ -53,7 +53,7 @@ async function stalled(t: Tap, env: Env, mode: 'SIGSTOP' | 'SIGKILL'): Promise<v
   const fs = kv(files.tmem_debugfs?.stats);
   const sr = swap.result ?? {};
   const fr = files.result ?? {};
-  const dm = dmesgLines(vm.output()).filter((l) => /virtio_tmem|virtio-tmem/.test(l) && !/loading out-of-tree|enabled|registered|tmem device:/.test(l));
+  const dm = dmesgLines(vm.markers()).filter((l) => /virtio_tmem|virtio-tmem/.test(l) && !/loading out-of-tree|enabled|registered|tmem device:/.test(l));
   t.comment(`guest swapstress: ${sr.pages_checked} page checks, ${sr.mismatches} mismatches, ok ${sr.ok}; filereader: ${fr.passes?.length} passes, checksums ${fr.passes?.map((p: Json) => p.checksum).join(', ')} (expected ${fr.expected}), ok ${fr.ok}`);
   t.comment(`driver: broken ${fs.broken}, timeouts ${fs.timeouts}, no_device ${fs.no_device}, protocol errors ${fs.errors_protocol}; frontswap stores ok ${fs.frontswap_stores_ok} refused ${fs.frontswap_stores_refused}, loads hit ${fs.frontswap_loads_hit} miss ${fs.frontswap_loads_miss}; cleancache gets hit ${fs.cleancache_gets_hit} miss ${fs.cleancache_gets_miss}`);
   for (const l of dm) t.comment(`dmesg: ${l}`);

@@ -153,7 +153,7 @@ try {
 let blockstats = null;
 try { blockstats = await vm.blockstats(); } catch (e) { say(`query-blockstats failed: ${e.message}`); }
 await stopAll();
-const m = vm.output().match(/@@TMEM-RUN-END rc=(\d+)/);
+const m = vm.markers().match(/@@TMEM-RUN-END rc=(\d+)/);
 if (m && rc !== 124) rc = Number(m[1]);
 const secs = (Date.now() - t0) / 1000;
 

@@ -54,6 +54,8 @@ export interface Vm {
   proc: import('node:child_process').ChildProcess;
   runDir: string;
   output(): string;
+  /** The guest's @@ marker lines (the harness port; the console without one). */
+  markers(): string;
   write(s: string): void;
   qmp(cmd: string, args?: unknown): Promise<Json>;
   blockstats(): Promise<Record<string, Record<string, number>>>;
@@ -240,6 +242,8 @@ export async function waitReady(vm: Vm, module: boolean, ms = 180000): Promise<s
   const m = await vm.waitFor(/@@TMEM-READY[^\n]*/, ms);
   const line = m[0];
   if (module && !/module=loaded/.test(line)) throw new Error(`the guest did not load virtio_tmem: ${line}\n${vm.output().slice(-3000)}`);
+  // bootVm always gives the guest the harness port (vm.mjs): markers read off the console could be torn
+  if (!/ harness=port\b/.test(line)) throw new Error(`the guest did not open the harness port (markers would come over the lossy console): ${line}\n${vm.output().slice(-3000)}`);
   return line;
 }
 

@@ -13,11 +13,15 @@
 #   tmem.modparams=a=1,b=2              module parameters (commas become spaces)
 #   tmem.swap=0                         no swapon
 #   tmem.shell=1                        drop to a shell after the command instead of powering off
-# Markers on the console (for the host harness):
+# Markers for the host harness, on the console and, when QEMU gives the VM a
+# virtio-serial port named org.tmem-kvm.harness (vm-images/lib/vm.mjs does),
+# on that port too: QEMU's UART drops bytes when its reader falls behind and
+# kernel messages can land inside a line, the port loses nothing.
 #   @@TMEM-READY ...        init finished setup
 #   @@TMEM-RUN-BEGIN cmd    / @@TMEM-RUN-END rc=N
 #   @@TMEM-RESULT {json}    printed by the workloads
 #   @@TMEM-POWEROFF
+# Workloads print their markers with mark() of workloads/lib.sh (fd 9 is the port).
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root TERM=${TERM:-linux}
 cd /
@@ -41,7 +45,41 @@ done
 # warnings and worse still reach the console; chatter does not split our result lines
 echo 5 > /proc/sys/kernel/printk 2>/dev/null
 
-say() { echo "$*" > /dev/console 2>/dev/null || echo "$*"; }
+# the harness port: /dev/vportNpM whose name is org.tmem-kvm.harness. Its name
+# arrives from the device shortly after probe, so wait a little when a
+# virtio-serial device is present (PCI 1af4:1003 or 1af4:1043) and not otherwise.
+harness_port() {
+  for n in /sys/class/virtio-ports/*/name; do
+    [ -r "$n" ] && [ "$(cat "$n")" = org.tmem-kvm.harness ] && { p=${n%/name}; echo "/dev/${p##*/}"; return 0; }
+  done
+  return 1
+}
+has_virtio_serial() {
+  for d in /sys/bus/pci/devices/*; do
+    case "$(cat "$d/vendor" 2>/dev/null):$(cat "$d/device" 2>/dev/null)" in
+      0x1af4:0x1003 | 0x1af4:0x1043) return 0 ;;
+    esac
+  done
+  return 1
+}
+TMEM_HARNESS=0
+if has_virtio_serial; then
+  i=0
+  while ! HPORT=$(harness_port) && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  # `command exec`: a failed redirection must not end PID 1
+  if [ -n "$HPORT" ] && [ -c "$HPORT" ] && command exec 9> "$HPORT"; then
+    TMEM_HARNESS=1
+  else
+    echo "init: a virtio-serial device but no usable org.tmem-kvm.harness port; markers go to the console only" > /dev/console
+  fi
+fi
+export TMEM_HARNESS
+
+say() {
+  echo "$*" > /dev/console 2>/dev/null || echo "$*"
+  [ "$TMEM_HARNESS" = 1 ] && printf '%s\n' "$*" >&9
+  return 0
+}
 
 param() { # param NAME -> value of tmem.NAME on the kernel command line
   for w in $(cat /proc/cmdline); do
@@ -90,7 +128,7 @@ for d in /sys/bus/pci/devices/*; do
   [ "$(cat "$d/vendor" 2>/dev/null):$(cat "$d/device" 2>/dev/null)" = "0x1af4:0x1067" ] && TMEMDEV=${d##*/}
 done
 
-say "@@TMEM-READY kernel=$(uname -r) mem_kb=$(awk '/MemTotal/ {print $2}' /proc/meminfo) cpus=$(nproc) swap=${SWAPDEV:-none} files=${FILESDEV:-none} data=${DATADEV:-none} tmemdev=$TMEMDEV module=${MODULE:-none}"
+say "@@TMEM-READY kernel=$(uname -r) mem_kb=$(awk '/MemTotal/ {print $2}' /proc/meminfo) cpus=$(nproc) swap=${SWAPDEV:-none} files=${FILESDEV:-none} data=${DATADEV:-none} tmemdev=$TMEMDEV module=${MODULE:-none} harness=$([ "$TMEM_HARNESS" = 1 ] && echo port || echo console)"
 
 # --- the command
 RUN=""

@@ -264,6 +264,13 @@ export function qemuArgs(o) {
     a.push('-chardev', `socket,id=tmem0,path=${qemuStr(o.tmemSocket)}`,
       '-device', `vhost-user-test-device-pci,chardev=tmem0,virtio-id=39,num_vqs=${o.queues},vq_size=256,id=tmem0dev`);
   }
+  if (o.harnessSocket) {
+    // the harness port (guest/init.sh): markers and results over virtio-serial,
+    // which throttles the guest instead of dropping bytes as the UART does
+    a.push('-device', 'virtio-serial-pci,id=harnessbus',
+      '-chardev', `socket,id=harness,path=${qemuStr(o.harnessSocket)}`,
+      '-device', 'virtserialport,bus=harnessbus.0,chardev=harness,name=org.tmem-kvm.harness');
+  }
   if (o.run) a.push('-fw_cfg', `name=opt/tmem/run,string=${qemuStr(o.run)}`);
   if (o.modparams) a.push('-fw_cfg', `name=opt/tmem/modparams,string=${qemuStr(o.modparams)}`);
   a.push(...(o.qemuExtra || []));
@@ -293,6 +300,8 @@ function makeDisk(file, size, kind) {
  *     so QMP (blockstats) can still be read; call quit() afterwards
  *   runDir: where the swap/data images and sockets go (default a new dir in $CACHE/run)
  *   echo: a writable stream that gets the console output (e.g. process.stdout)
+ *   harnessPort (default true unless interactive): a virtio-serial port for the guest's
+ *     markers and results (see markers(), waitForResult()); false: read them off the console
  * Returns a VM handle (see below).
  */
 export async function startVm(opts) {
@@ -307,22 +316,36 @@ export async function startVm(opts) {
   o.qmpPath = o.qmpPath || path.join(runDir, 'qmp.sock');
   if (o.swapSize && parseSize(o.swapSize) > 0) { o.swapImg = path.join(runDir, 'swap.img'); makeDisk(o.swapImg, o.swapSize, 'swap'); }
   if (o.dataSize && parseSize(o.dataSize) > 0) { o.dataImg = path.join(runDir, 'data.img'); makeDisk(o.dataImg, o.dataSize, 'ext4'); }
+  // Markers and results come over a virtio-serial port when the console is
+  // piped (the UART drops bytes when its reader falls behind, and kernel
+  // messages land inside lines); an interactive console is left as it is.
+  const harness = o.interactive || o.harnessPort === false ? null : await listenHarness(path.join(runDir, 'harness.sock'));
+  o.harnessSocket = harness?.path;
   o.append = ['root=/dev/vda rw console=ttyS0 init=/sbin/tmem-init panic=-1 zswap.enabled=0',
     o.noModule ? 'tmem.module=0' : '', o.extraAppend].filter(Boolean).join(' ');
   const args = qemuArgs(o);
-  const proc = spawn(o.qemu, args, {
-    stdio: o.interactive ? 'inherit' : ['pipe', 'pipe', 'pipe'],
-    detached: !o.interactive, // a terminal Ctrl-C goes to us; we stop QEMU, then the daemon
-    env: { ...process.env, TMPDIR: runDir }, // snapshot=on overlay lives in runDir
-  });
+  let proc;
+  try {
+    proc = spawn(o.qemu, args, {
+      stdio: o.interactive ? 'inherit' : ['pipe', 'pipe', 'pipe'],
+      detached: !o.interactive, // a terminal Ctrl-C goes to us; we stop QEMU, then the daemon
+      env: { ...process.env, TMPDIR: runDir }, // snapshot=on overlay lives in runDir
+    });
+  } catch (e) {
+    harness?.close();
+    throw e;
+  }
   const ev = new EventEmitter();
   let text = '';
   let partial = '';
   const results = [];
   let resultWaiters = [];
   let consumed = 0;
-  const onLine = (line) => {
+  // the harness port's text, when there is one: markers are read there, not on the console
+  let marks = '';
+  const onLine = (line, fromHarness) => {
     ev.emit('line', line);
+    if (Boolean(harness) !== Boolean(fromHarness)) return; // results come from one stream only
     const at = line.indexOf('@@TMEM-RESULT ');
     if (at >= 0) {
       const raw = line.slice(at + '@@TMEM-RESULT '.length);
@@ -346,6 +369,16 @@ export async function startVm(opts) {
     while ((i = partial.indexOf('\n')) >= 0) { onLine(partial.slice(0, i).replace(/\r$/, '')); partial = partial.slice(i + 1); }
   };
   if (!o.interactive) { proc.stdout.on('data', onData); proc.stderr.on('data', onData); }
+  if (harness) {
+    let hpartial = '';
+    harness.onData((d) => {
+      const s = d.toString();
+      marks += s;
+      hpartial += s;
+      let i;
+      while ((i = hpartial.indexOf('\n')) >= 0) { onLine(hpartial.slice(0, i).replace(/\r$/, ''), true); hpartial = hpartial.slice(i + 1); }
+    });
+  }
   let exited = null;
   const exitP = new Promise((r) => {
     proc.on('exit', (code, signal) => { if (exited) return; exited = { code, signal }; ev.emit('exit', exited); r(exited); });
@@ -380,6 +413,8 @@ export async function startVm(opts) {
     proc, runDir, args, cmdline: [o.qemu, ...args], options: o, results, events: ev,
     /** All console output so far. */
     output: () => text,
+    /** The guest's marker lines (@@...) so far: from the harness port, or the console without one. */
+    markers: () => (harness ? marks : text),
     /** Send text to the guest console (piped mode). */
     write: (s) => proc.stdin?.write(s),
     /** Run a QMP command ('query-blockstats', ...) and get its return value. */
@@ -387,12 +422,12 @@ export async function startVm(opts) {
     qmpClient,
     blockstats: async () => (await qmpClient()).blockstats(),
     /** Wait for a console line matching `re`; resolves with the match. */
+    /** Wait for a line matching `re` on the harness port or the console; resolves with the match. */
     waitFor: (re, timeoutMs = 120000) => {
-      let hit;
-      const seen = text;
-      const m0 = seen.match(re);
+      const find = () => (harness ? marks.match(re) : null) ?? text.match(re) ?? undefined;
+      const m0 = find();
       if (m0) return Promise.resolve(m0);
-      return until(() => { const m = text.match(re); if (m) hit = m; return hit; }, timeoutMs, String(re));
+      return until(find, timeoutMs, String(re));
     },
     /** The next @@TMEM-RESULT (parsed JSON) not yet returned by this function. */
     waitForResult: (timeoutMs = 600000) => until(() => (consumed < results.length ? results[consumed++] : undefined), timeoutMs, '@@TMEM-RESULT'),
@@ -424,8 +459,32 @@ export async function startVm(opts) {
     /** Remove the run directory (swap/data images). */
     cleanup() { if (!o.runDir) fs.rmSync(runDir, { recursive: true, force: true }); },
   };
-  exitP.then(() => qmpP?.then((c) => c.close()).catch(() => {}));
+  exitP.then(() => { harness?.close(); return qmpP?.then((c) => c.close()).catch(() => {}); });
   return vm;
+}
+
+/**
+ * A Unix socket that QEMU's harness chardev connects to (as a client, at
+ * startup, so it must listen before QEMU starts). One connection is taken;
+ * onData gets its bytes, also those that came before onData was set.
+ */
+async function listenHarness(sockPath) {
+  fs.rmSync(sockPath, { force: true });
+  let conn = null;
+  let sink = null;
+  const early = [];
+  const server = net.createServer((c) => {
+    if (conn) { c.destroy(); return; } // one VM, one port
+    conn = c;
+    c.on('data', (d) => (sink ? sink(d) : early.push(d)));
+    c.on('error', () => {}); // QEMU going away ends the stream; the VM handle reports the exit
+  });
+  await new Promise((resolve, reject) => { server.once('error', reject); server.listen(sockPath, resolve); });
+  return {
+    path: sockPath,
+    onData(fn) { sink = fn; early.splice(0).forEach(fn); },
+    close() { conn?.destroy(); server.close(); fs.rmSync(sockPath, { force: true }); },
+  };
 }
 
 /** Make a fresh run directory under $CACHE/run. */

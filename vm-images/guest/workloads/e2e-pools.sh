@@ -7,15 +7,15 @@
 # superblock again (cleancache init_fs: a new pool), and data read after it
 # must still be right (filereader checks every checksum)
 e2e_pools pre-remount
-mount -o remount,ro /mnt/data && mount -o remount,rw /mnt/data || echo "@@E2E-FAIL remount"
+mount -o remount,ro /mnt/data && mount -o remount,rw /mnt/data || mark "@@E2E-FAIL remount"
 e2e_pools post-remount
 e2e_fill_tmem 64 192
 e2e_pools before
 e2e_wait before
-umount /mnt/data || echo "@@E2E-FAIL umount"
+umount /mnt/data || mark "@@E2E-FAIL umount"
 e2e_pools after-umount
 e2e_wait after-umount
-swapoff -a || echo "@@E2E-FAIL swapoff"
+swapoff -a || mark "@@E2E-FAIL swapoff"
 e2e_pools after-swapoff
 e2e_wait after-swapoff
 run_workload stats true

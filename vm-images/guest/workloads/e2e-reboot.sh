@@ -16,6 +16,6 @@ else
   e2e_wait first
   touch /mnt/data/.e2e-rebooted
   sync
-  echo "@@E2E-REBOOT"
+  mark "@@E2E-REBOOT"
   busybox reboot -f
 fi

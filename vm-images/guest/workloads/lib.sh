@@ -5,6 +5,20 @@ WL_DIR=$(cd "$(dirname "$0")" && pwd)
 BIN="$WL_DIR/bin"
 VMSTAT_KEYS="pswpin pswpout pgmajfault pgpgin pgpgout pgfault pgsteal_kswapd pgsteal_direct pgscan_kswapd pgscan_direct workingset_refault_file workingset_refault_anon nr_free_pages"
 
+# mark LINE: a line for the host harness, on stdout (the console, for people)
+# and on the harness port when init opened it as fd 9 (see init.sh: the port
+# loses nothing, the serial console can).
+mark() {
+  printf '%s\n' "$*"
+  [ "${TMEM_HARNESS:-0}" = 1 ] && printf '%s\n' "$*" >&9
+  return 0
+}
+
+# mark_lines: mark() each line of stdin.
+mark_lines() {
+  while IFS= read -r line; do mark "$line"; done
+}
+
 json_str() { # escape stdin as the inside of a JSON string
   sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/\t/\\t/g' | tr -d '\r' | awk 'BEGIN { ORS = "" } NR > 1 { print "\\n" } { print }'
 }
@@ -65,8 +79,8 @@ run_workload() {
   cat "$out" >&2
   res=$(grep '^{' "$out" | tail -1)
   [ -n "$res" ] || res='null'
-  printf '@@TMEM-RESULT {"workload":"%s","rc":%d,"wall_s":%s,"result":%s,"vmstat_delta":%s,"vmstat":%s,"swaps":%s,"module":%s,"tmem_debugfs":%s}\n' \
-    "$name" "$rc" "$(echo "$t1 - $t0" | awk '{ printf "%.3f", $1 - $3 }')" "$res" "$(vmstat_delta_json "$b" "$a")" "$(vmstat_json)" "$(swap_json)" "$(module_json)" "$(debugfs_json)"
+  mark "$(printf '@@TMEM-RESULT {"workload":"%s","rc":%d,"wall_s":%s,"result":%s,"vmstat_delta":%s,"vmstat":%s,"swaps":%s,"module":%s,"tmem_debugfs":%s}' \
+    "$name" "$rc" "$(echo "$t1 - $t0" | awk '{ printf "%.3f", $1 - $3 }')" "$res" "$(vmstat_delta_json "$b" "$a")" "$(vmstat_json)" "$(swap_json)" "$(module_json)" "$(debugfs_json)")"
   rm -f "$a" "$b" "$out"
   return $rc
 }

@@ -243,7 +243,7 @@ export async function waitReady(vm: Vm, module: boolean, ms = 180000): Promise<s
   const line = m[0];
   if (module && !/module=loaded/.test(line)) throw new Error(`the guest did not load virtio_tmem: ${line}\n${vm.output().slice(-3000)}`);
   // bootVm always gives the guest the harness port (vm.mjs): markers read off the console could be torn
-  if (!/ harness=port\b/.test(line)) throw new Error(`the guest did not open the harness port (markers would come over the lossy console): ${line}\n${vm.output().slice(-3000)}`);
+  if (!/ harness=port\b/.test(line)) throw new Error(`the guest did not open the harness port (markers would come over the console, where kernel messages tear lines): ${line}\n${vm.output().slice(-3000)}`);
   return line;
 }
 

@@ -15,8 +15,8 @@
 #   tmem.shell=1                        drop to a shell after the command instead of powering off
 # Markers for the host harness, on the console and, when QEMU gives the VM a
 # virtio-serial port named org.tmem-kvm.harness (vm-images/lib/vm.mjs does),
-# on that port too: QEMU's UART drops bytes when its reader falls behind and
-# kernel messages can land inside a line, the port loses nothing.
+# on that port too: the kernel writes its messages straight to the UART, so on
+# the console they can land inside a line; the port carries only our lines.
 #   @@TMEM-READY ...        init finished setup
 #   @@TMEM-RUN-BEGIN cmd    / @@TMEM-RUN-END rc=N
 #   @@TMEM-RESULT {json}    printed by the workloads
@@ -54,16 +54,18 @@ harness_port() {
   done
   return 1
 }
-has_virtio_serial() {
+# pci_find VENDOR:DEVICE...: the address of the first PCI device with one of these ids
+pci_find() {
   for d in /sys/bus/pci/devices/*; do
-    case "$(cat "$d/vendor" 2>/dev/null):$(cat "$d/device" 2>/dev/null)" in
-      0x1af4:0x1003 | 0x1af4:0x1043) return 0 ;;
-    esac
+    id="$(cat "$d/vendor" 2>/dev/null):$(cat "$d/device" 2>/dev/null)"
+    for want in "$@"; do
+      [ "$id" = "$want" ] && { echo "${d##*/}"; return 0; }
+    done
   done
   return 1
 }
 TMEM_HARNESS=0
-if has_virtio_serial; then
+if pci_find 0x1af4:0x1003 0x1af4:0x1043 > /dev/null; then
   i=0
   while ! HPORT=$(harness_port) && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
   # `command exec`: a failed redirection must not end PID 1
@@ -123,10 +125,7 @@ if [ "$(param module)" != 0 ] && [ -f /opt/tmem/virtio_tmem.ko ]; then
 fi
 
 # the tmem device: PCI 1af4:1067 (virtio device id 39 = 0x1040 + 39)
-TMEMDEV=none
-for d in /sys/bus/pci/devices/*; do
-  [ "$(cat "$d/vendor" 2>/dev/null):$(cat "$d/device" 2>/dev/null)" = "0x1af4:0x1067" ] && TMEMDEV=${d##*/}
-done
+TMEMDEV=$(pci_find 0x1af4:0x1067) || TMEMDEV=none
 
 say "@@TMEM-READY kernel=$(uname -r) mem_kb=$(awk '/MemTotal/ {print $2}' /proc/meminfo) cpus=$(nproc) swap=${SWAPDEV:-none} files=${FILESDEV:-none} data=${DATADEV:-none} tmemdev=$TMEMDEV module=${MODULE:-none} harness=$([ "$TMEM_HARNESS" = 1 ] && echo port || echo console)"
 

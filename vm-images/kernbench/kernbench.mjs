@@ -198,9 +198,8 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
     });
     live.vm = vm;
     const started = new Set();
-    vm.events.on('line', (l) => {
-      const m = /^\s*CC (\S+)/.exec(l);
-      if (m) started.add(m[1]);
+    vm.events.on('line', (l) => { const m = /^\s*CC (\S+)/.exec(l); if (m) started.add(m[1]); });
+    vm.events.on('marker', (l) => {
       if (daemon && l.includes('@@TMEM-RUN-BEGIN')) try { rec.tmemdCpuRunBeginS = procCpuS(daemon.proc.pid); } catch { /* */ }
     });
     const ready = vm.waitFor(/@@TMEM-READY[^\n]*/, 180e3).then((m) => { rec.ready = m[0].trim(); rec.bootS = (Date.now() - t0) / 1000; }).catch(() => {});

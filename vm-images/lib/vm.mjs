@@ -266,7 +266,8 @@ export function qemuArgs(o) {
   }
   if (o.harnessSocket) {
     // the harness port (guest/init.sh): markers and results over virtio-serial,
-    // which throttles the guest instead of dropping bytes as the UART does
+    // which kernel messages do not reach and which holds the guest back while
+    // the host is not reading
     a.push('-device', 'virtio-serial-pci,id=harnessbus',
       '-chardev', `socket,id=harness,path=${qemuStr(o.harnessSocket)}`,
       '-device', 'virtserialport,bus=harnessbus.0,chardev=harness,name=org.tmem-kvm.harness');
@@ -316,10 +317,39 @@ export async function startVm(opts) {
   o.qmpPath = o.qmpPath || path.join(runDir, 'qmp.sock');
   if (o.swapSize && parseSize(o.swapSize) > 0) { o.swapImg = path.join(runDir, 'swap.img'); makeDisk(o.swapImg, o.swapSize, 'swap'); }
   if (o.dataSize && parseSize(o.dataSize) > 0) { o.dataImg = path.join(runDir, 'data.img'); makeDisk(o.dataImg, o.dataSize, 'ext4'); }
+  const ev = new EventEmitter();
+  let text = ''; // the console
+  let marks = ''; // the harness port
+  const results = [];
+  let consumed = 0;
   // Markers and results come over a virtio-serial port when the console is
-  // piped (the UART drops bytes when its reader falls behind, and kernel
-  // messages land inside lines); an interactive console is left as it is.
-  const harness = o.interactive || o.harnessPort === false ? null : await listenHarness(path.join(runDir, 'harness.sock'));
+  // piped: kernel messages go straight to the UART and land inside lines
+  // there; the port carries only what the guest's scripts mark. An
+  // interactive console is left as it is.
+  const useHarness = !o.interactive && o.harnessPort !== false;
+  // a marker line from the stream markers are read from: results are taken here, from one stream only
+  const onMarker = (line) => {
+    const at = line.indexOf('@@TMEM-RESULT ');
+    if (at >= 0) {
+      const raw = line.slice(at + '@@TMEM-RESULT '.length);
+      let r;
+      try { r = JSON.parse(raw); } catch (e) {
+        r = { parseError: e.message, raw };
+        process.stderr.write(`vm.mjs: a @@TMEM-RESULT line is not JSON (${e.message}); ${raw.length} chars:\n${JSON.stringify(raw)}\n`);
+      }
+      results.push(r);
+      ev.emit('result', r);
+    }
+    ev.emit('marker', line); // after the result is in: waiters re-check on it
+  };
+  const feedConsole = lineFeeder((line) => {
+    ev.emit('line', line);
+    if (!useHarness) onMarker(line);
+  });
+  const feedHarness = lineFeeder(onMarker);
+  const harness = useHarness
+    ? await listenHarness(path.join(runDir, 'harness.sock'), (d) => { marks += d; feedHarness(d); })
+    : null;
   o.harnessSocket = harness?.path;
   o.append = ['root=/dev/vda rw console=ttyS0 init=/sbin/tmem-init panic=-1 zswap.enabled=0',
     o.noModule ? 'tmem.module=0' : '', o.extraAppend].filter(Boolean).join(' ');
@@ -335,50 +365,12 @@ export async function startVm(opts) {
     harness?.close();
     throw e;
   }
-  const ev = new EventEmitter();
-  let text = '';
-  let partial = '';
-  const results = [];
-  let resultWaiters = [];
-  let consumed = 0;
-  // the harness port's text, when there is one: markers are read there, not on the console
-  let marks = '';
-  const onLine = (line, fromHarness) => {
-    ev.emit('line', line);
-    if (Boolean(harness) !== Boolean(fromHarness)) return; // results come from one stream only
-    const at = line.indexOf('@@TMEM-RESULT ');
-    if (at >= 0) {
-      const raw = line.slice(at + '@@TMEM-RESULT '.length);
-      let r;
-      try { r = JSON.parse(raw); } catch (e) {
-        r = { parseError: e.message, raw };
-        process.stderr.write(`vm.mjs: a @@TMEM-RESULT line is not JSON (${e.message}); ${raw.length} chars:\n${JSON.stringify(raw)}\n`);
-      }
-      results.push(r);
-      ev.emit('result', r);
-      const ws = resultWaiters; resultWaiters = [];
-      ws.forEach((w) => w());
-    }
-  };
   const onData = (d) => {
-    const s = d.toString();
-    text += s;
+    text += d;
     if (o.echo) o.echo.write(d);
-    partial += s;
-    let i;
-    while ((i = partial.indexOf('\n')) >= 0) { onLine(partial.slice(0, i).replace(/\r$/, '')); partial = partial.slice(i + 1); }
+    feedConsole(d);
   };
   if (!o.interactive) { proc.stdout.on('data', onData); proc.stderr.on('data', onData); }
-  if (harness) {
-    let hpartial = '';
-    harness.onData((d) => {
-      const s = d.toString();
-      marks += s;
-      hpartial += s;
-      let i;
-      while ((i = hpartial.indexOf('\n')) >= 0) { onLine(hpartial.slice(0, i).replace(/\r$/, ''), true); hpartial = hpartial.slice(i + 1); }
-    });
-  }
   let exited = null;
   const exitP = new Promise((r) => {
     proc.on('exit', (code, signal) => { if (exited) return; exited = { code, signal }; ev.emit('exit', exited); r(exited); });
@@ -400,16 +392,18 @@ export async function startVm(opts) {
     const check = () => { const v = pred(); if (v !== undefined) { cleanup(); resolve(v); return true; } return false; };
     const onExit = () => { if (!check()) { cleanup(); reject(new Error(`QEMU exited (${JSON.stringify(exited)}) while waiting for ${what}\n--- console tail ---\n${text.slice(-3000)}`)); } };
     const t = timeoutMs ? setTimeout(() => { cleanup(); reject(new Error(`timeout after ${timeoutMs} ms waiting for ${what}\n--- console tail ---\n${text.slice(-3000)}`)); }, timeoutMs) : null;
-    const cleanup = () => { clearTimeout(t); ev.off('line', check); ev.off('result', check); ev.off('exit', onExit); };
+    const cleanup = () => { clearTimeout(t); ev.off('line', check); ev.off('marker', check); ev.off('exit', onExit); };
     if (check()) return;
     if (exited) return onExit();
-    ev.on('line', check); ev.on('result', check); ev.on('exit', onExit);
+    ev.on('line', check); ev.on('marker', check); ev.on('exit', onExit);
   });
 
   let shutdown = false;
   qmpReady.then((c) => { if (c) c.on('SHUTDOWN', () => { shutdown = true; ev.emit('shutdown'); }); });
 
   const vm = {
+    // events: 'line' (each console line), 'marker' (each line of the stream markers
+    // are read from: the harness port, or the console without one), 'result', 'exit', 'shutdown'
     proc, runDir, args, cmdline: [o.qemu, ...args], options: o, results, events: ev,
     /** All console output so far. */
     output: () => text,
@@ -421,7 +415,6 @@ export async function startVm(opts) {
     qmp: async (cmd, a) => (await qmpClient()).execute(cmd, a),
     qmpClient,
     blockstats: async () => (await qmpClient()).blockstats(),
-    /** Wait for a console line matching `re`; resolves with the match. */
     /** Wait for a line matching `re` on the harness port or the console; resolves with the match. */
     waitFor: (re, timeoutMs = 120000) => {
       const find = () => (harness ? marks.match(re) : null) ?? text.match(re) ?? undefined;
@@ -463,26 +456,34 @@ export async function startVm(opts) {
   return vm;
 }
 
+/** A function fed text chunks that calls onLine once per complete line (without "\n" or "\r\n"). */
+function lineFeeder(onLine) {
+  let partial = '';
+  return (chunk) => {
+    partial += chunk;
+    let i;
+    while ((i = partial.indexOf('\n')) >= 0) { onLine(partial.slice(0, i).replace(/\r$/, '')); partial = partial.slice(i + 1); }
+  };
+}
+
 /**
  * A Unix socket that QEMU's harness chardev connects to (as a client, at
  * startup, so it must listen before QEMU starts). One connection is taken;
- * onData gets its bytes, also those that came before onData was set.
+ * onData gets its text.
  */
-async function listenHarness(sockPath) {
+async function listenHarness(sockPath, onData) {
   fs.rmSync(sockPath, { force: true });
   let conn = null;
-  let sink = null;
-  const early = [];
   const server = net.createServer((c) => {
     if (conn) { c.destroy(); return; } // one VM, one port
     conn = c;
-    c.on('data', (d) => (sink ? sink(d) : early.push(d)));
+    c.setEncoding('utf8'); // a character split over two reads is decoded whole
+    c.on('data', onData);
     c.on('error', () => {}); // QEMU going away ends the stream; the VM handle reports the exit
   });
   await new Promise((resolve, reject) => { server.once('error', reject); server.listen(sockPath, resolve); });
   return {
     path: sockPath,
-    onData(fn) { sink = fn; early.splice(0).forEach(fn); },
     close() { conn?.destroy(); server.close(); fs.rmSync(sockPath, { force: true }); },
   };
 }

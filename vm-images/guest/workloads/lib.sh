@@ -6,8 +6,8 @@ BIN="$WL_DIR/bin"
 VMSTAT_KEYS="pswpin pswpout pgmajfault pgpgin pgpgout pgfault pgsteal_kswapd pgsteal_direct pgscan_kswapd pgscan_direct workingset_refault_file workingset_refault_anon nr_free_pages"
 
 # mark LINE: a line for the host harness, on stdout (the console, for people)
-# and on the harness port when init opened it as fd 9 (see init.sh: the port
-# loses nothing, the serial console can).
+# and on the harness port when init opened it as fd 9 (see init.sh: on the
+# console a kernel message can land inside the line, on the port it cannot).
 mark() {
   printf '%s\n' "$*"
   [ "${TMEM_HARNESS:-0}" = 1 ] && printf '%s\n' "$*" >&9

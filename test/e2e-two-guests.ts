@@ -8,7 +8,7 @@
 import t from 'tap';
 import { join } from 'node:path';
 import {
-  bootVm, e2eEnv, guestEntry, kernelTrouble, kv, startTmemd, tail, tmemctl, waitReady, type Json,
+  atGate, bootVm, e2eEnv, guestEntry, kernelTrouble, kv, startTmemd, tail, tmemctl, waitReady, type Json,
 } from './e2e/harness.js';
 
 const RAM_MIB = 192;
@@ -33,14 +33,12 @@ t.test('two guests on one daemon: each gets back exactly its own pages, each wit
   t.same(connected, ['a', 'b'], 'both VMs are connected to the one daemon, each on its own socket');
 
   // the guest scripts wait at their gates: let both run at once
-  await Promise.all([vmA.waitFor(/@@E2E-WAIT start\b/, 120000), vmB.waitFor(/@@E2E-WAIT start\b/, 120000)]);
-  vmA.write('go\n');
-  vmB.write('go\n');
+  const starts = await Promise.all([atGate(vmA, 'start', 120000), atGate(vmB, 'start', 120000)]);
+  starts.forEach((go) => go());
   const [rA, rB] = await Promise.all([vmA.waitForResult(600000), vmB.waitForResult(600000)]);
-  await Promise.all([vmA.waitFor(/@@E2E-WAIT end\b/, 120000), vmB.waitFor(/@@E2E-WAIT end\b/, 120000)]);
+  const ends = await Promise.all([atGate(vmA, 'end', 120000), atGate(vmB, 'end', 120000)]);
   const stats = await tmemctl(d2, 'stats');
-  vmA.write('go\n');
-  vmB.write('go\n');
+  ends.forEach((go) => go());
   const ga = guestEntry(stats, 'a');
   const gb = guestEntry(stats, 'b');
   const fa = kv(rA.tmem_debugfs?.stats);

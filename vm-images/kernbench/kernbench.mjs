@@ -12,7 +12,7 @@
 // time (/proc/PID/stat utime+stime before/after), tmem puts/gets/hits per pool kind and the
 // host memory held by tmem (control socket `stats`, i.e. `tmemctl stats --json`, sampled
 // every few seconds). Output: a progress line, a table, reports/kernbench-<timestamp>/
-// (report.md, raw.json, PNG plots); --json prints one JSON object last.
+// (report.md, index.html, raw.json, SVG+PNG figures); --json prints one JSON object last.
 //
 //   npm run kernbench -- [--runs 3] [--ram 224M] [--cpus 2] [--jobs 4] [--size 8] [--queues-mode notify]
 //                        [--configs notmem,tmem,zswap] [--json] [--help]
@@ -23,7 +23,7 @@ import os from 'node:os';
 import { execFileSync } from 'node:child_process';
 import { buildAll, startDaemon, startVm, makeRunDir, detectAccel, REPO_DIR, VM_IMAGES_DIR } from '../lib/vm.mjs';
 import { buildDataDisk, DEFAULT_DIRS } from './build-data.mjs';
-import { writeReport } from './report.mjs';
+import { writeReport, reportFromRaw } from './report.mjs';
 
 const CONFIGS = ['notmem', 'tmem', 'zswap'];
 // what to stop on SIGINT/SIGTERM: QEMU first, then the daemon (both run in their own process groups)
@@ -284,14 +284,10 @@ async function main() {
     process.exit(2); // a bad flag, as tmemd and QEMU report it
   }
   if (o.reportFrom) {
-    const raw = JSON.parse(fs.readFileSync(o.reportFrom, 'utf8'));
-    const runs = Array.isArray(raw) ? raw : raw.runs;
-    const options = raw.options || { ...o, configs: [...new Set(runs.map((r) => r.config))] };
-    const outDir = o.out || path.dirname(path.resolve(o.reportFrom));
-    const { summary, table } = writeReport({ outDir, options, machine: raw.machine || { host: os.hostname(), cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: 0, accel: detectAccel(), loadavgAtStart: [], kernel: os.release(), node: process.version },
-      data: raw.data || { objects: [], dirs: [], files: 0, srcBytes: 0 }, built: raw.built, runs, started: new Date(raw.started || Date.now()), argv: raw.argv || [] });
+    const { summary, table, plotError } = await reportFromRaw(o.reportFrom, o.out);
     process.stdout.write(table + '\n');
     if (o.json) process.stdout.write(JSON.stringify(summary) + '\n');
+    if (plotError) process.exitCode = 1;
     return;
   }
   const log = o.json ? process.stderr : process.stdout;
@@ -317,9 +313,9 @@ async function main() {
     log.write(`[kernbench] run ${i + 1}/${order.length} ${rec.config}: ${rec.ok ? `wall ${rec.wallS} s, read ${rec.io.readOps} ops / ${(rec.io.readBytes / 2 ** 20).toFixed(1)} MiB, write ${rec.io.writeOps} ops / ${(rec.io.writeBytes / 2 ** 20).toFixed(1)} MiB, swap+majflt ${rec.ioCount}${rec.tmemdCpuS !== undefined ? `, tmemd ${rec.tmemdCpuS.toFixed(1)} s CPU` : ''}` : `FAILED: ${rec.error.split('\n')[0]}`}\n`);
   }
   const outDir = o.out || path.join(REPO_DIR, 'reports', `kernbench-${started.toISOString().replace(/[:.]/g, '-').replace(/-\d+Z$/, 'Z')}`);
-  const { summary, table } = writeReport({ outDir, options: o, machine, data, built, runs, started, argv: process.argv.slice(2) });
+  const { summary, table } = await writeReport({ outDir, options: o, machine, data, built, runs, started, argv: process.argv.slice(2) });
   log.write(table + '\n');
-  log.write(`[kernbench] report: ${outDir}/report.md\n`);
+  log.write(`[kernbench] report: ${outDir}/report.md, ${outDir}/index.html\n`);
   if (o.json) process.stdout.write(JSON.stringify(summary) + '\n');
   if (runs.some((r) => !r.ok)) process.exitCode = 1;
 }

@@ -1,8 +1,13 @@
+#!/usr/bin/env node
 // kernbench report: summary (medians, spreads, savings vs no tmem), the terminal table,
-// reports/kernbench-<ts>/{report.md, raw.json, io-by-config.png, tmem-hits-over-time.png}.
+// reports/kernbench-<ts>/{report.md, index.html, raw.json, figures as .svg, .png and .vl.json}.
+// Run directly, it re-renders a report from a saved raw.json without running the benchmark:
+//   node vm-images/kernbench/report.mjs --from reports/kernbench-X/raw.json [--out DIR] [--json]
 import fs from 'node:fs';
 import path from 'node:path';
-import { Canvas, PALETTE, barPanel, linePanel } from './png.mjs';
+import { parseArgs } from 'node:util';
+import { pathToFileURL } from 'node:url';
+import { writePlots } from './plots.mjs';
 
 export const LABEL = { notmem: 'no tmem', tmem: 'tmem', zswap: 'zswap' };
 
@@ -105,80 +110,163 @@ function mdTable(rows) {
   return [`| ${rows[0].join(' | ')} |`, `|${rows[0].map(() => '---').join('|')}|`, ...rows.slice(1).map((r) => `| ${r.join(' | ')} |`)].join('\n');
 }
 
-function plots(outDir, by, configs, runs) {
-  const files = [];
-  // I/O by configuration: disk ops (QMP), guest I/O (vmstat), wall time
-  const cv = new Canvas(1500, 420);
-  const groups = (ks) => configs.filter((c) => by[c]?.ok).map((c) => ({ label: LABEL[c], values: ks.map((k) => by[c].median[k]) }));
-  barPanel(cv, { x: 0, y: 0, w: 560, h: 420, title: 'Disk ops (QMP, all disks)', groups: groups(['readOps', 'writeOps']), series: ['read ops', 'write ops'] });
-  barPanel(cv, { x: 560, y: 0, w: 620, h: 420, title: 'Guest I/O (/proc/vmstat)', groups: groups(['pswpin', 'pswpout', 'pgmajfault']), series: ['pswpin', 'pswpout', 'pgmajfault'] });
-  barPanel(cv, { x: 1180, y: 0, w: 320, h: 420, title: 'Wall time s', groups: groups(['wallS']), series: ['wall s'] });
-  fs.writeFileSync(path.join(outDir, 'io-by-config.png'), cv.png());
-  files.push('io-by-config.png');
-  const tr = runs.filter((r) => r.config === 'tmem' && r.samples?.length);
-  if (tr.length) {
-    // one colour per counter, one dash pattern per run
-    const metrics = [
-      ['cleancache hits', PALETTE[0], (s) => s.cc?.hits ?? 0],
-      ['frontswap hits', PALETTE[1], (s) => s.fs?.hits ?? 0],
-      ['puts', PALETTE[2], (s) => s.puts],
-      ['gets', PALETTE[3], (s) => s.gets],
-    ];
-    const dashes = [null, [8, 5], [2, 4], [12, 4], [4, 8]];
-    const lines = [];
-    tr.forEach((r, i) => {
-      for (const [name, color, value] of metrics) lines.push({ name, color, dash: dashes[i % dashes.length], points: r.samples.map((s) => [s.t, value(s)]) });
-    });
-    const legend = [
-      ...metrics.map(([name, color]) => ({ name, color, dash: null })),
-      ...(tr.length > 1 ? tr.map((_, i) => ({ name: `run ${i + 1}`, color: [85, 87, 83], dash: dashes[i % dashes.length] })) : []),
-    ];
-    const c2 = new Canvas(1000, 440);
-    linePanel(c2, { x: 0, y: 0, w: 1000, h: 440, title: 'tmem over time (cumulative, tmem runs)', xLabel: 'seconds since boot start', lines, legend });
-    fs.writeFileSync(path.join(outDir, 'tmem-hits-over-time.png'), c2.png());
-    files.push('tmem-hits-over-time.png');
+// The report as blocks, rendered once as Markdown (report.md) and once as HTML (index.html),
+// so both say the same. Paragraph text uses two bits of Markdown: **bold** and `code`.
+const esc = (x) => String(x).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+const inlineHtml = (text) => esc(text).replace(/`([^`]+)`/g, '<code>$1</code>').replace(/\*\*([^*]+)\*\*/g, '<strong>$1</strong>');
+
+function blocksToMd(blocks) {
+  const md = [];
+  for (const b of blocks) {
+    if (b.h) md.push(`${'#'.repeat(b.h)} ${b.text}`);
+    else if (b.p) md.push(b.p);
+    else if (b.table) md.push(mdTable(b.table));
+    else if (b.code) md.push('```' + b.lang, b.code, '```');
+    else if (b.list) md.push(...b.list.map((x) => `- ${x}`));
+    else if (b.figure) md.push(`![${b.figure}.png](${b.figure}.png)`);
+    md.push('');
   }
-  return files;
+  return md.join('\n');
 }
 
-export function writeReport({ outDir, options, machine, data, built, runs, started, argv }) {
+function htmlTable(rows) {
+  const tr = (r, tag) => `<tr>${r.map((x) => `<${tag}>${esc(x)}</${tag}>`).join('')}</tr>`;
+  return `<table>\n<thead>${tr(rows[0], 'th')}</thead>\n<tbody>\n${rows.slice(1).map((r) => tr(r, 'td')).join('\n')}\n</tbody>\n</table>`;
+}
+
+function blocksToHtml(blocks, title, figures) {
+  const body = [];
+  for (const b of blocks) {
+    if (b.h) body.push(`<h${b.h}>${inlineHtml(b.text)}</h${b.h}>`);
+    else if (b.p) body.push(`<p>${inlineHtml(b.p)}</p>`);
+    else if (b.table) body.push(htmlTable(b.table));
+    else if (b.code) body.push(`<pre><code>${esc(b.code)}</code></pre>`);
+    else if (b.list) body.push(`<ul>\n${b.list.map((x) => `<li>${inlineHtml(x)}</li>`).join('\n')}\n</ul>`);
+    else if (b.figure) {
+      const f = figures.find((x) => x.name === b.figure);
+      // the SVG inline (the page stands alone), the files beside it for papers and slides
+      body.push(`<figure id="${esc(f.name)}">\n${f.svg}\n<figcaption>${esc(f.title)}: <a href="${esc(f.name)}.png">PNG</a>, <a href="${esc(f.name)}.svg">SVG</a>, <a href="${esc(f.name)}.vl.json">Vega-Lite spec</a></figcaption>\n</figure>`);
+    }
+  }
+  return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>${esc(title)}</title>
+<style>
+body { font-family: "DejaVu Sans", sans-serif; max-width: 1300px; margin: 1em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+pre { background: #f6f6f6; padding: 0.5em; overflow-x: auto; }
+figure { margin: 1em 0; overflow-x: auto; }
+figure svg { max-width: 100%; height: auto; }
+</style>
+</head>
+<body>
+${body.join('\n')}
+</body>
+</html>
+`;
+}
+
+/**
+ * Write raw.json, the figures, report.md and index.html into outDir. Figures that fail
+ * (a missing font, say) are left out with a line on stderr, so the runs' numbers are never
+ * lost to a plotting problem; the caller sees it as plotError.
+ */
+export async function writeReport({ outDir, options, machine, data, built, runs, started, argv }) {
   fs.mkdirSync(outDir, { recursive: true });
   const configs = options.configs;
   const { summary, extra, by } = summarize(runs, configs);
   const rows = table(by, configs);
   const txt = textTable(rows);
   fs.writeFileSync(path.join(outDir, 'raw.json'), JSON.stringify({ started, argv, options, machine, data, built, summary, extra, byConfig: by, runs }, null, 1));
-  let pngs = [];
-  try { pngs = plots(outDir, by, configs, runs); } catch (e) { pngs = []; process.stderr.write(`kernbench: plots failed: ${e.message}\n`); }
+  let figures = [], plotError = null;
+  try { figures = await writePlots(outDir, by, configs, runs, LABEL); } catch (e) { plotError = e.message; process.stderr.write(`kernbench: plots failed: ${e.message}\n`); }
   const t = by.tmem?.median || {};
   const tmemRun = runs.find((r) => r.config === 'tmem' && r.ok);
   const kinds = tmemRun?.tmemAtEnd?.kinds;
-  const md = [];
-  md.push(`# kernbench ${started.toISOString()}`, '');
-  md.push(`Command: \`npm run kernbench -- ${argv.join(' ')}\``, '');
-  md.push(`Machine: ${machine.host}, ${machine.cpus} × ${machine.cpuModel}, ${machine.memGiB} GiB, accel **${machine.accel}**, load average at start ${machine.loadavgAtStart.join(' ')}, Linux ${machine.kernel}, Node ${machine.node}.`, '');
-  md.push(`Workload: \`make -j${options.jobs}\` of ${data.objects.length} Linux 5.10 objects (${data.dirs.join(', ')}; the kernel's own gcc commands; ${data.files} source/header files, ${(data.srcBytes / 2 ** 20).toFixed(1)} MiB) on an ext4 data disk opened snapshot=on, in a guest with ${options.ram} RAM, ${options.cpus} vCPUs, ${options.swap} swap disk; fresh boot per run, ${options.runs} run(s) per configuration, configurations interleaved.`, '');
-  md.push('Configurations: **no tmem** (no device, no module, zswap off); **tmem** (tmemd --queues-mode ' + (options.queuesMode ?? 'poll') + (options.pollSpinMs !== undefined ? ' --poll-spin-ms ' + options.pollSpinMs : '') + ' + virtio_tmem cleancache=1 frontswap=1, maxmem ' + options.maxmem + ', zswap off); **zswap** (no tmem, `zswap.enabled=1`, kernel defaults: lzo/zbud, max_pool_percent 20).', '');
-  md.push('## Results (median [min-max])', '', mdTable(rows), '');
-  md.push('Disk ops are QEMU `query-blockstats` summed over all disks (root, swap, project files, data) after the workload; guest I/O is pswpin + pswpout + pgmajfault over the workload (the measure of the zswap and zcache figures).', '');
-  md.push('### Per disk (median ops)', '');
+  const title = `kernbench ${started.toISOString()}`;
+  const doc = [];
+  doc.push({ h: 1, text: title });
+  doc.push({ p: `Command: \`npm run kernbench -- ${argv.join(' ')}\`` });
+  doc.push({ p: `Machine: ${machine.host}, ${machine.cpus} × ${machine.cpuModel}, ${machine.memGiB} GiB, accel **${machine.accel}**, load average at start ${machine.loadavgAtStart.join(' ')}, Linux ${machine.kernel}, Node ${machine.node}.` });
+  doc.push({ p: `Workload: \`make -j${options.jobs}\` of ${data.objects.length} Linux 5.10 objects (${data.dirs.join(', ')}; the kernel's own gcc commands; ${data.files} source/header files, ${(data.srcBytes / 2 ** 20).toFixed(1)} MiB) on an ext4 data disk opened snapshot=on, in a guest with ${options.ram} RAM, ${options.cpus} vCPUs, ${options.swap} swap disk; fresh boot per run, ${options.runs} run(s) per configuration, configurations interleaved.` });
+  doc.push({ p: 'Configurations: **no tmem** (no device, no module, zswap off); **tmem** (tmemd --queues-mode ' + (options.queuesMode ?? 'poll') + (options.pollSpinMs !== undefined ? ' --poll-spin-ms ' + options.pollSpinMs : '') + ' + virtio_tmem cleancache=1 frontswap=1, maxmem ' + options.maxmem + ', zswap off); **zswap** (no tmem, `zswap.enabled=1`, kernel defaults: lzo/zbud, max_pool_percent 20).' });
+  doc.push({ h: 2, text: 'Results (median [min-max])' }, { table: rows });
+  doc.push({ p: 'Disk ops are QEMU `query-blockstats` summed over all disks (root, swap, project files, data) after the workload; guest I/O is pswpin + pswpout + pgmajfault over the workload (the measure of the zswap and zcache figures).' });
+  doc.push({ h: 3, text: 'Per disk (median ops)' });
   const disks = [...new Set(runs.flatMap((r) => Object.keys(r.io?.disks || {})))];
-  md.push(mdTable([['config', ...disks.flatMap((d) => [`${d} read`, `${d} write`])],
-    ...configs.map((c) => [LABEL[c], ...disks.flatMap((d) => [cell(by, c, `readOps.${d}`), cell(by, c, `writeOps.${d}`)])])]), '');
-  md.push('## Summary (`--json`)', '', '```json', JSON.stringify(summary, null, 1), '```', '', '```json', JSON.stringify(extra, null, 1), '```', '');
+  doc.push({ table: [['config', ...disks.flatMap((d) => [`${d} read`, `${d} write`])],
+    ...configs.map((c) => [LABEL[c], ...disks.flatMap((d) => [cell(by, c, `readOps.${d}`), cell(by, c, `writeOps.${d}`)])])] });
+  doc.push({ h: 2, text: 'Summary (`--json`)' }, { code: JSON.stringify(summary, null, 1), lang: 'json' }, { code: JSON.stringify(extra, null, 1), lang: 'json' });
   if (tmemRun) {
-    md.push('## tmem', '');
-    md.push(`tmemd CPU ${fmt(t.tmemdCpuS, 2)} s over the run (daemon start to QEMU quit: boot, workload, power-off), ${fmt(t.tmemdCpuWorkloadS, 2)} s during the make alone (${extra.tmemdCpuPctOfOneCore ?? '-'} % of one core over its wall time; ${extra.tmemdCpuWorkloadPerSavedIoUs ?? '-'} µs per saved disk op). Whole run: `+
-      `${summary.tmemdCpuPerSavedIoUs ?? '-'} µs per saved disk op, ${extra.tmemdCpuPerSavedGuestIoUs ?? '-'} µs per saved guest I/O (pswpin+pswpout+pgmajfault). tmemd peak RSS ${fmt(t.tmemdRssMiB, 1)} MiB, of which (sampled peaks) ${fmt(t.tmemdAnonPeakMiB, 1)} MiB its own memory (heap and tmem frames) and ${fmt(t.tmemdShmemPeakMiB, 1)} MiB guest RAM it touched through its mapping; tmem pages held at peak ${fmt(t.tmemHostMiB, 1)} MiB (persistent + ephemeral peaks).`, '');
-    if (kinds) md.push(mdTable([['pool kind', 'pools', 'puts', 'gets', 'hits', 'hit ratio'],
-      ...Object.entries(kinds).map(([k, v]) => [k, v.pools, v.puts, v.gets, v.hits, v.gets ? `${((v.hits / v.gets) * 100).toFixed(1)} %` : '-'])]), '');
-    md.push(`(first tmem run, at the end of the workload; totals: puts ${tmemRun.tmemAtEnd.puts}, gets ${tmemRun.tmemAtEnd.gets}, hits ${tmemRun.tmemAtEnd.hits}, refused for space ${tmemRun.tmemAtEnd.putsNoSpace}, evictions ${tmemRun.tmemAtEnd.evictions})`, '');
+    doc.push({ h: 2, text: 'tmem' });
+    doc.push({ p: `tmemd CPU ${fmt(t.tmemdCpuS, 2)} s over the run (daemon start to QEMU quit: boot, workload, power-off), ${fmt(t.tmemdCpuWorkloadS, 2)} s during the make alone (${extra.tmemdCpuPctOfOneCore ?? '-'} % of one core over its wall time; ${extra.tmemdCpuWorkloadPerSavedIoUs ?? '-'} µs per saved disk op). Whole run: `+
+      `${summary.tmemdCpuPerSavedIoUs ?? '-'} µs per saved disk op, ${extra.tmemdCpuPerSavedGuestIoUs ?? '-'} µs per saved guest I/O (pswpin+pswpout+pgmajfault). tmemd peak RSS ${fmt(t.tmemdRssMiB, 1)} MiB, of which (sampled peaks) ${fmt(t.tmemdAnonPeakMiB, 1)} MiB its own memory (heap and tmem frames) and ${fmt(t.tmemdShmemPeakMiB, 1)} MiB guest RAM it touched through its mapping; tmem pages held at peak ${fmt(t.tmemHostMiB, 1)} MiB (persistent + ephemeral peaks).` });
+    if (kinds) doc.push({ table: [['pool kind', 'pools', 'puts', 'gets', 'hits', 'hit ratio'],
+      ...Object.entries(kinds).map(([k, v]) => [k, v.pools, v.puts, v.gets, v.hits, v.gets ? `${((v.hits / v.gets) * 100).toFixed(1)} %` : '-'])] });
+    doc.push({ p: `(first tmem run, at the end of the workload; totals: puts ${tmemRun.tmemAtEnd.puts}, gets ${tmemRun.tmemAtEnd.gets}, hits ${tmemRun.tmemAtEnd.hits}, refused for space ${tmemRun.tmemAtEnd.putsNoSpace}, evictions ${tmemRun.tmemAtEnd.evictions})` });
   }
-  for (const p of pngs) md.push(`![${p}](${p})`, '');
+  for (const f of figures) doc.push({ figure: f.name });
   const failed = runs.filter((r) => !r.ok);
-  if (failed.length) md.push('## Failed runs', '', ...failed.map((r) => `- ${r.config} #${r.index}: ${String(r.error).split('\n')[0]}`), '');
-  md.push('## Caveats', '', `- Accelerator ${machine.accel}${machine.accel === 'tcg' ? ': QEMU emulates the CPU, so gcc runs 10-30× slower than native and the host is shared with other jobs; wall times and tmemd CPU per op are not comparable with KVM or Xen figures, I/O counts are.' : '.'}`,
-    '- The disks are host files (cache=writeback/unsafe): a "disk op" costs a host page-cache access, not a seek; savings are counted in operations and bytes, not in time on a real disk.', '');
-  fs.writeFileSync(path.join(outDir, 'report.md'), md.join('\n'));
-  return { summary, extra, by, table: txt };
+  if (failed.length) doc.push({ h: 2, text: 'Failed runs' }, { list: failed.map((r) => `${r.config} #${r.index}: ${String(r.error).split('\n')[0]}`) });
+  doc.push({ h: 2, text: 'Caveats' }, { list: [`Accelerator ${machine.accel}${machine.accel === 'tcg' ? ': QEMU emulates the CPU, so gcc runs 10-30× slower than native and the host is shared with other jobs; wall times and tmemd CPU per op are not comparable with KVM or Xen figures, I/O counts are.' : '.'}`,
+    'The disks are host files (cache=writeback/unsafe): a "disk op" costs a host page-cache access, not a seek; savings are counted in operations and bytes, not in time on a real disk.'] });
+  fs.writeFileSync(path.join(outDir, 'report.md'), blocksToMd(doc));
+  const htmlDoc = plotError ? [...doc, { h: 2, text: 'Figures' }, { p: `Not drawn: ${plotError}` }] : doc;
+  fs.writeFileSync(path.join(outDir, 'index.html'), blocksToHtml(htmlDoc, title, figures));
+  return { summary, extra, by, table: txt, plotError };
+}
+
+/** Re-render a report from a raw.json that writeReport saved (no VM runs). outDir defaults to the raw.json's directory. */
+export async function reportFromRaw(rawPath, outDir) {
+  let raw;
+  try {
+    raw = JSON.parse(fs.readFileSync(rawPath, 'utf8'));
+  } catch (e) {
+    throw new Error(`${rawPath}: ${e.code === 'ENOENT' ? 'no such file' : e.message}`);
+  }
+  if (!raw || !Array.isArray(raw.runs) || !raw.options || !Array.isArray(raw.options.configs)) throw new Error(`${rawPath}: not a kernbench raw.json (needs "runs" and "options.configs")`);
+  for (const c of raw.options.configs) if (!LABEL[c]) throw new Error(`${rawPath}: unknown configuration '${c}' (${Object.keys(LABEL).join(', ')})`);
+  raw.runs.forEach((r, i) => { if (!r || !LABEL[r.config]) throw new Error(`${rawPath}: run ${i + 1} has no known configuration`); });
+  const started = new Date(raw.started ?? NaN);
+  if (Number.isNaN(started.getTime())) throw new Error(`${rawPath}: "started" is not a date`);
+  return writeReport({
+    outDir: outDir || path.dirname(path.resolve(rawPath)), options: raw.options, runs: raw.runs, started, argv: raw.argv || [], built: raw.built ?? null,
+    // older files may lack these; what the report says of them then is "unknown", not this machine
+    machine: raw.machine || { host: 'unknown', cpus: '?', cpuModel: 'unknown', memGiB: '?', accel: 'unknown', loadavgAtStart: [], kernel: 'unknown', node: 'unknown' },
+    data: raw.data || { objects: [], dirs: [], files: 0, srcBytes: 0 },
+  });
+}
+
+const HELP = `Usage: node vm-images/kernbench/report.mjs --from RAW.json [--out DIR] [--json]
+
+Re-renders a kernbench report (report.md, index.html, raw.json, figures) from a saved
+raw.json, without running the benchmark.
+
+  --from FILE   the raw.json of an earlier run (reports/kernbench-<time>/raw.json)
+  --out DIR     where to write the report (default: the raw.json's directory)
+  --json        print the summary as one JSON object last
+`;
+
+async function main() {
+  let o;
+  try {
+    ({ values: o } = parseArgs({ options: { from: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: true }));
+    if (o.help) { process.stdout.write(HELP); return; }
+    if (!o.from) throw new Error('--from RAW.json is required (see --help)');
+  } catch (e) {
+    process.stderr.write(`kernbench report: ${e.message}\n`);
+    process.exit(2);
+  }
+  const r = await reportFromRaw(o.from, o.out);
+  process.stdout.write(r.table + '\n');
+  if (o.json) process.stdout.write(JSON.stringify(r.summary) + '\n');
+  if (r.plotError) process.exitCode = 1;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+  main().catch((e) => { process.stderr.write(`kernbench report: ${e.message}\n`); process.exit(1); });
 }

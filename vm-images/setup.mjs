@@ -32,6 +32,7 @@ try {
   say(`kernel ${first.kernelDir}, rootfs ${first.rootfs}, qemu ${first.qemu}`);
   // sparse, for test/guest-driver-build.ts (make C=2: the kernel's static checker over the module)
   await run('bash', ['-c', 'LOG_TAG=setup; source vm-images/lib/common.sh; apt_ensure sparse']);
+  await run('bash', ['-c', 'LOG_TAG=setup; source vm-images/lib/common.sh; apt_ensure fonts-dejavu-core']); // DejaVu Sans: resvg draws the kernbench report's PNG text with it
   say('guest module (make -C guest-driver)');
   await run('make', ['-C', path.join(REPO_DIR, 'guest-driver'), `KDIR=${first.kernelBuildDir}`]);
   const module = path.join(REPO_DIR, 'guest-driver', 'virtio_tmem.ko');

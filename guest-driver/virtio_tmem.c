@@ -4,13 +4,24 @@
  *
  * The frontend is drivers/xen/tmem.c with the hypercall replaced by a queue
  * submission: every tmem operation is one descriptor chain [header, data,
- * response] on a request queue, and the caller spins on the used ring until
+ * response] on a request queue, and the caller polls the used ring until
  * the device answers.  cleancache calls us with interrupts off under the
- * page-cache lock, so nothing here sleeps or allocates: each queue owns one
- * preallocated request slot and is serialised by an irqsave spinlock, and
- * waits are bounded by timeout_ms.  A device that misses the bound is marked
- * broken for good: its queues are never touched again, puts are refused and
- * gets miss.
+ * page-cache lock, so nothing on the data path allocates: each queue owns
+ * one preallocated request slot and a bounce page, and carries at most one
+ * chain.
+ *
+ * A queue is IDLE, BUSY (its owner posted a chain and polls for the answer,
+ * no lock held) or ORPHAN: the owner gave up waiting (timeout_ms), but the
+ * chain, its slot and its bounce page still belong to the device.  An
+ * orphaned queue is not used again until its chain comes back; whoever
+ * looks for a free queue reaps it on the way.  A slow device therefore costs
+ * timeouts, never the device: only a removed device, a broken virtqueue or
+ * an answer outside the ABI is fatal (the device is then "broken": every put
+ * is refused, every get misses, until unbind/bind).
+ *
+ * What a request of unknown outcome means for the data is for the callers
+ * (tmem_backends.c) to settle; this file only tells them (-ETIMEDOUT,
+ * -EAGAIN) and keeps frontswap PUTs from overtaking such a request.
  *
  * The wire format is ../shared/docs/ABI.md; the structs come from the
  * generated header tmem_abi.h.
@@ -25,8 +36,10 @@
 #include <linux/highmem.h>
 #include <linux/mutex.h>
 #include <linux/spinlock.h>
-#include <linux/rcupdate.h>
+#include <linux/srcu.h>
 #include <linux/ktime.h>
+#include <linux/delay.h>
+#include <linux/sched.h>
 #include <linux/log2.h>
 #include <linux/scatterlist.h>
 #include <linux/seq_file.h>
@@ -42,14 +55,15 @@ module_param(device_id, uint, 0444);
 MODULE_PARM_DESC(device_id, "virtio device id of the tmem device (default 39)");
 
 /*
- * A request is waited for by spinning, often with interrupts off under the
- * page-cache lock: a bound near the hard-lockup threshold (watchdog_thresh,
- * 10 s by default) would turn a stalled daemon into lockup reports, so the
- * bound is capped well below it.
+ * The bound on one call, finding a queue included.  cleancache waits spin
+ * with interrupts off under the page-cache lock: a bound near the
+ * hard-lockup threshold (watchdog_thresh, 10 s by default) would turn a
+ * stalled daemon into lockup reports, so it is capped at 1 s.  Larger
+ * values are clamped (with a warning) so that old command lines still load.
  */
-#define VTMEM_TIMEOUT_MAX_MS	5000
+#define VTMEM_TIMEOUT_MAX_MS	1000
 
-static unsigned int timeout_ms = 2000;
+static unsigned int timeout_ms = VTMEM_TIMEOUT_MAX_MS;
 
 static int timeout_ms_set(const char *val, const struct kernel_param *kp)
 {
@@ -59,8 +73,13 @@ static int timeout_ms_set(const char *val, const struct kernel_param *kp)
 	ret = kstrtouint(val, 0, &v);
 	if (ret)
 		return ret;
-	if (v < 1 || v > VTMEM_TIMEOUT_MAX_MS)
+	if (v < 1)
 		return -EINVAL;
+	if (v > VTMEM_TIMEOUT_MAX_MS) {
+		pr_warn("timeout_ms=%u clamped to %u\n", v,
+			VTMEM_TIMEOUT_MAX_MS);
+		v = VTMEM_TIMEOUT_MAX_MS;
+	}
 	WRITE_ONCE(*(unsigned int *)kp->arg, v);
 	return 0;
 }
@@ -72,12 +91,7 @@ static const struct kernel_param_ops timeout_ms_ops = {
 
 module_param_cb(timeout_ms, &timeout_ms_ops, &timeout_ms, 0644);
 MODULE_PARM_DESC(timeout_ms,
-		 "bound on one request in ms, 1 to 5000; a device that misses it is marked broken (default 2000)");
-
-static bool bounce_gets = true;
-module_param(bounce_gets, bool, 0444);
-MODULE_PARM_DESC(bounce_gets,
-		 "GET into a driver-owned page and copy on success, so a late answer of a broken device cannot write the caller's page (default 1)");
+		 "bound on one request in ms, 1 to 1000 (larger values are clamped); frontswap loads of pages held only in tmem wait longer (default 1000)");
 
 static bool indirect_desc;
 module_param(indirect_desc, bool, 0444);
@@ -86,6 +100,9 @@ MODULE_PARM_DESC(indirect_desc,
 
 /* More queues than this buys nothing for a synchronous, per-cpu protocol. */
 #define VTMEM_MAX_QUEUES	64
+
+/* A process-context wait says so this often while the device is silent. */
+#define VTMEM_SLOW_WARN_MS	10000
 
 /*
  * The device-visible parts of one request.  kmalloc'ed (never on the stack)
@@ -100,16 +117,24 @@ struct vtmem_slot {
 	} payload;
 };
 
+enum vtmem_qstate {
+	VTMEM_Q_IDLE,
+	VTMEM_Q_BUSY,		/* the owner polls for the answer */
+	VTMEM_Q_ORPHAN,		/* the owner gave up; the device owns the chain */
+};
+
 /*
- * A request queue.  Requests are synchronous, so the lock is held from
- * submission to completion and the queue never has more than one chain in
- * flight: one slot is all it needs.
+ * A request queue.  The lock covers state changes and the reaping of an
+ * orphan; the owner of a BUSY queue posts and polls without it, so the lock
+ * is only ever held for a few instructions.
  */
 struct vtmem_queue {
-	spinlock_t lock;		/* submission to completion, IRQs off */
+	spinlock_t lock;		/* state, and reaping an orphan */
+	enum vtmem_qstate state;
+	u32 orphan_op;		/* TMEM_OP_* of the orphaned chain */
 	struct virtqueue *vq;
 	struct vtmem_slot *slot;
-	struct page *bounce;	/* GET destination when bounce_gets */
+	struct page *bounce;	/* every GET lands here first */
 	u64 seq;		/* request tag: per-queue sequence number */
 } ____cacheline_aligned_in_smp;
 
@@ -118,21 +143,32 @@ struct vtmem_device {
 	u32 gen;		/* generation: tells pool ids of devices apart */
 	bool shared;		/* TMEM_F_SHARED negotiated */
 	unsigned long flags;
+	atomic_t orphans;	/* queues in VTMEM_Q_ORPHAN */
 	unsigned int nqueues;
 	struct vtmem_queue *queues;
 	struct tmem_info info;	/* INFO at probe, little-endian */
 };
 
-#define VTMEM_BROKEN	0	/* bit in vtmem_device.flags */
+/* Bits in vtmem_device.flags. */
+#define VTMEM_BROKEN	0	/* fatal: never touch the queues again */
+#define VTMEM_FROZEN	1	/* suspended (.freeze); no new request */
+#define VTMEM_DYING	2	/* being removed: waits end now */
+#define VTMEM_DRAINING	3	/* being removed: ordered requests refused */
 
 struct vtmem_stats __percpu *vtmem_stats;
 
-/* The bound device; callbacks look it up under rcu_read_lock(). */
+/*
+ * The bound device.  Readers hold vtmem_srcu: SRCU, not RCU, because a
+ * frontswap load may sleep while it waits for the device.
+ */
 static struct vtmem_device __rcu *vtmem_dev;
-/* Serialises probe and remove: one device at a time. */
+static struct srcu_struct vtmem_srcu;
+/* Serialises probe, remove, freeze and restore: one device at a time. */
 static DEFINE_MUTEX(vtmem_probe_lock);
 static u32 vtmem_last_gen;
 static struct dentry *vtmem_debugfs;
+/* Longest wait for a free queue, ns (debugfs). */
+static atomic64_t vtmem_queue_wait_max_ns = ATOMIC64_INIT(0);
 
 u64 vtmem_stat_sum(enum vtmem_stat s)
 {
@@ -144,15 +180,36 @@ u64 vtmem_stat_sum(enum vtmem_stat s)
 	return sum;
 }
 
+int vtmem_hold(void)
+{
+	return srcu_read_lock(&vtmem_srcu);
+}
+
+void vtmem_release(int idx)
+{
+	srcu_read_unlock(&vtmem_srcu, idx);
+}
+
+void vtmem_sync(void)
+{
+	synchronize_srcu(&vtmem_srcu);
+}
+
+static struct vtmem_device *vtmem_bound(void)
+{
+	return srcu_dereference(vtmem_dev, &vtmem_srcu);
+}
+
 u32 vtmem_device_gen(void)
 {
 	struct vtmem_device *vd;
 	u32 gen;
+	int idx;
 
-	rcu_read_lock();
-	vd = rcu_dereference(vtmem_dev);
-	gen = vd ? vd->gen : 0;
-	rcu_read_unlock();
+	idx = vtmem_hold();
+	vd = vtmem_bound();
+	gen = vd ? READ_ONCE(vd->gen) : 0;
+	vtmem_release(idx);
 	return gen;
 }
 
@@ -160,11 +217,12 @@ bool vtmem_shared_pools(void)
 {
 	struct vtmem_device *vd;
 	bool shared;
+	int idx;
 
-	rcu_read_lock();
-	vd = rcu_dereference(vtmem_dev);
+	idx = vtmem_hold();
+	vd = vtmem_bound();
 	shared = vd && vd->shared;
-	rcu_read_unlock();
+	vtmem_release(idx);
 	return shared;
 }
 
@@ -172,7 +230,7 @@ static void vtmem_mark_broken(struct vtmem_device *vd, const char *why, u32 op)
 {
 	if (!test_and_set_bit(VTMEM_BROKEN, &vd->flags))
 		dev_err(&vd->vdev->dev,
-			"%s (op %u): device marked broken, every later put is refused and every later get misses\n",
+			"%s (op %u): device marked broken, every later put is refused and every later get misses until unbind/bind\n",
 			why, op);
 }
 
@@ -217,6 +275,21 @@ static void vtmem_count_latency(u32 op, ktime_t start)
 
 	this_cpu_inc(vtmem_stats->lat[op][b]);
 	this_cpu_add(vtmem_stats->lat_sum_ns[op], ns);
+}
+
+static void vtmem_count_queue_wait(ktime_t since)
+{
+	s64 ns = ktime_to_ns(ktime_sub(ktime_get(), since));
+	s64 max = atomic64_read(&vtmem_queue_wait_max_ns);
+
+	vtmem_stat_inc(VTMEM_STAT_QUEUE_WAITS);
+	while (ns > max) {
+		s64 old = atomic64_cmpxchg(&vtmem_queue_wait_max_ns, max, ns);
+
+		if (old == max)
+			break;
+		max = old;
+	}
 }
 
 /* Used-ring length of a successful answer (ABI.md, "Edge rules"). */
@@ -264,9 +337,13 @@ static int vtmem_add(struct vtmem_queue *q, const struct vtmem_op *op)
 		sgs[out++] = &data;
 	}
 	if (op->op == TMEM_OP_GET_PAGE) {
+		/*
+		 * Into the queue's own page, copied to the caller's only on a
+		 * confirmed hit: an answer that comes after the caller gave up
+		 * must not write a page the kernel has since reused.
+		 */
 		sg_init_table(&data, 1);
-		sg_set_page(&data, bounce_gets ? q->bounce : op->page,
-			    TMEM_PAGE_SIZE, 0);
+		sg_set_page(&data, q->bounce, TMEM_PAGE_SIZE, 0);
 		sgs[out + in++] = &data;
 	}
 	if (op->out_len) {
@@ -281,23 +358,211 @@ static int vtmem_add(struct vtmem_queue *q, const struct vtmem_op *op)
 }
 
 /*
- * Spins on the used ring.  Interrupts may be off, so time is read from
- * ktime_get() rather than jiffies, which would not advance on this CPU.
+ * The orphan of @q came back (q->lock held).  A PUT that the device did
+ * store although its caller was told it failed leaves a page the kernel
+ * does not know about: frontswap never loads it (its bitmap says the offset
+ * is not in frontswap), but it counts against the guest's limit, so it is
+ * flushed, by a chain posted here and reaped like any orphan.  The orphan
+ * count drops only when the queue is idle again, so no ordered PUT can run
+ * between the late PUT and its flush.
  */
-static int vtmem_wait(struct vtmem_queue *q, ktime_t start, void **token,
-		      unsigned int *len)
+static void vtmem_reaped(struct vtmem_device *vd, struct vtmem_queue *q)
 {
-	ktime_t deadline = ktime_add_ms(start, max(READ_ONCE(timeout_ms), 1U));
+	struct vtmem_slot *s = q->slot;
+	struct vtmem_op flush = {
+		.op = TMEM_OP_FLUSH_PAGE,
+		.pool_id = le32_to_cpu(s->req.pool_id),
+		.index = le32_to_cpu(s->req.index),
+		.oid = {
+			le64_to_cpu(s->req.oid[0]),
+			le64_to_cpu(s->req.oid[1]),
+			le64_to_cpu(s->req.oid[2]),
+		},
+	};
 
+	vtmem_stat_inc(VTMEM_STAT_ORPHANS_REAPED);
+	if (q->orphan_op == TMEM_OP_PUT_PAGE &&
+	    (s32)le32_to_cpu(s->resp.status) == TMEM_S_OK &&
+	    !vtmem_add(q, &flush)) {
+		virtqueue_kick(q->vq);
+		q->orphan_op = TMEM_OP_FLUSH_PAGE;
+		vtmem_stat_inc(VTMEM_STAT_ORPHAN_FLUSHES);
+		return;
+	}
+	q->state = VTMEM_Q_IDLE;
+	atomic_dec(&vd->orphans);
+}
+
+/* Takes the chain of an orphaned queue back if it came (q->lock held). */
+static void vtmem_reap(struct vtmem_device *vd, struct vtmem_queue *q)
+{
+	unsigned int len;
+	void *token;
+
+	if (test_bit(VTMEM_BROKEN, &vd->flags) ||
+	    test_bit(VTMEM_FROZEN, &vd->flags))
+		return;
+	token = virtqueue_get_buf(q->vq, &len);
+	if (!token) {
+		if (virtqueue_is_broken(q->vq))
+			vtmem_mark_broken(vd, "queue broken", q->orphan_op);
+		return;
+	}
+	if (token != q->slot) {
+		vtmem_stat_inc(VTMEM_STAT_ERR_PROTOCOL);
+		vtmem_mark_broken(vd, "unknown chain in the used ring",
+				  q->orphan_op);
+		return;
+	}
+	vtmem_reaped(vd, q);
+}
+
+static void vtmem_reap_all(struct vtmem_device *vd)
+{
+	struct vtmem_queue *q;
+	unsigned long irqflags;
+	unsigned int i;
+
+	for (i = 0; i < vd->nqueues && atomic_read(&vd->orphans); i++) {
+		q = &vd->queues[i];
+		if (READ_ONCE(q->state) != VTMEM_Q_ORPHAN ||
+		    !spin_trylock_irqsave(&q->lock, irqflags))
+			continue;
+		if (q->state == VTMEM_Q_ORPHAN)
+			vtmem_reap(vd, q);
+		spin_unlock_irqrestore(&q->lock, irqflags);
+	}
+}
+
+/* The time of one call: a bound, or none (VTMEM_WAIT_FOREVER). */
+struct vtmem_call {
+	enum vtmem_wait wait;
+	u32 op;
+	ktime_t start;
+	ktime_t deadline;
+	ktime_t next_warn;
+};
+
+/*
+ * One step of a wait; true once the call's bound has passed.  Atomic
+ * callers spin; process context spins briefly, then reschedules, then
+ * sleeps, so a stalled device costs a sleeping task, not a CPU.
+ */
+static bool vtmem_pause(struct vtmem_call *c)
+{
+	ktime_t now = ktime_get();
+	s64 us;
+
+	if (c->wait != VTMEM_WAIT_FOREVER) {
+		if (ktime_after(now, c->deadline))
+			return true;
+	} else if (ktime_after(now, c->next_warn)) {
+		if (c->next_warn == c->deadline)
+			vtmem_stat_inc(VTMEM_STAT_SLOW_WAITS);
+		pr_warn_ratelimited("op %u waiting %lld ms for the device (tmemd stopped?): the page is held only there, so the caller waits\n",
+				    c->op, ktime_ms_delta(now, c->start));
+		c->next_warn = ktime_add_ms(now, VTMEM_SLOW_WARN_MS);
+	}
+	if (c->wait == VTMEM_WAIT_ATOMIC) {
+		cpu_relax();
+		return false;
+	}
+	us = ktime_us_delta(now, c->start);
+	if (us < 50)
+		cpu_relax();
+	else if (us < 2000)
+		cond_resched();
+	else
+		usleep_range(100, 200);
+	return false;
+}
+
+/*
+ * Takes a free queue: this CPU's first, then the others, reaping orphans
+ * on the way.  The wait counts against the call's bound, so with IRQs off
+ * the whole call, not each attempt, is bounded by timeout_ms.
+ */
+static struct vtmem_queue *vtmem_claim(struct vtmem_device *vd,
+				       struct vtmem_call *c)
+{
+	unsigned int i, n = vd->nqueues;
+	unsigned int home = raw_smp_processor_id() % n;
+	struct vtmem_queue *q;
+	unsigned long irqflags;
+	bool waited = false, frozen;
+	ktime_t since = 0;
+
+	for (;;) {
+		frozen = false;
+		for (i = 0; i < n; i++) {
+			q = &vd->queues[(home + i) % n];
+			if (!spin_trylock_irqsave(&q->lock, irqflags))
+				continue;
+			if (q->state == VTMEM_Q_ORPHAN)
+				vtmem_reap(vd, q);
+			/* Under the lock: .freeze waits for BUSY queues. */
+			frozen = test_bit(VTMEM_FROZEN, &vd->flags);
+			if (q->state == VTMEM_Q_IDLE && !frozen &&
+			    !test_bit(VTMEM_BROKEN, &vd->flags)) {
+				q->state = VTMEM_Q_BUSY;
+				spin_unlock_irqrestore(&q->lock, irqflags);
+				if (waited)
+					vtmem_count_queue_wait(since);
+				return q;
+			}
+			spin_unlock_irqrestore(&q->lock, irqflags);
+			if (frozen)
+				break;
+		}
+		if (test_bit(VTMEM_BROKEN, &vd->flags) ||
+		    test_bit(VTMEM_DYING, &vd->flags)) {
+			vtmem_stat_inc(VTMEM_STAT_NO_DEVICE);
+			return ERR_PTR(-ENODEV);
+		}
+		/* Suspended: only a wait without bound outlives it. */
+		if (frozen && c->wait != VTMEM_WAIT_FOREVER) {
+			vtmem_stat_inc(VTMEM_STAT_SUSPENDED);
+			return ERR_PTR(-EAGAIN);
+		}
+		if (!waited) {
+			waited = true;
+			since = ktime_get();
+		}
+		if (vtmem_pause(c)) {
+			vtmem_count_queue_wait(since);
+			vtmem_stat_inc(VTMEM_STAT_NO_QUEUE);
+			return ERR_PTR(-EAGAIN);
+		}
+	}
+}
+
+static void vtmem_set_state(struct vtmem_queue *q, enum vtmem_qstate state)
+{
+	unsigned long irqflags;
+
+	spin_lock_irqsave(&q->lock, irqflags);
+	q->state = state;
+	spin_unlock_irqrestore(&q->lock, irqflags);
+}
+
+/*
+ * Polls the used ring of the queue the caller owns.  Interrupts may be
+ * off, so time is read from ktime_get() rather than jiffies.
+ */
+static int vtmem_wait(struct vtmem_device *vd, struct vtmem_queue *q,
+		      struct vtmem_call *c, void **token, unsigned int *len)
+{
 	for (;;) {
 		*token = virtqueue_get_buf(q->vq, len);
 		if (*token)
 			return 0;
 		if (virtqueue_is_broken(q->vq))
 			return -EIO;
-		if (ktime_after(ktime_get(), deadline))
+		if (test_bit(VTMEM_BROKEN, &vd->flags) ||
+		    test_bit(VTMEM_DYING, &vd->flags))
+			return -ENODEV;
+		if (vtmem_pause(c))
 			return -ETIMEDOUT;
-		cpu_relax();
 	}
 }
 
@@ -315,7 +580,7 @@ static int vtmem_complete(struct vtmem_queue *q, struct vtmem_op *op,
 			return -EIO;
 		vtmem_count_status(status);
 		op->value = le64_to_cpu(s->resp.value);
-		if (op->op == TMEM_OP_GET_PAGE && bounce_gets)
+		if (op->op == TMEM_OP_GET_PAGE)
 			copy_highpage(op->page, q->bounce);
 		if (op->out_len)
 			memcpy(op->out, &s->payload, op->out_len);
@@ -328,92 +593,135 @@ static int vtmem_complete(struct vtmem_queue *q, struct vtmem_op *op,
 	return status;
 }
 
-/* One request on device @vd, on the queue of this CPU. */
+/*
+ * One request on device @vd.  Ordering: the device executes each queue in
+ * order but queues independently, so a chain that timed out (an orphan) may
+ * still execute after a later request on another queue.  For a frontswap
+ * PUT that would be corruption (an old PUT or FLUSH of the same offset
+ * landing after the new PUT), so @op->ordered requests are refused while any
+ * orphan is outstanding.  Everything before this call that concerned the
+ * same handle either completed or is counted in vd->orphans: an orphan is
+ * counted before its caller returns.
+ */
 static int vtmem_submit(struct vtmem_device *vd, struct vtmem_op *op)
 {
+	struct vtmem_call c = { .wait = op->wait, .op = op->op };
 	struct vtmem_queue *q;
-	unsigned long irqflags;
 	unsigned int len = 0;
 	void *token = NULL;
-	ktime_t start;
+	ktime_t posted;
 	int ret;
 
 	if (WARN_ON_ONCE(op->op >= VTMEM_NR_OPS ||
 			 op->in_len > sizeof_field(struct vtmem_slot, payload) ||
 			 op->out_len > sizeof_field(struct vtmem_slot, payload)))
 		return -EINVAL;
-	if (op->gen && op->gen != vd->gen) {
+	if (op->gen && op->gen != READ_ONCE(vd->gen)) {
 		/* A pool id of a removed device: never send it to this one. */
 		vtmem_stat_inc(VTMEM_STAT_NO_DEVICE);
 		return -ENODEV;
 	}
 	op->gen = vd->gen;
 
-	q = &vd->queues[raw_smp_processor_id() % vd->nqueues];
-	spin_lock_irqsave(&q->lock, irqflags);
-	/*
-	 * Checked under the lock: once a request of this queue timed out,
-	 * its chain may still be in the device's hands and the queue is
-	 * never touched again.
-	 */
-	if (test_bit(VTMEM_BROKEN, &vd->flags)) {
-		vtmem_stat_inc(VTMEM_STAT_NO_DEVICE);
-		ret = -ENODEV;
-		goto out_unlock;
+	c.start = ktime_get();
+	c.deadline = ktime_add_ms(c.start, READ_ONCE(timeout_ms));
+	c.next_warn = c.deadline;
+
+	if (op->ordered && test_bit(VTMEM_DRAINING, &vd->flags)) {
+		vtmem_stat_inc(VTMEM_STAT_UNORDERED);
+		return -EAGAIN;
+	}
+	if (op->ordered && atomic_read(&vd->orphans)) {
+		vtmem_reap_all(vd);
+		if (atomic_read(&vd->orphans)) {
+			vtmem_stat_inc(VTMEM_STAT_UNORDERED);
+			return -EAGAIN;
+		}
 	}
 
+	q = vtmem_claim(vd, &c);
+	if (IS_ERR(q))
+		return PTR_ERR(q);
+
 	this_cpu_inc(vtmem_stats->req[op->op]);
-	start = ktime_get();
+	posted = ktime_get();
 	ret = vtmem_add(q, op);
 	if (ret) {
 		vtmem_stat_inc(VTMEM_STAT_ERR_SUBMIT);
-		if (virtqueue_is_broken(q->vq))
+		if (virtqueue_is_broken(q->vq)) {
 			vtmem_mark_broken(vd, "queue broken", op->op);
-		ret = -EIO;
-		goto out_unlock;
+			ret = -EIO;
+		} else {
+			ret = -EAGAIN;
+		}
+		vtmem_set_state(q, VTMEM_Q_IDLE);
+		return ret;
 	}
 	virtqueue_kick(q->vq);
 
-	ret = vtmem_wait(q, start, &token, &len);
-	if (ret == -ETIMEDOUT) {
-		vtmem_stat_inc(VTMEM_STAT_TIMEOUTS);
-		vtmem_mark_broken(vd, "request timed out", op->op);
-		goto out_unlock;
-	}
-	if (ret) {
+	ret = vtmem_wait(vd, q, &c, &token, &len);
+	if (ret == -EIO) {
 		vtmem_stat_inc(VTMEM_STAT_ERR_PROTOCOL);
 		vtmem_mark_broken(vd, "queue broken", op->op);
-		goto out_unlock;
 	}
-	vtmem_count_latency(op->op, start);
+	if (ret) {
+		/* The device still owns the chain: leave it the queue. */
+		q->orphan_op = op->op;
+		atomic_inc(&vd->orphans);
+		vtmem_set_state(q, VTMEM_Q_ORPHAN);
+		if (ret == -ETIMEDOUT) {
+			vtmem_stat_inc(VTMEM_STAT_TIMEOUTS);
+			dev_warn_ratelimited(&vd->vdev->dev,
+					     "op %u not answered in %u ms: its queue waits for the answer, the device stays in use\n",
+					     op->op, READ_ONCE(timeout_ms));
+		}
+		return ret;
+	}
+	vtmem_count_latency(op->op, posted);
 
 	ret = vtmem_complete(q, op, token, len);
 	if (ret == -EIO) {
 		vtmem_stat_inc(VTMEM_STAT_ERR_PROTOCOL);
-		dev_warn_ratelimited(&vd->vdev->dev,
-				     "op %u: answer outside the ABI (len %u, status %d)\n",
-				     op->op, len,
-				     (s32)le32_to_cpu(q->slot->resp.status));
+		dev_err_ratelimited(&vd->vdev->dev,
+				    "op %u: answer outside the ABI (len %u, status %d)\n",
+				    op->op, len,
+				    (s32)le32_to_cpu(q->slot->resp.status));
+		vtmem_mark_broken(vd, "answer outside the ABI", op->op);
 	}
-out_unlock:
-	spin_unlock_irqrestore(&q->lock, irqflags);
+	vtmem_set_state(q, VTMEM_Q_IDLE);
 	return ret;
 }
 
 int vtmem_request(struct vtmem_op *op)
 {
 	struct vtmem_device *vd;
-	int ret;
+	int ret, idx;
 
-	rcu_read_lock();
-	vd = rcu_dereference(vtmem_dev);
+	idx = vtmem_hold();
+	vd = vtmem_bound();
 	if (vd) {
 		ret = vtmem_submit(vd, op);
 	} else {
 		vtmem_stat_inc(VTMEM_STAT_NO_DEVICE);
 		ret = -ENODEV;
 	}
-	rcu_read_unlock();
+	vtmem_release(idx);
+	return ret;
+}
+
+int vtmem_settle(void)
+{
+	struct vtmem_device *vd;
+	int ret = -ENODEV, idx;
+
+	idx = vtmem_hold();
+	vd = vtmem_bound();
+	if (vd && !test_bit(VTMEM_BROKEN, &vd->flags) &&
+	    !test_bit(VTMEM_FROZEN, &vd->flags)) {
+		vtmem_reap_all(vd);
+		ret = atomic_read(&vd->orphans) ? -EAGAIN : 0;
+	}
+	vtmem_release(idx);
 	return ret;
 }
 
@@ -421,6 +729,7 @@ static int vtmem_info(struct vtmem_device *vd, struct tmem_info *info)
 {
 	struct vtmem_op op = {
 		.op = TMEM_OP_INFO,
+		.wait = VTMEM_WAIT_SLEEP,
 		.out = info,
 		.out_len = sizeof(*info),
 	};
@@ -436,7 +745,10 @@ static int vtmem_info(struct vtmem_device *vd, struct tmem_info *info)
 static int vtmem_hello(struct vtmem_device *vd)
 {
 	struct device *dev = &vd->vdev->dev;
-	struct vtmem_op reset = { .op = TMEM_OP_RESET };
+	struct vtmem_op reset = {
+		.op = TMEM_OP_RESET,
+		.wait = VTMEM_WAIT_SLEEP,
+	};
 	int err;
 
 	err = vtmem_info(vd, &vd->info);
@@ -466,16 +778,24 @@ static int vtmem_hello(struct vtmem_device *vd)
 	return 0;
 }
 
+/* A new generation number, never 0 (0 means "no device"). */
+static u32 vtmem_next_gen(void)
+{
+	if (!++vtmem_last_gen)
+		++vtmem_last_gen;
+	return vtmem_last_gen;
+}
+
 /*
  * The generic vhost-user device has no config space telling the queue count,
  * and the transport refuses (-ENOENT) a queue index the device does not
- * offer: ask for one queue per CPU and step down until the device agrees.
+ * offer: ask for up to @max queues and step down until the device agrees.
  * No callbacks: completion is polled, and the device's single MSI-X vector
  * then stays with the config interrupt instead of falling back to INTx.
  */
-static int vtmem_find_vqs(struct vtmem_device *vd)
+static int vtmem_find_vqs(struct vtmem_device *vd, unsigned int max)
 {
-	unsigned int n = min_t(unsigned int, nr_cpu_ids, VTMEM_MAX_QUEUES);
+	unsigned int n = max;
 	struct virtqueue **vqs;
 	vq_callback_t **callbacks;
 	const char **names;
@@ -509,17 +829,18 @@ out:
 }
 
 /*
- * The slots of a broken device are kept: a device that stopped answering
- * may still write into the response (and GET destination) of its last
- * requests.  A few pages per queue, once, is a cheap price for that.
+ * Called after the device was reset.  Slots and bounce pages of queues
+ * whose chain never came back are kept all the same (a few pages, once):
+ * a device that stopped answering is the one least trusted to have let go
+ * of them.
  */
 static void vtmem_free_queues(struct vtmem_device *vd)
 {
 	unsigned int i;
 
-	if (test_bit(VTMEM_BROKEN, &vd->flags)) {
+	if (atomic_read(&vd->orphans) || test_bit(VTMEM_BROKEN, &vd->flags)) {
 		dev_warn(&vd->vdev->dev,
-			 "keeping the request slots of the broken device\n");
+			 "keeping the request slots of a device that did not answer\n");
 	} else {
 		for (i = 0; i < VTMEM_MAX_QUEUES; i++) {
 			kfree(vd->queues[i].slot);
@@ -541,7 +862,8 @@ static int vtmem_init_queues(struct vtmem_device *vd)
 	if (!vd->queues)
 		return -ENOMEM;
 
-	err = vtmem_find_vqs(vd);
+	err = vtmem_find_vqs(vd, min_t(unsigned int, nr_cpu_ids,
+				       VTMEM_MAX_QUEUES));
 	if (err)
 		goto out_free;
 
@@ -549,14 +871,11 @@ static int vtmem_init_queues(struct vtmem_device *vd)
 	for (i = 0; i < vd->nqueues; i++) {
 		q = &vd->queues[i];
 		spin_lock_init(&q->lock);
+		q->state = VTMEM_Q_IDLE;
 		q->slot = kzalloc(sizeof(*q->slot), GFP_KERNEL);
-		if (!q->slot)
+		q->bounce = alloc_page(GFP_KERNEL);
+		if (!q->slot || !q->bounce)
 			goto out_del_vqs;
-		if (bounce_gets) {
-			q->bounce = alloc_page(GFP_KERNEL);
-			if (!q->bounce)
-				goto out_del_vqs;
-		}
 	}
 	return 0;
 
@@ -609,6 +928,7 @@ static int vtmem_probe(struct virtio_device *vdev)
 	vd->vdev = vdev;
 	vdev->priv = vd;
 	vd->shared = virtio_has_feature(vdev, TMEM_F_SHARED);
+	atomic_set(&vd->orphans, 0);
 
 	err = vtmem_init_queues(vd);
 	if (err)
@@ -621,9 +941,7 @@ static int vtmem_probe(struct virtio_device *vdev)
 	if (err)
 		goto out_reset;
 
-	vd->gen = ++vtmem_last_gen;
-	if (!vd->gen)
-		vd->gen = ++vtmem_last_gen;
+	vd->gen = vtmem_next_gen();
 	rcu_assign_pointer(vtmem_dev, vd);
 
 	dev_info(&vdev->dev,
@@ -642,31 +960,140 @@ out_reset:
 	vdev->config->del_vqs(vdev);
 	vtmem_free_queues(vd);
 out_free:
+	vdev->priv = NULL;
 	kfree(vd);
 out_unlock:
 	mutex_unlock(&vtmem_probe_lock);
 	return err;
 }
 
+/*
+ * Unbind, hot-unplug.  Frontswap pages held only on this device are brought
+ * back into guest memory first, while the device still answers (new stores
+ * are refused from here on); then the device is unpublished and every
+ * request still running ends (waits see VTMEM_DYING) before the reset.
+ */
 static void vtmem_remove(struct virtio_device *vdev)
 {
 	struct vtmem_device *vd = vdev->priv;
 
+	set_bit(VTMEM_DRAINING, &vd->flags);
+	vtmem_backends_device_leaving(!test_bit(VTMEM_BROKEN, &vd->flags));
+
 	mutex_lock(&vtmem_probe_lock);
 	RCU_INIT_POINTER(vtmem_dev, NULL);
+	set_bit(VTMEM_DYING, &vd->flags);
 	mutex_unlock(&vtmem_probe_lock);
-	/*
-	 * Every request runs inside rcu_read_lock() and is bounded by
-	 * timeout_ms: after this no callback is using vd.
-	 */
-	synchronize_rcu();
+	synchronize_srcu(&vtmem_srcu);
 	vtmem_backends_device_gone(vd->gen);
 
 	vdev->config->reset(vdev);
 	vdev->config->del_vqs(vdev);
 	vtmem_free_queues(vd);
+	vdev->priv = NULL;
 	kfree(vd);
 }
+
+#ifdef CONFIG_PM_SLEEP
+/* How long .freeze waits for requests in flight before refusing. */
+#define VTMEM_FREEZE_WAIT_MS	(2 * VTMEM_TIMEOUT_MAX_MS)
+
+static bool vtmem_any_busy(struct vtmem_device *vd)
+{
+	unsigned long irqflags;
+	unsigned int i;
+	bool busy = false;
+
+	for (i = 0; i < vd->nqueues && !busy; i++) {
+		spin_lock_irqsave(&vd->queues[i].lock, irqflags);
+		busy = vd->queues[i].state == VTMEM_Q_BUSY;
+		spin_unlock_irqrestore(&vd->queues[i].lock, irqflags);
+	}
+	return busy;
+}
+
+/*
+ * Suspend (and the freeze/poweroff phases of hibernation), as
+ * virtio_balloon does: no new request, wait for those in flight, reset,
+ * drop the queues.  The reset takes every chain back from the device, the
+ * orphans' too.  A request that does not end in time (a frontswap load
+ * waiting for a stalled daemon) makes the suspend fail rather than lose its
+ * page.
+ */
+static int vtmem_freeze(struct virtio_device *vdev)
+{
+	struct vtmem_device *vd = vdev->priv;
+	ktime_t deadline = ktime_add_ms(ktime_get(), VTMEM_FREEZE_WAIT_MS);
+	unsigned int i;
+
+	mutex_lock(&vtmem_probe_lock);
+	set_bit(VTMEM_FROZEN, &vd->flags);
+	while (vtmem_any_busy(vd)) {
+		if (ktime_after(ktime_get(), deadline)) {
+			clear_bit(VTMEM_FROZEN, &vd->flags);
+			mutex_unlock(&vtmem_probe_lock);
+			dev_err(&vdev->dev,
+				"suspend refused: a request has waited more than %u ms for the device\n",
+				VTMEM_FREEZE_WAIT_MS);
+			return -EBUSY;
+		}
+		usleep_range(500, 1000);
+	}
+	vdev->config->reset(vdev);
+	vdev->config->del_vqs(vdev);
+	for (i = 0; i < vd->nqueues; i++) {
+		vd->queues[i].state = VTMEM_Q_IDLE;
+		vd->queues[i].vq = NULL;
+	}
+	atomic_set(&vd->orphans, 0);
+	mutex_unlock(&vtmem_probe_lock);
+	return 0;
+}
+
+/*
+ * Resume: the queues again, and no RESET: a ring restart keeps the pools
+ * (ABI.md), so frontswap pages stored before the suspend are still there.
+ * After hibernation the device is another one (a new QEMU, a new tmemd
+ * connection, or one the boot kernel already used): its pool ids mean
+ * nothing to us, so it starts as at probe, with RESET and a new generation,
+ * and the pools the kernel holds are re-created, empty.  The PM notifier in
+ * tmem_backends.c made sure frontswap held no page that lived only there.
+ */
+static int vtmem_restore(struct virtio_device *vdev)
+{
+	struct vtmem_device *vd = vdev->priv;
+	u32 old_gen = vd->gen;
+	int err;
+
+	mutex_lock(&vtmem_probe_lock);
+	err = vtmem_find_vqs(vd, vd->nqueues);
+	if (err) {
+		dev_err(&vdev->dev, "resume: no queues (%d)\n", err);
+		vtmem_mark_broken(vd, "resume failed", 0);
+		goto out_unlock;
+	}
+	virtio_device_ready(vdev);
+	if (!vtmem_backends_hibernating()) {
+		clear_bit(VTMEM_FROZEN, &vd->flags);
+		goto out_unlock;
+	}
+
+	/* Requests with pool ids of before are refused from here on. */
+	WRITE_ONCE(vd->gen, vtmem_next_gen());
+	clear_bit(VTMEM_FROZEN, &vd->flags);
+	err = vtmem_hello(vd);
+	vtmem_backends_device_gone(old_gen);
+	if (err) {
+		vtmem_mark_broken(vd, "resume from hibernation failed", 0);
+		goto out_unlock;
+	}
+	dev_info(&vdev->dev, "resumed from hibernation: device reset, pools re-created\n");
+	vtmem_backends_device_up(vd->gen);
+out_unlock:
+	mutex_unlock(&vtmem_probe_lock);
+	return err;
+}
+#endif
 
 static unsigned int features[] = {
 	TMEM_F_SHARED,
@@ -688,6 +1115,10 @@ static struct virtio_driver vtmem_driver = {
 	.validate		= vtmem_validate,
 	.probe			= vtmem_probe,
 	.remove			= vtmem_remove,
+#ifdef CONFIG_PM_SLEEP
+	.freeze			= vtmem_freeze,
+	.restore		= vtmem_restore,
+#endif
 };
 
 /* debugfs: virtio_tmem/{stats,latency_ns,info,pools} */
@@ -705,6 +1136,14 @@ static const char * const vtmem_stat_names[VTMEM_NR_STATS] = {
 	[VTMEM_STAT_ERR_SUBMIT]		= "errors_submit",
 	[VTMEM_STAT_TIMEOUTS]		= "timeouts",
 	[VTMEM_STAT_NO_DEVICE]		= "no_device",
+	[VTMEM_STAT_NO_QUEUE]		= "no_queue",
+	[VTMEM_STAT_QUEUE_WAITS]	= "queue_waits",
+	[VTMEM_STAT_ORPHANS_REAPED]	= "orphans_reaped",
+	[VTMEM_STAT_ORPHAN_FLUSHES]	= "orphan_flushes",
+	[VTMEM_STAT_UNORDERED]		= "ordered_refused",
+	[VTMEM_STAT_SLOW_WAITS]		= "slow_waits",
+	[VTMEM_STAT_SUSPENDED]		= "suspended_refused",
+	[VTMEM_STAT_POOLS_REPAIRED]	= "pools_repaired",
 	[VTMEM_STAT_CC_PUTS_OK]		= "cleancache_puts_ok",
 	[VTMEM_STAT_CC_PUTS_REFUSED]	= "cleancache_puts_refused",
 	[VTMEM_STAT_CC_GETS_HIT]	= "cleancache_gets_hit",
@@ -714,14 +1153,20 @@ static const char * const vtmem_stat_names[VTMEM_NR_STATS] = {
 	[VTMEM_STAT_CC_FLUSH_FS]	= "cleancache_flush_fs",
 	[VTMEM_STAT_CC_POOLS_CREATED]	= "cleancache_pools_created",
 	[VTMEM_STAT_CC_POOL_FAILURES]	= "cleancache_pool_failures",
+	[VTMEM_STAT_CC_POOLS_POISONED]	= "cleancache_pools_poisoned",
 	[VTMEM_STAT_FS_STORES_OK]	= "frontswap_stores_ok",
 	[VTMEM_STAT_FS_STORES_REFUSED]	= "frontswap_stores_refused",
+	[VTMEM_STAT_FS_STORES_HUGE]	= "frontswap_stores_huge_refused",
+	[VTMEM_STAT_FS_STORES_BLOCKED]	= "frontswap_stores_blocked",
 	[VTMEM_STAT_FS_LOADS_HIT]	= "frontswap_loads_hit",
 	[VTMEM_STAT_FS_LOADS_MISS]	= "frontswap_loads_miss",
+	[VTMEM_STAT_FS_LOADS_LOST]	= "frontswap_loads_lost",
 	[VTMEM_STAT_FS_FLUSH_PAGE]	= "frontswap_flush_page",
 	[VTMEM_STAT_FS_FLUSH_AREA]	= "frontswap_flush_area",
 	[VTMEM_STAT_FS_POOLS_CREATED]	= "frontswap_pools_created",
 	[VTMEM_STAT_FS_POOL_FAILURES]	= "frontswap_pool_failures",
+	[VTMEM_STAT_FS_PAGES_BROUGHT_BACK] = "frontswap_pages_brought_back",
+	[VTMEM_STAT_HIBERNATION_REFUSED] = "hibernation_refused",
 };
 
 static const char * const vtmem_op_names[VTMEM_NR_OPS] = {
@@ -751,18 +1196,23 @@ static int vtmem_counters_show(struct seq_file *m, void *v)
 {
 	struct vtmem_device *vd;
 	unsigned int op;
-	int s;
+	int s, idx;
 
-	rcu_read_lock();
-	vd = rcu_dereference(vtmem_dev);
+	idx = vtmem_hold();
+	vd = vtmem_bound();
 	seq_printf(m, "bound %d\n", vd ? 1 : 0);
 	seq_printf(m, "broken %d\n",
 		   vd ? test_bit(VTMEM_BROKEN, &vd->flags) : 0);
+	seq_printf(m, "suspended %d\n",
+		   vd ? test_bit(VTMEM_FROZEN, &vd->flags) : 0);
+	seq_printf(m, "orphans %d\n", vd ? atomic_read(&vd->orphans) : 0);
 	seq_printf(m, "generation %u\n", vd ? vd->gen : 0);
 	seq_printf(m, "queues %u\n", vd ? vd->nqueues : 0);
 	seq_printf(m, "shared %d\n", vd ? vd->shared : 0);
 	seq_printf(m, "pools %u\n", vd ? vtmem_backends_live_pools(vd->gen) : 0);
-	rcu_read_unlock();
+	vtmem_release(idx);
+	seq_printf(m, "queue_wait_max_ns %lld\n",
+		   (long long)atomic64_read(&vtmem_queue_wait_max_ns));
 
 	for (op = 1; op < VTMEM_NR_OPS; op++)
 		seq_printf(m, "requests_%s %llu\n", vtmem_op_names[op],
@@ -820,6 +1270,7 @@ static int vtmem_info_show(struct seq_file *m, void *v)
 	struct tmem_info info;
 	struct vtmem_op op = {
 		.op = TMEM_OP_INFO,
+		.wait = VTMEM_WAIT_SLEEP,
 		.out = &info,
 		.out_len = sizeof(info),
 	};
@@ -867,9 +1318,16 @@ static int __init vtmem_init(void)
 	}
 	id_table[0].device = device_id;
 
+	err = init_srcu_struct(&vtmem_srcu);
+	if (err)
+		return err;
+	err = -ENOMEM;
 	vtmem_stats = alloc_percpu(struct vtmem_stats);
 	if (!vtmem_stats)
-		return -ENOMEM;
+		goto out_srcu;
+	err = vtmem_backends_init();
+	if (err)
+		goto out_stats;
 	vtmem_debugfs_init();
 
 	err = register_virtio_driver(&vtmem_driver);
@@ -879,7 +1337,11 @@ static int __init vtmem_init(void)
 
 out_debugfs:
 	debugfs_remove_recursive(vtmem_debugfs);
+	vtmem_backends_exit();
+out_stats:
 	free_percpu(vtmem_stats);
+out_srcu:
+	cleanup_srcu_struct(&vtmem_srcu);
 	return err;
 }
 
@@ -892,7 +1354,9 @@ static void __exit vtmem_exit(void)
 {
 	unregister_virtio_driver(&vtmem_driver);
 	debugfs_remove_recursive(vtmem_debugfs);
+	vtmem_backends_exit();
 	free_percpu(vtmem_stats);
+	cleanup_srcu_struct(&vtmem_srcu);
 }
 
 module_init(vtmem_init);

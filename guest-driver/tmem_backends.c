@@ -51,6 +51,7 @@
 #include <linux/frontswap.h>
 #include <linux/suspend.h>
 #include <linux/workqueue.h>
+#include <linux/delay.h>
 #include <linux/seq_file.h>
 
 #include "virtio_tmem.h"
@@ -102,6 +103,8 @@ static bool vtmem_registered;
 static bool vtmem_fs_registered;
 /* Between PM_HIBERNATION_PREPARE and PM_POST_HIBERNATION. */
 static bool vtmem_hibernation;
+/* Frontswap stores running: hibernation waits for those that missed it. */
+static atomic_t vtmem_fs_storing = ATOMIC_INIT(0);
 
 static void vtmem_repair(struct work_struct *work);
 static DECLARE_DELAYED_WORK(vtmem_repair_work, vtmem_repair);
@@ -528,12 +531,16 @@ static int vtmem_fs_store(unsigned int type, pgoff_t offset,
 		vtmem_stat_inc(VTMEM_STAT_FS_STORES_HUGE);
 		goto refused;
 	}
+	atomic_inc(&vtmem_fs_storing);
+	/* Pairs with smp_mb() in vtmem_pm_notify(). */
+	smp_mb__after_atomic();
 	idx = vtmem_hold();
 	if (READ_ONCE(vtmem_hibernation))
 		vtmem_stat_inc(VTMEM_STAT_FS_STORES_BLOCKED);
 	else if (vtmem_fs_bind(type, offset, &op))
 		err = vtmem_request(&op);
 	vtmem_release(idx);
+	atomic_dec(&vtmem_fs_storing);
 	if (!err) {
 		vtmem_stat_inc(VTMEM_STAT_FS_STORES_OK);
 		return 0;
@@ -862,8 +869,10 @@ static int vtmem_pm_notify(struct notifier_block *nb, unsigned long action,
 	switch (action) {
 	case PM_HIBERNATION_PREPARE:
 		WRITE_ONCE(vtmem_hibernation, true);
-		/* Every store that did not see the flag has ended. */
-		vtmem_sync();
+		/* Every store that did not see the flag ends (timeout_ms). */
+		smp_mb();
+		while (atomic_read(&vtmem_fs_storing))
+			usleep_range(100, 200);
 		left = vtmem_fs_bring_back("hibernation");
 		if (!left)
 			return NOTIFY_OK;

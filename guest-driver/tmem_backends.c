@@ -52,6 +52,7 @@
 #include <linux/suspend.h>
 #include <linux/workqueue.h>
 #include <linux/delay.h>
+#include <linux/srcu.h>
 #include <linux/seq_file.h>
 
 #include "virtio_tmem.h"
@@ -106,6 +107,13 @@ static bool vtmem_hibernation;
 /* Frontswap stores running: hibernation waits for those that missed it. */
 static atomic_t vtmem_fs_storing = ATOMIC_INIT(0);
 
+/*
+ * cleancache page callbacks read a pool handle and send their request
+ * inside a read section of this SRCU: vtmem_repair() waits for them before
+ * it re-creates a pool, so no request of the old pool reaches the new one.
+ */
+static struct srcu_struct vtmem_cc_srcu;
+
 static void vtmem_repair(struct work_struct *work);
 static DECLARE_DELAYED_WORK(vtmem_repair_work, vtmem_repair);
 /* Retry period of vtmem_repair() while the device is still settling. */
@@ -118,9 +126,8 @@ static u64 vtmem_handle(u32 gen, u32 pool_id)
 
 /*
  * Points @op at the device pool behind @p; false when there is none or it
- * is poisoned.  Call between vtmem_hold() and vtmem_release(), around the
- * request too: vtmem_repair() waits for such sections before it re-creates
- * a pool, so no request of the old pool can reach the new one.
+ * is poisoned.  cleancache calls it inside vtmem_cc_srcu (see there);
+ * frontswap pools are re-created only when they have no handle.
  */
 static bool vtmem_pool_bind(struct vtmem_pool *p, struct vtmem_op *op)
 {
@@ -274,8 +281,8 @@ clear:
 
 /*
  * The worker behind poisoned pools.  Which pools it repairs is read first;
- * then vtmem_sync() waits until every request that read their old handles
- * has ended (or is counted as of unknown outcome), and vtmem_settle() until
+ * then synchronize_srcu() waits until every request that read their old
+ * handles has ended (or is counted as of unknown outcome), and vtmem_settle() until
  * the device has executed all of those; only then can the old pool go and a
  * new one (possibly with the same device id) come without any late request
  * of the old one landing in it.
@@ -295,7 +302,7 @@ static void vtmem_repair(struct work_struct *work)
 					     &fs_pools[i].state));
 	if (bitmap_empty(cc, VTMEM_CC_POOLS) && bitmap_empty(fs, MAX_SWAPFILES))
 		return;
-	vtmem_sync();
+	synchronize_srcu(&vtmem_cc_srcu);
 
 	mutex_lock(&vtmem_pool_lock);
 	if (vtmem_settle() == -EAGAIN) {
@@ -359,10 +366,10 @@ static int vtmem_cc_request(struct vtmem_pool *p, struct cleancache_filekey *key
 	if (op->index != index)
 		return err;
 	vtmem_cc_key(op, key);
-	idx = vtmem_hold();
+	idx = srcu_read_lock(&vtmem_cc_srcu);
 	if (vtmem_pool_bind(p, op))
 		err = vtmem_request(op);
-	vtmem_release(idx);
+	srcu_read_unlock(&vtmem_cc_srcu, idx);
 	if (op->op != TMEM_OP_GET_PAGE && vtmem_outcome_unknown(err))
 		vtmem_poison(p, VTMEM_STAT_CC_POOLS_POISONED);
 	return err;
@@ -525,7 +532,7 @@ static int vtmem_fs_store(unsigned int type, pgoff_t offset,
 		.ordered = true,
 		.page = page,
 	};
-	int err = -ENODEV, idx;
+	int err = -ENODEV;
 
 	if (PageCompound(page)) {
 		vtmem_stat_inc(VTMEM_STAT_FS_STORES_HUGE);
@@ -534,12 +541,10 @@ static int vtmem_fs_store(unsigned int type, pgoff_t offset,
 	atomic_inc(&vtmem_fs_storing);
 	/* Pairs with smp_mb() in vtmem_pm_notify(). */
 	smp_mb__after_atomic();
-	idx = vtmem_hold();
 	if (READ_ONCE(vtmem_hibernation))
 		vtmem_stat_inc(VTMEM_STAT_FS_STORES_BLOCKED);
 	else if (vtmem_fs_bind(type, offset, &op))
 		err = vtmem_request(&op);
-	vtmem_release(idx);
 	atomic_dec(&vtmem_fs_storing);
 	if (!err) {
 		vtmem_stat_inc(VTMEM_STAT_FS_STORES_OK);
@@ -564,12 +569,10 @@ static int vtmem_fs_load(unsigned int type, pgoff_t offset,
 		.wait = writethrough ? VTMEM_WAIT_SLEEP : VTMEM_WAIT_FOREVER,
 		.page = page,
 	};
-	int err = -ENODEV, idx;
+	int err = -ENODEV;
 
-	idx = vtmem_hold();
 	if (vtmem_fs_bind(type, offset, &op))
 		err = vtmem_request(&op);
-	vtmem_release(idx);
 	if (!err) {
 		vtmem_stat_inc(VTMEM_STAT_FS_LOADS_HIT);
 		return 0;
@@ -597,12 +600,9 @@ static int vtmem_fs_load(unsigned int type, pgoff_t offset,
 static void vtmem_fs_invalidate_page(unsigned int type, pgoff_t offset)
 {
 	struct vtmem_op op = { .op = TMEM_OP_FLUSH_PAGE };
-	int idx;
 
-	idx = vtmem_hold();
 	if (vtmem_fs_bind(type, offset, &op))
 		vtmem_request(&op);
-	vtmem_release(idx);
 	vtmem_stat_inc(VTMEM_STAT_FS_FLUSH_PAGE);
 }
 
@@ -895,13 +895,22 @@ static struct notifier_block vtmem_pm_nb = {
 
 int vtmem_backends_init(void)
 {
-	return register_pm_notifier(&vtmem_pm_nb);
+	int err;
+
+	err = init_srcu_struct(&vtmem_cc_srcu);
+	if (err)
+		return err;
+	err = register_pm_notifier(&vtmem_pm_nb);
+	if (err)
+		cleanup_srcu_struct(&vtmem_cc_srcu);
+	return err;
 }
 
 void vtmem_backends_exit(void)
 {
 	unregister_pm_notifier(&vtmem_pm_nb);
 	cancel_delayed_work_sync(&vtmem_repair_work);
+	cleanup_srcu_struct(&vtmem_cc_srcu);
 }
 
 static void vtmem_pools_show_one(struct seq_file *m, const char *backend,

@@ -180,19 +180,14 @@ u64 vtmem_stat_sum(enum vtmem_stat s)
 	return sum;
 }
 
-int vtmem_hold(void)
+static int vtmem_hold(void)
 {
 	return srcu_read_lock(&vtmem_srcu);
 }
 
-void vtmem_release(int idx)
+static void vtmem_release(int idx)
 {
 	srcu_read_unlock(&vtmem_srcu, idx);
-}
-
-void vtmem_sync(void)
-{
-	synchronize_srcu(&vtmem_srcu);
 }
 
 static struct vtmem_device *vtmem_bound(void)
@@ -522,6 +517,18 @@ static struct vtmem_queue *vtmem_claim(struct vtmem_device *vd,
 		/* Suspended: only a wait without bound outlives it. */
 		if (frozen && c->wait != VTMEM_WAIT_FOREVER) {
 			vtmem_stat_inc(VTMEM_STAT_SUSPENDED);
+			return ERR_PTR(-EAGAIN);
+		}
+		/*
+		 * A device that let a request time out and has no free queue
+		 * is most likely stalled: a caller with interrupts off gives
+		 * up at once instead of spinning its whole bound, so that a
+		 * stall costs each queue one timeout, not every cleancache
+		 * call one (truncating a file would add those up to soft
+		 * lockups).
+		 */
+		if (c->wait == VTMEM_WAIT_ATOMIC && atomic_read(&vd->orphans)) {
+			vtmem_stat_inc(VTMEM_STAT_NO_QUEUE);
 			return ERR_PTR(-EAGAIN);
 		}
 		if (!waited) {

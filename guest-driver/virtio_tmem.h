@@ -88,14 +88,6 @@ static inline bool vtmem_outcome_unknown(int err)
 }
 
 /*
- * A section in which a pool handle read by the caller stays meaningful:
- * vtmem_sync() waits for every section that began before it.
- */
-int vtmem_hold(void);
-void vtmem_release(int idx);
-void vtmem_sync(void);
-
-/*
  * Reaps answered requests of unknown outcome on the bound device; 0 when
  * none is left (nothing the device may still execute), else -EAGAIN, or
  * -ENODEV when no usable device is bound.

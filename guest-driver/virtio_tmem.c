@@ -521,13 +521,13 @@ static struct vtmem_queue *vtmem_claim(struct vtmem_device *vd,
 		}
 		/*
 		 * A device that let a request time out and has no free queue
-		 * is most likely stalled: a caller with interrupts off gives
-		 * up at once instead of spinning its whole bound, so that a
-		 * stall costs each queue one timeout, not every cleancache
-		 * call one (truncating a file would add those up to soft
-		 * lockups).
+		 * is most likely stalled (or its daemon gone): a bounded
+		 * caller gives up at once instead of waiting out its bound, so
+		 * that a stall costs each queue one timeout, not every call
+		 * one (with IRQs off, truncating a file would add those up to
+		 * soft lockups; with writethrough, every swap-in would wait).
 		 */
-		if (c->wait == VTMEM_WAIT_ATOMIC && atomic_read(&vd->orphans)) {
+		if (c->wait != VTMEM_WAIT_FOREVER && atomic_read(&vd->orphans)) {
 			vtmem_stat_inc(VTMEM_STAT_NO_QUEUE);
 			return ERR_PTR(-EAGAIN);
 		}

@@ -48,18 +48,16 @@ apt_state() {
 
 pkg_version() { apt-cache "${APTOPTS[@]}" show --no-all-versions "$1" 2>/dev/null | sed -n 's/^Version: //p' | head -1; }
 
-# deb PKG -> its .deb in $A/debs at the version of the lists, or nothing
+# deb PKG=VERSION -> its .deb in $A/debs, or nothing
 deb_of() {
-  local v
-  v=$(pkg_version "$1")
-  [ -n "$v" ] || die "$1 is not in the $SUITE lists"
-  ls "$A/debs/${1}_${v//:/%3a}_"*.deb 2>/dev/null | head -1 || true
+  local p=${1%%=*} v=${1#*=}
+  ls "$A/debs/${p}_${v//:/%3a}_"*.deb 2>/dev/null | head -1 || true
 }
 
-# download PKG...: the missing ones, in one apt-get call (kept in $A/debs: the key names exact versions)
+# download PKG=VERSION...: the missing ones, in one apt-get call (kept in $A/debs: the key names exact versions)
 download() {
-  local p want=()
-  for p in "$@"; do [ -n "$(deb_of "$p")" ] || want+=("$p=$(pkg_version "$p")"); done
+  local pv want=()
+  for pv in "$@"; do [ -n "$(deb_of "$pv")" ] || want+=("$pv"); done
   [ ${#want[@]} -eq 0 ] && return 0
   log "apt-get download ${want[*]}"
   (cd "$A/debs" && apt-get "${APTOPTS[@]}" download "${want[@]}" >&2) || die "apt-get download failed"
@@ -68,15 +66,27 @@ download() {
 build() {
   apt_ensure kmod cpio xz-utils
   apt_state
-  local img
-  img=$(apt-cache "${APTOPTS[@]}" pkgnames "linux-image-5.10.0-" | grep -E "^linux-image-5\.10\.0-[0-9]+-$FLAVOUR\$" | sort -V | tail -1)
-  [ -n "$img" ] || die "no linux-image-5.10.0-N-$FLAVOUR in the $SUITE lists"
-  local abi=${img#linux-image-} # 5.10.0-N-amd64
-  local common="linux-headers-${abi%-"$FLAVOUR"}-common"
-  local pkgs=("$img" "linux-headers-$abi" "$common" linux-kbuild-5.10 busybox-static)
-  local p versions=""
-  for p in "${pkgs[@]}"; do versions+="$p=$(pkg_version "$p") "; done
-  log "Debian kernel: $img ($(pkg_version "$img"))"
+  # the choice of packages, remembered per state of the lists (apt-cache takes
+  # seconds per call; the lists change only with TMEM_KVM_DEBIAN_UPDATE=1)
+  local memo versions="" p
+  memo="$A/debian-kernel-pick-$(cat "$A"/lists/*_InRelease | sha256sum | cut -c1-16)-$FLAVOUR"
+  if [ -s "$memo" ]; then
+    versions=$(cat "$memo")
+  else
+    local img
+    img=$(apt-cache "${APTOPTS[@]}" pkgnames "linux-image-5.10.0-" | grep -E "^linux-image-5\.10\.0-[0-9]+-$FLAVOUR\$" | sort -V | tail -1)
+    [ -n "$img" ] || die "no linux-image-5.10.0-N-$FLAVOUR in the $SUITE lists"
+    local abi=${img#linux-image-} # 5.10.0-N-amd64
+    for p in "$img" "linux-headers-$abi" "linux-headers-${abi%-"$FLAVOUR"}-common" linux-kbuild-5.10 busybox-static; do
+      versions+="$p=$(pkg_version "$p") "
+    done
+    echo "$versions" > "$memo"
+  fi
+  local pkgs=() pv
+  for pv in $versions; do pkgs+=("${pv%%=*}"); done
+  local img=${pkgs[0]}
+  local abi=${img#linux-image-}
+  log "Debian kernel: $img (${versions%% *})"
   local PH OUT H
   PH=$(echo "$versions" | sha256sum | cut -c1-16)
   local P="$CACHE/debian-pkgs-$PH"
@@ -92,10 +102,11 @@ build() {
   # -common and linux-kbuild at the relative paths their symlinks use)
   if [ ! -f "$P/.done" ]; then
     local t0=$SECONDS
-    download "${pkgs[@]}"
+    # shellcheck disable=SC2086
+    download $versions
     local t1=$SECONDS
     rm -rf "$P"; mkdir -p "$P/root"
-    for p in "${pkgs[@]}"; do dpkg-deb -x "$(deb_of "$p")" "$P/root"; done
+    for pv in $versions; do dpkg-deb -x "$(deb_of "$pv")" "$P/root"; done
     # the -amd64 headers' Makefile includes /usr/src/linux-headers-*-common/Makefile
     # by its absolute path: point it at the unpacked tree (nothing else there is absolute)
     sed -i "s|^include /usr/src/|include $P/root/usr/src/|" "$P/root/usr/src/linux-headers-$abi/Makefile"

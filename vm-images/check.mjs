@@ -4,15 +4,15 @@
 // read query-blockstats over QMP after the guest powered off, stop QEMU, then
 // the daemon. Exit status 0 iff both workloads verified their data.
 //
-//   node vm-images/check.mjs [--tmem] [--ram 256M] [--swap-mib 384] [--file-mib 128]
+//   node vm-images/check.mjs [--tmem] [--kernel tmem|debian] [--ram 256M] [--swap-mib 384] [--file-mib 128]
 //     --tmem   with the vhost-user device, tmemd (dist/host/tmemd.js) and the module
-import fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { buildAll, startDaemon, startVm, makeRunDir } from './lib/vm.mjs';
+import { buildAll, Daemon, Vm, Session, makeRunDir, kernelName } from './lib/vm.mjs';
 
 const a = parseArgs({
   options: {
     tmem: { type: 'boolean', default: false },
+    kernel: { type: 'string', default: 'tmem' },
     ram: { type: 'string', default: '256M' },
     'swap-mib': { type: 'string', default: '384' },
     'file-mib': { type: 'string', default: '128' },
@@ -21,17 +21,19 @@ const a = parseArgs({
 }).values;
 const say = (s) => process.stderr.write(`[check] ${s}\n`);
 const t0 = Date.now();
-const b = await buildAll({ module: a.tmem ? undefined : 'none' });
+const b = await buildAll({ kernel: kernelName(a.kernel), module: a.tmem ? undefined : 'none' });
 say(`built/cached in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${JSON.stringify(b)}`);
 
-const runDir = makeRunDir('check');
-const daemon = a.tmem ? await startDaemon({ socket: `${runDir}/tmem.sock`, control: `${runDir}/ctl.sock`, queues: 2, maxmem: '1G', capacity: '1G', log: null }) : null;
+// stops QEMU, then the daemon, then removes the run directory
+const session = new Session().guardProcess();
+const runDir = session.addDir(makeRunDir('check'));
+const daemon = a.tmem ? session.add(await Daemon.start({ socket: `${runDir}/tmem.sock`, control: `${runDir}/ctl.sock`, queues: 2, maxmem: '1G', capacity: '1G', log: null })) : null;
 const t1 = Date.now();
-const vm = await startVm({
+const vm = session.add(await Vm.start({
   ...b, runDir, ram: a.ram, cpus: 2, swapSize: '1G', dataSize: '1G', tmemSocket: daemon?.socket, noModule: !a.tmem,
   run: `/opt/tmem/workloads/swapstress.sh --mib ${a['swap-mib']}; /opt/tmem/workloads/filereader.sh --mib ${a['file-mib']}`,
   echo: a.quiet ? null : process.stderr,
-});
+}));
 let ok = true;
 try {
   const ready = await vm.waitFor(/@@TMEM-READY.*/, 120000);
@@ -51,9 +53,7 @@ try {
   ok = false;
   say(`FAILED: ${e.message}`);
 } finally {
-  await vm.quit();
-  if (daemon) await daemon.stop();
-  fs.rmSync(runDir, { recursive: true, force: true });
+  await session.stop();
 }
 say(`${ok ? 'OK' : 'FAILED'} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 process.exit(ok ? 0 : 1);

@@ -1,17 +1,23 @@
 #!/usr/bin/env node
-// npm run vm -- [options]: build what is missing, start tmemd, boot the 5.10 test guest.
-// See vm-images/README.md. Plain Node ESM; no build step.
+// npm run vm -- [options]: build what is missing, start tmemd, boot the 5.10 test guest
+// on the project's kernel or Debian's (--kernel). See vm-images/README.md.
+// Plain Node ESM over the compiled VM library (vm-images/lib/*.ts, npm run build).
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { launch, buildAll, qemuArgs, detectAccel, REPO_DIR } from './lib/vm.mjs';
+import { launch, buildAll, qemuArgs, bootAppend, detectAccel, kernelName, REPO_DIR } from './lib/vm.mjs';
 
 const USAGE = `Usage: node vm-images/run-vm.mjs [options]      (npm run vm -- [options])
 
-Boots the tmem test guest (Linux 5.10 + cleancache/frontswap) under QEMU >= 10.2
-with the tmem device served by tmemd. Builds and caches QEMU, the kernel, the
-root image and the project-files disk first when they are missing.
+Boots the tmem test guest (Linux 5.10) under QEMU >= 10.2 with the tmem device
+served by tmemd. Builds and caches QEMU, the kernel, the root image and the
+project-files disk first when they are missing.
 
+  --kernel tmem|debian the guest kernel (default tmem):
+                       tmem    the project's 5.10 build: cleancache + frontswap, THP off
+                       debian  Debian bullseye's own linux-image-5.10.0-N-amd64, unmodified:
+                               frontswap only, THP always, lockup detectors on; booted with
+                               our initramfs; the module built against Debian's headers
   --ram SIZE           guest RAM (default 512M)
   --cpus N             vCPUs (default 2)
   --queues N           tmem request queues, QEMU num_vqs and tmemd --queues (default = cpus)
@@ -24,7 +30,9 @@ root image and the project-files disk first when they are missing.
   --tmemd CMD          daemon command (default "node dist/host/tmemd.js"; --vm/--capacity/
                        --queues/--control are appended)
   --daemon-arg ARG     one more daemon argument (repeatable)
-  --module PATH        virtio_tmem.ko to put in the guest (default: newest under guest-driver/)
+  --module PATH        virtio_tmem.ko to put in the guest (default: the kernel's own: tmem:
+                       the newest under guest-driver/; debian: built from guest-driver/
+                       against Debian's headers, cached)
   --no-module          do not load (or ship) the module
   --modparams "a=1 b=2"  module parameters
   --run CMD            run CMD in the guest non-interactively and exit when it powers off,
@@ -46,6 +54,7 @@ let a;
 try {
   a = parseArgs({
     options: {
+      kernel: { type: 'string', default: 'tmem' },
       ram: { type: 'string', default: '512M' },
       cpus: { type: 'string', default: '2' },
       queues: { type: 'string' },
@@ -77,19 +86,21 @@ try {
   process.exit(2);
 }
 if (a.help) { console.log(USAGE); process.exit(0); }
+let kernel;
+try { kernel = kernelName(a.kernel); } catch (e) { console.error(`run-vm: ${e.message}`); process.exit(2); }
 
 const say = (s) => process.stderr.write(`[run-vm] ${s}\n`);
 const cpus = Number(a.cpus);
 const queues = a.queues ? Number(a.queues) : cpus;
 
 if (a['build-only'] || a['print-cmdline']) {
-  const b = await buildAll({ module: a['no-module'] ? 'none' : a.module });
+  const b = await buildAll({ kernel, module: a['no-module'] ? 'none' : a.module });
   if (a['print-cmdline']) {
     const o = {
       ...b, ram: a.ram, cpus, queues, accel: a.accel || detectAccel(), qmpPath: 'RUNDIR/qmp.sock',
       swapImg: 'RUNDIR/swap.img', dataImg: 'RUNDIR/data.img', tmemSocket: a['no-tmem'] ? null : 'RUNDIR/tmem.sock',
       run: a.run, modparams: a.modparams, noShutdown: !!a.run,
-      append: ['root=/dev/vda rw console=ttyS0 init=/sbin/tmem-init panic=-1 zswap.enabled=0', a['no-module'] ? 'tmem.module=0' : '', a['extra-append']].filter(Boolean).join(' '),
+      append: bootAppend({ noModule: a['no-module'], extraAppend: a['extra-append'] }),
     };
     const q = (s) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
     const args = qemuArgs({ ...o, interactive: !a.run });
@@ -112,18 +123,19 @@ if (!a['no-tmem'] && !a.tmemd && !process.env.TMEMD && !fs.existsSync(path.join(
 
 const t0 = Date.now();
 const session = await launch({
-  name: a.name, ram: a.ram, cpus, queues, maxmem: a.maxmem, capacity: a.capacity,
+  kernel, name: a.name, ram: a.ram, cpus, queues, maxmem: a.maxmem, capacity: a.capacity,
   swapSize: a['swap-size'], dataSize: a['data-size'], tmem: !a['no-tmem'], tmemd: a.tmemd,
   daemonArgs: a['daemon-arg'], module: a.module, noModule: a['no-module'], modparams: a.modparams,
   run: a.run, extraAppend: a['extra-append'], accel: a.accel, keepRunDir: a.keep,
   interactive, echo: interactive ? null : process.stdout,
 });
 const { vm, daemon, runDir } = session;
-say(`QEMU started (accel ${vm.options.accel || detectAccel()}, ram ${a.ram}, cpus ${cpus}, ${daemon ? `tmem device, ${queues} queues, daemon pid ${daemon.proc.pid}` : 'no tmem device'}; run dir ${runDir})`);
+say(`QEMU started (kernel ${vm.kernel.name} ${vm.kernel.version}, accel ${vm.options.accel || detectAccel()}, ram ${a.ram}, cpus ${cpus}, ${daemon ? `tmem device, ${queues} queues, daemon pid ${daemon.proc.pid}` : 'no tmem device'}; run dir ${runDir})`);
 if (interactive) say('console on this terminal: Ctrl-A X quits QEMU, "poweroff" in the guest too');
 
-let stopping = null;
-const stopAll = () => { stopping ||= session.stop(); return stopping; };
+// QEMU first, then the daemon (Session); once, whoever asks first
+let stopping = false;
+const stopAll = () => { stopping = true; return session.stop(); };
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   process.on(sig, async () => {
     say(`${sig}: stopping QEMU, then the daemon`);

@@ -2,10 +2,13 @@
 // The heavy builds the end-to-end tests need, done before tap runs (so that no
 // test spends its timeout building): QEMU, the guest kernel, the root image
 // (vm-images/*.sh, cached), the guest module (make -C guest-driver, against
-// that kernel), the project-files disk with the module, and the loadgen.
+// that kernel), the project-files disk with the module, Debian's own kernel
+// (downloaded, with our initramfs) and the module built against its headers
+// with its own files disk, and the loadgen.
 //
-//   node vm-images/setup.mjs            # build what is missing, print progress
+//   npm run setup                        # = node vm-images/setup.mjs (after npm run build)
 //   node vm-images/setup.mjs --no-loadgen
+//   node vm-images/setup.mjs --no-debian # only the project's kernel
 //
 // Exit status 0 when everything is there; 1 with the failing step otherwise.
 import { spawn } from 'node:child_process';
@@ -38,6 +41,11 @@ try {
   const module = path.join(REPO_DIR, 'guest-driver', 'virtio_tmem.ko');
   const b = await buildAll({ module });
   say(`project files disk with the module: ${b.tmemfiles}`);
+  if (!args.has('--no-debian')) {
+    say("Debian's bullseye kernel (apt-get download through $CACHE/apt-bullseye, our initramfs) and the module against its headers");
+    const d = await buildAll({ kernel: 'debian' });
+    say(`Debian kernel ${d.kernel.version} (${d.kernel.dir}), module ${d.module}, files disk ${d.tmemfiles}`);
+  }
   if (!args.has('--no-loadgen')) {
     say('loadgen (make -C test/loadgen)');
     await run('make', ['-C', path.join(REPO_DIR, 'test', 'loadgen')]);

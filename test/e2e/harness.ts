@@ -1,20 +1,38 @@
 // Helpers of the end-to-end tests (test/e2e-*.ts): the built images of
-// vm-images/ (built beforehand by `node vm-images/setup.mjs`), tmemd and QEMU
-// started through vm-images/lib/vm.mjs, cleanup that always stops QEMU before
-// the daemon (even when the test fails or is killed), the daemon's statistics
-// (control socket and tmemctl --json), QMP block statistics, and the
-// console handshake of the guest scripts (vm-images/guest/workloads/e2e-*.sh).
+// vm-images/ (built beforehand by `npm run setup`), tmemd and QEMU started
+// through the VM library (vm-images/lib/, typed: Vm, Daemon, Session),
+// cleanup that always stops QEMU before the daemon (even when the test fails
+// or is killed), the daemon's statistics (control socket and tmemctl --json),
+// QMP block statistics, and the handshake of the guest scripts
+// (vm-images/guest/workloads/e2e-*.sh).
+//
+// The guest kernel is an option (vm-images/README.md says which tests what):
+//   e2eEnv(t, { kernel?: 'tmem' | 'debian' })   the env's default kernel (default 'tmem')
+//   bootVm(env, { ..., kernel?: 'tmem' | 'debian' })
+//     'tmem'    the project's 5.10 build (cleancache + frontswap, THP off, lockup detectors
+//               off); the module is guest-driver/virtio_tmem.ko (made by setup)
+//     'debian'  Debian bullseye's own linux-image-5.10.0-N-amd64, unmodified (frontswap only,
+//               THP always, lockup detectors on) with our initramfs; the module is built
+//               from guest-driver/ against Debian's headers (cached by the sources' hash,
+//               rebuilt here when they changed, a few seconds)
+//   A kernel other than the env's is prepared at its first bootVm (cached builds only).
+//   waitReady() also checks that the guest runs the kernel asked for (uname -r);
+//   vm.kernel.name / vm.kernel.version say which one a Vm boots.
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { requestDaemon } from '../../host/control/client.js';
+import * as vmlib from '../../vm-images/lib/index.js';
+import type { Accel, Built, Daemon, KernelName, Vm } from '../../vm-images/lib/index.js';
+
+export type { Built, Daemon, KernelName, Vm } from '../../vm-images/lib/index.js';
 
 /** The repository root (this file runs from test/e2e/ or dist/test/e2e/). */
 function repoRoot(): string {
   let d = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 6; i++) {
-    if (existsSync(join(d, 'package.json')) && existsSync(join(d, 'vm-images', 'lib', 'vm.mjs'))) return d;
+    if (existsSync(join(d, 'package.json')) && existsSync(join(d, 'vm-images', 'build-kernel.sh'))) return d;
     d = dirname(d);
   }
   throw new Error('cannot find the repository root from ' + fileURLToPath(import.meta.url));
@@ -23,115 +41,32 @@ function repoRoot(): string {
 export const ROOT = repoRoot();
 export const TMEMD = join(ROOT, 'dist/host/tmemd.js');
 export const TMEMCTL = join(ROOT, 'dist/host/tmemctl.js');
+/** The module of the project's kernel ('tmem'); Debian's is built apart (vm-images/build-debian-module.sh). */
 export const MODULE = join(ROOT, 'guest-driver/virtio_tmem.ko');
-export const CACHE = process.env.TMEM_KVM_CACHE || '/var/cache/tmem-kvm';
+export const CACHE = vmlib.CACHE;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-// ------------------------------------------------------------ vm.mjs (untyped)
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 export type Json = any;
 
-export interface Built {
-  qemu: string;
-  kernelDir: string;
-  bzImage: string;
-  kernelBuildDir: string;
-  rootfs: string;
-  tmemfiles: string;
-}
-
-export interface Daemon {
-  proc: import('node:child_process').ChildProcess;
-  socket: string;
-  output(): string;
-  wait(): Promise<{ code: number | null; signal: string | null }>;
-  stop(graceMs?: number): Promise<{ code: number | null; signal: string | null }>;
-}
-
-export interface Vm {
-  proc: import('node:child_process').ChildProcess;
-  runDir: string;
-  output(): string;
-  /** The guest's @@ marker lines (the harness port; the console without one). */
-  markers(): string;
-  write(s: string): void;
-  qmp(cmd: string, args?: unknown): Promise<Json>;
-  blockstats(): Promise<Record<string, Record<string, number>>>;
-  waitFor(re: RegExp, ms?: number): Promise<RegExpMatchArray>;
-  waitForResult(ms?: number): Promise<Json>;
-  waitForShutdown(ms?: number): Promise<unknown>;
-  wait(): Promise<{ code: number | null; signal: string | null }>;
-  exited(): { code: number | null; signal: string | null } | null;
-  quit(graceMs?: number): Promise<{ code: number | null; signal: string | null }>;
-  kill(sig?: string): Promise<{ code: number | null; signal: string | null }>;
-}
-
-interface VmLib {
-  buildAll(o: Json): Promise<Built>;
-  startDaemon(o: Json): Promise<Daemon>;
-  startVm(o: Json): Promise<Vm>;
-  makeRunDir(prefix: string): string;
-  detectAccel(): string;
-}
-
-let vmlibP: Promise<VmLib> | null = null;
-function vmlib(): Promise<VmLib> {
-  vmlibP ??= import(pathToFileURL(join(ROOT, 'vm-images/lib/vm.mjs')).href) as Promise<VmLib>;
-  return vmlibP;
-}
-
 // ------------------------------------------------------------ cleanup
 
 /**
- * Everything a test started, stopped in the right order: every QEMU first,
- * then every daemon (continued first if it was stopped with SIGSTOP), then the
- * run directories. Runs from t.teardown, and synchronously (SIGKILL) if the
- * test process is killed or exits early, so no process is ever left behind.
+ * Everything a test started, stopped in the right order (vm-images/lib/session.ts):
+ * every QEMU first, then every daemon (continued first if it was stopped with
+ * SIGSTOP), then the run directories. Runs from t.teardown, and synchronously
+ * (SIGKILL) if the test process is killed or exits early, so no process is
+ * ever left behind.
  */
-export class Cleanup {
-  vms: Vm[] = [];
-  daemons: Daemon[] = [];
-  dirs: string[] = [];
-  private done = false;
-  private readonly onExit = () => this.killSync();
-  private readonly onSignal = (sig: NodeJS.Signals) => {
-    this.killSync();
-    process.exit(sig === 'SIGINT' ? 130 : 143);
-  };
-
+export class Cleanup extends vmlib.Session {
   constructor() {
-    process.on('exit', this.onExit);
-    process.on('SIGTERM', this.onSignal);
-    process.on('SIGINT', this.onSignal);
-  }
-
-  /** The last resort: SIGKILL QEMU, then the daemons, without waiting. */
-  killSync(): void {
-    for (const v of this.vms) if (!v.exited() && v.proc.pid) try { process.kill(v.proc.pid, 'SIGKILL'); } catch { /* gone */ }
-    for (const d of this.daemons) if (d.proc.exitCode === null && d.proc.signalCode === null && d.proc.pid) try { process.kill(d.proc.pid, 'SIGKILL'); } catch { /* gone */ }
-    for (const dir of this.dirs) rmSync(dir, { recursive: true, force: true });
+    super();
+    this.guardProcess();
   }
 
   async run(): Promise<void> {
-    if (this.done) return;
-    this.done = true;
-    for (const v of this.vms) {
-      if (v.exited()) continue;
-      // quit over QMP; a VM whose daemon is dead or stopped may not quit cleanly
-      await Promise.race([v.quit(6000), sleep(8000)]);
-      if (!v.exited()) await v.kill('SIGKILL');
-    }
-    for (const d of this.daemons) {
-      if (d.proc.exitCode !== null || d.proc.signalCode !== null) continue;
-      try { if (d.proc.pid) process.kill(d.proc.pid, 'SIGCONT'); } catch { /* gone */ }
-      await d.stop(10000);
-    }
-    for (const dir of this.dirs) rmSync(dir, { recursive: true, force: true });
-    process.off('exit', this.onExit);
-    process.off('SIGTERM', this.onSignal);
-    process.off('SIGINT', this.onSignal);
+    await this.stop();
   }
 }
 
@@ -144,10 +79,15 @@ export interface TapLike {
 }
 
 export interface Env {
-  lib: VmLib;
+  lib: typeof vmlib;
+  /** what the env's kernel boots (the default of bootVm) */
   built: Built;
-  accel: string;
+  kernel: KernelName;
+  accel: Accel;
   cleanup: Cleanup;
+  /** the builds per kernel, made on first use */
+  builds: Map<KernelName, Built>;
+  t: TapLike;
 }
 
 function need(ok: boolean, what: string): void {
@@ -155,35 +95,50 @@ function need(ok: boolean, what: string): void {
 }
 
 /**
- * Checks that everything the VM needs was built (by `node vm-images/setup.mjs`,
- * which `npm test` runs before tap) and fails loudly otherwise: this never
- * starts a kernel build. Then refreshes the small project-files disk (the
- * module and the guest scripts, ~1 s) and registers the cleanup.
+ * Checks that what `kernel` needs was built (by `npm run setup`, which
+ * `npm test` runs before tap) and fails loudly otherwise: this never starts
+ * a kernel build. Then refreshes the small project-files disk (the module and
+ * the guest scripts, ~1 s; for Debian's kernel also the module when
+ * guest-driver/ changed).
  */
-export async function e2eEnv(t: TapLike): Promise<Env> {
+async function prepare(t: TapLike, kernel: KernelName): Promise<Built> {
+  const setup = 'run npm run setup';
   need(existsSync(TMEMD), `${TMEMD} (run npm run build)`);
-  const kernel = join(CACHE, 'kernel');
-  need(existsSync(join(kernel, 'bzImage')), `guest kernel ${kernel}/bzImage (run node vm-images/setup.mjs)`);
-  need(existsSync(join(kernel, 'build', 'Module.symvers')), `guest kernel build tree ${kernel}/build (run node vm-images/setup.mjs)`);
-  need(existsSync(join(CACHE, 'rootfs', 'rootfs.img')), `root image ${CACHE}/rootfs/rootfs.img (run node vm-images/setup.mjs)`);
-  need(existsSync(join(CACHE, 'qemu', 'bin', 'qemu-system-x86_64')) || !!process.env.TMEM_KVM_QEMU, `QEMU ${CACHE}/qemu/bin/qemu-system-x86_64 (run node vm-images/setup.mjs)`);
-  need(existsSync(MODULE), `guest module ${MODULE} (run node vm-images/setup.mjs, or make -C guest-driver)`);
-  need(statSync(MODULE).mtimeMs >= statSync(join(kernel, 'bzImage')).mtimeMs, `guest module ${MODULE} is older than the guest kernel: rebuild it (make -C guest-driver)`);
-  const lib = await vmlib();
+  need(existsSync(join(CACHE, 'rootfs', 'rootfs.img')), `root image ${CACHE}/rootfs/rootfs.img (${setup})`);
+  need(existsSync(join(CACHE, 'qemu', 'bin', 'qemu-system-x86_64')) || !!process.env.TMEM_KVM_QEMU, `QEMU ${CACHE}/qemu/bin/qemu-system-x86_64 (${setup})`);
+  let module: string | undefined;
+  if (kernel === 'tmem') {
+    const k = join(CACHE, 'kernel');
+    need(existsSync(join(k, 'bzImage')), `guest kernel ${k}/bzImage (${setup})`);
+    need(existsSync(join(k, 'build', 'Module.symvers')), `guest kernel build tree ${k}/build (${setup})`);
+    need(existsSync(MODULE), `guest module ${MODULE} (${setup}, or make -C guest-driver)`);
+    need(statSync(MODULE).mtimeMs >= statSync(join(k, 'bzImage')).mtimeMs, `guest module ${MODULE} is older than the guest kernel: rebuild it (make -C guest-driver)`);
+    module = MODULE;
+  } else {
+    const k = join(CACHE, 'debian-kernel');
+    need(existsSync(join(k, '.done')), `Debian's kernel ${k} (${setup})`);
+  }
   const log: string[] = [];
   const sink = { write: (d: unknown) => { log.push(String(d)); return true; } };
   let built: Built;
   try {
-    built = await lib.buildAll({ module: MODULE, log: sink });
+    built = await vmlib.buildAll({ kernel, module, log: sink });
   } catch (e) {
     throw new Error(`vm-images build check failed: ${(e as Error).message}\n${log.join('').slice(-3000)}`);
   }
-  if (/building|make -j|mmdebstrap/i.test(log.join('')) && !/cached/.test(log.join(''))) t.comment('note: vm-images built something inside the test');
+  if (/make -j|mmdebstrap|apt-get download/i.test(log.join(''))) t.comment(`note: vm-images built something inside the test: ${log.join('').slice(-500)}`);
+  t.comment(`kernel ${kernel} ${built.kernel.version} (${built.kernel.dir}); module ${built.module}; files disk ${built.tmemfiles}`);
+  return built;
+}
+
+export async function e2eEnv(t: TapLike, o: { kernel?: KernelName } = {}): Promise<Env> {
+  const kernel = vmlib.kernelName(o.kernel);
+  const built = await prepare(t, kernel);
   const cleanup = new Cleanup();
   t.teardown(() => cleanup.run());
-  const accel = lib.detectAccel();
-  t.comment(`accel ${accel}; kernel ${built.kernelDir}; files disk ${built.tmemfiles}`);
-  return { lib, built, accel, cleanup };
+  const accel = vmlib.detectAccel();
+  t.comment(`accel ${accel}`);
+  return { lib: vmlib, built, kernel, accel, cleanup, builds: new Map([[kernel, built]]), t };
 }
 
 // ------------------------------------------------------------ daemon and VM
@@ -196,15 +151,14 @@ export interface DaemonHandle {
 }
 
 export async function startTmemd(env: Env, o: { name?: string; maxmem?: string; capacity?: string; queues?: number; queuesMode?: 'poll' | 'notify'; runDir?: string; args?: string[] } = {}): Promise<DaemonHandle> {
-  const runDir = o.runDir ?? env.lib.makeRunDir('e2e');
-  if (!env.cleanup.dirs.includes(runDir)) env.cleanup.dirs.push(runDir);
+  const runDir = env.cleanup.addDir(o.runDir ?? env.lib.makeRunDir('e2e'));
   const name = o.name ?? 'e2e';
   const control = join(runDir, 'ctl.sock');
   const daemon = await env.lib.startDaemon({
     cmd: `node ${TMEMD}`, socket: join(runDir, 'tmem.sock'), name, maxmem: o.maxmem ?? '1G',
     capacity: o.capacity ?? '1G', queues: o.queues ?? 2, control, log: null, args: [...(o.queuesMode ? ['--queues-mode', o.queuesMode] : []), ...(o.args ?? [])],
   });
-  env.cleanup.daemons.push(daemon);
+  env.cleanup.add(daemon);
   return { daemon, control, name, runDir };
 }
 
@@ -222,25 +176,33 @@ export interface VmOpts {
   socket?: string;
   /** A guest reboot resets the VM in the same QEMU (same vhost-user connection) instead of ending it. */
   allowReboot?: boolean;
+  /** The guest kernel (default: the env's, 'tmem' unless e2eEnv was given one); see the top of this file. */
+  kernel?: KernelName;
 }
 
 export async function bootVm(env: Env, o: VmOpts): Promise<Vm> {
-  const runDir = o.runDir ?? o.daemon?.runDir ?? env.lib.makeRunDir('e2e');
-  if (!env.cleanup.dirs.includes(runDir)) env.cleanup.dirs.push(runDir);
+  const kernel = vmlib.kernelName(o.kernel ?? env.kernel);
+  let built = env.builds.get(kernel);
+  if (!built) {
+    built = await prepare(env.t, kernel);
+    env.builds.set(kernel, built);
+  }
+  const runDir = env.cleanup.addDir(o.runDir ?? o.daemon?.runDir ?? env.lib.makeRunDir('e2e'));
   const vm = await env.lib.startVm({
-    ...env.built, accel: env.accel, ram: o.ram ?? '256M', cpus: o.cpus ?? 2, queues: o.cpus ?? 2,
+    ...built, accel: env.accel, ram: o.ram ?? '256M', cpus: o.cpus ?? 2, queues: o.cpus ?? 2,
     swapSize: o.swapSize ?? '768M', dataSize: o.dataSize ?? '1G', run: o.run, modparams: o.modparams,
     noModule: o.noModule, allowReboot: o.allowReboot, runDir, tmemSocket: o.daemon ? (o.socket ?? o.daemon.daemon.socket) : null,
     name: 'tmem-e2e',
   });
-  env.cleanup.vms.push(vm);
+  env.cleanup.add(vm);
   return vm;
 }
 
-/** Waits for "@@TMEM-READY" and checks the module loaded as asked. */
+/** Waits for "@@TMEM-READY" and checks the kernel is the one asked for and the module loaded as asked. */
 export async function waitReady(vm: Vm, module: boolean, ms = 180000): Promise<string> {
   const m = await vm.waitFor(/@@TMEM-READY[^\n]*/, ms);
   const line = m[0];
+  if (!line.includes(` kernel=${vm.kernel.version} `)) throw new Error(`the guest does not run the ${vm.kernel.name} kernel ${vm.kernel.version}: ${line}`);
   if (module && !/module=loaded/.test(line)) throw new Error(`the guest did not load virtio_tmem: ${line}\n${vm.output().slice(-3000)}`);
   // bootVm always gives the guest the harness port (vm.mjs): markers read off the console could be torn
   if (!/ harness=port\b/.test(line)) throw new Error(`the guest did not open the harness port (markers would come over the console, where kernel messages tear lines): ${line}\n${vm.output().slice(-3000)}`);

@@ -21,22 +21,21 @@ import net from 'node:net';
 import path from 'node:path';
 import os from 'node:os';
 import { execFileSync } from 'node:child_process';
-import { buildAll, startDaemon, startVm, makeRunDir, detectAccel, REPO_DIR, VM_IMAGES_DIR } from '../lib/vm.mjs';
+import { buildAll, startDaemon, startVm, makeRunDir, detectAccel, Session, REPO_DIR, VM_IMAGES_DIR } from '../lib/vm.mjs';
 import { buildDataDisk, DEFAULT_DIRS } from './build-data.mjs';
 import { writeReport, reportFromRaw } from './report.mjs';
 
 const CONFIGS = ['notmem', 'tmem', 'zswap'];
-// what to stop on SIGINT/SIGTERM: QEMU first, then the daemon (both run in their own process groups)
-const live = { vm: null, daemon: null, runDir: null };
+// the run in progress: its Session stops QEMU first, then the daemon (both
+// run in their own process groups), then removes the run directory
+let live = null;
 let stopping = false;
 for (const sig of ['SIGINT', 'SIGTERM']) {
   process.on(sig, async () => {
     if (stopping) return;
     stopping = true;
     process.stderr.write(`\nkernbench: ${sig}: stopping QEMU, then tmemd\n`);
-    try { if (live.vm) await live.vm.quit(5000); } catch { /* */ }
-    try { if (live.daemon) await live.daemon.stop(5000); } catch { /* */ }
-    if (live.runDir) fs.rmSync(live.runDir, { recursive: true, force: true });
+    await live?.stop().catch(() => {});
     process.exit(130);
   });
 }
@@ -165,8 +164,9 @@ function blockTotals(bs) {
 }
 
 async function oneRun({ o, built, data, config, index, total, progress }) {
-  const runDir = makeRunDir(`kernbench-${config}`);
-  live.runDir = runDir;
+  const session = new Session();
+  live = session;
+  const runDir = session.addDir(makeRunDir(`kernbench-${config}`));
   const t0 = Date.now();
   const rec = { config, index, startedAt: new Date(t0).toISOString() };
   let daemon = null, vm = null;
@@ -180,7 +180,7 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
         socket: path.join(runDir, 'tmem.sock'), name: 'vm0', maxmem: o.maxmem, capacity: o.capacity,
         queues: o.cpus, control: ctl, args: ['--queues-mode', o.queuesMode, ...(o.pollSpinMs !== undefined ? ['--poll-spin-ms', o.pollSpinMs] : [])], log: { write: (d) => { dlog += d; if (dlog.length > 1e6) dlog = dlog.slice(-5e5); } },
       });
-      live.daemon = daemon;
+      session.add(daemon);
       rec.daemonCmd = daemon.cmdline;
       rec.tmemdPid = daemon.proc.pid;
       rec.tmemdCpu0S = procCpuS(daemon.proc.pid);
@@ -196,7 +196,7 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
       noModule: config !== 'tmem',
       extraAppend: config === 'zswap' ? 'zswap.enabled=1' : '',
     });
-    live.vm = vm;
+    session.add(vm);
     const started = new Set();
     vm.events.on('line', (l) => { const m = /^\s*CC (\S+)/.exec(l); if (m) started.add(m[1]); });
     vm.events.on('marker', (l) => {
@@ -264,12 +264,10 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
     rec.error = e.message.slice(0, 4000);
   } finally {
     if (sampler) clearInterval(sampler);
-    if (vm) await vm.quit().catch(() => {});
-    if (daemon) await daemon.stop().catch(() => {});
+    await session.stop();
     if (typeof rec.daemonLogTail === 'function') { if (!rec.ok) rec.daemonLog = rec.daemonLogTail(); delete rec.daemonLogTail; }
     if (vm && !rec.ok) rec.consoleTail = vm.output().slice(-6000);
-    fs.rmSync(runDir, { recursive: true, force: true });
-    live.vm = live.daemon = live.runDir = null;
+    live = null;
   }
   rec.seconds = (Date.now() - t0) / 1000;
   return rec;

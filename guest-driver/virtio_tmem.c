@@ -623,13 +623,6 @@ static int vtmem_submit(struct vtmem_device *vd, struct vtmem_op *op)
 			 op->in_len > sizeof_field(struct vtmem_slot, payload) ||
 			 op->out_len > sizeof_field(struct vtmem_slot, payload)))
 		return -EINVAL;
-	if (op->gen && op->gen != READ_ONCE(vd->gen)) {
-		/* A pool id of a removed device: never send it to this one. */
-		vtmem_stat_inc(VTMEM_STAT_NO_DEVICE);
-		return -ENODEV;
-	}
-	op->gen = vd->gen;
-
 	c.start = ktime_get();
 	c.deadline = ktime_add_ms(c.start, READ_ONCE(timeout_ms));
 	c.next_warn = c.deadline;
@@ -649,6 +642,19 @@ static int vtmem_submit(struct vtmem_device *vd, struct vtmem_op *op)
 	q = vtmem_claim(vd, &c);
 	if (IS_ERR(q))
 		return PTR_ERR(q);
+	/*
+	 * The generation changes only while the device is suspended
+	 * (vtmem_restore()), when no queue can be taken: checked here, after
+	 * the queue was, it holds until the answer.
+	 */
+	smp_rmb();
+	if (op->gen && op->gen != READ_ONCE(vd->gen)) {
+		/* A pool id of a removed device: never send it to this one. */
+		vtmem_set_state(q, VTMEM_Q_IDLE);
+		vtmem_stat_inc(VTMEM_STAT_NO_DEVICE);
+		return -ENODEV;
+	}
+	op->gen = vd->gen;
 
 	this_cpu_inc(vtmem_stats->req[op->op]);
 	posted = ktime_get();
@@ -1087,6 +1093,8 @@ static int vtmem_restore(struct virtio_device *vdev)
 
 	/* Requests with pool ids of before are refused from here on. */
 	WRITE_ONCE(vd->gen, vtmem_next_gen());
+	/* Pairs with smp_rmb() in vtmem_submit(). */
+	smp_mb__before_atomic();
 	clear_bit(VTMEM_FROZEN, &vd->flags);
 	err = vtmem_hello(vd);
 	vtmem_backends_device_gone(old_gen);

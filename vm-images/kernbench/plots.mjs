@@ -11,6 +11,8 @@ import { Resvg } from '@resvg/resvg-js';
 // (installed by `npm run setup`). Named in the SVG too, so the HTML page shows the same face.
 export const FONT_FILE = '/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf';
 const FONT_FAMILY = 'DejaVu Sans';
+/** About how many y ticks (300 px high plots); vega rounds the step to 1, 2 or 5 × 10^k. */
+const TICKS = 6;
 /** PNG pixels per SVG pixel: sharp text on high-density screens and in print. */
 export const PNG_SCALE = 2;
 
@@ -63,7 +65,8 @@ export function configSpec(rows, configLabels) {
   const panel = (p) => {
     const x = { field: 'metric', type: 'nominal', title: null, sort: p.metrics.map((m) => m[1]), axis: { labelAngle: 0 } };
     const xOffset = { field: 'config', type: 'nominal', sort: configLabels };
-    const y = { type: 'quantitative', title: p.y, scale: { zero: true, nice: true } };
+    // nice and tickCount the same: the axis ends on a labelled round tick
+    const y = { type: 'quantitative', title: p.y, scale: { zero: true, nice: TICKS }, axis: { tickCount: TICKS } };
     const tooltip = [{ field: 'config' }, { field: 'metric' }, { field: 'median' }, { field: 'min' }, { field: 'max' }, { field: 'runs' }];
     return {
       title: p.title,
@@ -74,15 +77,15 @@ export function configSpec(rows, configLabels) {
         { name: `${p.name}_bars`, mark: { type: 'bar' }, encoding: { x, xOffset, y: { ...y, field: 'median' }, color: colour, tooltip } },
         // the run spread: a rule from min to max with caps at both ends
         { name: `${p.name}_spread`, mark: { type: 'rule', color: 'black', strokeWidth: 1.5 }, encoding: { x, xOffset, y: { ...y, field: 'min' }, y2: { field: 'max' }, tooltip } },
-        { name: `${p.name}_min`, mark: { type: 'tick', color: 'black', thickness: 1.5, size: 12, orient: 'horizontal' }, encoding: { x, xOffset, y: { ...y, field: 'min' } } },
-        { name: `${p.name}_max`, mark: { type: 'tick', color: 'black', thickness: 1.5, size: 12, orient: 'horizontal' }, encoding: { x, xOffset, y: { ...y, field: 'max' } } },
+        { name: `${p.name}_min`, mark: { type: 'tick', color: 'black', opacity: 1, thickness: 1.5, size: 12, orient: 'horizontal' }, encoding: { x, xOffset, y: { ...y, field: 'min' } } },
+        { name: `${p.name}_max`, mark: { type: 'tick', color: 'black', opacity: 1, thickness: 1.5, size: 12, orient: 'horizontal' }, encoding: { x, xOffset, y: { ...y, field: 'max' } } },
       ],
     };
   };
   const present = PANELS.filter((p) => rows.some((r) => r.panel === p.name));
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title: { text: 'kernbench by configuration', subtitle: 'bars: median of the runs; error bars: min to max' },
+    title: { text: 'kernbench by configuration', subtitle: 'bars: median of the runs; error bars: min to max', offset: 12 },
     config: CONFIG,
     hconcat: present.map(panel),
     resolve: { scale: { y: 'independent' } },
@@ -119,8 +122,8 @@ export function hitsSpec(rows) {
     data: { values: rows },
     mark: { type: 'line', point: false, strokeWidth: 2 },
     encoding: {
-      x: { field: 't', type: 'quantitative', title: 'seconds since boot start', scale: { zero: true, nice: true } },
-      y: { field: 'value', type: 'quantitative', title: 'count', scale: { zero: true, nice: true } },
+      x: { field: 't', type: 'quantitative', title: 'seconds since boot start', scale: { zero: true, nice: 10 }, axis: { tickCount: 10 } },
+      y: { field: 'value', type: 'quantitative', title: 'count', scale: { zero: true, nice: TICKS }, axis: { tickCount: TICKS } },
       color: { field: 'counter', type: 'nominal', title: 'counter', scale: { domain: counters, range: COUNTER_COLOURS } },
       strokeDash: { field: 'run', type: 'nominal', title: 'run' },
       detail: { field: 'run' },

@@ -7,7 +7,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
-import { writePlots } from './plots.mjs';
 
 export const LABEL = { notmem: 'no tmem', tmem: 'tmem', zswap: 'zswap' };
 
@@ -183,7 +182,8 @@ export async function writeReport({ outDir, options, machine, data, built, runs,
   const txt = textTable(rows);
   fs.writeFileSync(path.join(outDir, 'raw.json'), JSON.stringify({ started, argv, options, machine, data, built, summary, extra, byConfig: by, runs }, null, 1));
   let figures = [], plotError = null;
-  try { figures = await writePlots(outDir, by, configs, runs, LABEL); } catch (e) { plotError = e.message; process.stderr.write(`kernbench: plots failed: ${e.message}\n`); }
+  // loaded here, not at the top: vega takes seconds to load, which a bad flag should not wait for
+  try { const { writePlots } = await import('./plots.mjs'); figures = await writePlots(outDir, by, configs, runs, LABEL); } catch (e) { plotError = e.message; process.stderr.write(`kernbench: plots failed: ${e.message}\n`); }
   const t = by.tmem?.median || {};
   const tmemRun = runs.find((r) => r.config === 'tmem' && r.ok);
   const kinds = tmemRun?.tmemAtEnd?.kinds;

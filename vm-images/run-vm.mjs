@@ -130,8 +130,10 @@ const session = await launch({
   interactive, echo: interactive ? null : process.stdout,
 });
 const { vm, daemon, runDir } = session;
+const tQemu = Date.now();
 say(`QEMU started (kernel ${vm.kernel.name} ${vm.kernel.version}, accel ${vm.options.accel || detectAccel()}, ram ${a.ram}, cpus ${cpus}, ${daemon ? `tmem device, ${queues} queues, daemon pid ${daemon.proc.pid}` : 'no tmem device'}; run dir ${runDir})`);
 if (interactive) say('console on this terminal: Ctrl-A X quits QEMU, "poweroff" in the guest too');
+else vm.waitFor(/@@TMEM-READY/, 0).then(() => say(`guest ready (@@TMEM-READY) ${((Date.now() - t0) / 1000).toFixed(1)} s after the start, ${((Date.now() - tQemu) / 1000).toFixed(1)} s after QEMU's`), () => {});
 
 // QEMU first, then the daemon (Session); once, whoever asks first
 let stopping = false;

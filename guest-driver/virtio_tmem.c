@@ -144,6 +144,7 @@ struct vtmem_device {
 	bool shared;		/* TMEM_F_SHARED negotiated */
 	unsigned long flags;
 	atomic_t orphans;	/* queues in VTMEM_Q_ORPHAN */
+	atomic_t slow;		/* unbounded waits past timeout_ms */
 	unsigned int nqueues;
 	struct vtmem_queue *queues;
 	struct tmem_info info;	/* INFO at probe, little-endian */
@@ -431,7 +432,9 @@ static void vtmem_reap_all(struct vtmem_device *vd)
 
 /* The time of one call: a bound, or none (VTMEM_WAIT_FOREVER). */
 struct vtmem_call {
+	struct vtmem_device *vd;
 	enum vtmem_wait wait;
+	bool slow;		/* counted in vd->slow */
 	u32 op;
 	ktime_t start;
 	ktime_t deadline;
@@ -452,8 +455,11 @@ static bool vtmem_pause(struct vtmem_call *c)
 		if (ktime_after(now, c->deadline))
 			return true;
 	} else if (ktime_after(now, c->next_warn)) {
-		if (c->next_warn == c->deadline)
+		if (!c->slow) {
+			c->slow = true;
+			atomic_inc(&c->vd->slow);
 			vtmem_stat_inc(VTMEM_STAT_SLOW_WAITS);
+		}
 		pr_warn_ratelimited("op %u waiting %lld ms for the device (tmemd stopped?): the page is held only there, so the caller waits\n",
 				    c->op, ktime_ms_delta(now, c->start));
 		c->next_warn = ktime_add_ms(now, VTMEM_SLOW_WARN_MS);
@@ -520,14 +526,16 @@ static struct vtmem_queue *vtmem_claim(struct vtmem_device *vd,
 			return ERR_PTR(-EAGAIN);
 		}
 		/*
-		 * A device that let a request time out and has no free queue
-		 * is most likely stalled (or its daemon gone): a bounded
-		 * caller gives up at once instead of waiting out its bound, so
-		 * that a stall costs each queue one timeout, not every call
-		 * one (with IRQs off, truncating a file would add those up to
-		 * soft lockups; with writethrough, every swap-in would wait).
+		 * A device that let a request time out, or keeps a frontswap
+		 * load waiting past timeout_ms, and has no free queue is most
+		 * likely stalled (or its daemon gone): a bounded caller gives
+		 * up at once instead of waiting out its bound, so that a stall
+		 * costs each queue one timeout, not every call one (with IRQs
+		 * off, evicting or truncating page cache would add those up;
+		 * with writethrough, every swap-in would wait).
 		 */
-		if (c->wait != VTMEM_WAIT_FOREVER && atomic_read(&vd->orphans)) {
+		if (c->wait != VTMEM_WAIT_FOREVER &&
+		    (atomic_read(&vd->orphans) || atomic_read(&vd->slow))) {
 			vtmem_stat_inc(VTMEM_STAT_NO_QUEUE);
 			return ERR_PTR(-EAGAIN);
 		}
@@ -610,22 +618,14 @@ static int vtmem_complete(struct vtmem_queue *q, struct vtmem_op *op,
  * same handle either completed or is counted in vd->orphans: an orphan is
  * counted before its caller returns.
  */
-static int vtmem_submit(struct vtmem_device *vd, struct vtmem_op *op)
+static int __vtmem_submit(struct vtmem_device *vd, struct vtmem_op *op,
+			  struct vtmem_call *c)
 {
-	struct vtmem_call c = { .wait = op->wait, .op = op->op };
 	struct vtmem_queue *q;
 	unsigned int len = 0;
 	void *token = NULL;
 	ktime_t posted;
 	int ret;
-
-	if (WARN_ON_ONCE(op->op >= VTMEM_NR_OPS ||
-			 op->in_len > sizeof_field(struct vtmem_slot, payload) ||
-			 op->out_len > sizeof_field(struct vtmem_slot, payload)))
-		return -EINVAL;
-	c.start = ktime_get();
-	c.deadline = ktime_add_ms(c.start, READ_ONCE(timeout_ms));
-	c.next_warn = c.deadline;
 
 	if (op->ordered && test_bit(VTMEM_DRAINING, &vd->flags)) {
 		vtmem_stat_inc(VTMEM_STAT_UNORDERED);
@@ -639,7 +639,7 @@ static int vtmem_submit(struct vtmem_device *vd, struct vtmem_op *op)
 		}
 	}
 
-	q = vtmem_claim(vd, &c);
+	q = vtmem_claim(vd, c);
 	if (IS_ERR(q))
 		return PTR_ERR(q);
 	/*
@@ -672,7 +672,7 @@ static int vtmem_submit(struct vtmem_device *vd, struct vtmem_op *op)
 	}
 	virtqueue_kick(q->vq);
 
-	ret = vtmem_wait(vd, q, &c, &token, &len);
+	ret = vtmem_wait(vd, q, c, &token, &len);
 	if (ret == -EIO) {
 		vtmem_stat_inc(VTMEM_STAT_ERR_PROTOCOL);
 		vtmem_mark_broken(vd, "queue broken", op->op);
@@ -702,6 +702,24 @@ static int vtmem_submit(struct vtmem_device *vd, struct vtmem_op *op)
 		vtmem_mark_broken(vd, "answer outside the ABI", op->op);
 	}
 	vtmem_set_state(q, VTMEM_Q_IDLE);
+	return ret;
+}
+
+static int vtmem_submit(struct vtmem_device *vd, struct vtmem_op *op)
+{
+	struct vtmem_call c = { .vd = vd, .wait = op->wait, .op = op->op };
+	int ret;
+
+	if (WARN_ON_ONCE(op->op >= VTMEM_NR_OPS ||
+			 op->in_len > sizeof_field(struct vtmem_slot, payload) ||
+			 op->out_len > sizeof_field(struct vtmem_slot, payload)))
+		return -EINVAL;
+	c.start = ktime_get();
+	c.deadline = ktime_add_ms(c.start, READ_ONCE(timeout_ms));
+	c.next_warn = c.deadline;
+	ret = __vtmem_submit(vd, op, &c);
+	if (c.slow)
+		atomic_dec(&vd->slow);
 	return ret;
 }
 
@@ -942,6 +960,7 @@ static int vtmem_probe(struct virtio_device *vdev)
 	vdev->priv = vd;
 	vd->shared = virtio_has_feature(vdev, TMEM_F_SHARED);
 	atomic_set(&vd->orphans, 0);
+	atomic_set(&vd->slow, 0);
 
 	err = vtmem_init_queues(vd);
 	if (err)

@@ -925,9 +925,10 @@ static void vtmem_pools_show_one(struct seq_file *m, const char *backend,
 			   (u32)(h >> 32));
 	else
 		seq_printf(m, "%s %u - -", backend, id);
-	seq_printf(m, " %s%s\n",
+	seq_printf(m, " %s%s%s\n",
 		   p->flags & TMEM_POOL_PERSIST ? "persistent" : "ephemeral",
-		   p->flags & TMEM_POOL_SHARED ? ",shared" : "");
+		   p->flags & TMEM_POOL_SHARED ? ",shared" : "",
+		   test_bit(VTMEM_POOL_POISONED, &p->state) ? ",poisoned" : "");
 }
 
 /* "backend kernel_id device_pool_id generation kind", one pool a line. */

@@ -181,16 +181,6 @@ u64 vtmem_stat_sum(enum vtmem_stat s)
 	return sum;
 }
 
-static int vtmem_hold(void)
-{
-	return srcu_read_lock(&vtmem_srcu);
-}
-
-static void vtmem_release(int idx)
-{
-	srcu_read_unlock(&vtmem_srcu, idx);
-}
-
 static struct vtmem_device *vtmem_bound(void)
 {
 	return srcu_dereference(vtmem_dev, &vtmem_srcu);
@@ -202,10 +192,10 @@ u32 vtmem_device_gen(void)
 	u32 gen;
 	int idx;
 
-	idx = vtmem_hold();
+	idx = srcu_read_lock(&vtmem_srcu);
 	vd = vtmem_bound();
 	gen = vd ? READ_ONCE(vd->gen) : 0;
-	vtmem_release(idx);
+	srcu_read_unlock(&vtmem_srcu, idx);
 	return gen;
 }
 
@@ -215,10 +205,10 @@ bool vtmem_shared_pools(void)
 	bool shared;
 	int idx;
 
-	idx = vtmem_hold();
+	idx = srcu_read_lock(&vtmem_srcu);
 	vd = vtmem_bound();
 	shared = vd && vd->shared;
-	vtmem_release(idx);
+	srcu_read_unlock(&vtmem_srcu, idx);
 	return shared;
 }
 
@@ -728,7 +718,7 @@ int vtmem_request(struct vtmem_op *op)
 	struct vtmem_device *vd;
 	int ret, idx;
 
-	idx = vtmem_hold();
+	idx = srcu_read_lock(&vtmem_srcu);
 	vd = vtmem_bound();
 	if (vd) {
 		ret = vtmem_submit(vd, op);
@@ -736,7 +726,7 @@ int vtmem_request(struct vtmem_op *op)
 		vtmem_stat_inc(VTMEM_STAT_NO_DEVICE);
 		ret = -ENODEV;
 	}
-	vtmem_release(idx);
+	srcu_read_unlock(&vtmem_srcu, idx);
 	return ret;
 }
 
@@ -745,14 +735,14 @@ int vtmem_settle(void)
 	struct vtmem_device *vd;
 	int ret = -ENODEV, idx;
 
-	idx = vtmem_hold();
+	idx = srcu_read_lock(&vtmem_srcu);
 	vd = vtmem_bound();
 	if (vd && !test_bit(VTMEM_BROKEN, &vd->flags) &&
 	    !test_bit(VTMEM_FROZEN, &vd->flags)) {
 		vtmem_reap_all(vd);
 		ret = atomic_read(&vd->orphans) ? -EAGAIN : 0;
 	}
-	vtmem_release(idx);
+	srcu_read_unlock(&vtmem_srcu, idx);
 	return ret;
 }
 
@@ -1232,7 +1222,7 @@ static int vtmem_counters_show(struct seq_file *m, void *v)
 	unsigned int op;
 	int s, idx;
 
-	idx = vtmem_hold();
+	idx = srcu_read_lock(&vtmem_srcu);
 	vd = vtmem_bound();
 	seq_printf(m, "bound %d\n", vd ? 1 : 0);
 	seq_printf(m, "broken %d\n",
@@ -1244,7 +1234,7 @@ static int vtmem_counters_show(struct seq_file *m, void *v)
 	seq_printf(m, "queues %u\n", vd ? vd->nqueues : 0);
 	seq_printf(m, "shared %d\n", vd ? vd->shared : 0);
 	seq_printf(m, "pools %u\n", vd ? vtmem_backends_live_pools(vd->gen) : 0);
-	vtmem_release(idx);
+	srcu_read_unlock(&vtmem_srcu, idx);
 	seq_printf(m, "queue_wait_max_ns %lld\n",
 		   (long long)atomic64_read(&vtmem_queue_wait_max_ns));
 

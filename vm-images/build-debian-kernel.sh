@@ -163,6 +163,7 @@ build() {
   ln -sfn "debian-kernel-$H" "$CACHE/debian-kernel"
   # keep the newest two of each
   ls -dt "$CACHE"/debian-kernel-* 2>/dev/null | grep -E '/debian-kernel-[0-9a-f]{16}$' | tail -n +3 | xargs -r rm -rf
+  ls -dt "$CACHE"/debian-pkgs-* 2>/dev/null | grep -E '/debian-pkgs-[0-9a-f]{16}$' | tail -n +3 | xargs -r rm -rf
   echo "$OUT"
 }
 

@@ -14,7 +14,9 @@
 //     'debian'  Debian bullseye's own linux-image-5.10.0-N-amd64, unmodified (frontswap only,
 //               THP always, lockup detectors on) with our initramfs; the module is built
 //               from guest-driver/ against Debian's headers (cached by the sources' hash,
-//               rebuilt here when they changed, a few seconds)
+//               rebuilt here when they changed, a few seconds). Note: 5.10 sets THP to
+//               never at boot when the guest has under 512 MiB of RAM, whatever the config
+//               says (hugepage_init); a small guest that wants `always` writes it to sysfs.
 //   A kernel other than the env's is prepared at its first bootVm (cached builds only).
 //   waitReady() also checks that the guest runs the kernel asked for (uname -r);
 //   vm.kernel.name / vm.kernel.version say which one a Vm boots.

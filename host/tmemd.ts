@@ -4,6 +4,8 @@
 // operator's control socket, and runs in the foreground until SIGTERM or
 // SIGINT, when it closes every guest, removes the sockets it created and
 // exits. It never daemonizes (QEMU's backend program conventions).
+// debug-guard first: its SIGUSR1/SIGUSR2 listeners must exist before anything else runs.
+import { assertNoInspector, setDebugGuardSink } from './debug-guard.js';
 import * as native from '../native/index.js';
 import { ConfigError, type DaemonConfig, HELP, parseArgs } from './config.js';
 import { ControlServer } from './control/server.js';
@@ -176,6 +178,13 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   const cfg = parsed.config;
   const log = createLogger(cfg.logLevel);
+  setDebugGuardSink((m) => log.warn(m));
+  try {
+    assertNoInspector();
+  } catch (e) {
+    process.stderr.write(`tmemd: ${(e as Error).message}\n`);
+    return 1;
+  }
   // Last resort only: every message and request has its own try/catch. A bug
   // that still escapes is logged; dying would take every guest's QEMU down.
   process.on('uncaughtException', (e) => log.error(`BUG: uncaught exception (daemon continues): ${e.stack ?? e}`));
@@ -198,7 +207,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   process.on('SIGHUP', onSignal);
   try {
     await d.start();
+    // Again now that the event loop has turned: a SIGUSR1 during Node's own
+    // bootstrap, before debug-guard existed, may have opened the inspector since.
+    assertNoInspector();
   } catch (e) {
+    await d.stop();
     process.stderr.write(`tmemd: ${(e as Error).message}\n`);
     return 1;
   }

@@ -143,7 +143,8 @@ class Worker {
         }
         const work = e.pass(true);
         k[CI.loopIterations]!++;
-        if (work > 0) {
+        // deferred: a guest's turn ended with work left (the budget rule in engine.ts)
+        if (work > 0 || e.deferred) {
           idle = 0;
           continue;
         }

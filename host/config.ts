@@ -19,7 +19,19 @@ export interface VmSpec {
   readonly fd: number | null;
   readonly maxmemBytes: bigint;
   readonly shareGroup: string | null;
+  /** Who may connect to the socket tmemd creates at `socket` (null: the global default). */
+  readonly socketAccess: SocketAccessSpec;
 }
+
+/** socket-mode, socket-owner, socket-group: null where not given. Names are resolved when the daemon starts. */
+export interface SocketAccessSpec {
+  readonly mode: number | null;
+  readonly owner: string | null;
+  readonly group: string | null;
+}
+
+/** A VM socket's mode when neither the VM nor --socket-mode says: the daemon's user only. */
+export const DEFAULT_SOCKET_MODE = 0o600;
 
 export type QueuesMode = 'poll' | 'notify';
 
@@ -34,6 +46,8 @@ export interface DaemonConfig {
   /** The operator socket; null: none. */
   readonly control: string | null;
   readonly logLevel: LogLevel;
+  /** --socket-mode/--socket-owner/--socket-group: the VM sockets' defaults. */
+  readonly socketDefaults: SocketAccessSpec;
 }
 
 export type ParsedArgs = { readonly kind: 'help' } | { readonly kind: 'capabilities' } | { readonly kind: 'run'; readonly config: DaemonConfig };
@@ -119,6 +133,33 @@ interface RawVm {
   fd?: unknown;
   maxmem?: unknown;
   shareGroup?: unknown;
+  socketMode?: unknown;
+  socketOwner?: unknown;
+  socketGroup?: unknown;
+}
+
+/** "0660", "660" (octal permission bits, no set-id or sticky bits). */
+export function parseSocketMode(v: unknown, what: string): number {
+  const str = typeof v === 'number' ? v.toString(8) : v;
+  if (typeof str !== 'string' || !/^0?[0-7]{3}$/.test(str)) throw new ConfigError(`${what}: '${String(v)}' is not an octal permission mode like 0660`);
+  return parseInt(str, 8);
+}
+
+const ID_NAME_RE = /^(?:\d{1,10}|[A-Za-z_][A-Za-z0-9._-]{0,31}\$?)$/;
+
+/** A user or group name, or a numeric id. */
+export function parseIdName(v: unknown, what: string): string {
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return String(v);
+  if (typeof v !== 'string' || !ID_NAME_RE.test(v)) throw new ConfigError(`${what}: '${String(v)}' is not a user/group name or number`);
+  return v;
+}
+
+function accessFromRaw(r: RawVm, what: string): SocketAccessSpec {
+  return {
+    mode: r.socketMode === undefined ? null : parseSocketMode(r.socketMode, `${what}: socket-mode`),
+    owner: r.socketOwner === undefined ? null : parseIdName(r.socketOwner, `${what}: socket-owner`),
+    group: r.socketGroup === undefined ? null : parseIdName(r.socketGroup, `${what}: socket-group`),
+  };
 }
 
 function vmFromRaw(r: RawVm, what: string): VmSpec {
@@ -140,6 +181,10 @@ function vmFromRaw(r: RawVm, what: string): VmSpec {
     fd = typeof r.fd === 'number' ? parseIntIn(String(r.fd), `${w}: fd`, 0, 0x7fffffff) : typeof r.fd === 'string' ? parseIntIn(r.fd, `${w}: fd`, 0, 0x7fffffff) : NaN;
     if (Number.isNaN(fd)) throw new ConfigError(`${w}: fd must be a number`);
   }
+  const socketAccess = accessFromRaw(r, w);
+  if (fd !== null && (socketAccess.mode !== null || socketAccess.owner !== null || socketAccess.group !== null)) {
+    throw new ConfigError(`${w}: socket-mode, socket-owner and socket-group go with socket=PATH (an inherited fd's socket file is not tmemd's)`);
+  }
   if (r.maxmem === undefined) throw new ConfigError(`${w}: maxmem= is missing (the VM's RAM plus the persistent pages it may keep in tmem, e.g. maxmem=6G)`);
   const maxmemBytes = typeof r.maxmem === 'number' ? sizeFromNumber(r.maxmem, `${w}: maxmem`) : typeof r.maxmem === 'string' ? parseSize(r.maxmem, `${w}: maxmem`) : bad(`${w}: maxmem must be a size`);
   let shareGroup: string | null = null;
@@ -147,7 +192,7 @@ function vmFromRaw(r: RawVm, what: string): VmSpec {
     if (typeof r.shareGroup !== 'string') throw new ConfigError(`${w}: share-group must be a string`);
     shareGroup = checkName(r.shareGroup, `${w}: share-group`);
   }
-  return { name, socket, fd, maxmemBytes, shareGroup };
+  return { name, socket, fd, maxmemBytes, shareGroup, socketAccess };
 }
 
 function bad(msg: string): never {
@@ -190,15 +235,24 @@ export function parseVmSpec(s: string): VmSpec {
       case 'shareGroup':
         r.shareGroup = v;
         break;
+      case 'socket-mode':
+        r.socketMode = v;
+        break;
+      case 'socket-owner':
+        r.socketOwner = v;
+        break;
+      case 'socket-group':
+        r.socketGroup = v;
+        break;
       default:
-        throw new ConfigError(`${what}: unknown key '${k}' (name, socket, fd, maxmem, share-group)`);
+        throw new ConfigError(`${what}: unknown key '${k}' (name, socket, fd, maxmem, share-group, socket-mode, socket-owner, socket-group)`);
     }
   }
   return vmFromRaw(r, '--vm');
 }
 
 /** Flags that take a value, and the one-word flags. */
-const VALUE_FLAGS = new Set(['--vm', '--config', '--capacity', '--max-pools', '--queues-mode', '--poll-spin-ms', '--queues', '--control', '--log-level', '--socket-path', '--fd', '--name', '--maxmem', '--share-group']);
+const VALUE_FLAGS = new Set(['--vm', '--config', '--capacity', '--max-pools', '--queues-mode', '--poll-spin-ms', '--queues', '--control', '--log-level', '--socket-path', '--fd', '--name', '--maxmem', '--share-group', '--socket-mode', '--socket-owner', '--socket-group']);
 const BOOL_FLAGS = new Set(['--help', '-h', '--print-capabilities', '--verbose', '-v', '--quiet', '-q']);
 
 interface Partial {
@@ -212,6 +266,9 @@ interface Partial {
   queues?: number;
   control?: string | null;
   logLevel?: LogLevel;
+  socketMode?: number;
+  socketOwner?: string;
+  socketGroup?: string;
 }
 
 function parseQueuesMode(s: string, what: string): QueuesMode {
@@ -268,6 +325,12 @@ const FILE_KEYS: Readonly<Record<string, string>> = {
   control: 'control',
   logLevel: 'logLevel',
   'log-level': 'logLevel',
+  socketMode: 'socketMode',
+  'socket-mode': 'socketMode',
+  socketOwner: 'socketOwner',
+  'socket-owner': 'socketOwner',
+  socketGroup: 'socketGroup',
+  'socket-group': 'socketGroup',
 };
 
 /** Reads a JSON config file: `{"vms": [{"name", "socket"|"fd", "maxmem", "shareGroup"}|"name=..,socket=.."], "capacity", "maxPools", "queuesMode", "pollSpinMs", "queues", "control", "logLevel"}`. */
@@ -289,7 +352,7 @@ export function parseConfigFile(path: string, read: (p: string) => string = (p) 
   const what = (k: string) => `--config ${path}: ${k}`;
   for (const [k0, v] of Object.entries(j as Record<string, unknown>)) {
     const k = FILE_KEYS[k0];
-    if (!k) throw new ConfigError(`${what(k0)}: unknown key (vms, capacity, maxPools, queuesMode, pollSpinMs, queues, control, logLevel)`);
+    if (!k) throw new ConfigError(`${what(k0)}: unknown key (vms, capacity, maxPools, queuesMode, pollSpinMs, queues, control, logLevel, socketMode, socketOwner, socketGroup)`);
     const str = (x: unknown): string => {
       if (typeof x === 'string') return x;
       if (typeof x === 'number') return String(x);
@@ -303,9 +366,16 @@ export function parseConfigFile(path: string, read: (p: string) => string = (p) 
           else if (typeof e === 'object' && e !== null && !Array.isArray(e)) {
             const o = e as Record<string, unknown>;
             for (const key of Object.keys(o)) {
-              if (!['name', 'socket', 'path', 'fd', 'maxmem', 'shareGroup', 'share-group'].includes(key)) throw new ConfigError(`${what(`vms[${i}]`)}: unknown key '${key}' (name, socket, fd, maxmem, shareGroup)`);
+              if (!['name', 'socket', 'path', 'fd', 'maxmem', 'shareGroup', 'share-group', 'socketMode', 'socket-mode', 'socketOwner', 'socket-owner', 'socketGroup', 'socket-group'].includes(key)) {
+                throw new ConfigError(`${what(`vms[${i}]`)}: unknown key '${key}' (name, socket, fd, maxmem, shareGroup, socketMode, socketOwner, socketGroup)`);
+              }
             }
-            out.vms.push(vmFromRaw({ name: o.name, socket: o.socket ?? o.path, fd: o.fd, maxmem: o.maxmem, shareGroup: o.shareGroup ?? o['share-group'] }, what(`vms[${i}]`)));
+            out.vms.push(
+              vmFromRaw(
+                { name: o.name, socket: o.socket ?? o.path, fd: o.fd, maxmem: o.maxmem, shareGroup: o.shareGroup ?? o['share-group'], socketMode: o.socketMode ?? o['socket-mode'], socketOwner: o.socketOwner ?? o['socket-owner'], socketGroup: o.socketGroup ?? o['socket-group'] },
+                what(`vms[${i}]`),
+              ),
+            );
           } else throw new ConfigError(`${what(`vms[${i}]`)}: must be an object or a 'name=..,socket=..,maxmem=..' string`);
         });
         break;
@@ -332,6 +402,15 @@ export function parseConfigFile(path: string, read: (p: string) => string = (p) 
         break;
       case 'logLevel':
         out.logLevel = parseLogLevel(str(v), what(k0));
+        break;
+      case 'socketMode':
+        out.socketMode = parseSocketMode(v, what(k0));
+        break;
+      case 'socketOwner':
+        out.socketOwner = parseIdName(v, what(k0));
+        break;
+      case 'socketGroup':
+        out.socketGroup = parseIdName(v, what(k0));
         break;
     }
   }
@@ -402,6 +481,15 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv = proc
       case '--log-level':
         flags.logLevel = parseLogLevel(val, '--log-level');
         break;
+      case '--socket-mode':
+        flags.socketMode = parseSocketMode(val, '--socket-mode');
+        break;
+      case '--socket-owner':
+        flags.socketOwner = parseIdName(val, '--socket-owner');
+        break;
+      case '--socket-group':
+        flags.socketGroup = parseIdName(val, '--socket-group');
+        break;
       case '--socket-path':
         single = { ...single, socket: val };
         break;
@@ -459,6 +547,7 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv = proc
     queues: pick('queues') ?? DEFAULTS.queues,
     control: control === undefined ? defaultControlPath(env) : control,
     logLevel: pick('logLevel') ?? DEFAULTS.logLevel,
+    socketDefaults: { mode: pick('socketMode') ?? null, owner: pick('socketOwner') ?? null, group: pick('socketGroup') ?? null },
   };
   if (config.control !== null && sockets.has(config.control)) throw new ConfigError(`--control ${config.control} is also a VM's socket`);
   return { kind: 'run', config };
@@ -480,13 +569,19 @@ VMs (one vhost-user socket each; one guest connection per socket at a time):
                         it). maxmem = the VM's RAM plus the persistent pages it
                         may keep here. share-group: VMs of one group may share
                         ephemeral pools. A ',' in a path is written ',,'.
+                        socket-mode=0660,socket-owner=USER,socket-group=GROUP
+                        (socket=PATH only): who may connect, as QEMU must
+                        (e.g. socket-group=kvm when it runs as libvirt-qemu);
+                        default: the --socket-* values below.
   --socket-path PATH, --fd N
                         QEMU's backend program conventions: one VM, named by
                         --name (default vm0), with --maxmem (default 0: no
                         persistent pages) and --share-group.
   --config FILE         JSON: {"vms": [{"name", "socket"|"fd", "maxmem",
-                        "shareGroup"}], "capacity", "maxPools", "queuesMode",
-                        "queues", "control", "logLevel"}; flags override it.
+                        "shareGroup", "socketMode", "socketOwner",
+                        "socketGroup"}], "capacity", "maxPools", "queuesMode",
+                        "queues", "control", "logLevel", "socketMode",
+                        "socketOwner", "socketGroup"}; flags override it.
 
 Options:
   --capacity SIZE       host memory for tmem pages, all guests (default 1G;
@@ -502,6 +597,13 @@ Options:
                         costs a kick after each pause, more costs host CPU
   --control PATH        the operator socket for tmemctl (default
                         $TMEMD_CONTROL or /run/tmemd.sock; "none": no socket)
+  --socket-mode MODE     VM sockets' permission bits, octal (default 0600:
+                        only tmemd's user may connect); never widened by
+                        the umask, set before anyone can connect
+  --socket-owner USER, --socket-group GROUP
+                        VM sockets' owner and group (name or number; default
+                        tmemd's). The control socket is always 0600, and
+                        only root and tmemd's user are served on it
   --log-level LEVEL     error, warn, info or debug (default info);
                         -v = debug, -q = warn
   --print-capabilities  print the backend capabilities as JSON and exit

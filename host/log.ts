@@ -31,8 +31,13 @@ export interface RateLimit {
   readonly intervalMs: number;
 }
 
-/** Per VM: 10 lines per 5 s, the kernel's printk_ratelimit defaults. */
-export const VM_LOG_RATE_LIMIT: RateLimit = { burst: 10, intervalMs: 5000 };
+/**
+ * Per VM: 100 lines per minute. The sustained rate is the kernel's
+ * printk_ratelimit default (10 per 5 s); the larger burst keeps every line of
+ * a QEMU start, a reboot or a handful of failed attempts (a few lines each),
+ * which an operator needs whole.
+ */
+export const VM_LOG_RATE_LIMIT: RateLimit = { burst: 100, intervalMs: 60_000 };
 
 export interface RateLimitClock {
   now(): number;

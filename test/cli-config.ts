@@ -9,6 +9,9 @@ import { fileURLToPath } from 'node:url';
 import { ConfigError, DEFAULTS, MAX_CAPACITY_BYTES, formatSize, parseArgs, parseSize, parseVmSpec, type DaemonConfig } from '../host/config.js';
 import { MAX_CAPACITY_PAGES, TmemStore } from '../host/store/store.js';
 
+/** VM specs that give no socket-mode/owner/group (test/socket-modes.ts covers those). */
+const NO_SOCKET_ACCESS = { mode: null, owner: null, group: null };
+
 const env = { TMEMD_CONTROL: '/tmp/ctl.sock' };
 /** The host's RAM as parseArgs sees it in these tests (not this machine's): 64T. */
 const HOST_MEM = 64n << 40n;
@@ -54,8 +57,8 @@ t.test('sizes: plain bytes and binary units', (t) => {
 });
 
 t.test('--vm specs', (t) => {
-  t.same(parseVmSpec('name=web1,socket=/run/web1.sock,maxmem=6G,share-group=g1'), { name: 'web1', socket: '/run/web1.sock', fd: null, maxmemBytes: 6n << 30n, shareGroup: 'g1' });
-  t.same(parseVmSpec('name=db,fd=5,maxmem=1024'), { name: 'db', socket: null, fd: 5, maxmemBytes: 1024n, shareGroup: null });
+  t.same(parseVmSpec('name=web1,socket=/run/web1.sock,maxmem=6G,share-group=g1'), { name: 'web1', socket: '/run/web1.sock', fd: null, maxmemBytes: 6n << 30n, shareGroup: 'g1', socketAccess: NO_SOCKET_ACCESS });
+  t.same(parseVmSpec('name=db,fd=5,maxmem=1024'), { name: 'db', socket: null, fd: 5, maxmemBytes: 1024n, shareGroup: null, socketAccess: NO_SOCKET_ACCESS });
   t.equal(parseVmSpec('name=x,socket=/tmp/a,,b.sock,maxmem=1G').socket, '/tmp/a,b.sock', ',, is a literal comma');
   const bad: [string, RegExp][] = [
     ['socket=/a,maxmem=1G', /name= is missing/],
@@ -110,9 +113,9 @@ t.test('every flag, both spellings', (t) => {
 
 t.test('QEMU backend program conventions: --socket-path / --fd', (t) => {
   const c = run(['--socket-path', '/tmp/x.sock']);
-  t.same(c.vms, [{ name: 'vm0', socket: '/tmp/x.sock', fd: null, maxmemBytes: 0n, shareGroup: null }]);
+  t.same(c.vms, [{ name: 'vm0', socket: '/tmp/x.sock', fd: null, maxmemBytes: 0n, shareGroup: null, socketAccess: NO_SOCKET_ACCESS }]);
   const d = run(['--fd', '3', '--name', 'web', '--maxmem', '4G']);
-  t.same(d.vms, [{ name: 'web', socket: null, fd: 3, maxmemBytes: 4n << 30n, shareGroup: null }]);
+  t.same(d.vms, [{ name: 'web', socket: null, fd: 3, maxmemBytes: 4n << 30n, shareGroup: null, socketAccess: NO_SOCKET_ACCESS }]);
   fails(t, ['--socket-path', '/a', '--fd', '3'], /mutually exclusive/);
   fails(t, ['--vm', VM, '--maxmem', '1G'], /go with --socket-path or --fd/);
   t.end();
@@ -169,7 +172,7 @@ t.test('config file', (t) => {
   });
   const c = run(['--config', 'f.json'], { 'f.json': file });
   t.equal(c.vms.length, 3);
-  t.same(c.vms[0], { name: 'web', socket: '/tmp/web.sock', fd: null, maxmemBytes: 4n << 30n, shareGroup: 'g' });
+  t.same(c.vms[0], { name: 'web', socket: '/tmp/web.sock', fd: null, maxmemBytes: 4n << 30n, shareGroup: 'g', socketAccess: NO_SOCKET_ACCESS });
   t.equal(c.vms[2]!.maxmemBytes, 4096n);
   t.equal(c.capacityBytes, 8n << 30n);
   t.equal(c.maxPools, 8);

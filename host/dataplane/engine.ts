@@ -488,8 +488,12 @@ export class Engine {
     this.rebuild();
   }
 
-  /** Logs about one guest, at most LOG_BURST lines a second; the rest are counted. */
-  guestLog(g: Guest, msg: string): void {
+  /**
+   * Whether one more line about this guest fits in LOG_BURST a second; if
+   * not, it is counted and summarised when the next second starts. Checked
+   * before the line is built, so a flood of bad chains costs no strings.
+   */
+  logAllowed(g: Guest): boolean {
     const now = Date.now();
     if (now - g.logWindowStart >= 1000) {
       if (g.logSuppressed > 0) this.log('warn', `guest ${g.name}: ${g.logSuppressed} more such messages suppressed`);
@@ -499,8 +503,15 @@ export class Engine {
     }
     if (g.logCount < LOG_BURST) {
       g.logCount++;
-      this.log('warn', `guest ${g.name}: ${msg}`);
-    } else g.logSuppressed++;
+      return true;
+    }
+    g.logSuppressed++;
+    return false;
+  }
+
+  /** Logs about one guest, at most LOG_BURST lines a second; the rest are counted. */
+  guestLog(g: Guest, msg: string): void {
+    if (this.logAllowed(g)) this.log('warn', `guest ${g.name}: ${msg}`);
   }
 
   /**
@@ -537,14 +548,14 @@ export class Engine {
             len = device.handle(g.dev, walker.readable, walker.writable);
             if (len === 0) {
               q.unanswerable++;
-              this.guestLog(g, `queue ${q.index}: request at head ${head} unanswerable: ${device.error}`);
+              if (this.logAllowed(g)) this.log('warn', `guest ${g.name}: queue ${q.index}: request at head ${head} unanswerable: ${device.error}`);
             } else bad = device.lastStatus === TMEM_S_INVALID || device.lastStatus === TMEM_S_UNSUPPORTED;
           } else {
             device.counters.requests++;
             device.counters.unanswerable++;
             q.unanswerable++;
             len = 0;
-            this.guestLog(g, `queue ${q.index}: chain at head ${head} refused: ${walker.error}`);
+            if (this.logAllowed(g)) this.log('warn', `guest ${g.name}: queue ${q.index}: chain at head ${head} refused: ${walker.error}`);
           }
           let cost: number;
           if (bad) {

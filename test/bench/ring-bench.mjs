@@ -234,30 +234,35 @@ if (opt.noisy) {
   }
   const f2 = (x) => (x === undefined || x === null ? '-' : x.toFixed(2));
   const f0 = (x) => (x === undefined ? '-' : Math.round(x).toLocaleString('en-US'));
-  const rows = [['mode', 'quiet guest', 'p50 us', 'p99 us', 'max us', 'p99 / alone', 'noisy chains/s', 'noisy descs/s', `bound (<= ${BOUND.ratioP99}x or ${BOUND.floorUs} us)`]];
+  const rows = [['mode', 'quiet guest', 'p50 us', 'p90 us', 'p99 us', 'max us', 'p99 / baseline', 'noisy chains/s', 'noisy descs/s', `bound (<= ${BOUND.ratioP99}x or ${BOUND.floorUs} us)`]];
   const summary = {};
   let allMet = true;
   for (const m of opt.modes) {
     const r = res[m];
-    const base = r.alone.p99us;
+    // The baseline is the lower p99 of the two runs alone (before and after
+    // the noise): the stricter bound, and the one less moved by the machine's
+    // other load.
+    const base = Math.min(r.alone.p99us, r.aloneAfter.p99us);
     const limit = Math.max(BOUND.ratioP99 * base, BOUND.floorUs);
-    rows.push([m, 'alone', f2(r.alone.p50us), f2(r.alone.p99us), f2(r.alone.maxUs), '1.00', '', '', '']);
-    const s = { aloneP50us: r.alone.p50us, aloneP99us: base, aloneMaxUs: r.alone.maxUs, p99LimitUs: limit, noise: {} };
+    rows.push([m, 'alone', f2(r.alone.p50us), f2(r.alone.p90us), f2(r.alone.p99us), f2(r.alone.maxUs), (r.alone.p99us / base).toFixed(1), '', '', '']);
+    const s = { aloneP50us: r.alone.p50us, aloneP90us: r.alone.p90us, aloneP99us: r.alone.p99us, aloneMaxUs: r.alone.maxUs, baselineP99us: base, p99LimitUs: limit, noise: {} };
     for (const kind of opt.noise) {
       const { quiet: q, noisy: n } = r.noise[kind];
       const met = q.p99us <= limit;
       allMet &&= met;
-      rows.push([m, `beside ${kind}`, f2(q.p50us), f2(q.p99us), f2(q.maxUs), (q.p99us / base).toFixed(1), f0(n.chainsPerSec), f0(n.descriptorsPerSec), met ? 'met' : 'NOT met']);
-      s.noise[kind] = { p50us: q.p50us, p99us: q.p99us, maxUs: q.maxUs, p99Ratio: q.p99us / base, boundMet: met, noisyChainsPerSec: n.chainsPerSec, noisyDescriptorsPerSec: n.descriptorsPerSec, noisyChainDescriptors: n.chainDescriptors, noisyUnanswered: n.unanswered };
+      rows.push([m, `beside ${kind}`, f2(q.p50us), f2(q.p90us), f2(q.p99us), f2(q.maxUs), (q.p99us / base).toFixed(1), f0(n.chainsPerSec), f0(n.descriptorsPerSec), met ? 'met' : 'NOT met']);
+      s.noise[kind] = { p50us: q.p50us, p90us: q.p90us, p99us: q.p99us, maxUs: q.maxUs, p99Ratio: q.p99us / base, boundMet: met, noisyChainsPerSec: n.chainsPerSec, noisyDescriptorsPerSec: n.descriptorsPerSec, noisyChainDescriptors: n.chainDescriptors, noisyUnanswered: n.unanswered };
     }
-    rows.push([m, 'alone, after', f2(r.aloneAfter.p50us), f2(r.aloneAfter.p99us), f2(r.aloneAfter.maxUs), (r.aloneAfter.p99us / base).toFixed(1), '', '', '']);
+    rows.push([m, 'alone, after', f2(r.aloneAfter.p50us), f2(r.aloneAfter.p90us), f2(r.aloneAfter.p99us), f2(r.aloneAfter.maxUs), (r.aloneAfter.p99us / base).toFixed(1), '', '', '']);
     s.aloneAfterP50us = r.aloneAfter.p50us;
+    s.aloneAfterP90us = r.aloneAfter.p90us;
     s.aloneAfterP99us = r.aloneAfter.p99us;
+    s.aloneAfterMaxUs = r.aloneAfter.maxUs;
     summary[m] = s;
   }
   const w = rows[0].map((_, c) => Math.max(...rows.map((r) => String(r[c]).length)));
   for (const r of rows) say(r.map((c, i) => (i < 2 ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join('  '));
-  say(`bound: the quiet guest's p99 beside the noisy one <= max(${BOUND.ratioP99} x its p99 alone, ${BOUND.floorUs} us): ${allMet ? 'met in every row' : 'NOT met in every row'}`);
+  say(`bound: the quiet guest's p99 beside the noisy one <= max(${BOUND.ratioP99} x its p99 alone (the lower of the two runs alone), ${BOUND.floorUs} us): ${allMet ? 'met in every row' : 'NOT met in every row'}`);
   if (opt.json) console.log(JSON.stringify({ noisy: summary, bound: { ...BOUND, met: allMet }, latOps: opt.latOps, cpus }));
   process.exit(0);
 }

@@ -252,7 +252,7 @@ static double pct(const uint64_t *v, uint64_t n, double p)
 }
 
 struct lat {
-	double put50, put99, get50, get99, p50, p99, max;
+	double put50, put99, get50, get99, p50, p90, p99, max;
 };
 
 static void latency(struct lgdev *d, uint64_t n, uint64_t run, struct lat *out)
@@ -286,6 +286,7 @@ static void latency(struct lgdev *d, uint64_t n, uint64_t run, struct lat *out)
 	out->get50 = pct(ns + n, n, 0.50);
 	out->get99 = pct(ns + n, n, 0.99);
 	out->p50 = pct(all, 2 * n, 0.50);
+	out->p90 = pct(all, 2 * n, 0.90);
 	out->p99 = pct(all, 2 * n, 0.99);
 	out->max = (double)all[2 * n - 1] / 1000.0;
 	free(ns);
@@ -395,7 +396,7 @@ int mode_latency(void)
 		lat.put50, lat.put99, lat.get50, lat.get99, lat.p50, lat.p99, lat.max);
 	dev_close(&d);
 	json_out("{\"mode\":\"latency\",\"ok\":true,\"ops\":%llu,\"putP50us\":%.2f,\"putP99us\":%.2f,\"getP50us\":%.2f,\"getP99us\":%.2f,"
-		 "\"p50us\":%.2f,\"p99us\":%.2f,\"maxUs\":%.2f}",
-		 (unsigned long long)G.lat_ops, lat.put50, lat.put99, lat.get50, lat.get99, lat.p50, lat.p99, lat.max);
+		 "\"p50us\":%.2f,\"p90us\":%.2f,\"p99us\":%.2f,\"maxUs\":%.2f}",
+		 (unsigned long long)G.lat_ops, lat.put50, lat.put99, lat.get50, lat.get99, lat.p50, lat.p90, lat.p99, lat.max);
 	return 0;
 }

@@ -1,6 +1,6 @@
 // tmemd's command line and config file. Every bad flag or value becomes a
 // ConfigError with a one-line message; tmemd prints it and exits with 2.
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync, constants as fsConstants } from 'node:fs';
 import { totalmem } from 'node:os';
 import { isLogLevel, type LogLevel } from './log.js';
 import { MAX_CAPACITY_PAGES } from './store/store.js';
@@ -19,6 +19,8 @@ export interface VmSpec {
   readonly fd: number | null;
   readonly maxmemBytes: bigint;
   readonly shareGroup: string | null;
+  /** Guest RAM limits (vmLimitsFromRaw; docs/ABI-host-limits.md). */
+  readonly limits: VmLimits;
   /** Who may connect to the socket tmemd creates at `socket` (null: the global default). */
   readonly socketAccess: SocketAccessSpec;
 }
@@ -48,6 +50,8 @@ export interface DaemonConfig {
   readonly logLevel: LogLevel;
   /** --socket-mode/--socket-owner/--socket-group: the VM sockets' defaults. */
   readonly socketDefaults: SocketAccessSpec;
+  /** Lines tmemd logs as warnings at start (e.g. a capacity above the memory available now). */
+  readonly warnings: readonly string[];
 }
 
 export type ParsedArgs = { readonly kind: 'help' } | { readonly kind: 'capabilities' } | { readonly kind: 'run'; readonly config: DaemonConfig };
@@ -127,7 +131,67 @@ function splitOpts(s: string): string[] {
   return out;
 }
 
+/** A VM's RAM and tmem limits (max-ram, allow-unsealed, tmem-max, ram). */
+export interface VmLimits {
+  /** Most guest RAM a front-end may hand over; null in a parsed spec = the host's RAM (filled in by parseArgs). */
+  readonly maxRamBytes: bigint | null;
+  /** Accept guest RAM files not sealed against shrinking. */
+  readonly allowUnsealed: boolean;
+  /** Cap on the tmem pages of both kinds the VM may hold; null: none but --capacity. */
+  readonly tmemMaxBytes: bigint | null;
+  /** Declared RAM: the floor of RAM in the maxmem rule (0: none). */
+  readonly ramBytes: bigint;
+}
+
+/** The VM keys of VmLimits, as written in --vm (kebab-case) and in the config file (camelCase too). */
+const LIMIT_KEYS: Readonly<Record<string, keyof RawLimits>> = {
+  'max-ram': 'maxRam',
+  maxRam: 'maxRam',
+  'allow-unsealed': 'allowUnsealed',
+  allowUnsealed: 'allowUnsealed',
+  'tmem-max': 'tmemMax',
+  tmemMax: 'tmemMax',
+  ram: 'ram',
+};
+
+interface RawLimits {
+  maxRam?: unknown;
+  allowUnsealed?: unknown;
+  tmemMax?: unknown;
+  ram?: unknown;
+}
+
+function rawSize(v: unknown, what: string): bigint {
+  if (typeof v === 'number') return sizeFromNumber(v, what);
+  if (typeof v === 'string') return parseSize(v, what);
+  throw new ConfigError(`${what} must be a size`);
+}
+
+function rawOnOff(v: unknown, what: string): boolean {
+  if (typeof v === 'boolean') return v;
+  if (v === 'on' || v === 'yes' || v === 'true') return true;
+  if (v === 'off' || v === 'no' || v === 'false') return false;
+  throw new ConfigError(`${what}: '${String(v)}' is neither on nor off`);
+}
+
+/** The limit keys of a config file's VM object. */
+function rawLimitsOf(o: Record<string, unknown>): RawLimits {
+  const r: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) if (LIMIT_KEYS[k] !== undefined) r[LIMIT_KEYS[k]!] = v;
+  return r as RawLimits;
+}
+
+function vmLimitsFromRaw(r: RawLimits, w: string): VmLimits {
+  const maxRamBytes = r.maxRam === undefined ? null : rawSize(r.maxRam, `${w}: max-ram`);
+  if (maxRamBytes !== null && maxRamBytes < PAGE) throw new ConfigError(`${w}: max-ram is less than one 4K page`);
+  const tmemMaxBytes = r.tmemMax === undefined ? null : rawSize(r.tmemMax, `${w}: tmem-max`);
+  const ramBytes = r.ram === undefined ? 0n : rawSize(r.ram, `${w}: ram`);
+  if (maxRamBytes !== null && ramBytes > maxRamBytes) throw new ConfigError(`${w}: ram= (${ramBytes} bytes) is more than max-ram= (${maxRamBytes} bytes)`);
+  return { maxRamBytes, allowUnsealed: r.allowUnsealed === undefined ? false : rawOnOff(r.allowUnsealed, `${w}: allow-unsealed`), tmemMaxBytes, ramBytes };
+}
+
 interface RawVm {
+  limits?: RawLimits;
   name?: unknown;
   socket?: unknown;
   fd?: unknown;
@@ -192,7 +256,8 @@ function vmFromRaw(r: RawVm, what: string): VmSpec {
     if (typeof r.shareGroup !== 'string') throw new ConfigError(`${w}: share-group must be a string`);
     shareGroup = checkName(r.shareGroup, `${w}: share-group`);
   }
-  return { name, socket, fd, maxmemBytes, shareGroup, socketAccess };
+  const limits = vmLimitsFromRaw(r.limits ?? {}, w);
+  return { name, socket, fd, maxmemBytes, shareGroup, limits, socketAccess };
 }
 
 function bad(msg: string): never {
@@ -216,6 +281,10 @@ export function parseVmSpec(s: string): VmSpec {
     const v = part.slice(eq + 1);
     if (seen.has(k)) throw new ConfigError(`${what}: ${k}= given twice`);
     seen.add(k);
+    if (LIMIT_KEYS[k] !== undefined) {
+      r.limits = { ...r.limits, [LIMIT_KEYS[k]!]: v };
+      continue;
+    }
     switch (k) {
       case 'name':
         r.name = v;
@@ -245,7 +314,7 @@ export function parseVmSpec(s: string): VmSpec {
         r.socketGroup = v;
         break;
       default:
-        throw new ConfigError(`${what}: unknown key '${k}' (name, socket, fd, maxmem, share-group, socket-mode, socket-owner, socket-group)`);
+        throw new ConfigError(`${what}: unknown key '${k}' (name, socket, fd, maxmem, share-group, max-ram, allow-unsealed, tmem-max, ram, socket-mode, socket-owner, socket-group)`);
     }
   }
   return vmFromRaw(r, '--vm');
@@ -334,11 +403,58 @@ const FILE_KEYS: Readonly<Record<string, string>> = {
 };
 
 /** Reads a JSON config file: `{"vms": [{"name", "socket"|"fd", "maxmem", "shareGroup"}|"name=..,socket=.."], "capacity", "maxPools", "queuesMode", "pollSpinMs", "queues", "control", "logLevel"}`. */
-export function parseConfigFile(path: string, read: (p: string) => string = (p) => readFileSync(p, 'utf8')): Partial {
+/** Largest config file read (a config is a few KiB; this keeps --config /dev/zero or a huge file from exhausting memory). */
+export const MAX_CONFIG_BYTES = 1 << 20;
+
+/**
+ * A config file's text: a regular file of at most MAX_CONFIG_BYTES (opened
+ * non-blocking, so a FIFO cannot hang us; at most that many bytes + 1 are
+ * read even if the file grows meanwhile). Throws ConfigError.
+ */
+export function readConfigText(path: string): string {
+  let fd: number;
+  try {
+    fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY);
+  } catch (e) {
+    throw new ConfigError(`--config ${path}: cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new ConfigError(`--config ${path}: not a regular file (${st.isDirectory() ? 'a folder' : st.isCharacterDevice() ? 'a character device' : st.isFIFO() ? 'a pipe' : st.isSocket() ? 'a socket' : 'not a plain file'})`);
+    if (st.size > MAX_CONFIG_BYTES) throw new ConfigError(`--config ${path}: ${st.size} bytes, more than a config file may have (${MAX_CONFIG_BYTES})`);
+    const buf = Buffer.alloc(MAX_CONFIG_BYTES + 1);
+    let n = 0;
+    for (;;) {
+      const r = readSync(fd, buf, n, buf.length - n, null);
+      if (r === 0) break;
+      n += r;
+      if (n > MAX_CONFIG_BYTES) throw new ConfigError(`--config ${path}: more than a config file may have (${MAX_CONFIG_BYTES} bytes)`);
+    }
+    return buf.toString('utf8', 0, n);
+  } catch (e) {
+    if (e instanceof ConfigError) throw e;
+    throw new ConfigError(`--config ${path}: cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** MemAvailable of /proc/meminfo in bytes, or null where it cannot be read. */
+export function memAvailableBytes(readText: (p: string) => string = (p) => readFileSync(p, 'utf8')): bigint | null {
+  try {
+    const m = /^MemAvailable:\s+(\d+) kB$/m.exec(readText('/proc/meminfo'));
+    return m ? BigInt(m[1]!) * 1024n : null;
+  } catch {
+    return null;
+  }
+}
+
+export function parseConfigFile(path: string, read: (p: string) => string = readConfigText): Partial {
   let text: string;
   try {
     text = read(path);
   } catch (e) {
+    if (e instanceof ConfigError) throw e;
     throw new ConfigError(`--config ${path}: cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
   let j: unknown;
@@ -366,13 +482,13 @@ export function parseConfigFile(path: string, read: (p: string) => string = (p) 
           else if (typeof e === 'object' && e !== null && !Array.isArray(e)) {
             const o = e as Record<string, unknown>;
             for (const key of Object.keys(o)) {
-              if (!['name', 'socket', 'path', 'fd', 'maxmem', 'shareGroup', 'share-group', 'socketMode', 'socket-mode', 'socketOwner', 'socket-owner', 'socketGroup', 'socket-group'].includes(key)) {
-                throw new ConfigError(`${what(`vms[${i}]`)}: unknown key '${key}' (name, socket, fd, maxmem, shareGroup, socketMode, socketOwner, socketGroup)`);
+              if (LIMIT_KEYS[key] === undefined && !['name', 'socket', 'path', 'fd', 'maxmem', 'shareGroup', 'share-group', 'socketMode', 'socket-mode', 'socketOwner', 'socket-owner', 'socketGroup', 'socket-group'].includes(key)) {
+                throw new ConfigError(`${what(`vms[${i}]`)}: unknown key '${key}' (name, socket, fd, maxmem, shareGroup, maxRam, allowUnsealed, tmemMax, ram, socketMode, socketOwner, socketGroup)`);
               }
             }
             out.vms.push(
               vmFromRaw(
-                { name: o.name, socket: o.socket ?? o.path, fd: o.fd, maxmem: o.maxmem, shareGroup: o.shareGroup ?? o['share-group'], socketMode: o.socketMode ?? o['socket-mode'], socketOwner: o.socketOwner ?? o['socket-owner'], socketGroup: o.socketGroup ?? o['socket-group'] },
+                { limits: rawLimitsOf(o), name: o.name, socket: o.socket ?? o.path, fd: o.fd, maxmem: o.maxmem, shareGroup: o.shareGroup ?? o['share-group'], socketMode: o.socketMode ?? o['socket-mode'], socketOwner: o.socketOwner ?? o['socket-owner'], socketGroup: o.socketGroup ?? o['socket-group'] },
                 what(`vms[${i}]`),
               ),
             );
@@ -421,7 +537,13 @@ export function parseConfigFile(path: string, read: (p: string) => string = (p) 
  * Parses tmemd's arguments (without `node` and the script). A capacity given
  * (flag or file) must not exceed hostMemBytes, the host's total RAM.
  */
-export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, read?: (p: string) => string, hostMemBytes: bigint = BigInt(totalmem())): ParsedArgs {
+export function parseArgs(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+  read?: (p: string) => string,
+  hostMemBytes: bigint = BigInt(totalmem()),
+  hostAvailBytes: bigint | null = memAvailableBytes(),
+): ParsedArgs {
   // Backend program conventions: --print-capabilities ignores everything else; --help likewise.
   if (argv.includes('--print-capabilities')) return { kind: 'capabilities' };
   if (argv.includes('--help') || argv.includes('-h')) return { kind: 'help' };
@@ -516,7 +638,14 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv = proc
   }
 
   const file = configPath !== null ? parseConfigFile(configPath, read) : { vms: [] as VmSpec[] };
-  const vms = [...file.vms, ...flags.vms];
+  // A VM's max-ram defaults to the host's RAM: a front-end claiming more is refused (docs/ABI-host-limits.md).
+  const vms = [...file.vms, ...flags.vms].map((v) => {
+    if (v.limits.maxRamBytes !== null) return v;
+    if (v.limits.ramBytes > hostMemBytes) {
+      throw new ConfigError(`VM ${v.name}: ram= (${v.limits.ramBytes} bytes) is more than this host's RAM (${formatSize(hostMemBytes)}); give max-ram= too if the VM really has that much`);
+    }
+    return { ...v, limits: { ...v.limits, maxRamBytes: hostMemBytes } };
+  });
   if (vms.length === 0) throw new ConfigError('no VM configured: give --vm name=NAME,socket=PATH,maxmem=SIZE (repeatable), --socket-path PATH, or --config FILE');
   const names = new Set<string>();
   const sockets = new Set<string>();
@@ -537,6 +666,14 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv = proc
   const capacityBytes = pick('capacityBytes');
   const capacityFrom = flags.capacityBytes !== undefined ? flags.capacityFrom : file.capacityFrom;
   if (capacityBytes !== undefined && capacityFrom) checkCapacityRam(capacityBytes, capacityFrom[0], capacityFrom[1], hostMemBytes);
+  const warnings: string[] = [];
+  const cap = capacityBytes ?? DEFAULTS.capacityBytes;
+  if (hostAvailBytes !== null && cap > hostAvailBytes) {
+    const [what, text] = capacityFrom ?? ['the default capacity', formatSize(cap)];
+    warnings.push(
+      `${what}: ${text} is more than the memory available now (MemAvailable ${formatSize(hostAvailBytes)} of ${formatSize(hostMemBytes)}): once tmem fills up, the host may run out of memory (OOM killer); give a smaller capacity or free memory`,
+    );
+  }
   const control = pick('control');
   const config: DaemonConfig = {
     vms,
@@ -548,6 +685,7 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv = proc
     control: control === undefined ? defaultControlPath(env) : control,
     logLevel: pick('logLevel') ?? DEFAULTS.logLevel,
     socketDefaults: { mode: pick('socketMode') ?? null, owner: pick('socketOwner') ?? null, group: pick('socketGroup') ?? null },
+    warnings,
   };
   if (config.control !== null && sockets.has(config.control)) throw new ConfigError(`--control ${config.control} is also a VM's socket`);
   return { kind: 'run', config };
@@ -560,7 +698,8 @@ export const HELP = `Usage: tmemd [options] --vm name=NAME,socket=PATH,maxmem=SI
 tmemd is the host daemon of transcendent memory for QEMU/KVM: a vhost-user
 backend that keeps the clean page cache (cleancache) and swapped-out pages
 (frontswap) of its guests in host memory. It runs in the foreground, logs to
-stderr and stops on SIGTERM or SIGINT (removing the sockets it created).
+stderr and stops on SIGTERM, SIGINT or SIGHUP (removing the sockets it
+created).
 
 VMs (one vhost-user socket each; one guest connection per socket at a time):
   --vm name=NAME,socket=PATH,maxmem=SIZE[,share-group=GROUP]
@@ -573,6 +712,16 @@ VMs (one vhost-user socket each; one guest connection per socket at a time):
                         (socket=PATH only): who may connect, as QEMU must
                         (e.g. socket-group=kvm when it runs as libvirt-qemu);
                         default: the --socket-* values below.
+                        Limits (docs/ABI-host-limits.md):
+                        max-ram=SIZE: most guest RAM the front-end may hand
+                        over (default: the host's RAM); ram=SIZE: the VM's
+                        declared RAM, the least RAM the maxmem rule assumes
+                        (persistent limit = maxmem - max(ram, reported RAM));
+                        tmem-max=SIZE: most tmem pages of both kinds the VM
+                        may hold (default: no cap but --capacity);
+                        allow-unsealed=on: accept guest RAM that is not a
+                        sealed memfd (a tmpfs or hugetlbfs file; default off:
+                        such a file could be truncated and crash tmemd).
   --socket-path PATH, --fd N
                         QEMU's backend program conventions: one VM, named by
                         --name (default vm0), with --maxmem (default 0: no
@@ -585,7 +734,8 @@ VMs (one vhost-user socket each; one guest connection per socket at a time):
 
 Options:
   --capacity SIZE       host memory for tmem pages, all guests (default 1G;
-                        at most the host's RAM, and under 8T)
+                        at most the host's RAM, and under 8T; a warning when
+                        above the memory available now)
   --max-pools N         pools per guest (default ${DEFAULTS.maxPools})
   --queues N            request queues offered to each guest, 1..${MAX_QUEUES}
                         (default ${DEFAULTS.queues}; QEMU's num_vqs may be at most this)
@@ -617,5 +767,6 @@ QEMU side (10.2 or newer):
   -chardev socket,id=tmem0,path=PATH
   -device vhost-user-test-device-pci,chardev=tmem0,virtio-id=39,num_vqs=N,vq_size=256
 
-Exit status: 0 after SIGTERM/SIGINT, 1 on a startup failure, 2 on a bad option.
+Exit status: 0 after SIGTERM/SIGINT/SIGHUP, 1 on a startup failure, 2 on a
+bad option.
 `;

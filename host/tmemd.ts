@@ -8,6 +8,7 @@
 import { assertNoInspector, setDebugGuardSink } from './debug-guard.js';
 import * as native from '../native/index.js';
 import { ConfigError, type DaemonConfig, DEFAULT_SOCKET_MODE, HELP, parseArgs, type SocketAccessSpec } from './config.js';
+import { folderProblem } from './control/client.js';
 import { ControlServer } from './control/server.js';
 import { DataPlane } from './dataplane/client.js';
 import { createLogger, type Logger } from './log.js';
@@ -95,7 +96,12 @@ class Daemon {
       const io = nativeIo();
       for (const v of cfg.vms) {
         const where = v.socket ?? `fd=${v.fd}`;
-        const vm = new TmemVm({ name: v.name, maxmemBytes: v.maxmemBytes, shareGroup: v.shareGroup, where }, this.dp, { numQueues: cfg.queues, log });
+        const lim = v.limits;
+        const vm = new TmemVm(
+          { name: v.name, maxmemBytes: v.maxmemBytes, shareGroup: v.shareGroup, where, maxRamBytes: lim.maxRamBytes, allowUnsealed: lim.allowUnsealed, tmemMaxBytes: lim.tmemMaxBytes, ramBytes: lim.ramBytes },
+          this.dp,
+          { numQueues: cfg.queues, log },
+        );
         const access = v.socket !== null ? socketAccess(v.name, v.socketAccess, cfg.socketDefaults) : undefined;
         const l = new VhostUserListener({ on: v.socket !== null ? { path: v.socket } : { fd: v.fd! }, backend: vm, io, watcher: w, log, inUse: socketInUse, access });
         l.start();
@@ -114,7 +120,7 @@ class Daemon {
         try {
           await control.start();
         } catch (e) {
-          throw new Error(`cannot listen on the control socket ${cfg.control}: ${(e as Error).message}`);
+          throw new Error(`cannot listen on the control socket ${cfg.control}: ${folderProblem(cfg.control) ?? (e as Error).message}`);
         }
         this.control = control;
         log.info(`control socket on ${cfg.control} (mode 0600; root${process.getuid?.() ? ` and uid ${process.getuid()}` : ''} only)`);
@@ -200,6 +206,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   const cfg = parsed.config;
   const log = createLogger(cfg.logLevel);
+  for (const w of cfg.warnings) log.warn(w);
   setDebugGuardSink((m) => log.warn(m));
   try {
     assertNoInspector();

@@ -48,6 +48,8 @@ export const c = {
   recv: fn('intptr_t recv(int fd, void *buf, size_t len, int flags)'),
   getpwnam: fn('void *getpwnam(const char *name)'),
   getgrnam: fn('void *getgrnam(const char *name)'),
+  // Guest RAM checks (native/memory.ts): the file system of an fd, and its seals (fcntl above).
+  fstatfs: fn('int fstatfs(int fd, void *buf)'),
 };
 
 /** errno of the last call made on this thread (or of the async call whose callback is running). */
@@ -111,6 +113,19 @@ export const MAP_SHARED = 1;
 /** (void *)-1 as koffi returns it. */
 export const MAP_FAILED = 0xffffffffffffffffn;
 export const MFD_CLOEXEC = 1;
+
+// Guest RAM checks (native/memory.ts): memfd seals and file system magics.
+export const MFD_ALLOW_SEALING = 2;
+export const F_ADD_SEALS = 1033;
+export const F_GET_SEALS = 1034;
+export const F_SEAL_SEAL = 0x1;
+export const F_SEAL_SHRINK = 0x2;
+export const F_SEAL_GROW = 0x4;
+/** f_type of tmpfs and shmem (memfd) files, and of hugetlbfs (memfd with MFD_HUGETLB too). */
+export const TMPFS_MAGIC = 0x01021994;
+export const HUGETLBFS_MAGIC = 0x958458f6;
+/** struct statfs (x86_64): f_type@0 (long), ...; 120 bytes. */
+export const STATFS_SIZE = 120;
 
 export const EFD_NONBLOCK = O_NONBLOCK;
 export const EFD_CLOEXEC = O_CLOEXEC;

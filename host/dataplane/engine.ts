@@ -24,7 +24,7 @@
 // guest that floods with long or malformed chains gets at most its share.
 import { TMEM_F_SHARED, TMEM_S_INVALID, TMEM_S_UNSUPPORTED, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../../shared/abi.js';
 import { ChainWalker } from '../virtio/chain.js';
-import { GuestMemory, type RegionSource } from '../virtio/guest-memory.js';
+import { GuestMemory, mappedWindows, type RegionSource } from '../virtio/guest-memory.js';
 import { SplitQueue } from '../virtio/split-queue.js';
 import { type DeviceGuest, type DeviceStore, type InfoLayout, TmemDevice } from '../device/tmem-device.js';
 import { COUNTER_INDEX as CI } from './commands.js';
@@ -39,12 +39,12 @@ export interface EngineOs {
 }
 
 export interface OsMapping {
-  readonly windows: readonly { readonly offset: bigint; readonly bytes: Uint8Array }[];
+  readonly windows: readonly { readonly offset: bigint; readonly length?: number; readonly bytes: Uint8Array }[];
 }
 
 /** The store as the engine uses it (TmemStore, host/store/store.ts). */
 export interface EngineStore extends DeviceStore {
-  addGuest(o: { name: string; maxmemPages: number; ramPages: number; shareGroup: string | null }): number;
+  addGuest(o: { name: string; maxmemPages: number; ramPages: number; shareGroup: string | null } & GuestLimits): number;
   setGuestRam(g: number, ramPages: number): void;
   setShareGroup(g: number, group: string | null): void;
   setFrozen(g: number, frozen: boolean): void;
@@ -56,6 +56,12 @@ export interface EngineStore extends DeviceStore {
   /** Faults in never-used frames ahead of use; returns the pages left (optional: test stores lack it). */
   prefaultStep?(budgetPages: number): number;
   stats(): unknown;
+}
+
+/** The operator's per-VM limits (host/store/accounting.ts, docs/ABI-host-limits.md). */
+export interface GuestLimits {
+  readonly capPages?: number | null;
+  readonly ramFloorPages?: number;
 }
 
 export interface EngineLog {
@@ -224,8 +230,8 @@ export class Engine {
     return { g, q: qu };
   }
 
-  addGuest(name: string, maxmemBytes: bigint, shareGroup: string | null, numQueues: number): number {
-    const storeGuest = this.store.addGuest({ name, maxmemPages: Number(maxmemBytes / PAGE), ramPages: 0, shareGroup });
+  addGuest(name: string, maxmemBytes: bigint, shareGroup: string | null, numQueues: number, limits: GuestLimits = {}): number {
+    const storeGuest = this.store.addGuest({ name, maxmemPages: Number(maxmemBytes / PAGE), ramPages: 0, shareGroup, capPages: limits.capPages ?? null, ramFloorPages: limits.ramFloorPages ?? 0 });
     const id = this.nextGuest++;
     this.guests.set(id, new Guest(id, name, storeGuest, numQueues));
     return id;
@@ -278,14 +284,8 @@ export class Engine {
         const delta = r.mmapOffset % PAGE;
         const m = this.os.mmapShared(r.fd, r.size + delta, r.mmapOffset - delta);
         maps.push(m);
-        const windows: { offset: bigint; bytes: Uint8Array }[] = [];
-        for (const w of m.windows) {
-          const start = w.offset - delta;
-          const end = start + BigInt(w.bytes.length);
-          if (end <= 0n) continue;
-          windows.push(start >= 0n ? { offset: start, bytes: w.bytes } : { offset: 0n, bytes: w.bytes.subarray(Number(-start)) });
-        }
-        sources.push({ guestPhysAddr: r.guestPhysAddr, userspaceAddr: r.userspaceAddr, windows });
+        // lazy windows: a view is made when the guest first uses its range (guest-memory.ts)
+        sources.push({ guestPhysAddr: r.guestPhysAddr, userspaceAddr: r.userspaceAddr, windows: mappedWindows(m.windows, delta) });
         ram += r.size;
       }
       g.mem = new GuestMemory(sources);

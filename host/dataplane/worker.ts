@@ -56,7 +56,7 @@ import {
   type WorkerConfig,
   WorkerState,
 } from './commands.js';
-import { Engine, type EngineStore, type MemRegionSpec, type Queue } from './engine.js';
+import { Engine, type EngineStore, type GuestLimits, type MemRegionSpec, type Queue } from './engine.js';
 import { INFO_LAYOUT } from './info-layout.js';
 
 type Level = 'error' | 'warn' | 'info' | 'debug';
@@ -247,8 +247,8 @@ class Worker {
         case Cmd.Ping:
           break;
         case Cmd.AddGuest: {
-          const o = JSON.parse(payload()) as { name: string; maxmemBytes: string; shareGroup: string | null; numQueues: number };
-          value = e.addGuest(o.name, BigInt(o.maxmemBytes), o.shareGroup, o.numQueues);
+          const o = JSON.parse(payload()) as { name: string; maxmemBytes: string; shareGroup: string | null; numQueues: number; limits?: GuestLimits };
+          value = e.addGuest(o.name, BigInt(o.maxmemBytes), o.shareGroup, o.numQueues, o.limits);
           break;
         }
         case Cmd.RemoveGuest:

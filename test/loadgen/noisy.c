@@ -100,7 +100,6 @@ int mode_noisy(void)
 	struct timespec nap = { .tv_sec = 0, .tv_nsec = (long)G.nap_us * 1000 };
 	int ready = 0;
 	while (!stop) {
-		int inflight = 0;
 		for (int i = 0; i < d.nq; i++) {
 			struct vq *q = &d.vq[i];
 			uint32_t id, l;
@@ -115,7 +114,6 @@ int mode_noisy(void)
 			while ((uint16_t)(q->avail_idx - q->last_used) < q->num)
 				vq_publish(q, 0);
 			vq_notify(&d, q);
-			inflight = 1;
 		}
 		if (!ready) {
 			fprintf(stderr, "loadgen: noisy: flooding %d queue(s) of %u with %s chains of %d descriptors\n", d.nq, d.vq[0].num,
@@ -123,7 +121,8 @@ int mode_noisy(void)
 			fflush(stderr);
 			ready = 1;
 		}
-		if (inflight && now_ns() - progress > (uint64_t)G.timeout_ms * 1000000ull)
+		/* every ring is full: a daemon that completes nothing for this long has stalled us */
+		if (now_ns() - progress > (uint64_t)G.timeout_ms * 1000000ull)
 			lg_die(EXIT_HANG, "noisy: the daemon completed none of our chains within %d ms", G.timeout_ms);
 		if (G.nap_us)
 			nanosleep(&nap, NULL);

@@ -107,6 +107,8 @@ t.test('SIGUSR1 and SIGUSR2 are ignored with a log line; no inspector opens', as
     process.kill(pid, sig);
     await new Promise((r) => setTimeout(r, 50));
   }
+  // process._debugProcess(pid), Node's own way to open another process's debugger, is a SIGUSR1 too.
+  (process as unknown as { _debugProcess(pid: number): void })._debugProcess(pid);
   await d.waitFor(/ignored SIGUSR1 x1/);
   // Node opens the inspector from a helper thread after the signal; give it ample time to (wrongly) do so.
   await new Promise((r) => setTimeout(r, 1500));
@@ -117,10 +119,12 @@ t.test('SIGUSR1 and SIGUSR2 are ignored with a log line; no inspector opens', as
   t.notMatch(d.stderr, /Debugger listening/, 'no "Debugger listening" line');
   t.same(tcpListeners(socketInodes(pid)), [], 'the daemon owns no TCP listening socket');
   if (!inspectorOpenBefore) t.equal(await tcpOpen(9229), false, 'nothing accepts on 127.0.0.1:9229');
-  // The four signals after the first are counted in one line when the 10 s interval ends; lines stay few.
+  // The five signals after the first are counted in one line when the 10 s interval ends; lines stay few.
   const lines = d.stderr.split('\n').filter((l) => /ignored SIG/.test(l));
-  t.equal(lines.length, 1, `one log line so far for 5 signals: ${JSON.stringify(lines)}`);
+  t.equal(lines.length, 1, `one log line so far for 6 signals: ${JSON.stringify(lines)}`);
   t.match(lines[0], /^tmemd warn: ignored SIGUSR1 x1 \(tmemd has no debugger/);
+  await d.waitFor(/ignored (SIGUSR2 x2, SIGUSR1 x3|SIGUSR1 x3, SIGUSR2 x2) \(/, 20000);
+  t.pass('the rest are counted in one line when the interval ends');
   const st = await d.stop();
   t.equal(st.code, 0, 'SIGTERM still stops it cleanly');
 });

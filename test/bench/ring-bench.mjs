@@ -12,14 +12,15 @@
 // pollOpsPerSec / notifyOpsPerSec are one queue's PUT+GET ops/s (the figure
 // ratioPollToMemcpy compares with memcpy); the all-queue figures are beside them.
 //
-//   npm run bench:ring -- --noisy [--json] [--lat-ops N --noise long,split,valid --mode poll|notify]
+//   npm run bench:ring -- --noisy [--json] [--lat-ops N --rounds N --noise long,split,valid --mode poll|notify]
 //
 // Fairness instead: one tmemd serves two VMs. The quiet one (one queue)
 // times PUT and GET round trips at depth 1 (p50/p99/max): alone, then beside
 // a noisy neighbour that keeps 4 queues of 1024 entries full of one chain
 // (test/loadgen/noisy.c): 'long' = 1024 readable descriptors the daemon
 // cannot answer, 'split' = a valid PUT split over 1023 descriptors, 'valid'
-// = plain 3-descriptor PUTs; then alone again (the machine's drift). The
+// = plain 3-descriptor PUTs; --rounds times (3), each figure the median of
+// the rounds (max: the largest); then alone again (the machine's drift). The
 // bound (BOUND below) is checked and printed per row; it is a figure, not a
 // test. The daemon's rule that makes it hold is in host/dataplane/engine.ts.
 import { spawn, spawnSync } from 'node:child_process';
@@ -33,7 +34,7 @@ const LOADGEN = join(root, 'test/loadgen/build/tmem-loadgen');
 const TMEMD = join(root, 'dist/host/tmemd.js');
 
 const argv = process.argv.slice(2);
-const opt = { json: false, queues: 2, depth: 32, pages: 16384, latOps: 0, indirect: false, eventIdx: false, modes: ['poll', 'notify'], noisy: false, noise: ['long', 'split', 'valid'] };
+const opt = { json: false, queues: 2, depth: 32, pages: 16384, latOps: 0, indirect: false, eventIdx: false, modes: ['poll', 'notify'], noisy: false, noise: ['long', 'split', 'valid'], rounds: 3 };
 const NOISE_KINDS = ['long', 'split', 'valid'];
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i];
@@ -57,18 +58,19 @@ for (let i = 0; i < argv.length; i++) {
     if (m !== 'poll' && m !== 'notify') fail(`--mode: poll or notify, not '${m}'`);
     opt.modes = [m];
   } else if (a === '--noisy') opt.noisy = true;
+  else if (a === '--rounds') opt.rounds = int(val());
   else if (a === '--noise') {
     opt.noise = val().split(',');
     for (const k of opt.noise) if (!NOISE_KINDS.includes(k)) fail(`--noise: '${k}' is not one of ${NOISE_KINDS.join(', ')}`);
   }
   else if (a === '--help' || a === '-h') {
     console.log('usage: npm run bench:ring [-- --json] [-- --queues N --depth D --pages N --lat-ops N --indirect --event-idx --mode poll|notify]');
-    console.log('       npm run bench:ring -- --noisy [--json] [--lat-ops N --noise long,split,valid --mode poll|notify]');
+    console.log('       npm run bench:ring -- --noisy [--json] [--lat-ops N --rounds N --noise long,split,valid --mode poll|notify]');
     process.exit(0);
   } else fail(`unknown option ${a} (see --help)`);
 }
 
-if (opt.latOps === 0) opt.latOps = opt.noisy ? 5000 : 20000;
+if (opt.latOps === 0) opt.latOps = opt.noisy ? 3000 : 20000;
 
 function fail(msg) {
   console.error(`ring-bench: ${msg}`);
@@ -182,6 +184,31 @@ async function loadgenJson(args, what, d) {
   return JSON.parse(last);
 }
 
+const median = (xs) => {
+  const v = [...xs].sort((a, b) => a - b);
+  return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+};
+
+/** Rounds of one scenario: the median of each percentile, the largest max, and each round's p99. */
+function latencyOf(runs) {
+  return {
+    p50us: median(runs.map((r) => r.p50us)),
+    p90us: median(runs.map((r) => r.p90us)),
+    p99us: median(runs.map((r) => r.p99us)),
+    maxUs: Math.max(...runs.map((r) => r.maxUs)),
+    roundsP99us: runs.map((r) => r.p99us),
+  };
+}
+
+function noisyOf(runs) {
+  return {
+    chainsPerSec: median(runs.map((r) => r.chainsPerSec)),
+    descriptorsPerSec: median(runs.map((r) => r.descriptorsPerSec)),
+    chainDescriptors: runs[0].chainDescriptors,
+    unanswered: runs.reduce((n, r) => n + r.unanswered, 0),
+  };
+}
+
 async function noisyBench(mode) {
   const dir = mkdtempSync(join(tmpdir(), 'tmem-ring-noisy-'));
   const qsock = join(dir, 'quiet.sock');
@@ -192,25 +219,31 @@ async function noisyBench(mode) {
     '--vm', `name=noisy,socket=${nsock},maxmem=1G`,
     '--capacity', '1G', '--queues-mode', mode, '--queues', '4', '--control', 'none', '--log-level', 'error',
   ]);
-  const out = { alone: null, noise: {}, aloneAfter: null };
+  const alone = [];
+  const noise = Object.fromEntries(opt.noise.map((k) => [k, { quiet: [], noisy: [] }]));
   try {
     await waitFor(`tmemd (${mode}) listening`, () => existsSync(qsock) && existsSync(nsock), d);
     const quiet = () => loadgenJson(['latency', '--socket', qsock, '--json', '--ram', '16M', '--queues', '1', '--lat-ops', String(opt.latOps)], `latency (${mode})`, d);
-    out.alone = await quiet();
-    for (const kind of opt.noise) {
-      const n = run(LOADGEN, ['noisy', '--socket', nsock, '--json', '--ram', '16M', '--queues', '4', '--qsize', '1024', '--noise', kind, '--timeout-ms', '20000']);
-      await waitFor(`the noisy guest (${kind}) flooding`, () => n.err().includes('noisy: flooding') || n.p.exitCode !== null, d);
-      if (n.p.exitCode !== null) throw new Error(`loadgen noisy (${kind}) exited at start (exit ${n.p.exitCode}):\n${n.err()}\n--- tmemd:\n${d.err()}`);
-      const q = await quiet();
-      n.p.kill('SIGTERM');
-      const r = await n.done;
-      const last = n.out().trimEnd().split('\n').pop() ?? '';
-      if (r.code !== 0) throw new Error(`loadgen noisy (${kind}) failed (exit ${r.code ?? r.signal}):\n${n.err()}\n${last}\n--- tmemd:\n${d.err()}`);
-      out.noise[kind] = { quiet: q, noisy: JSON.parse(last) };
-      // the daemon frees the socket's slot once it has removed the guest
-      await new Promise((res) => setTimeout(res, 300));
+    for (let round = 0; round < opt.rounds; round++) {
+      alone.push(await quiet());
+      for (const kind of opt.noise) {
+        const n = run(LOADGEN, ['noisy', '--socket', nsock, '--json', '--ram', '16M', '--queues', '4', '--qsize', '1024', '--noise', kind, '--timeout-ms', '20000']);
+        await waitFor(`the noisy guest (${kind}) flooding`, () => n.err().includes('noisy: flooding') || n.p.exitCode !== null, d);
+        if (n.p.exitCode !== null) throw new Error(`loadgen noisy (${kind}) exited at start (exit ${n.p.exitCode}):\n${n.err()}\n--- tmemd:\n${d.err()}`);
+        const q = await quiet();
+        n.p.kill('SIGTERM');
+        const r = await n.done;
+        const last = n.out().trimEnd().split('\n').pop() ?? '';
+        if (r.code !== 0) throw new Error(`loadgen noisy (${kind}) failed (exit ${r.code ?? r.signal}):\n${n.err()}\n${last}\n--- tmemd:\n${d.err()}`);
+        noise[kind].quiet.push(q);
+        noise[kind].noisy.push(JSON.parse(last));
+        // the daemon frees the socket's slot once it has removed the guest
+        await new Promise((res) => setTimeout(res, 300));
+      }
     }
-    out.aloneAfter = await quiet();
+    const out = { alone: latencyOf(alone), noise: {}, aloneAfter: null };
+    for (const kind of opt.noise) out.noise[kind] = { quiet: latencyOf(noise[kind].quiet), noisy: noisyOf(noise[kind].noisy) };
+    out.aloneAfter = latencyOf([await quiet()]);
     if (d.p.exitCode !== null) throw new Error(`tmemd (${mode}) died during the benchmark:\n${d.err()}`);
     return out;
   } finally {
@@ -226,7 +259,7 @@ if (opt.noisy) {
   const res = {};
   try {
     for (const m of opt.modes) {
-      say(`ring-bench --noisy: ${m} mode, quiet guest ${opt.latOps} PUTs + ${opt.latOps} GETs at depth 1; noise: ${opt.noise.join(', ')} on 4 queues of 1024; ${cpus} CPUs...`);
+      say(`ring-bench --noisy: ${m} mode, ${opt.rounds} round(s), quiet guest ${opt.latOps} PUTs + ${opt.latOps} GETs at depth 1; noise: ${opt.noise.join(', ')} on 4 queues of 1024; ${cpus} CPUs...`);
       res[m] = await noisyBench(m);
     }
   } catch (e) {
@@ -263,7 +296,7 @@ if (opt.noisy) {
   const w = rows[0].map((_, c) => Math.max(...rows.map((r) => String(r[c]).length)));
   for (const r of rows) say(r.map((c, i) => (i < 2 ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join('  '));
   say(`bound: the quiet guest's p99 beside the noisy one <= max(${BOUND.ratioP99} x its p99 alone (the lower of the two runs alone), ${BOUND.floorUs} us): ${allMet ? 'met in every row' : 'NOT met in every row'}`);
-  if (opt.json) console.log(JSON.stringify({ noisy: summary, bound: { ...BOUND, met: allMet }, latOps: opt.latOps, cpus }));
+  if (opt.json) console.log(JSON.stringify({ noisy: summary, bound: { ...BOUND, met: allMet }, latOps: opt.latOps, rounds: opt.rounds, cpus }));
   process.exit(0);
 }
 

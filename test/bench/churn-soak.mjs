@@ -6,7 +6,8 @@
 // daemon must plateau: whatever a connection allocates is freed when it goes.
 //
 //   npm run bench:churn -- [--connections N] [--kind full|bare] [--mode notify|poll]
-//                          [--samples K] [--json] [--attach SOCKET --pid PID]
+//                          [--samples K] [--idle-seconds S] [--json] [--attach SOCKET --pid PID]
+//                          [--node-args "--max-old-space-size=16 --max-semi-space-size=1"]
 //
 // N to choose: 1,440 = a VM restarting every minute for 24 hours (the
 // 24-hour equivalent for one VM); 100,000 = a hostile front-end reconnecting
@@ -17,6 +18,10 @@
 // over the second half (the first half is warm-up: V8's heap, code caches,
 // malloc arenas find their size). --attach/--pid: churn a tmemd already
 // running (e.g. under a wrapper that prints process.memoryUsage()).
+// --node-args: V8/node flags for the daemon (a capped heap shows whether
+// growth is V8 sizing its heap or memory no collector can give back).
+// --idle-seconds S: one more sample after S idle seconds (V8 shrinks a heap
+// that grew under load once allocation stops: its "memory reducer").
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -30,7 +35,7 @@ const M = await import(join(root, 'dist/host/vhost/messages.js'));
 const R = M.VhostUserRequest;
 
 function parse(argv) {
-  const o = { connections: 1440, kind: 'full', mode: 'notify', samples: 20, json: false, attach: null, pid: null };
+  const o = { connections: 1440, kind: 'full', mode: 'notify', samples: 20, json: false, attach: null, pid: null, idleSeconds: 0, nodeArgs: [] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = () => {
@@ -44,6 +49,8 @@ function parse(argv) {
     else if (a === '--json') o.json = true;
     else if (a === '--attach') o.attach = v();
     else if (a === '--pid') o.pid = Number(v());
+    else if (a === '--idle-seconds') o.idleSeconds = Number(v());
+    else if (a === '--node-args') o.nodeArgs = v().split(/\s+/).filter(Boolean);
     else throw new Error(`unknown option ${a} (--connections N, --kind full|bare, --mode notify|poll, --samples K, --json)`);
   }
   if (!Number.isSafeInteger(o.connections) || o.connections < 10) throw new Error('--connections must be a whole number >= 10');
@@ -192,7 +199,7 @@ async function main() {
   const o = parse(process.argv.slice(2));
   const dir = mkdtempSync(join(tmpdir(), 'tmem-churn-'));
   const sock = o.attach ?? join(dir, 'vm.sock');
-  const d = o.attach !== null ? attached(o.pid) : spawn(process.execPath, [join(root, 'dist/host/tmemd.js'), '--vm', `name=churn,socket=${sock},maxmem=1G`, '--control', 'none', '--capacity', '64M', '--queues', '1', '--queues-mode', o.mode], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const d = o.attach !== null ? attached(o.pid) : spawn(process.execPath, [...o.nodeArgs, join(root, 'dist/host/tmemd.js'), '--vm', `name=churn,socket=${sock},maxmem=1G`, '--control', 'none', '--capacity', '64M', '--queues', '1', '--queues-mode', o.mode], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   let logBytes = 0;
   d.stderr.setEncoding('utf8').on('data', (s) => {
@@ -233,6 +240,12 @@ async function main() {
       }
       if (d.exitCode !== null) throw new Error(`tmemd exited during the soak: ${log}`);
     }
+    let idle = null;
+    if (o.idleSeconds > 0) {
+      await new Promise((r) => setTimeout(r, o.idleSeconds * 1000));
+      idle = { afterIdleSeconds: o.idleSeconds, ...status(d.pid), fds: fdCount(d.pid) };
+      if (!o.json) process.stdout.write(`after ${o.idleSeconds} s idle: RSS ${idle.rssKiB} KiB  anon ${idle.rssAnonKiB} KiB  VmSize ${idle.vmSizeKiB} KiB  fds ${idle.fds}\n`);
+    }
     const half = samples.filter((s) => s.connections >= o.connections / 2);
     const first = half[0];
     const last = samples[samples.length - 1];
@@ -253,6 +266,7 @@ async function main() {
       fdsStart: samples[0].fds,
       fdsEnd: last.fds,
       logBytes,
+      idle,
       samples,
     };
     if (o.json) process.stdout.write(JSON.stringify(result) + '\n');

@@ -464,3 +464,29 @@ t.test("round robin between a guest's queues: a full queue does not keep its sib
   while (e.pass(true) > 0);
   t.same(qs.map((q, i) => q.completed - base[i]!), [60, 60, 60, 60], 'every request completed');
 });
+
+t.test('notify mode: a guest sitting out its debt loses no request: its queue stays marked and every chain is served without another kick', async (t) => {
+  const { e, os, vm } = setup();
+  const v = vm('a', 1, 256);
+  v.start(0);
+  e.pass(false);
+  const len = flood(v, 0, 'malformed'); // 256 refused chains of 256 descriptors: 1,024 units each, 4 turns
+  const q = e.guests.get(v.id)!.queues[0]!;
+  os.eventfdWrite(v.fds[0]!.kick);
+  e.kicked(q);
+  let passes = 0;
+  let sat = 0;
+  while (q.scan && passes < 100000) {
+    const before = q.completed;
+    e.pass(false);
+    if (q.completed === before) sat++;
+    passes++;
+  }
+  const sitOut = (PENALTY * len) / TURN_UNITS - 1;
+  t.equal(sitOut, 3, 'each chain costs four turns');
+  t.equal(q.completed, 256, `all 256 chains served, in ${passes} passes`);
+  t.equal(v.rings[0]!.takeUsed().length, 256);
+  t.ok(sat >= 255 * sitOut, `${sat} passes sat out repaying debt (at least ${255 * sitOut})`);
+  t.equal(os.counts.get(v.fds[0]!.kick), 0n, 'one kick, consumed; none needed since');
+  t.notOk(e.deferred || q.scan, 'done: kicks re-enabled, nothing marked');
+});

@@ -728,9 +728,11 @@ VMs (one vhost-user socket each; one guest connection per socket at a time):
                         persistent pages) and --share-group.
   --config FILE         JSON: {"vms": [{"name", "socket"|"fd", "maxmem",
                         "shareGroup", "socketMode", "socketOwner",
-                        "socketGroup"}], "capacity", "maxPools", "queuesMode",
-                        "queues", "control", "logLevel", "socketMode",
-                        "socketOwner", "socketGroup"}; flags override it.
+                        "socketGroup", "maxRam", "ram", "tmemMax",
+                        "allowUnsealed"}], "capacity", "maxPools",
+                        "queuesMode", "queues", "control", "logLevel",
+                        "socketMode", "socketOwner", "socketGroup"}; flags
+                        override it. A regular file of at most 1 MiB.
 
 Options:
   --capacity SIZE       host memory for tmem pages, all guests (default 1G;

@@ -4,13 +4,16 @@
 // operator's control socket, and runs in the foreground until SIGTERM or
 // SIGINT, when it closes every guest, removes the sockets it created and
 // exits. It never daemonizes (QEMU's backend program conventions).
+// debug-guard first: its SIGUSR1/SIGUSR2 listeners must exist before anything else runs.
+import { assertNoInspector, setDebugGuardSink } from './debug-guard.js';
 import * as native from '../native/index.js';
-import { ConfigError, type DaemonConfig, HELP, parseArgs } from './config.js';
+import { ConfigError, type DaemonConfig, DEFAULT_SOCKET_MODE, HELP, parseArgs, type SocketAccessSpec } from './config.js';
+import { folderProblem } from './control/client.js';
 import { ControlServer } from './control/server.js';
 import { DataPlane } from './dataplane/client.js';
 import { createLogger, type Logger } from './log.js';
 import { formatBytes } from './vhost/connection.js';
-import { type ListenerIo, VhostUserListener, type Watcher } from './vhost/listener.js';
+import { type ListenerIo, type SocketAccess, VhostUserListener, type Watcher } from './vhost/listener.js';
 import { TMEM_DEVICE_FEATURES, TMEM_PROTOCOL_FEATURES, TmemVm } from './vhost/tmem-backend.js';
 
 const PAGE = 4096n;
@@ -27,20 +30,41 @@ function nativeIo(): ListenerIo {
     sendMsg: (fd, buf, fds) => native.sendMsg(fd, buf, fds),
     close: (fd) => native.close(fd),
     adoptEventfd: (fd) => native.adoptEventfd(fd),
-    listenUnix: (path, backlog) => native.listenUnix(path, backlog),
+    listenUnix: (path, backlog, access) => native.listenUnix(path, backlog, access),
+    peerCredentials: (fd) => native.peerCredentials(fd),
     acceptConnection: (fd) => native.acceptConnection(fd),
     checkListeningUnixSocket: (fd) => native.checkListeningUnixSocket(fd),
   };
 }
 
-/** Someone accepts connections on this socket path (a stale socket file refuses them). */
+/**
+ * Some process listens on this socket path (else the file is a stale one).
+ * Asked of the kernel (sock_diag, native/sockdiag.ts), never by connecting:
+ * a connect would become the other daemon's guest for a moment, and a QEMU
+ * connecting then would be refused as a second guest.
+ */
 function socketInUse(path: string): boolean {
   try {
-    native.close(native.connectUnix(path));
-    return true;
-  } catch {
-    return false;
+    return native.unixPathHasListener(path);
+  } catch (e) {
+    throw new Error(`cannot tell whether a process listens on ${path} (${(e as Error).message}); remove it by hand if none does`);
   }
+}
+
+/** A VM's socket-mode/owner/group (or the --socket-* defaults) with names resolved; throws on an unknown user or group. */
+function socketAccess(vm: string, spec: SocketAccessSpec, defaults: SocketAccessSpec): SocketAccess {
+  const owner = spec.owner ?? defaults.owner;
+  const group = spec.group ?? defaults.group;
+  const uid = owner === null ? undefined : native.lookupUid(owner);
+  if (uid === null) throw new Error(`vm ${vm}: socket-owner '${owner}': no such user`);
+  const gid = group === null ? undefined : native.lookupGid(group);
+  if (gid === null) throw new Error(`vm ${vm}: socket-group '${group}': no such group`);
+  return { mode: spec.mode ?? defaults.mode ?? DEFAULT_SOCKET_MODE, uid, gid };
+}
+
+/** "mode 0660, owner 64055, group 993" for the listening line. */
+function describeAccess(a: SocketAccess): string {
+  return `mode 0${(a.mode ?? 0).toString(8)}${a.uid !== undefined ? `, owner ${a.uid}` : ''}${a.gid !== undefined ? `, group ${a.gid}` : ''}`;
 }
 
 class Daemon {
@@ -72,12 +96,18 @@ class Daemon {
       const io = nativeIo();
       for (const v of cfg.vms) {
         const where = v.socket ?? `fd=${v.fd}`;
-        const vm = new TmemVm({ name: v.name, maxmemBytes: v.maxmemBytes, shareGroup: v.shareGroup, where }, this.dp, { numQueues: cfg.queues, log });
-        const l = new VhostUserListener({ on: v.socket !== null ? { path: v.socket } : { fd: v.fd! }, backend: vm, io, watcher: w, log, inUse: socketInUse });
+        const lim = v.limits;
+        const vm = new TmemVm(
+          { name: v.name, maxmemBytes: v.maxmemBytes, shareGroup: v.shareGroup, where, maxRamBytes: lim.maxRamBytes, allowUnsealed: lim.allowUnsealed, tmemMaxBytes: lim.tmemMaxBytes, ramBytes: lim.ramBytes },
+          this.dp,
+          { numQueues: cfg.queues, log },
+        );
+        const access = v.socket !== null ? socketAccess(v.name, v.socketAccess, cfg.socketDefaults) : undefined;
+        const l = new VhostUserListener({ on: v.socket !== null ? { path: v.socket } : { fd: v.fd! }, backend: vm, io, watcher: w, log, inUse: socketInUse, access });
         l.start();
         this.vms.push(vm);
         this.listeners.push(l);
-        log.info(`vm ${v.name}: listening on ${where} (maxmem ${formatBytes(v.maxmemBytes)}${v.shareGroup ? `, share group ${v.shareGroup}` : ''})`);
+        log.info(`vm ${v.name}: listening on ${where} (maxmem ${formatBytes(v.maxmemBytes)}${v.shareGroup ? `, share group ${v.shareGroup}` : ''})${access ? ` with ${describeAccess(access)}` : ''}`);
       }
       if (cfg.control !== null) {
         const dp = this.dp;
@@ -90,10 +120,10 @@ class Daemon {
         try {
           await control.start();
         } catch (e) {
-          throw new Error(`cannot listen on the control socket ${cfg.control}: ${(e as Error).message}`);
+          throw new Error(`cannot listen on the control socket ${cfg.control}: ${folderProblem(cfg.control) ?? (e as Error).message}`);
         }
         this.control = control;
-        log.info(`control socket on ${cfg.control}`);
+        log.info(`control socket on ${cfg.control} (mode 0600; root${process.getuid?.() ? ` and uid ${process.getuid()}` : ''} only)`);
       }
     } catch (e) {
       await this.stop();
@@ -176,6 +206,14 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   const cfg = parsed.config;
   const log = createLogger(cfg.logLevel);
+  for (const w of cfg.warnings) log.warn(w);
+  setDebugGuardSink((m) => log.warn(m));
+  try {
+    assertNoInspector();
+  } catch (e) {
+    process.stderr.write(`tmemd: ${(e as Error).message}\n`);
+    return 1;
+  }
   // Last resort only: every message and request has its own try/catch. A bug
   // that still escapes is logged; dying would take every guest's QEMU down.
   process.on('uncaughtException', (e) => log.error(`BUG: uncaught exception (daemon continues): ${e.stack ?? e}`));
@@ -198,7 +236,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   process.on('SIGHUP', onSignal);
   try {
     await d.start();
+    // Again now that the event loop has turned: a SIGUSR1 during Node's own
+    // bootstrap, before debug-guard existed, may have opened the inspector since.
+    assertNoInspector();
   } catch (e) {
+    await d.stop();
     process.stderr.write(`tmemd: ${(e as Error).message}\n`);
     return 1;
   }

@@ -42,6 +42,14 @@ export const c = {
   epoll_create1: fn('int epoll_create1(int flags)'),
   epoll_ctl: fn('int epoll_ctl(int epfd, int op, int fd, void *event)'),
   epoll_wait: fn('int epoll_wait(int epfd, void *events, int maxevents, int timeout)'),
+  // Socket modes, owners and peers (native/socket.ts, native/sockdiag.ts, native/users.ts).
+  fchmod: fn('int fchmod(int fd, uint32_t mode)'),
+  send: fn('intptr_t send(int fd, void *buf, size_t len, int flags)'),
+  recv: fn('intptr_t recv(int fd, void *buf, size_t len, int flags)'),
+  getpwnam: fn('void *getpwnam(const char *name)'),
+  getgrnam: fn('void *getgrnam(const char *name)'),
+  // Guest RAM checks (native/memory.ts): the file system of an fd, and its seals (fcntl above).
+  fstatfs: fn('int fstatfs(int fd, void *buf)'),
 };
 
 /** errno of the last call made on this thread (or of the async call whose callback is running). */
@@ -71,12 +79,53 @@ export const MSG_CMSG_CLOEXEC = 0x40000000;
 /** The kernel's per-message limit on passed fds (SCM_MAX_FD). */
 export const SCM_MAX_FD = 253;
 
+// Socket modes, owners and peers (native/socket.ts, native/sockdiag.ts, native/users.ts).
+export const SO_PEERCRED = 17;
+/** struct ucred: pid@0 uid@4 gid@8. */
+export const UCRED_SIZE = 12;
+/** struct passwd (x86_64): pw_uid@16 pw_gid@20; struct group: gr_gid@16. */
+export const PASSWD_UID_OFFSET = 16;
+export const PASSWD_GID_OFFSET = 20;
+export const GROUP_GID_OFFSET = 16;
+export const AF_NETLINK = 16;
+export const SOCK_DGRAM = 2;
+export const NETLINK_SOCK_DIAG = 4;
+export const SOCK_DIAG_BY_FAMILY = 20;
+export const NLM_F_REQUEST = 0x1;
+export const NLM_F_DUMP = 0x300;
+export const NLMSG_ERROR = 2;
+export const NLMSG_DONE = 3;
+/** struct nlmsghdr: len@0 (u32) type@4 (u16) flags@6 (u16) seq@8 pid@12; 16 bytes. */
+export const NLMSGHDR_SIZE = 16;
+/** struct unix_diag_req: family@0 (u8) protocol@1 pad@2 states@4 ino@8 show@12 cookie@16 (2 x u32); 24 bytes. */
+export const UNIX_DIAG_REQ_SIZE = 24;
+/** struct unix_diag_msg: family@0 type@1 state@2 pad@3 ino@4 cookie@8; 16 bytes, then rtattrs. */
+export const UNIX_DIAG_MSG_SIZE = 16;
+export const UDIAG_SHOW_VFS = 0x2;
+/** rtattr type carrying struct unix_diag_vfs { u32 ino; u32 dev; } (dev in the kernel's encoding). */
+export const UNIX_DIAG_VFS = 1;
+/** The TCP_LISTEN state number, which AF_UNIX sockets use too. */
+export const TCP_LISTEN = 10;
+
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 1;
 /** (void *)-1 as koffi returns it. */
 export const MAP_FAILED = 0xffffffffffffffffn;
 export const MFD_CLOEXEC = 1;
+
+// Guest RAM checks (native/memory.ts): memfd seals and file system magics.
+export const MFD_ALLOW_SEALING = 2;
+export const F_ADD_SEALS = 1033;
+export const F_GET_SEALS = 1034;
+export const F_SEAL_SEAL = 0x1;
+export const F_SEAL_SHRINK = 0x2;
+export const F_SEAL_GROW = 0x4;
+/** f_type of tmpfs and shmem (memfd) files, and of hugetlbfs (memfd with MFD_HUGETLB too). */
+export const TMPFS_MAGIC = 0x01021994;
+export const HUGETLBFS_MAGIC = 0x958458f6;
+/** struct statfs (x86_64): f_type@0 (long), ...; 120 bytes. */
+export const STATFS_SIZE = 120;
 
 export const EFD_NONBLOCK = O_NONBLOCK;
 export const EFD_CLOEXEC = O_CLOEXEC;

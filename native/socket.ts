@@ -23,10 +23,13 @@ import {
   SOCK_CLOEXEC,
   SOCK_NONBLOCK,
   SOCK_STREAM,
+  SO_PEERCRED,
   SOCKADDR_UN_SIZE,
   SOL_SOCKET,
   SUN_PATH_MAX,
+  UCRED_SIZE,
 } from './libc.js';
+import { chmodSync, lchownSync, unlinkSync } from 'node:fs';
 import { check, EAGAIN, EINTR, ERRNO, SysError } from './errors.js';
 import { closeQuietly, setNonblockCloexec } from './fd.js';
 import { scratch, type Scratch } from './scratch.js';
@@ -49,19 +52,70 @@ function sockaddrUn(s: Scratch, path: string, syscall: string): number {
   return 2 + bytes.length + 1;
 }
 
-/** A listening AF_UNIX stream socket bound to `path` (NONBLOCK, CLOEXEC). Does not unlink an existing path. */
-export function listenUnix(path: string, backlog = 128): number {
+/** Who may connect to a socket path listenUnix creates. */
+export interface SocketAccess {
+  /** Permission bits (e.g. 0o600, 0o660); undefined: what the umask leaves of 0777 (the old behaviour). */
+  readonly mode?: number;
+  /** Owner and group (numeric; -1 or undefined: the daemon's). */
+  readonly uid?: number;
+  readonly gid?: number;
+}
+
+/**
+ * A listening AF_UNIX stream socket bound to `path` (NONBLOCK, CLOEXEC). Does
+ * not unlink an existing path.
+ *
+ * With `access`, the path never exists with more permission than asked, and
+ * nobody can connect before owner and mode are final:
+ * - Before bind, fchmod(2) on the socket: Linux's unix_bind creates the file
+ *   with the socket inode's mode minus the umask (net/unix/af_unix.c), so
+ *   the file appears with at most `mode` whatever the umask is. This is per
+ *   socket, so unlike umask(2) (process-wide, racing the worker thread and
+ *   libuv's threadpool) it is thread-safe, and unlike binding in a private
+ *   directory and renaming, `ss -xl` and /proc/net/unix show the real path.
+ * - After bind and before listen (until listen, connect is refused):
+ *   lchown to uid/gid, then chmod to `mode` exactly (giving back bits the
+ *   umask took; chmod after chown, which may clear set-id bits).
+ * The path's folder must be writable only by the daemon's user (as /run is):
+ * whoever can write there could replace the socket anyway.
+ */
+export function listenUnix(path: string, backlog = 128, access?: SocketAccess): number {
+  const mode = access?.mode;
+  if (mode !== undefined && (!Number.isInteger(mode) || mode < 0 || mode > 0o777)) throw new RangeError(`socket mode must be 0..0o777, not ${mode}`);
   const fd = check('socket', c.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), errno);
+  let bound = false;
   try {
+    if (mode !== undefined) check('fchmod', c.fchmod(fd, mode), errno, `socket for ${path}`);
     const s = scratch(SOCKADDR_UN_SIZE);
     const len = sockaddrUn(s, path, 'bind');
     check('bind', c.bind(fd, s.ptr, len), errno, path);
+    bound = true;
+    const uid = access?.uid ?? -1;
+    const gid = access?.gid ?? -1;
+    if (uid !== -1 || gid !== -1) lchownSync(path, uid, gid);
+    if (mode !== undefined) chmodSync(path, mode);
     check('listen', c.listen(fd, backlog), errno, path);
   } catch (e) {
     closeQuietly([fd]);
+    if (bound) {
+      try {
+        unlinkSync(path);
+      } catch {
+        /* gone already */
+      }
+    }
     throw e;
   }
   return fd;
+}
+
+/** The credentials of a connected AF_UNIX socket's peer (SO_PEERCRED: as of its connect). */
+export function peerCredentials(fd: number): { pid: number; uid: number; gid: number } {
+  const s = scratch(UCRED_SIZE + 4);
+  s.u8.fill(0, 0, UCRED_SIZE);
+  s.dv.setUint32(UCRED_SIZE, UCRED_SIZE, true);
+  check('getsockopt', c.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, s.ptr, s.ptr + BigInt(UCRED_SIZE)), errno, `SO_PEERCRED on fd ${fd}`);
+  return { pid: s.dv.getInt32(0, true), uid: s.dv.getUint32(4, true), gid: s.dv.getUint32(8, true) };
 }
 
 /** A connected AF_UNIX stream socket (blocking, CLOEXEC): the client side, for tests. */

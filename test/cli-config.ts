@@ -6,8 +6,14 @@ import { existsSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, DEFAULTS, MAX_CAPACITY_BYTES, formatSize, parseArgs, parseSize, parseVmSpec, type DaemonConfig } from '../host/config.js';
+import { ConfigError, DEFAULTS, HELP, MAX_CAPACITY_BYTES, MAX_CONFIG_BYTES, formatSize, parseArgs, parseSize, parseVmSpec, readConfigText, type DaemonConfig } from '../host/config.js';
+import { folderProblem, socketPathProblem } from '../host/control/client.js';
 import { MAX_CAPACITY_PAGES, TmemStore } from '../host/store/store.js';
+
+/** VM specs that give no socket-mode/owner/group (test/socket-modes.ts covers those). */
+const NO_SOCKET_ACCESS = { mode: null, owner: null, group: null };
+/** VM specs without max-ram/allow-unsealed/tmem-max/ram, as parseVmSpec gives them (max-ram filled in by parseArgs). */
+const NO_LIMITS = { maxRamBytes: null, allowUnsealed: false, tmemMaxBytes: null, ramBytes: 0n };
 
 const env = { TMEMD_CONTROL: '/tmp/ctl.sock' };
 /** The host's RAM as parseArgs sees it in these tests (not this machine's): 64T. */
@@ -36,6 +42,7 @@ const throwsConfig = (tt: Asserts, fn: () => unknown, re: RegExp, name: string) 
 const fails = (tt: Asserts, argv: string[], re: RegExp, files: Record<string, string> = {}, hostMem = HOST_MEM) => throwsConfig(tt, () => run(argv, files, hostMem), re, argv.join(' '));
 
 const VM = 'name=a,socket=/tmp/a.sock,maxmem=2G';
+const TMEMD_JS = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist/host/tmemd.js');
 
 t.test('sizes: plain bytes and binary units', (t) => {
   t.equal(parseSize('4096', 'x'), 4096n);
@@ -54,8 +61,8 @@ t.test('sizes: plain bytes and binary units', (t) => {
 });
 
 t.test('--vm specs', (t) => {
-  t.same(parseVmSpec('name=web1,socket=/run/web1.sock,maxmem=6G,share-group=g1'), { name: 'web1', socket: '/run/web1.sock', fd: null, maxmemBytes: 6n << 30n, shareGroup: 'g1' });
-  t.same(parseVmSpec('name=db,fd=5,maxmem=1024'), { name: 'db', socket: null, fd: 5, maxmemBytes: 1024n, shareGroup: null });
+  t.same(parseVmSpec('name=web1,socket=/run/web1.sock,maxmem=6G,share-group=g1'), { name: 'web1', socket: '/run/web1.sock', fd: null, maxmemBytes: 6n << 30n, shareGroup: 'g1', socketAccess: NO_SOCKET_ACCESS, limits: NO_LIMITS });
+  t.same(parseVmSpec('name=db,fd=5,maxmem=1024'), { name: 'db', socket: null, fd: 5, maxmemBytes: 1024n, shareGroup: null, socketAccess: NO_SOCKET_ACCESS, limits: NO_LIMITS });
   t.equal(parseVmSpec('name=x,socket=/tmp/a,,b.sock,maxmem=1G').socket, '/tmp/a,b.sock', ',, is a literal comma');
   const bad: [string, RegExp][] = [
     ['socket=/a,maxmem=1G', /name= is missing/],
@@ -110,9 +117,9 @@ t.test('every flag, both spellings', (t) => {
 
 t.test('QEMU backend program conventions: --socket-path / --fd', (t) => {
   const c = run(['--socket-path', '/tmp/x.sock']);
-  t.same(c.vms, [{ name: 'vm0', socket: '/tmp/x.sock', fd: null, maxmemBytes: 0n, shareGroup: null }]);
+  t.same(c.vms, [{ name: 'vm0', socket: '/tmp/x.sock', fd: null, maxmemBytes: 0n, shareGroup: null, socketAccess: NO_SOCKET_ACCESS, limits: { ...NO_LIMITS, maxRamBytes: HOST_MEM } }]);
   const d = run(['--fd', '3', '--name', 'web', '--maxmem', '4G']);
-  t.same(d.vms, [{ name: 'web', socket: null, fd: 3, maxmemBytes: 4n << 30n, shareGroup: null }]);
+  t.same(d.vms, [{ name: 'web', socket: null, fd: 3, maxmemBytes: 4n << 30n, shareGroup: null, socketAccess: NO_SOCKET_ACCESS, limits: { ...NO_LIMITS, maxRamBytes: HOST_MEM } }]);
   fails(t, ['--socket-path', '/a', '--fd', '3'], /mutually exclusive/);
   fails(t, ['--vm', VM, '--maxmem', '1G'], /go with --socket-path or --fd/);
   t.end();
@@ -169,7 +176,7 @@ t.test('config file', (t) => {
   });
   const c = run(['--config', 'f.json'], { 'f.json': file });
   t.equal(c.vms.length, 3);
-  t.same(c.vms[0], { name: 'web', socket: '/tmp/web.sock', fd: null, maxmemBytes: 4n << 30n, shareGroup: 'g' });
+  t.same(c.vms[0], { name: 'web', socket: '/tmp/web.sock', fd: null, maxmemBytes: 4n << 30n, shareGroup: 'g', socketAccess: NO_SOCKET_ACCESS, limits: { ...NO_LIMITS, maxRamBytes: HOST_MEM } });
   t.equal(c.vms[2]!.maxmemBytes, 4096n);
   t.equal(c.capacityBytes, 8n << 30n);
   t.equal(c.maxPools, 8);
@@ -188,7 +195,7 @@ t.test('config file', (t) => {
   fails(t, ['--config', 'f.json'], /top level must be a JSON object/, { 'f.json': '[]' });
   fails(t, ['--config', 'f.json'], /unknown key/, { 'f.json': '{"vms":[],"colour":1}' });
   fails(t, ['--config', 'f.json'], /vms: must be an array/, { 'f.json': '{"vms":{}}' });
-  fails(t, ['--config', 'f.json'], /vms\[0\]: unknown key 'ram'/, { 'f.json': '{"vms":[{"name":"a","socket":"/a","maxmem":"1G","ram":1}]}' });
+  fails(t, ['--config', 'f.json'], /vms\[0\]: unknown key 'colour'/, { 'f.json': '{"vms":[{"name":"a","socket":"/a","maxmem":"1G","colour":1}]}' });
   fails(t, ['--config', 'f.json'], /vms\[0\]: must be an object/, { 'f.json': '{"vms":[3]}' });
   fails(t, ['--config', 'f.json'], /maxmem= is missing/, { 'f.json': '{"vms":[{"name":"a","socket":"/a"}]}' });
   fails(t, ['--config', 'f.json'], /maxmem: -5 is not a whole number of bytes/, { 'f.json': '{"vms":[{"name":"a","socket":"/a","maxmem":-5}]}' });
@@ -242,5 +249,101 @@ t.test('tmemd: a capacity out of range is a config error (exit 2, one line), not
     t.notMatch(r.stderr, /worker/, 'not a worker failure');
     t.equal(r.stderr.trim().split('\n').length, 1, 'one line');
   }
+  t.end();
+});
+
+// ---- issue 13: VM limits, bounded config reads, messages that say what is wrong
+
+t.test('VM limits: max-ram, ram, tmem-max, allow-unsealed (flags and file); max-ram defaults to the host RAM', (t) => {
+  const s = parseVmSpec('name=a,socket=/a,maxmem=8G,max-ram=4G,ram=2G,tmem-max=1G,allow-unsealed=on');
+  t.same(s.limits, { maxRamBytes: 4n << 30n, allowUnsealed: true, tmemMaxBytes: 1n << 30n, ramBytes: 2n << 30n });
+  t.equal(parseVmSpec('name=a,socket=/a,maxmem=1G,allow-unsealed=off').limits.allowUnsealed, false);
+  const c = run(['--vm', VM]);
+  t.same(c.vms[0]!.limits, { ...NO_LIMITS, maxRamBytes: HOST_MEM }, 'defaults: max-ram = host RAM, no cap, no floor, sealed RAM only');
+  t.equal(run(['--vm', VM], {}, 16n << 30n).vms[0]!.limits.maxRamBytes, 16n << 30n, 'max-ram follows the host RAM given');
+  const f = run(['--config', 'f.json'], {
+    'f.json': JSON.stringify({ vms: [{ name: 'w', socket: '/w', maxmem: '4G', maxRam: '3G', ram: '1G', tmemMax: 1048576, allowUnsealed: true }, { name: 'k', socket: '/k', maxmem: '4G', 'max-ram': '2G', 'tmem-max': '64M', 'allow-unsealed': 'off' }] }),
+  });
+  t.same(f.vms[0]!.limits, { maxRamBytes: 3n << 30n, allowUnsealed: true, tmemMaxBytes: 1n << 20n, ramBytes: 1n << 30n }, 'file, camelCase');
+  t.same(f.vms[1]!.limits, { maxRamBytes: 2n << 30n, allowUnsealed: false, tmemMaxBytes: 64n << 20n, ramBytes: 0n }, 'file, kebab-case');
+  fails(t, ['--vm', `${VM},allow-unsealed=maybe`], /allow-unsealed: 'maybe' is neither on nor off/);
+  fails(t, ['--vm', `${VM},max-ram=100`], /max-ram is less than one 4K page/);
+  fails(t, ['--vm', `${VM},max-ram=1G,ram=2G`], /ram= \(2147483648 bytes\) is more than max-ram= \(1073741824 bytes\)/);
+  fails(t, ['--vm', `${VM},ram=2G`], /VM a: ram= \(2147483648 bytes\) is more than this host's RAM \(1G\); give max-ram= too/, {}, 1n << 30n);
+  fails(t, ['--vm', `${VM},tmem-max=lots`], /tmem-max: 'lots' is not a size/);
+  fails(t, ['--vm', `${VM},max-ram=1G,max-ram=2G`], /max-ram= given twice/);
+  fails(t, ['--config', 'f.json'], /vms\[0\] \(a\): tmem-max must be a size/, { 'f.json': '{"vms":[{"name":"a","socket":"/a","maxmem":"1G","tmemMax":true}]}' });
+  t.end();
+});
+
+t.test('capacity above the memory available now: a warning (not an error), MemAvailable read from /proc/meminfo', (t) => {
+  const parse = (argv: string[], avail: bigint | null) => {
+    const r = parseArgs(argv, env, () => '', 16n << 30n, avail);
+    if (r.kind !== 'run') throw new Error(r.kind);
+    return r.config;
+  };
+  t.same(parse(['--vm', VM, '--capacity', '4G'], 8n << 30n).warnings, [], 'below MemAvailable: no warning');
+  const w = parse(['--vm', VM, '--capacity', '12G'], 8n << 30n).warnings;
+  t.equal(w.length, 1);
+  t.match(w[0], /^--capacity: 12G is more than the memory available now \(MemAvailable 8G of 16G\): once tmem fills up, the host may run out of memory \(OOM killer\)/);
+  t.match(parse(['--vm', VM], 512n << 20n).warnings[0], /^the default capacity: 1G is more than the memory available now/, 'the default capacity too');
+  t.same(parse(['--vm', VM, '--capacity', '12G'], null).warnings, [], 'no MemAvailable: nothing to compare');
+  fails(t, ['--vm', VM, '--capacity', '17G'], /more than this host's total RAM/, {}, 16n << 30n);
+  const real = parseArgs(['--vm', VM], env);
+  t.ok(real.kind === 'run' && Array.isArray(real.config.warnings), 'this machine: MemAvailable read without error');
+  t.end();
+});
+
+t.test('config files are read with a size limit: devices, pipes, folders and huge files are refused in one line', async (t) => {
+  const { mkdtempSync, mkdirSync, rmSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'tmemd-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const real = (argv: string[], re: RegExp, name: string) => throwsConfig(t, () => parseArgs(argv, env), re, name);
+  real(['--config', '/dev/zero'], /^--config \/dev\/zero: not a regular file \(a character device\)$/, '/dev/zero');
+  const fifo = join(dir, 'fifo');
+  t.equal(spawnSync('mkfifo', [fifo]).status, 0, 'mkfifo');
+  real(['--config', fifo], /not a regular file \(a pipe\)/, 'a FIFO with no writer: refused, not a hang');
+  mkdirSync(join(dir, 'd'));
+  real(['--config', join(dir, 'd')], /not a regular file \(a folder\)/, 'a folder');
+  const big = join(dir, 'big.json');
+  writeFileSync(big, `{"vms":[],"x":"${'a'.repeat(MAX_CONFIG_BYTES)}"}`);
+  real(['--config', big], /big\.json: \d+ bytes, more than a config file may have \(1048576\)/, 'over 1 MiB');
+  real(['--config', join(dir, 'absent.json')], /cannot read: ENOENT/, 'absent');
+  const ok = join(dir, 'ok.json');
+  writeFileSync(ok, JSON.stringify({ vms: [VM], queues: 3 }));
+  const r = parseArgs(['--config', ok], env);
+  t.ok(r.kind === 'run' && r.config.queues === 3, 'a real small file is read');
+  t.equal(readConfigText(ok), JSON.stringify({ vms: [VM], queues: 3 }));
+  const d = spawnSync(process.execPath, [TMEMD_JS, '--config', '/dev/zero'], { encoding: 'utf8', timeout: 30_000 });
+  t.equal(d.status, 2, 'tmemd --config /dev/zero: exit 2 (was 134, std::bad_alloc)');
+  t.match(d.stderr, /^tmemd: --config \/dev\/zero: not a regular file \(a character device\) \(see tmemd --help\)\n$/);
+  t.end();
+});
+
+t.test('messages: SIGHUP in the help; a control path in a missing folder; tmemctl against a regular file', async (t) => {
+  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  t.match(HELP, /stops on SIGTERM, SIGINT or SIGHUP/);
+  t.match(HELP, /0 after SIGTERM\/SIGINT\/SIGHUP/);
+  const dir = mkdtempSync(join(tmpdir(), 'tmemd-msg-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const missing = join(dir, 'no', 'such', 'ctl.sock');
+  const d = spawnSync(process.execPath, [TMEMD_JS, '--vm', `name=a,socket=${join(dir, 'a.sock')},maxmem=1G`, '--capacity', '16M', '--control', missing], { encoding: 'utf8', timeout: 30_000 });
+  t.equal(d.status, 1);
+  t.match(d.stderr, new RegExp(`cannot listen on the control socket .*ctl\\.sock: the folder ${dir}/no/such does not exist`));
+  t.notMatch(d.stderr, /EACCES/);
+  const ctl = join(dirname(TMEMD_JS), 'tmemctl.js');
+  const a = spawnSync(process.execPath, [ctl, '--control', missing, 'stats'], { encoding: 'utf8', timeout: 30_000 });
+  t.equal(a.status, 1);
+  t.match(a.stderr, /cannot reach tmemd on .*ctl\.sock: the folder .*\/no\/such does not exist/);
+  const reg = join(dir, 'regular');
+  writeFileSync(reg, 'x');
+  const b = spawnSync(process.execPath, [ctl, '--control', reg, 'stats'], { encoding: 'utf8', timeout: 30_000 });
+  t.equal(b.status, 1);
+  t.match(b.stderr, /cannot reach tmemd on .*regular: .*regular is not a socket \(it is a regular file\)/);
+  t.notMatch(b.stderr, /not running/);
+  t.equal(socketPathProblem(join(dir, 'absent.sock')), null, 'an absent socket in a folder that exists: the usual "no such socket"');
+  t.equal(folderProblem(reg + '/x'), `${reg} is not a folder`);
   t.end();
 });

@@ -1,9 +1,11 @@
 // The data plane's engine in-process, with fake OS functions and ArrayBuffer
 // guest RAM: ring lifecycle as QEMU drives it, scan on enable, ring order,
-// notifications, broken rings isolated, unanswerable chains, guest removal.
+// notifications, broken rings isolated, unanswerable chains, guest removal,
+// and the budget rule (fairness between guests and between a guest's queues),
+// checked by counting work, never by timing it.
 import t from 'tap';
 import { TMEM_OP_GET_PAGE, TMEM_OP_NEW_POOL, TMEM_OP_PUT_PAGE, TMEM_POOL_PERSIST, TMEM_S_OK } from '../shared/abi.js';
-import { Engine, type EngineOs, type OsMapping } from '../host/dataplane/engine.js';
+import { Engine, type EngineOs, type OsMapping, PENALTY, TURN_UNITS } from '../host/dataplane/engine.js';
 import { COUNTER_INDEX, COUNTER_NAMES } from '../host/dataplane/commands.js';
 import { INFO_LAYOUT } from '../host/dataplane/info-layout.js';
 import { FakeStore } from './device-fake-store.js';
@@ -49,14 +51,14 @@ function setup(opts: { poll?: boolean; features?: bigint; num?: number } = {}) {
   const logs: string[] = [];
   const counters = new Float64Array(COUNTER_NAMES.length);
   const e = new Engine(store, os, (l, m) => logs.push(`${l}: ${m}`), counters, INFO_LAYOUT, opts.poll ?? false);
-  const vm = (name: string, queues = 1) => {
+  const vm = (name: string, queues = 1, num = opts.num ?? 16) => {
     const g = new FakeGuest(2 << 20);
     const memFd = nextFd++;
     os.files.set(memFd, g.ram);
     const id = e.addGuest(name, 1n << 30n, null, queues);
     e.setFeatures(id, opts.features ?? VERSION_1);
     e.setMemTable(id, [{ fd: memFd, guestPhysAddr: 0n, size: BigInt(g.ram.length), userspaceAddr: BigInt(UVA), mmapOffset: 0n }]);
-    const rings = Array.from({ length: queues }, () => new DriverRing(g, opts.num ?? 16));
+    const rings = Array.from({ length: queues }, () => new DriverRing(g, num));
     const fds = rings.map(() => ({ kick: nextFd++, call: nextFd++, err: nextFd++ }));
     const start = (q: number, base = 0) => {
       const r = rings[q]!;
@@ -308,4 +310,183 @@ t.test('the store hears the guest\'s RAM size from its memory table', async (t) 
   const { e, store, vm } = setup();
   const v = vm('a');
   t.equal(store.guests.get(e.guests.get(v.id)!.storeGuest)!.ramPages, (2 << 20) / 4096);
+});
+
+// ------------------------------------------------------------ the budget rule
+
+/** A PUT chain of 3 descriptors costs 3 + ceil((4144 + 16) / 256) = 20 units. */
+const PUT_UNITS = 20;
+
+type Vm = ReturnType<ReturnType<typeof setup>['vm']>;
+
+/**
+ * Fills every entry of a queue's avail ring with one head (a hostile guest may
+ * post a head again before it is used): a chain of the whole queue size
+ * (1024) of 4-byte readable descriptors, no writable byte, which the device
+ * cannot answer; or a valid PUT whose page is split over 1021 descriptors
+ * (1023 in all). Returns the chain's length in descriptors.
+ */
+function flood(v: Vm, q: number, kind: 'malformed' | 'split-put'): number {
+  const r = v.rings[q]!;
+  const buf = v.g.alloc(4096, 4096);
+  let descs: { addr: number; len: number; flags?: number }[];
+  if (kind === 'malformed') descs = Array.from({ length: r.num }, (_, i) => ({ addr: buf + 4 * (i % 1024), len: 4 }));
+  else {
+    v.g.write(buf, pattern(q));
+    descs = [{ addr: v.g.put(reqHeader({ op: TMEM_OP_PUT_PAGE, pool: 0, index: 1000 + q })), len: 48 }];
+    for (let i = 0; i < 1020; i++) descs.push({ addr: buf + 4 * i, len: 4 });
+    descs.push({ addr: buf + 4080, len: 16 });
+    descs.push({ addr: v.g.alloc(16), len: 16, flags: F_WRITE });
+  }
+  const head = r.chain(descs);
+  while (((r.availIdx - r.usedIdx()) & 0xffff) < r.num) r.publish(head);
+  return descs.length;
+}
+
+/** Chains a guest's queues have completed so far. */
+function completed(e: Engine, v: Vm): number {
+  return e.guests.get(v.id)!.queues.reduce((n, q) => n + q.completed, 0);
+}
+
+/** A persistent pool 0 for the guest, made on its queue 0. */
+function pool0(e: Engine, v: Vm): void {
+  const p = v.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(TMEM_POOL_PERSIST));
+  while (v.rings[0]!.usedIdx() === 0) e.pass(true);
+  v.rings[0]!.takeUsed();
+  if (readResp(v.g, p.resp).status !== TMEM_S_OK) throw new Error('NEW_POOL failed');
+}
+
+for (const mode of ['poll', 'notify'] as const) {
+  for (const kind of ['malformed', 'split-put'] as const) {
+    t.test(`${mode} mode: one request of a guest waits for at most one turn (${TURN_UNITS} units + one chain) of a guest flooding 4 queues with ${kind} chains of the queue size`, async (t) => {
+      const { e, os, store, vm } = setup({ poll: mode === 'poll' });
+      const noisy = vm('noisy', 4, 1024); // first in turn order: the quiet request is served after it
+      const quiet = vm('quiet');
+      for (let q = 0; q < 4; q++) noisy.start(q);
+      quiet.start(0);
+      e.pass(true);
+      pool0(e, noisy);
+      pool0(e, quiet);
+      let len = 0;
+      for (let q = 0; q < 4; q++) len = flood(noisy, q, kind);
+      const qg = e.guests.get(quiet.id)!.storeGuest;
+      let noisyDescsBefore = -1;
+      const put = store.putPage.bind(store);
+      store.putPage = (g, ...rest) => {
+        if (g === qg) noisyDescsBefore = completed(e, noisy) * len;
+        return put(g, ...rest);
+      };
+      const before = completed(e, noisy);
+      const req = quiet.post(0, reqHeader({ op: TMEM_OP_PUT_PAGE, pool: 0, index: 1 }), pattern(1));
+      if (mode === 'notify') {
+        for (let q = 0; q < 4; q++) os.eventfdWrite(noisy.fds[q]!.kick);
+        os.eventfdWrite(quiet.fds[0]!.kick);
+        for (let q = 0; q < 4; q++) e.kicked(e.guests.get(noisy.id)!.queues[q]!);
+        e.kicked(e.guests.get(quiet.id)!.queues[0]!);
+      }
+      e.pass(mode === 'poll');
+      t.same(quiet.rings[0]!.takeUsed(), [{ id: req.head, len: 16 }], 'the quiet request is completed in the first pass');
+      t.equal(readResp(quiet.g, req.resp).status, TMEM_S_OK);
+      const walked = (completed(e, noisy) - before) * len;
+      t.ok(walked >= len, `the noisy guest was served too (${walked} descriptors)`);
+      t.ok(noisyDescsBefore >= 0 && noisyDescsBefore - before * len <= TURN_UNITS + len, `noisy descriptors walked before the quiet request: ${noisyDescsBefore - before * len} <= ${TURN_UNITS} + ${len}`);
+      t.ok(e.deferred, 'the noisy guest has work left for the next pass');
+      if (mode === 'notify') t.ok(e.guests.get(noisy.id)!.queues.some((q) => q.scan), 'a noisy queue cut short stays marked for the next pass');
+    });
+  }
+}
+
+t.test(`the penalty: a guest whose chains the device refuses gets 1/${PENALTY} of the descriptor walks of a guest sending valid chains as long`, async (t) => {
+  const { e, vm } = setup({ poll: true });
+  const bad = vm('bad', 1, 1024);
+  const good = vm('good', 1, 1024);
+  bad.start(0);
+  good.start(0);
+  pool0(e, good);
+  const badLen = flood(bad, 0, 'malformed');
+  const goodLen = flood(good, 0, 'split-put');
+  const passes = 256; // fewer chains than a 1024-entry ring holds
+  for (let i = 0; i < passes; i++) e.pass(true);
+  const badChains = completed(e, bad);
+  const goodChains = completed(e, good) - 1;
+  // In the long run a guest spends TURN_UNITS a pass: a refused chain costs
+  // PENALTY x 1024 units, the valid one 1023 + 17 (its page, 4160 bytes).
+  const badWant = (passes * TURN_UNITS) / (PENALTY * badLen);
+  const goodWant = (passes * TURN_UNITS) / (goodLen + 17);
+  t.ok(Math.abs(badChains - badWant) <= 1, `refused chains: ${badChains}, about ${badWant}`);
+  t.ok(Math.abs(goodChains - goodWant) <= 1, `valid chains: ${goodChains}, about ${goodWant.toFixed(1)}`);
+  const ratio = (goodChains * goodLen) / (badChains * badLen);
+  t.ok(ratio > PENALTY * 0.9 && ratio < PENALTY * 1.1, `descriptors walked, valid / refused: ${ratio.toFixed(2)}`);
+  t.equal(e.guests.get(bad.id)!.penalized, badChains);
+  t.equal(e.guests.get(good.id)!.penalized, 0);
+});
+
+t.test('a turn holds about TURN_UNITS of work: ordinary PUTs are served a turn at a time, in ring order, none left behind (notify mode)', async (t) => {
+  const { e, os, vm } = setup({ num: 256 });
+  const v = vm('a');
+  v.start(0);
+  e.pass(false);
+  pool0(e, v);
+  const heads: number[] = [];
+  for (let i = 0; i < 80; i++) heads.push(v.post(0, reqHeader({ op: TMEM_OP_PUT_PAGE, pool: 0, index: i }), pattern(i)).head);
+  const q = e.guests.get(v.id)!.queues[0]!;
+  os.eventfdWrite(v.fds[0]!.kick);
+  e.kicked(q);
+  const perTurn = Math.ceil(TURN_UNITS / PUT_UNITS);
+  t.equal(e.pass(false), perTurn, `${perTurn} PUTs of ${PUT_UNITS} units in the first turn`);
+  t.ok(q.scan && e.deferred, 'the queue stays marked: no kick will come for the rest');
+  let served = perTurn;
+  let passes = 1;
+  while (q.scan) {
+    served += e.pass(false);
+    passes++;
+  }
+  t.equal(served, 80, 'the rest in the next passes, without a kick');
+  t.ok(passes >= 80 / perTurn && passes <= 80 / perTurn + 2, `${passes} passes`);
+  t.notOk(e.deferred);
+  t.same(
+    v.rings[0]!.takeUsed().map((u) => u.id),
+    heads,
+    'ring order',
+  );
+});
+
+t.test("round robin between a guest's queues: a full queue does not keep its sibling queues waiting", async (t) => {
+  const { e, vm } = setup({ poll: true, num: 256 });
+  const v = vm('a', 4);
+  for (let q = 0; q < 4; q++) v.start(q);
+  pool0(e, v);
+  for (let q = 0; q < 4; q++) for (let i = 0; i < 60; i++) v.post(q, reqHeader({ op: TMEM_OP_PUT_PAGE, pool: 0, index: 1000 * q + i }), pattern(i));
+  const qs = e.guests.get(v.id)!.queues;
+  const base = qs.map((q) => q.completed);
+  for (let p = 0; p < 4; p++) e.pass(true);
+  qs.forEach((q, i) => t.ok(q.completed - base[i]! > 0, `queue ${i} served within 4 passes (${q.completed - base[i]!} chains)`));
+  while (e.pass(true) > 0);
+  t.same(qs.map((q, i) => q.completed - base[i]!), [60, 60, 60, 60], 'every request completed');
+});
+
+t.test('notify mode: a guest sitting out its debt loses no request: its queue stays marked and every chain is served without another kick', async (t) => {
+  const { e, os, vm } = setup();
+  const v = vm('a', 1, 256);
+  v.start(0);
+  e.pass(false);
+  const len = flood(v, 0, 'malformed'); // 256 refused chains of 256 descriptors: 1,024 units each, 4 turns
+  const q = e.guests.get(v.id)!.queues[0]!;
+  os.eventfdWrite(v.fds[0]!.kick);
+  e.kicked(q);
+  let passes = 0;
+  let sat = 0;
+  while (q.scan && passes < 100000) {
+    const before = q.completed;
+    e.pass(false);
+    if (q.completed === before) sat++;
+    passes++;
+  }
+  const sitOut = (PENALTY * len) / TURN_UNITS - 1;
+  t.equal(sitOut, 3, 'each chain costs four turns');
+  t.equal(q.completed, 256, `all 256 chains served, in ${passes} passes`);
+  t.equal(v.rings[0]!.takeUsed().length, 256);
+  t.ok(sat >= 255 * sitOut, `${sat} passes sat out repaying debt (at least ${255 * sitOut})`);
+  t.equal(os.counts.get(v.fds[0]!.kick), 0n, 'one kick, consumed; none needed since');
+  t.notOk(e.deferred || q.scan, 'done: kicks re-enabled, nothing marked');
 });

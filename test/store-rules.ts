@@ -506,3 +506,94 @@ t.test('statistics: per guest and per pool counters, host-wide free / ephemeral 
   t.match((st.guests[0]!.pools as unknown[])[1], { id: 1, persistent: true, puts: 3, putsNoSpace: 1, persistentPeak: 2 });
   t.doesNotThrow(() => JSON.stringify(st));
 });
+
+// ---- host limits (docs/ABI-host-limits.md): RAM floor and per-VM cap (tmem-max)
+
+function infoOf(s: TmemStore, g: number): Float64Array {
+  const out = new Float64Array(INFO_LENGTH);
+  s.info(g, out);
+  return out;
+}
+
+t.test('RAM floor: the persistent limit is maxmem - max(declared RAM, reported RAM); a guest reporting 1 MiB gains nothing', async (t) => {
+  const s = new TmemStore({ capacityPages: 1024, maxPoolsPerGuest: 4 });
+  const g = s.addGuest({ name: 'liar', maxmemPages: 1000, ramPages: 0, shareGroup: null, ramFloorPages: 800 });
+  s.setGuestRam(g, 256); // the front-end reports 1 MiB of RAM
+  t.equal(infoOf(s, g)[INFO_PERSISTENT_LIMIT_PAGES], 200, 'maxmem 1000 - floor 800, not 1000 - 256');
+  s.setGuestRam(g, 900); // more than the floor: the reported RAM counts
+  t.equal(infoOf(s, g)[INFO_PERSISTENT_LIMIT_PAGES], 100, 'maxmem 1000 - reported 900');
+  const p = s.newPool(g, PERSIST, 4096, NO_UUID, 0, false);
+  for (let i = 0; i < 100; i++) t.equal(s.putPage(g, p, oid(1), i, page(i), 0), TMEM_S_OK);
+  t.equal(s.putPage(g, p, oid(1), 100, page(1), 0), TMEM_S_NOSPACE, 'the 101st persistent page is NOSPACE');
+  const free = s.addGuest({ name: 'nofloor', maxmemPages: 1000, ramPages: 256, shareGroup: null });
+  t.equal(infoOf(s, free)[INFO_PERSISTENT_LIMIT_PAGES], 744, 'without a floor: maxmem - reported RAM, as before');
+});
+
+t.test('cap (tmem-max): the persistent limit is at most the cap; persistent + private ephemeral never exceed it', async (t) => {
+  const s = new TmemStore({ capacityPages: 1024, maxPoolsPerGuest: 4 });
+  const g = s.addGuest({ name: 'capped', maxmemPages: 100000, ramPages: 256, shareGroup: null, capPages: 50 });
+  t.equal(infoOf(s, g)[INFO_PERSISTENT_LIMIT_PAGES], 50, 'min(maxmem - RAM, cap)');
+  const pp = s.newPool(g, PERSIST, 4096, NO_UUID, 0, false);
+  const ep = s.newPool(g, EPH, 4096, NO_UUID, 0, false);
+  for (let i = 0; i < 30; i++) t.equal(s.putPage(g, ep, oid(2), i, page(i), 0), TMEM_S_OK);
+  for (let i = 0; i < 20; i++) t.equal(s.putPage(g, pp, oid(1), i, page(100 + i), 0), TMEM_S_OK);
+  t.equal(infoOf(s, g)[INFO_EPHEMERAL_PAGES] + infoOf(s, g)[INFO_PERSISTENT_PAGES], 50, 'at the cap');
+  // a persistent PUT at the cap evicts the guest's own oldest ephemeral page
+  t.equal(s.putPage(g, pp, oid(1), 20, page(120), 0), TMEM_S_OK);
+  t.same(get(s, g, ep, oid(2), 0), [TMEM_S_MISS, -1], 'its oldest ephemeral page made room');
+  t.equal(infoOf(s, g)[INFO_EPHEMERAL_PAGES], 29);
+  // an ephemeral PUT at the cap evicts its own oldest too (index 1 now)
+  t.equal(s.putPage(g, ep, oid(3), 0, page(33), 0), TMEM_S_OK);
+  t.same(get(s, g, ep, oid(2), 1), [TMEM_S_MISS, -1], 'oldest own ephemeral page evicted');
+  t.same(get(s, g, ep, oid(2), 2), [TMEM_S_OK, 2], 'the next one is still there (and goes with this exclusive GET)');
+  const st = s.stats() as { guests: { persistentPages: number; ephemeralPages: number; evictions: number; capPages: number }[] };
+  t.ok(st.guests[0]!.persistentPages + st.guests[0]!.ephemeralPages <= 50, 'never above the cap');
+  t.equal(st.guests[0]!.evictions, 2, 'both counted as evictions');
+  t.equal(infoOf(s, g)[INFO_EPHEMERAL_PAGES] + infoOf(s, g)[INFO_PERSISTENT_PAGES], 49, 'one below the cap after the GET');
+  t.equal(st.guests[0]!.capPages, 50);
+  // only persistent pages: at the persistent limit (= cap) NOSPACE, nothing else is touched
+  for (let i = 21; ; i++) {
+    const r = s.putPage(g, pp, oid(1), i, page(i), 0);
+    if (r !== TMEM_S_OK) {
+      t.equal(r, TMEM_S_NOSPACE, 'persistent pages stop at the cap');
+      break;
+    }
+  }
+  t.equal(infoOf(s, g)[INFO_PERSISTENT_PAGES], 50);
+  t.equal(infoOf(s, g)[INFO_EPHEMERAL_PAGES], 0, 'its ephemeral pages made way for its persistent ones');
+});
+
+t.test('cap: one capped VM cannot take the host capacity from another; others evict only through the host LRU', async (t) => {
+  const s = new TmemStore({ capacityPages: 100, maxPoolsPerGuest: 4 });
+  const hog = s.addGuest({ name: 'hog', maxmemPages: 1_000_000, ramPages: 256, shareGroup: null, capPages: 40 });
+  const other = s.addGuest({ name: 'other', maxmemPages: 1_000_000, ramPages: 256, shareGroup: null });
+  const hp = s.newPool(hog, PERSIST, 4096, NO_UUID, 0, false);
+  const he = s.newPool(hog, EPH, 4096, NO_UUID, 0, false);
+  let ok = 0;
+  for (let i = 0; i < 500; i++) if (s.putPage(hog, i % 2 ? hp : he, oid(i % 2), i, page(i), 0) === TMEM_S_OK) ok++;
+  const h = s.stats() as { freePages: number; guests: { name: string; persistentPages: number; ephemeralPages: number }[] };
+  const hg = h.guests.find((x) => x.name === 'hog')!;
+  t.ok(hg.persistentPages + hg.ephemeralPages <= 40, `hog holds ${hg.persistentPages + hg.ephemeralPages} pages (cap 40) after ${ok} accepted PUTs`);
+  t.ok(h.freePages >= 60, 'the rest of the capacity is free for others');
+  const op = s.newPool(other, PERSIST, 4096, NO_UUID, 0, false);
+  for (let i = 0; i < 60; i++) t.equal(s.putPage(other, op, oid(9), i, page(i), 0), TMEM_S_OK, `other's persistent page ${i}`);
+  const after = s.stats() as { guests: { name: string; persistentPages: number }[] };
+  t.equal(after.guests.find((x) => x.name === 'hog')!.persistentPages, hg.persistentPages, "the hog's persistent pages are untouched");
+});
+
+t.test('cap with removal and flush: pages of a capped guest leave its own list too (no stale entries)', async (t) => {
+  const s = new TmemStore({ capacityPages: 64, maxPoolsPerGuest: 4 });
+  const g = s.addGuest({ name: 'c', maxmemPages: 10000, ramPages: 0, shareGroup: null, capPages: 8 });
+  const ep = s.newPool(g, EPH, 4096, NO_UUID, 0, false);
+  for (let i = 0; i < 8; i++) s.putPage(g, ep, oid(1), i, page(i), 0);
+  t.same(get(s, g, ep, oid(1), 3), [TMEM_S_OK, 3], 'exclusive GET removes the page');
+  s.flushPage(g, ep, oid(1), 4);
+  s.flushGuest(g);
+  t.equal(s.reclaimStep(1000), 0);
+  for (let i = 0; i < 20; i++) t.equal(s.putPage(g, ep, oid(2), i, page(i), 0), TMEM_S_OK);
+  t.equal(infoOf(s, g)[INFO_EPHEMERAL_PAGES], 8, 'held at the cap');
+  for (let i = 12; i < 20; i++) t.same(get(s, g, ep, oid(2), i), [TMEM_S_OK, i], `newest page ${i} kept`);
+  s.removeGuest(g);
+  t.equal(s.reclaimStep(1000), 0, 'removal frees everything');
+  t.equal((s.stats() as { freePages: number }).freePages, 64);
+});

@@ -11,9 +11,16 @@
 //   anything wrong                                -> {"ok": false, "error": "one line"}
 //
 // Requests are answered at once on the event loop; none waits on slow work.
-import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
+//
+// freeze/flush are the operator's: the socket file is 0600 from the moment it
+// exists (native listenUnix sets the mode before bind; Node's listen(path)
+// would create it with the umask's mode and leave a window before any chmod),
+// and a client whose SO_PEERCRED uid is neither root nor the daemon's is
+// dropped with a (rate-limited) log line, whatever the file's mode says.
+import { lstatSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
-import type { Logger } from '../log.js';
+import * as native from '../../native/index.js';
+import { type Logger, rateLimited } from '../log.js';
 import { removeStaleSocket } from '../vhost/listener.js';
 import type { TmemVm } from '../vhost/tmem-backend.js';
 
@@ -121,46 +128,95 @@ function encode(v: unknown): string {
   return JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? x.toString() : x));
 }
 
+/** The OS calls of the control socket (native/ in the daemon; tests may replace them). */
+export interface ControlSocketOs {
+  /** A listening socket at path, mode 0600 from the start. */
+  listen(path: string): number;
+  /** The connected peer's uid (SO_PEERCRED) and pid. */
+  peer(fd: number): { uid: number; pid: number };
+  /** The uid besides root whose clients are served: the daemon's. */
+  readonly ownUid: number;
+}
+
+const nativeOs: ControlSocketOs = {
+  listen: (path) => native.listenUnix(path, 128, { mode: 0o600 }),
+  peer: (fd) => native.peerCredentials(fd),
+  ownUid: process.getuid?.() ?? 0,
+};
+
 export class ControlServer {
   private server: Server | null = null;
   private readonly clients = new Set<Socket>();
   private created: { dev: number; ino: number } | null = null;
+  private readonly log: Logger;
+  /** Clients dropped for their credentials (tests, stats). */
+  refused = 0;
 
   constructor(
     readonly path: string,
     private readonly ctx: ControlContext,
-    /** Whether a process listens on the path already (then it is not replaced). */
+    /** Whether a process listens on the path already (then it is not replaced); must not connect. */
     private readonly inUse?: (path: string) => boolean,
-  ) {}
+    private readonly os: ControlSocketOs = nativeOs,
+  ) {
+    this.log = rateLimited(ctx.log, 'control socket');
+  }
 
   /** Listens on the path (a stale socket file is replaced; anything else is an error). */
   async start(): Promise<void> {
     removeStaleSocket(this.path, this.inUse);
-    const server = createServer((s) => this.onClient(s));
-    await new Promise<void>((res, rej) => {
-      server.once('error', rej);
-      server.listen(this.path, () => {
-        server.off('error', rej);
-        res();
-      });
-    });
-    server.on('error', (e) => this.ctx.log.error(`control socket ${this.path}: ${e.message}`));
-    this.server = server;
-    // freeze/flush are the operator's: owner only (root, usually).
-    try {
-      chmodSync(this.path, 0o600);
-    } catch (e) {
-      this.ctx.log.warn(`control socket ${this.path}: chmod 600 failed: ${(e as Error).message}`);
-    }
+    const fd = this.os.listen(this.path);
     try {
       const st = lstatSync(this.path);
       this.created = { dev: st.dev, ino: st.ino };
     } catch {
       /* ignore */
     }
+    const server = createServer((s) => this.onClient(s));
+    try {
+      await new Promise<void>((res, rej) => {
+        server.once('error', rej);
+        server.listen({ fd }, () => {
+          server.off('error', rej);
+          res();
+        });
+      });
+    } catch (e) {
+      try {
+        native.close(fd);
+      } catch {
+        /* libuv may have taken it */
+      }
+      this.removeFile();
+      throw e;
+    }
+    server.on('error', (e) => this.ctx.log.error(`control socket ${this.path}: ${e.message}`));
+    this.server = server;
+  }
+
+  /** Root and the daemon's own user only; anyone else is dropped before a byte is read. */
+  private admitted(s: Socket): boolean {
+    const fd = (s as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    let who = 'a client whose credentials cannot be read';
+    if (typeof fd === 'number' && fd >= 0) {
+      try {
+        const p = this.os.peer(fd);
+        if (p.uid === 0 || p.uid === this.os.ownUid) return true;
+        who = `pid ${p.pid} uid ${p.uid}`;
+      } catch (e) {
+        who += ` (${(e as Error).message})`;
+      }
+    }
+    this.refused++;
+    this.log.warn(`control socket ${this.path}: refused ${who}: only root${this.os.ownUid !== 0 ? ` and uid ${this.os.ownUid}` : ''} may use it`);
+    return false;
   }
 
   private onClient(s: Socket): void {
+    if (!this.admitted(s)) {
+      s.destroy();
+      return;
+    }
     this.clients.add(s);
     let buf = '';
     // A client that sends requests and does not read the replies must not
@@ -213,6 +269,11 @@ export class ControlServer {
     for (const c of this.clients) c.destroy();
     this.clients.clear();
     if (server) await new Promise<void>((res) => server.close(() => res()));
+    this.removeFile();
+  }
+
+  /** Removes the socket file if it is still the one we created. */
+  private removeFile(): void {
     if (this.created) {
       try {
         const st = lstatSync(this.path);

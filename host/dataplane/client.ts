@@ -46,9 +46,12 @@ import {
 } from './commands.js';
 
 export class DataPlaneError extends Error {
-  constructor(msg: string) {
+  /** The worker answered (with this error); false: it was not reached or did not answer in time. */
+  readonly answered: boolean;
+  constructor(msg: string, answered = false) {
     super(msg);
     this.name = 'DataPlaneError';
+    this.answered = answered;
   }
 }
 
@@ -84,7 +87,26 @@ export interface AddGuestOptions {
   readonly maxmemBytes: bigint;
   readonly shareGroup: string | null;
   readonly numQueues: number;
+  /** Most guest RAM (sum of the mem table's regions) accepted; larger tables are refused (default: no bound). */
+  readonly maxRamBytes?: bigint;
+  /** Accept guest RAM files not sealed against shrinking (a tmpfs or hugetlbfs file); default false. */
+  readonly allowUnsealed?: boolean;
+  /** Most tmem pages (both kinds) the guest may hold, in bytes; null/undefined: no cap but the host's capacity. */
+  readonly tmemMaxBytes?: bigint | null;
+  /** RAM the maxmem rule assumes at least (the persistent limit is maxmem - max(this, reported RAM)); default 0. */
+  readonly ramFloorBytes?: bigint;
 }
+
+/** What the main thread checks of a guest before the worker maps anything (setMemTable). */
+interface GuestPolicy {
+  readonly name: string;
+  readonly numQueues: number;
+  readonly maxRamBytes: bigint | null;
+  readonly allowUnsealed: boolean;
+}
+
+/** How often guests whose removal the worker has not confirmed are tried again (ms). */
+const REMOVAL_RETRY_MS = 100;
 
 /** Most queues one guest may have (virtio allows 65535; QEMU's generic device far fewer). */
 export const MAX_QUEUES_PER_GUEST = 1024;
@@ -94,6 +116,7 @@ export const MAX_MEM_REGIONS = 509;
 export const MAX_QUEUE_SIZE = 32768;
 
 const U64_MAX = (1n << 64n) - 1n;
+const PAGE = 4096n;
 
 /** Where the compiled worker lives: beside this file in dist/, or dist/ of the repository when run from the .ts sources. */
 function workerUrl(): URL {
@@ -123,7 +146,15 @@ export class DataPlane {
   /** Whether the command of handOver's call reached the worker's ring (its fds are then the worker's). */
   private posted = false;
   private readonly exited: Promise<void>;
-  private readonly guests = new Map<number, { name: string; numQueues: number }>();
+  private readonly guests = new Map<number, GuestPolicy>();
+  /**
+   * Guests gone from the main thread whose RemoveGuest the worker has not
+   * confirmed (it was stalled, or did not answer in time). They are tried
+   * again until it does, so nothing of a guest (mapping, fds, pages) stays
+   * behind after it left.
+   */
+  private readonly removals = new Set<number>();
+  private removalTimer: NodeJS.Timeout | null = null;
 
   private readonly gone: { value: boolean };
 
@@ -269,11 +300,11 @@ export class DataPlane {
     const len = dv.getInt32(OFF_REPLY + REPLY_OFF_PAYLOAD_LEN, true);
     if (dv.getInt32(OFF_REPLY + REPLY_OFF_SEQ, true) !== seq) throw new DataPlaneError('data-plane reply out of sequence');
     const text = len > 0 ? Buffer.from(this.views.sab, OFF_REPLY + REPLY_OFF_PAYLOAD, len).toString('utf8') : '';
-    if (err) throw new DataPlaneError(text || 'data-plane command failed');
+    if (err) throw new DataPlaneError(text || 'data-plane command failed', true);
     return { value, payload: text };
   }
 
-  private guest(g: number): { name: string; numQueues: number } {
+  private guest(g: number): GuestPolicy {
     const st = this.guests.get(g);
     if (!st) throw new DataPlaneError(`unknown guest ${g}`);
     return st;
@@ -301,8 +332,15 @@ export class DataPlane {
     if (!Number.isInteger(o.numQueues) || o.numQueues < 1 || o.numQueues > MAX_QUEUES_PER_GUEST) {
       throw new DataPlaneError(`numQueues must be 1..${MAX_QUEUES_PER_GUEST}`);
     }
-    const r = this.call(Cmd.AddGuest, -1, -1, [], jsonEncode({ name: o.name, maxmemBytes: o.maxmemBytes, shareGroup: o.shareGroup, numQueues: o.numQueues }));
-    this.guests.set(r.value, { name: o.name, numQueues: o.numQueues });
+    if (o.maxRamBytes !== undefined) DataPlane.u64(o.maxRamBytes, 'maxRamBytes');
+    if (o.tmemMaxBytes !== undefined && o.tmemMaxBytes !== null) DataPlane.u64(o.tmemMaxBytes, 'tmemMaxBytes');
+    if (o.ramFloorBytes !== undefined) DataPlane.u64(o.ramFloorBytes, 'ramFloorBytes');
+    const limits = {
+      capPages: o.tmemMaxBytes === undefined || o.tmemMaxBytes === null ? null : Number(o.tmemMaxBytes / PAGE),
+      ramFloorPages: Number((o.ramFloorBytes ?? 0n) / PAGE),
+    };
+    const r = this.call(Cmd.AddGuest, -1, -1, [], jsonEncode({ name: o.name, maxmemBytes: o.maxmemBytes, shareGroup: o.shareGroup, numQueues: o.numQueues, limits }));
+    this.guests.set(r.value, { name: o.name, numQueues: o.numQueues, maxRamBytes: o.maxRamBytes ?? null, allowUnsealed: o.allowUnsealed === true });
     return r.value;
   }
 
@@ -312,15 +350,49 @@ export class DataPlane {
     this.call(Cmd.SetFeatures, g, -1, [Number(features & 0xffffffffn), Number(features >> 32n)]);
   }
 
+  /**
+   * Checked here, before the worker maps anything (a refusal closes the fds
+   * and throws a DataPlaneError saying what is wrong and what to do):
+   * the guest's RAM is at most its maxRamBytes; each region's fd is a memfd
+   * or a file on tmpfs or hugetlbfs, sealed against shrinking unless
+   * allowUnsealed (a file that shrinks under a mapping is SIGBUS for the
+   * whole daemon), and holds the region (offset + size within the file).
+   */
   setMemTable(g: number, regions: readonly MemRegion[]): void {
     this.handOver(Array.isArray(regions) ? regions.map((r) => r.fd) : [], () => {
-      this.guest(g);
+      const st = this.guest(g);
       if (!Array.isArray(regions) || regions.length > MAX_MEM_REGIONS) throw new DataPlaneError(`a mem table has at most ${MAX_MEM_REGIONS} regions`);
+      let ram = 0n;
       for (const r of regions) {
         DataPlane.fd(r.fd, 'memory region');
         if (r.fd < 0) throw new DataPlaneError('memory region: fd missing');
         for (const k of ['guestPhysAddr', 'size', 'userspaceAddr', 'mmapOffset'] as const) DataPlane.u64(r[k], `memory region ${k}`);
+        ram += r.size;
       }
+      if (st.maxRamBytes !== null && ram > st.maxRamBytes) {
+        throw new DataPlaneError(
+          `guest RAM of ${ram} bytes (${regions.length} region(s)) is more than max-ram (${st.maxRamBytes} bytes) for VM ${st.name}; raise max-ram= if the VM really has that much RAM`,
+        );
+      }
+      regions.forEach((r, i) => {
+        let f: native.GuestRamFile;
+        try {
+          f = native.inspectGuestRamFd(r.fd);
+        } catch (e) {
+          // "mmap (fd 7 is a file on ...): EINVAL: invalid argument": the part in brackets says it
+          const m = /^mmap \((.*)\): EINVAL: invalid argument$/.exec((e as Error).message);
+          throw new DataPlaneError(`region ${i}: ${m ? m[1] : (e as Error).message}; give guest RAM as memory-backend-memfd (share=on)`);
+        }
+        if (!f.noShrink && !st.allowUnsealed) {
+          throw new DataPlaneError(
+            `region ${i}: the guest RAM file (on ${f.fs}) is not sealed against shrinking: whoever holds it could truncate it and crash tmemd (SIGBUS) with every VM; ` +
+              `use -object memory-backend-memfd (seal=on is its default), or accept the risk with allow-unsealed=on for VM ${st.name}`,
+          );
+        }
+        if (r.mmapOffset + r.size > f.size) {
+          throw new DataPlaneError(`region ${i}: ${r.size} bytes at offset ${r.mmapOffset} go past the end of the file (${f.size} bytes)`);
+        }
+      });
       this.call(Cmd.SetMemTable, g, -1, [], jsonEncode(regions));
     });
   }
@@ -382,11 +454,59 @@ export class DataPlane {
     this.call(Cmd.SetVringEnable, g, q, [enable ? 1 : 0]);
   }
 
-  /** Stops the guest's rings, unmaps its memory, closes its fds and frees its store state. */
-  removeGuest(g: number): void {
-    this.guest(g);
+  /**
+   * Stops the guest's rings, unmaps its memory, closes its fds and frees its
+   * store state. The guest is gone for the main thread at once; if the
+   * worker cannot confirm it now (stalled, or too slow), the removal is
+   * queued and tried again every REMOVAL_RETRY_MS until it does: this never
+   * throws for a worker that is only late. Returns false when it was queued.
+   */
+  removeGuest(g: number): boolean {
+    const st = this.guest(g);
     this.guests.delete(g);
-    this.call(Cmd.RemoveGuest, g, -1, []);
+    this.removals.add(g);
+    this.drainRemovals();
+    if (this.removals.has(g)) {
+      this.log.warn(`guest ${st.name} (${g}): the data-plane worker has not confirmed its removal; retrying every ${REMOVAL_RETRY_MS} ms until it does`);
+      return false;
+    }
+    return true;
+  }
+
+  /** Guests whose removal the worker has not confirmed yet (tests, stats). */
+  get pendingRemovals(): number {
+    return this.removals.size;
+  }
+
+  /** Tries every queued removal; stops at the first the worker does not answer, and re-arms the retry timer. */
+  private drainRemovals(): void {
+    for (const g of [...this.removals]) {
+      if (this.dead || this.gone.value) {
+        // the worker is gone, and every guest's mapping and fds with it
+        this.removals.clear();
+        break;
+      }
+      try {
+        this.call(Cmd.RemoveGuest, g, -1, []);
+        this.removals.delete(g);
+      } catch (e) {
+        if (e instanceof DataPlaneError && e.answered) {
+          // The worker answered: removed by an earlier, late-answered try ("unknown guest"), or it failed there (logged by it).
+          if (!/^unknown guest /.test(e.message)) this.log.error(`removing guest ${g}: ${e.message}`);
+          this.removals.delete(g);
+          continue;
+        }
+        break;
+      }
+    }
+    if (this.removals.size > 0 && this.removalTimer === null && !this.dead) {
+      this.removalTimer = setInterval(() => this.drainRemovals(), REMOVAL_RETRY_MS);
+      this.removalTimer.unref();
+    } else if (this.removals.size === 0 && this.removalTimer !== null) {
+      clearInterval(this.removalTimer);
+      this.removalTimer = null;
+      this.log.info('data-plane worker confirmed every queued guest removal');
+    }
   }
 
   setFrozen(g: number, frozen: boolean): void {
@@ -464,6 +584,9 @@ export class DataPlane {
       await this.worker.terminate();
     }
     await this.exited;
+    if (this.removalTimer !== null) clearInterval(this.removalTimer);
+    this.removalTimer = null;
+    this.removals.clear();
     this.guests.clear();
     this.markDead('data plane stopped');
   }

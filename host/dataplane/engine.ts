@@ -6,9 +6,25 @@
 // Isolation: everything a guest can influence is checked (chain walker,
 // device) and any exception while serving one queue marks that queue broken
 // (logged, err eventfd signalled); other queues and guests go on.
-import { TMEM_F_SHARED, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../../shared/abi.js';
+//
+// Fairness (the budget rule): one worker serves every guest, so a pass gives
+// each guest a turn in round robin, and a turn is bounded by work, not by
+// chains. A chain's cost is the descriptors the walker read (an indirect
+// table's entries included) plus one unit per BYTES_PER_UNIT bytes the device
+// moved; a chain the device refused (used len 0) or answered INVALID or
+// UNSUPPORTED costs PENALTY times its descriptors, so a guest sending
+// malformed chains gets that much less of the worker. Each pass tops a
+// guest's credit up by TURN_UNITS, to at most TURN_UNITS (an idle guest banks
+// nothing); its turn serves its queues, round robin from where the last turn
+// stopped, while the credit is positive. A chain cannot be cut in two, so the
+// last one of a turn may overdraw: the debt is carried, and a guest in debt
+// sits out passes until the top-ups repay it. Hence a request waits, behind
+// each other guest, for at most TURN_UNITS plus one chain (a chain is at most
+// the queue size of descriptors, 1024 from QEMU, and one page of data); and a
+// guest that floods with long or malformed chains gets at most its share.
+import { TMEM_F_SHARED, TMEM_S_INVALID, TMEM_S_UNSUPPORTED, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../../shared/abi.js';
 import { ChainWalker } from '../virtio/chain.js';
-import { GuestMemory, type RegionSource } from '../virtio/guest-memory.js';
+import { GuestMemory, mappedWindows, type RegionSource } from '../virtio/guest-memory.js';
 import { SplitQueue } from '../virtio/split-queue.js';
 import { type DeviceGuest, type DeviceStore, type InfoLayout, TmemDevice } from '../device/tmem-device.js';
 import { COUNTER_INDEX as CI } from './commands.js';
@@ -23,12 +39,12 @@ export interface EngineOs {
 }
 
 export interface OsMapping {
-  readonly windows: readonly { readonly offset: bigint; readonly bytes: Uint8Array }[];
+  readonly windows: readonly { readonly offset: bigint; readonly length?: number; readonly bytes: Uint8Array }[];
 }
 
 /** The store as the engine uses it (TmemStore, host/store/store.ts). */
 export interface EngineStore extends DeviceStore {
-  addGuest(o: { name: string; maxmemPages: number; ramPages: number; shareGroup: string | null }): number;
+  addGuest(o: { name: string; maxmemPages: number; ramPages: number; shareGroup: string | null } & GuestLimits): number;
   setGuestRam(g: number, ramPages: number): void;
   setShareGroup(g: number, group: string | null): void;
   setFrozen(g: number, frozen: boolean): void;
@@ -40,6 +56,12 @@ export interface EngineStore extends DeviceStore {
   /** Faults in never-used frames ahead of use; returns the pages left (optional: test stores lack it). */
   prefaultStep?(budgetPages: number): number;
   stats(): unknown;
+}
+
+/** The operator's per-VM limits (host/store/accounting.ts, docs/ABI-host-limits.md). */
+export interface GuestLimits {
+  readonly capPages?: number | null;
+  readonly ramFloorPages?: number;
 }
 
 export interface EngineLog {
@@ -57,8 +79,17 @@ export interface MemRegionSpec {
 export class EngineError extends Error {}
 
 const PAGE = 4096n;
-/** Chains of one queue served per pass before the other queues get a turn. */
-const QUEUE_BUDGET = 64;
+/**
+ * Work units a guest may spend per pass (its turn), over all its queues. A
+ * unit is one descriptor walked or BYTES_PER_UNIT bytes moved; a 4 KiB PUT
+ * or GET of 3 descriptors costs 20, so a turn holds 13 of them (about 13 us
+ * of work: what another guest's request may wait behind a busy guest).
+ */
+export const TURN_UNITS = 256;
+/** Bytes the device moves per work unit (a page copy costs about what 16 descriptor reads do). */
+export const BYTES_PER_UNIT = 256;
+/** Cost multiplier for a chain refused or answered INVALID/UNSUPPORTED (see the budget rule above). */
+export const PENALTY = 4;
 /** Completions written per used idx publication within a batch (a power of 2). */
 const PUBLISH_EVERY = 8;
 /** Store frames faulted in per idle step (Engine.prefault). */
@@ -100,6 +131,17 @@ export class Guest {
   indirect = false;
   mem: GuestMemory | null = null;
   mappings: OsMapping[] = [];
+  /** The guest's running queues, in index order (rebuilt with Engine.running). */
+  runQueues: Queue[] = [];
+  /** Work units left in this pass; negative: debt from the last chain of a turn (budget rule). */
+  credit = 0;
+  /** Position in runQueues where the next turn starts. */
+  nextQueue = 0;
+  /** Work units spent, and chains charged the penalty (statistics). */
+  workUnits = 0;
+  penalized = 0;
+  /** Passes this guest sat out repaying debt, or ended with work left for the next pass (statistics). */
+  turnsCut = 0;
   // log rate limit
   logWindowStart = 0;
   logCount = 0;
@@ -136,8 +178,16 @@ const LOG_BURST = 10;
 
 export class Engine {
   readonly guests = new Map<number, Guest>();
-  /** Running queues, for the hot loop (rebuilt when a ring starts or stops). */
+  /** Running queues, for the worker's poll set (rebuilt when a ring starts or stops). */
   running: { g: Guest; q: Queue }[] = [];
+  /** Guests with a running queue, in turn order (rebuilt with running). */
+  runGuests: Guest[] = [];
+  /**
+   * Set by pass(): a guest had (or may have had) work left when its turn
+   * ended (budget spent, or sitting out a debt), so the caller must pass
+   * again soon rather than sleep.
+   */
+  deferred = false;
   /** Bumped whenever the set of running queues or their kick fds changes. */
   generation = 0;
   reclaimPending = false;
@@ -180,8 +230,8 @@ export class Engine {
     return { g, q: qu };
   }
 
-  addGuest(name: string, maxmemBytes: bigint, shareGroup: string | null, numQueues: number): number {
-    const storeGuest = this.store.addGuest({ name, maxmemPages: Number(maxmemBytes / PAGE), ramPages: 0, shareGroup });
+  addGuest(name: string, maxmemBytes: bigint, shareGroup: string | null, numQueues: number, limits: GuestLimits = {}): number {
+    const storeGuest = this.store.addGuest({ name, maxmemPages: Number(maxmemBytes / PAGE), ramPages: 0, shareGroup, capPages: limits.capPages ?? null, ramFloorPages: limits.ramFloorPages ?? 0 });
     const id = this.nextGuest++;
     this.guests.set(id, new Guest(id, name, storeGuest, numQueues));
     return id;
@@ -234,14 +284,8 @@ export class Engine {
         const delta = r.mmapOffset % PAGE;
         const m = this.os.mmapShared(r.fd, r.size + delta, r.mmapOffset - delta);
         maps.push(m);
-        const windows: { offset: bigint; bytes: Uint8Array }[] = [];
-        for (const w of m.windows) {
-          const start = w.offset - delta;
-          const end = start + BigInt(w.bytes.length);
-          if (end <= 0n) continue;
-          windows.push(start >= 0n ? { offset: start, bytes: w.bytes } : { offset: 0n, bytes: w.bytes.subarray(Number(-start)) });
-        }
-        sources.push({ guestPhysAddr: r.guestPhysAddr, userspaceAddr: r.userspaceAddr, windows });
+        // lazy windows: a view is made when the guest first uses its range (guest-memory.ts)
+        sources.push({ guestPhysAddr: r.guestPhysAddr, userspaceAddr: r.userspaceAddr, windows: mappedWindows(m.windows, delta) });
         ram += r.size;
       }
       g.mem = new GuestMemory(sources);
@@ -349,6 +393,11 @@ export class Engine {
         completed: q.completed,
         unanswerable: q.unanswerable,
       })),
+      // the budget rule (top of this file)
+      workUnits: g.workUnits,
+      penalizedChains: g.penalized,
+      turnsCut: g.turnsCut,
+      credit: g.credit,
     }));
   }
 
@@ -407,8 +456,19 @@ export class Engine {
 
   private rebuild(): void {
     const out: { g: Guest; q: Queue }[] = [];
-    for (const g of this.guests.values()) for (const q of g.queues) if (q.ring) out.push({ g, q });
+    const gs: Guest[] = [];
+    for (const g of this.guests.values()) {
+      const qs: Queue[] = [];
+      for (const q of g.queues) {
+        if (!q.ring) continue;
+        qs.push(q);
+        out.push({ g, q });
+      }
+      g.runQueues = qs;
+      if (qs.length > 0) gs.push(g);
+    }
     this.running = out;
+    this.runGuests = gs;
     this.generation++;
   }
 
@@ -428,8 +488,12 @@ export class Engine {
     this.rebuild();
   }
 
-  /** Logs about one guest, at most LOG_BURST lines a second; the rest are counted. */
-  guestLog(g: Guest, msg: string): void {
+  /**
+   * Whether one more line about this guest fits in LOG_BURST a second; if
+   * not, it is counted and summarised when the next second starts. Checked
+   * before the line is built, so a flood of bad chains costs no strings.
+   */
+  logAllowed(g: Guest): boolean {
     const now = Date.now();
     if (now - g.logWindowStart >= 1000) {
       if (g.logSuppressed > 0) this.log('warn', `guest ${g.name}: ${g.logSuppressed} more such messages suppressed`);
@@ -439,16 +503,24 @@ export class Engine {
     }
     if (g.logCount < LOG_BURST) {
       g.logCount++;
-      this.log('warn', `guest ${g.name}: ${msg}`);
-    } else g.logSuppressed++;
+      return true;
+    }
+    g.logSuppressed++;
+    return false;
+  }
+
+  /** Logs about one guest, at most LOG_BURST lines a second; the rest are counted. */
+  guestLog(g: Guest, msg: string): void {
+    if (this.logAllowed(g)) this.log('warn', `guest ${g.name}: ${msg}`);
   }
 
   /**
-   * Serves what the queue's avail ring holds (up to budget chains), completes
-   * each in ring order, then signals the call eventfd if the guest asks for
+   * Serves what the queue's avail ring holds while the guest has credit
+   * (g.credit, charged per chain as the budget rule says), completes each
+   * chain in ring order, then signals the call eventfd if the guest asks for
    * it. Returns the chains completed.
    */
-  serveQueue(g: Guest, q: Queue, budget: number): number {
+  serveQueue(g: Guest, q: Queue): number {
     const ring = q.ring;
     if (ring === null) return 0;
     const mem = g.mem!;
@@ -456,31 +528,43 @@ export class Engine {
     const device = this.device;
     walker.mem = mem;
     let done = 0;
+    let credit = g.credit;
     try {
-      while (done < budget) {
+      while (credit > 0) {
         const n = ring.pending();
         if (n < 0) {
           this.markBroken(g, q, `avail idx ${ring.availIdx()} is more than the queue size ${ring.num} ahead of ${ring.lastAvail}`);
-          return done;
+          break;
         }
         if (n === 0) break;
-        const m = Math.min(n, budget - done);
-        for (let i = 0; i < m; i++) {
+        for (let i = 0; i < n && credit > 0; i++) {
           const head = ring.popHead();
           let len: number;
+          // Refused, unanswerable, INVALID or UNSUPPORTED: nothing beyond the
+          // header was moved whatever lengths the chain claims; the walk is
+          // the cost, times the penalty.
+          let bad = true;
           if (walker.walk(ring.descView, ring.descOff, ring.num, head, g.indirect)) {
             len = device.handle(g.dev, walker.readable, walker.writable);
             if (len === 0) {
               q.unanswerable++;
-              this.guestLog(g, `queue ${q.index}: request at head ${head} unanswerable: ${device.error}`);
-            }
+              if (this.logAllowed(g)) this.log('warn', `guest ${g.name}: queue ${q.index}: request at head ${head} unanswerable: ${device.error}`);
+            } else bad = device.lastStatus === TMEM_S_INVALID || device.lastStatus === TMEM_S_UNSUPPORTED;
           } else {
             device.counters.requests++;
             device.counters.unanswerable++;
             q.unanswerable++;
             len = 0;
-            this.guestLog(g, `queue ${q.index}: chain at head ${head} refused: ${walker.error}`);
+            if (this.logAllowed(g)) this.log('warn', `guest ${g.name}: queue ${q.index}: chain at head ${head} refused: ${walker.error}`);
           }
+          let cost: number;
+          if (bad) {
+            // At least one descriptor's worth: a head outside the queue reads none.
+            cost = PENALTY * (walker.descriptors > 0 ? walker.descriptors : 1);
+            g.penalized++;
+          } else cost = walker.descriptors + Math.ceil((walker.readable.total + len) / BYTES_PER_UNIT);
+          credit -= cost;
+          g.workUnits += cost;
           ring.addUsed(head, len);
           done++;
           // Publish every PUBLISH_EVERY completions: fewer fenced stores and
@@ -496,6 +580,7 @@ export class Engine {
       ring.publishUsed(); // what was completed before the fault stays completed
       this.markBroken(g, q, `internal error: ${(e as Error).stack ?? String(e)}`);
     }
+    g.credit = credit;
     return done;
   }
 
@@ -514,25 +599,50 @@ export class Engine {
   }
 
   /**
-   * One pass over every running queue (poll mode), or over the queues marked
-   * for a scan (notify mode). In notify mode a queue is drained, then kicks
-   * are re-enabled and the ring re-checked, so no request is left behind
-   * waiting for a kick that the guest will not send.
+   * One pass: a turn for every guest with a running queue (budget rule at
+   * the top of this file). Serves every running queue (poll mode), or the
+   * queues marked for a scan (notify mode). In notify mode a queue is
+   * drained, then kicks are re-enabled and the ring re-checked, so no request
+   * is left behind waiting for a kick that the guest will not send; a queue
+   * cut short by its guest's budget stays marked and is served next pass.
+   * Returns the chains completed; `deferred` says whether work was left.
    */
   pass(all: boolean): number {
     let work = 0;
-    const run = this.running;
-    for (let i = 0; i < run.length; i++) {
-      const { g, q } = run[i]!;
-      if (!all && !q.scan && q.kickFd >= 0) continue;
-      q.scan = false;
-      const n = this.serveQueue(g, q, QUEUE_BUDGET);
-      work += n;
-      if (!all && q.ring !== null) {
-        if (n >= QUEUE_BUDGET) q.scan = true; // more to do: next pass, after the others
-        else if (q.ring.enableKicks()) q.scan = true;
+    let deferred = false;
+    const gs = this.runGuests;
+    for (let i = 0; i < gs.length; i++) {
+      const g = gs[i]!;
+      const c = g.credit + TURN_UNITS;
+      g.credit = c > TURN_UNITS ? TURN_UNITS : c;
+      if (g.credit <= 0) {
+        // Sitting out a debt; its queues keep their scan marks.
+        g.turnsCut++;
+        deferred = true;
+        continue;
+      }
+      const qs = g.runQueues;
+      const nq = qs.length;
+      const first = g.nextQueue < nq ? g.nextQueue : 0;
+      for (let k = 0; k < nq; k++) {
+        const pos = first + k < nq ? first + k : first + k - nq;
+        const q = qs[pos]!;
+        if (!all && !q.scan && q.kickFd >= 0) continue;
+        q.scan = false;
+        work += this.serveQueue(g, q);
+        if (g.credit <= 0) {
+          // Turn over, perhaps with more waiting here: the guest's other
+          // queues go first next turn, then this one again.
+          if (!all && q.ring !== null) q.scan = true;
+          g.nextQueue = pos + 1 < nq ? pos + 1 : 0;
+          g.turnsCut++;
+          deferred = true;
+          break;
+        }
+        if (!all && q.ring !== null && q.ring.enableKicks()) q.scan = true;
       }
     }
+    this.deferred = deferred;
     if (work > 0) {
       this.prefaultPending = true;
       // DESTROY_POOL and RESET leave frames to free: reclaim them in idle

@@ -56,11 +56,24 @@ import {
   type WorkerConfig,
   WorkerState,
 } from './commands.js';
-import { Engine, type EngineStore, type MemRegionSpec, type Queue } from './engine.js';
+import { Engine, type EngineStore, type GuestLimits, type MemRegionSpec, type Queue } from './engine.js';
 import { INFO_LAYOUT } from './info-layout.js';
 
 type Level = 'error' | 'warn' | 'info' | 'debug';
 
+
+/**
+ * One turn of this thread's event loop. The loops never return to it
+ * otherwise, and Node frees the native side of external ArrayBuffers (every
+ * koffi.view: the guest RAM windows) from the event loop once they are
+ * garbage: without a turn, each SET_MEM_TABLE and each guest that left kept
+ * ~200 bytes of malloc forever (issue 13, the RSS growth per connection;
+ * test/churn-plateau.ts). Taken after a batch of commands (those map and
+ * unmap), never on the data path; costs microseconds.
+ */
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
 class Worker {
   private readonly cfg: WorkerConfig;
   private readonly v: SharedViews;
@@ -87,12 +100,12 @@ class Worker {
     parentPort!.postMessage({ type: 'log', level, msg: `dataplane: ${msg}` });
   }
 
-  run(): void {
+  async run(): Promise<void> {
     Atomics.store(this.v.ctl, CTL_STATE, WorkerState.Running);
     parentPort!.postMessage({ type: 'ready' });
     this.log('debug', `worker running in ${this.cfg.mode} mode`);
-    if (this.cfg.mode === 'poll') this.pollLoop();
-    else this.notifyLoop();
+    if (this.cfg.mode === 'poll') await this.pollLoop();
+    else await this.notifyLoop();
     this.engine.removeAll();
     Atomics.store(this.v.ctl, CTL_STATE, WorkerState.Stopped);
   }
@@ -103,7 +116,7 @@ class Worker {
     return Atomics.load(this.v.ctl, CTL_CMD_HEAD) !== this.v.ctl[CTL_CMD_TAIL];
   }
 
-  private notifyLoop(): void {
+  private async notifyLoop(): Promise<void> {
     const e = this.engine;
     const k = this.v.counters;
     while (!this.stopping) {
@@ -111,6 +124,7 @@ class Worker {
         if (this.commandsPending()) {
           this.handleCommands();
           if (this.stopping) break;
+          await yieldToEventLoop();
         }
         const work = e.pass(false);
         k[CI.loopIterations]!++;
@@ -129,7 +143,7 @@ class Worker {
     }
   }
 
-  private pollLoop(): void {
+  private async pollLoop(): Promise<void> {
     const e = this.engine;
     const k = this.v.counters;
     const spinMs = this.cfg.pollSpinMs;
@@ -140,10 +154,12 @@ class Worker {
         if (this.commandsPending()) {
           this.handleCommands();
           if (this.stopping) break;
+          await yieldToEventLoop();
         }
         const work = e.pass(true);
         k[CI.loopIterations]!++;
-        if (work > 0) {
+        // deferred: a guest's turn ended with work left (the budget rule in engine.ts)
+        if (work > 0 || e.deferred) {
           idle = 0;
           continue;
         }
@@ -246,8 +262,8 @@ class Worker {
         case Cmd.Ping:
           break;
         case Cmd.AddGuest: {
-          const o = JSON.parse(payload()) as { name: string; maxmemBytes: string; shareGroup: string | null; numQueues: number };
-          value = e.addGuest(o.name, BigInt(o.maxmemBytes), o.shareGroup, o.numQueues);
+          const o = JSON.parse(payload()) as { name: string; maxmemBytes: string; shareGroup: string | null; numQueues: number; limits?: GuestLimits };
+          value = e.addGuest(o.name, BigInt(o.maxmemBytes), o.shareGroup, o.numQueues, o.limits);
           break;
         }
         case Cmd.RemoveGuest:
@@ -351,5 +367,6 @@ if (!isMainThread && parentPort && workerData && (workerData as WorkerConfig).sa
     Atomics.store(new Int32Array(cfg.sab, 0, 16), CTL_STATE, WorkerState.Crashed);
     throw err;
   }
-  w.run();
+  // A rejection (a bug: the loops catch their errors) is an uncaught error of the worker, as a throw was.
+  void w.run();
 }

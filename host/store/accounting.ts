@@ -4,6 +4,7 @@
 // one place (TmemStore.stats()), zswap style. A guest and each of its pools
 // carry one Float64Array of these counters; the host totals live in
 // HostCounts.
+import type { ListEnds } from './lru.js';
 
 /** Index of each per-guest / per-pool counter. */
 export const C = {
@@ -90,25 +91,54 @@ export class Guest {
   readonly id: number;
   readonly name: string;
   maxmemPages: number;
+  /** RAM the front-end reported (sum of the mem table's regions). */
   ramPages: number;
+  /**
+   * The operator's floor on RAM for the maxmem rule (the VM's declared RAM,
+   * `ram=`): a front-end reporting less does not get more persistent pages.
+   */
+  readonly ramFloorPages: number;
+  /** The operator's cap on the pages of both kinds in this guest's private pools (`tmem-max=`); Infinity: none. */
+  readonly capPages: number;
+  /** Capped guests: their private ephemeral pages, oldest first (evicted first when at the cap). */
+  readonly own: ListEnds | null;
   shareGroup: string | null;
   frozen = false;
   /** Pool id -> pool (null = free id). Length = max pools per guest. */
   readonly pools: (Pool | null)[];
   readonly stats = newCounters();
 
-  constructor(id: number, name: string, maxmemPages: number, ramPages: number, shareGroup: string | null, maxPools: number) {
+  constructor(
+    id: number,
+    name: string,
+    maxmemPages: number,
+    ramPages: number,
+    shareGroup: string | null,
+    maxPools: number,
+    limits: { ramFloorPages?: number; capPages?: number | null; own?: ListEnds | null } = {},
+  ) {
     this.id = id;
     this.name = name;
     this.maxmemPages = maxmemPages;
     this.ramPages = ramPages;
+    this.ramFloorPages = Math.max(0, limits.ramFloorPages ?? 0);
+    this.capPages = limits.capPages === undefined || limits.capPages === null ? Infinity : Math.max(0, limits.capPages);
+    this.own = this.capPages === Infinity ? null : (limits.own ?? null);
     this.shareGroup = shareGroup;
     this.pools = new Array<Pool | null>(maxPools).fill(null);
   }
 
-  /** Persistent pages this guest may hold: max(0, maxmem - RAM). */
+  /**
+   * Persistent pages this guest may hold (docs/ABI-host-limits.md):
+   * min(max(0, maxmem - max(RAM floor, RAM)), cap).
+   */
   persistentLimit(): number {
-    return Math.max(0, this.maxmemPages - this.ramPages);
+    return Math.min(Math.max(0, this.maxmemPages - Math.max(this.ramFloorPages, this.ramPages)), this.capPages);
+  }
+
+  /** Pages of both kinds in the guest's private pools (what the cap bounds). */
+  held(): number {
+    return this.stats[C.persistentPages]! + this.stats[C.ephemeralPages]!;
   }
 
   /** Room for one more persistent page under the guest's limit. */

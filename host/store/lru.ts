@@ -58,3 +58,62 @@ export class Lru {
     return this.prev.byteLength + this.next.byteLength;
   }
 }
+
+/** The two ends of one list of a ListSet (kept by its owner, e.g. a Guest). */
+export interface ListEnds {
+  head: number;
+  tail: number;
+  size: number;
+}
+
+/**
+ * Many LRU lists over one pair of arrays indexed by page record: each page
+ * is on at most one list. Used for each capped guest's private ephemeral
+ * pages, so that a guest at its cap (tmem-max) evicts its own oldest page,
+ * not another guest's. O(1), no allocation; the arrays are made on first use
+ * (only capped guests pay the 8 bytes per page).
+ */
+export class ListSet {
+  private readonly prev: Int32Array;
+  private readonly next: Int32Array;
+
+  constructor(capacityPages: number) {
+    this.prev = new Int32Array(capacityPages).fill(NIL);
+    this.next = new Int32Array(capacityPages).fill(NIL);
+  }
+
+  static ends(): ListEnds {
+    return { head: NIL, tail: NIL, size: 0 };
+  }
+
+  push(p: number, l: ListEnds): void {
+    this.prev[p] = l.tail;
+    this.next[p] = NIL;
+    if (l.tail === NIL) l.head = p;
+    else this.next[l.tail] = p;
+    l.tail = p;
+    l.size++;
+  }
+
+  remove(p: number, l: ListEnds): void {
+    const a = this.prev[p]!;
+    const b = this.next[p]!;
+    if (a === NIL) l.head = b;
+    else this.next[a] = b;
+    if (b === NIL) l.tail = a;
+    else this.prev[b] = a;
+    this.prev[p] = NIL;
+    this.next[p] = NIL;
+    l.size--;
+  }
+
+  touch(p: number, l: ListEnds): void {
+    if (l.tail === p) return;
+    this.remove(p, l);
+    this.push(p, l);
+  }
+
+  metaBytes(): number {
+    return this.prev.byteLength + this.next.byteLength;
+  }
+}

@@ -16,9 +16,13 @@
 //    ephemeral page of the host-wide LRU. Persistent pages are never on the
 //    LRU, so an ephemeral PUT never evicts them, while a persistent PUT
 //    evicts ephemeral pages before it is refused.
-//  - A guest's persistent pages never exceed max(0, maxmem - RAM); a persistent
-//    PUT beyond that is NOSPACE (even an overwrite, when a RAM change left the
-//    guest above its limit).
+//  - A guest's persistent pages never exceed its limit,
+//    min(max(0, maxmem - max(RAM floor, RAM)), cap) (docs/ABI-host-limits.md);
+//    a persistent PUT beyond that is NOSPACE (even an overwrite, when a RAM
+//    change left the guest above its limit).
+//  - A guest with a cap (tmem-max) never holds more than cap pages of both
+//    kinds in its private pools: a new page at the cap first evicts the
+//    guest's own oldest private ephemeral page; with none, NOSPACE.
 //  - GET: private ephemeral pools always remove the page (exclusive cache);
 //    private persistent pools remove it only with TMEM_REQF_EXCLUSIVE; shared
 //    pools never remove (a hit refreshes the page on the LRU).
@@ -54,7 +58,7 @@ import {
 import { C, Guest, HostCounts, Pool, addPages, countersObject } from './accounting.js';
 import { type ChunkAllocator, FrameStore } from './frames.js';
 import { HandleIndex, NIL } from './handle-index.js';
-import { Lru } from './lru.js';
+import { ListSet, Lru } from './lru.js';
 
 export { C as STORE_COUNTERS } from './accounting.js';
 
@@ -94,6 +98,10 @@ export interface GuestOptions {
   ramPages: number;
   /** Share group for shared pools; null = none (shared NEW_POOL is DENIED). */
   shareGroup: string | null;
+  /** Most pages of both kinds in the guest's private pools; null/undefined = no cap but the capacity. */
+  capPages?: number | null;
+  /** RAM the maxmem rule assumes at least (pages; default 0). */
+  ramFloorPages?: number;
 }
 
 const PAGE = TMEM_PAGE_SIZE;
@@ -127,6 +135,8 @@ export class TmemStore {
   private pendingPools: Pool[] = [];
   /** Passes of info() so far (Pool.infoMark). */
   private infoPass = 0;
+  /** Capped guests' own LRU lists (made with the first capped guest). */
+  private ownLists: ListSet | null = null;
 
   constructor(opts: StoreOptions) {
     const cap = Math.floor(opts.capacityPages);
@@ -145,7 +155,13 @@ export class TmemStore {
   addGuest(o: GuestOptions): number {
     let id = this.guests.indexOf(null, 1);
     if (id < 0) id = this.guests.length;
-    this.guests[id] = new Guest(id, o.name, Math.max(0, o.maxmemPages), Math.max(0, o.ramPages), o.shareGroup, this.maxPoolsPerGuest);
+    const capped = o.capPages !== undefined && o.capPages !== null && o.capPages >= 0 && o.capPages < Infinity;
+    if (capped && this.ownLists === null) this.ownLists = new ListSet(this.capacityPages);
+    this.guests[id] = new Guest(id, o.name, Math.max(0, o.maxmemPages), Math.max(0, o.ramPages), o.shareGroup, this.maxPoolsPerGuest, {
+      ramFloorPages: o.ramFloorPages,
+      capPages: capped ? Math.floor(o.capPages!) : null,
+      own: capped ? ListSet.ends() : null,
+    });
     return id;
   }
 
@@ -358,7 +374,11 @@ export class TmemStore {
 
   /** Frees page p of pool (LRU, index, frame, counts). */
   private removePage(p: number, pool: Pool): void {
-    if (!pool.persistent) this.lru.remove(p);
+    if (!pool.persistent) {
+      this.lru.remove(p);
+      const own = pool.owner?.own;
+      if (own) this.ownLists!.remove(p, own);
+    }
     const o = this.index.freePage(p);
     if (this.index.objHead[o] === NIL) this.index.removeObject(o);
     if (pool.dead) {
@@ -428,10 +448,17 @@ export class TmemStore {
         return this.putFailed(guest, pool, C.putsNoSpace, p);
       }
       this.frames.copyIn(p, src, srcOffset);
-      if (!pool.persistent) this.lru.touch(p);
+      if (!pool.persistent) {
+        this.lru.touch(p);
+        if (owner?.own) this.ownLists!.touch(p, owner.own);
+      }
       return TMEM_S_OK;
     }
     if (pool.persistent && !owner!.persistentRoom()) return this.putFailed(guest, pool, C.putsNoSpace, NIL);
+    // at its cap, a guest makes room from its own oldest ephemeral page, never another guest's
+    if (owner !== null && owner.own !== null && owner.held() >= owner.capPages && !this.evictOwn(owner)) {
+      return this.putFailed(guest, pool, C.putsNoSpace, NIL);
+    }
     p = this.obtainPage();
     if (p === NIL) return this.putFailed(guest, pool, C.putsNoSpace, NIL);
     // obtainPage only removes objects (eviction, reclaim) and a removed
@@ -446,8 +473,20 @@ export class TmemStore {
     else {
       this.host.ephemeral++;
       this.lru.push(p);
+      if (owner?.own) this.ownLists!.push(p, owner.own);
     }
     return TMEM_S_OK;
+  }
+
+  /** Evicts the capped guest's oldest private ephemeral page; false when it has none. */
+  private evictOwn(guest: Guest): boolean {
+    const v = guest.own!.head;
+    if (v === NIL) return false;
+    const pool = this.poolsBySlot[this.index.objPool[this.index.pgObj[v]!]!]!;
+    pool.stats[C.evictions]++;
+    guest.stats[C.evictions]++;
+    this.removePage(v, pool);
+    return true;
   }
 
   /** A refused PUT: counts the reason and empties the handle (page p, if any). */
@@ -542,7 +581,7 @@ export class TmemStore {
 
   /** Metadata bytes (index + LRU + pool/guest tables, not frames). */
   metaBytes(): number {
-    return this.index.metaBytes() + this.lru.metaBytes();
+    return this.index.metaBytes() + this.lru.metaBytes() + (this.ownLists?.metaBytes() ?? 0);
   }
 
   /** Pages stored now, live and pending reclaim. */
@@ -567,6 +606,8 @@ export class TmemStore {
         shareGroup: guest.shareGroup,
         maxmemPages: guest.maxmemPages,
         ramPages: guest.ramPages,
+        ramFloorPages: guest.ramFloorPages,
+        capPages: guest.capPages === Infinity ? null : guest.capPages,
         persistentLimitPages: guest.persistentLimit(),
         ...countersObject(guest.stats),
         pools,

@@ -3,14 +3,28 @@
 // (libvirt hands sockets over that way). One connection per socket at a
 // time: while a guest is connected, a second connection is accepted and
 // closed at once with a log line.
+//
+// Everything a front-end can make happen per connection (connect, refusal,
+// protocol errors, leaving) is logged through one rate limiter per VM
+// (log.ts rateLimited): a front-end that reconnects in a loop costs one
+// "suppressed K messages" line per interval, not a line per connection.
 import { lstatSync, unlinkSync } from 'node:fs';
-import type { Logger } from '../log.js';
+import { type Logger, rateLimited } from '../log.js';
 import type { VhostUserBackend } from './backend.js';
 import { type ConnIo, formatBytes, VhostUserConnection } from './connection.js';
 
+/** Mode and numeric owner/group for a socket file tmemd creates (native.SocketAccess). */
+export interface SocketAccess {
+  readonly mode?: number;
+  readonly uid?: number;
+  readonly gid?: number;
+}
+
 /** The OS calls of a listener (native/ in the daemon). */
 export interface ListenerIo extends ConnIo {
-  listenUnix(path: string, backlog?: number): number;
+  listenUnix(path: string, backlog?: number, access?: SocketAccess): number;
+  /** SO_PEERCRED of a connection, for the log line naming who connected. */
+  peerCredentials?(fd: number): { pid: number; uid: number; gid: number };
   acceptConnection(listenFd: number): number | null;
   checkListeningUnixSocket(fd: number): void;
 }
@@ -29,8 +43,15 @@ export interface ListenerOptions {
   readonly io: ListenerIo;
   readonly watcher: Watcher;
   readonly log: Logger;
-  /** Whether a process listens on a socket path (a connect probe), so that a live socket is never replaced. */
+  /**
+   * Whether a process listens on a socket path, so that a live socket is
+   * never replaced. It must not connect: the daemon listening there would
+   * take the probe as its guest and refuse a QEMU arriving meanwhile
+   * (tmemd asks the kernel: native.unixPathHasListener).
+   */
   readonly inUse?: (path: string) => boolean;
+  /** Mode, owner, group of a socket file created at `on.path`. */
+  readonly access?: SocketAccess;
 }
 
 export class ListenerError extends Error {
@@ -47,11 +68,14 @@ export class VhostUserListener {
   private created: { path: string; dev: number; ino: number } | null = null;
   private conn: VhostUserConnection | null = null;
   private stopped = false;
+  /** This VM's lines, rate-limited: see the file comment. */
+  private readonly log: Logger;
   refused = 0;
   accepted = 0;
 
   constructor(o: ListenerOptions) {
     this.o = o;
+    this.log = rateLimited(o.log, `vm ${o.backend.name}`);
   }
 
   /** `/run/vm1.sock` or `fd=5`. */
@@ -73,7 +97,7 @@ export class VhostUserListener {
     if ('path' in on) {
       removeStaleSocket(on.path, this.o.inUse);
       try {
-        this.listenFd = io.listenUnix(on.path);
+        this.listenFd = io.listenUnix(on.path, undefined, this.o.access);
       } catch (e) {
         throw new ListenerError(`cannot listen on ${on.path}: ${(e as Error).message}`);
       }
@@ -101,21 +125,32 @@ export class VhostUserListener {
     try {
       fd = this.o.io.acceptConnection(this.listenFd);
     } catch (e) {
-      this.o.log.warn(`${this.label}: accept on ${this.where} failed: ${(e as Error).message}`);
+      this.log.warn(`${this.label}: accept on ${this.where} failed: ${(e as Error).message}`);
       return;
     }
     if (fd === null) return;
     if (this.conn && !this.conn.closed) {
       this.refused++;
-      this.o.log.warn(`${this.label}: refused a second connection on ${this.where}: a guest is already connected`);
+      this.log.warn(`${this.label}: refused a second connection on ${this.where}${this.peer(fd)}: a guest is already connected`);
       this.closeQuietly(fd);
       return;
     }
     this.adopt(fd);
   }
 
+  /** " from pid P uid U" when the OS says who connected. */
+  private peer(fd: number): string {
+    try {
+      const p = this.o.io.peerCredentials?.(fd);
+      return p ? ` from pid ${p.pid} uid ${p.uid}` : '';
+    } catch {
+      return '';
+    }
+  }
+
   private adopt(fd: number): void {
-    const { io, backend, log, watcher } = this.o;
+    const { io, backend, watcher } = this.o;
+    const log = this.log;
     const conn = new VhostUserConnection({
       fd,
       io,
@@ -143,7 +178,7 @@ export class VhostUserListener {
       conn.close(`cannot watch the connection: ${(e as Error).message}`, 'error');
       return;
     }
-    log.info(`${this.label}: guest connected on ${this.where}${backend.describe ? ` (${backend.describe()})` : ''}`);
+    log.info(`${this.label}: guest connected on ${this.where}${this.peer(fd)}${backend.describe ? ` (${backend.describe()})` : ''}`);
   }
 
   private closeQuietly(fd: number): void {

@@ -44,6 +44,14 @@ export interface TmemVmConfig {
   readonly name: string;
   readonly maxmemBytes: bigint;
   readonly shareGroup: string | null;
+  /** Most guest RAM a front-end may hand over (a larger SET_MEM_TABLE is refused); null/undefined: no bound. */
+  readonly maxRamBytes?: bigint | null;
+  /** Accept guest RAM not sealed against shrinking (a tmpfs or hugetlbfs file); default false. */
+  readonly allowUnsealed?: boolean;
+  /** Cap on the tmem pages of both kinds this VM may hold (bytes); null/undefined: none. */
+  readonly tmemMaxBytes?: bigint | null;
+  /** The VM's declared RAM, a floor for the maxmem rule (bytes); default 0. */
+  readonly ramBytes?: bigint;
   /** Where it listens, for `tmemctl guests` (a path or `fd=N`). */
   readonly where: string;
 }
@@ -65,12 +73,20 @@ export interface VmStatus {
   shareGroup: string | null;
   frozen: boolean;
   connections: number;
+  maxRamBytes: string | null;
+  tmemMaxBytes: string | null;
+  declaredRamBytes: string;
+  allowUnsealed: boolean;
 }
 
 export class TmemVm implements VhostUserBackend {
   readonly name: string;
   readonly where: string;
   readonly maxmemBytes: bigint;
+  readonly maxRamBytes: bigint | null;
+  readonly allowUnsealed: boolean;
+  readonly tmemMaxBytes: bigint | null;
+  readonly ramFloorBytes: bigint;
   private readonly dp: TmemDataPlane;
   private readonly nq: number;
   private readonly log: Logger;
@@ -83,6 +99,10 @@ export class TmemVm implements VhostUserBackend {
     this.name = cfg.name;
     this.where = cfg.where;
     this.maxmemBytes = cfg.maxmemBytes;
+    this.maxRamBytes = cfg.maxRamBytes ?? null;
+    this.allowUnsealed = cfg.allowUnsealed === true;
+    this.tmemMaxBytes = cfg.tmemMaxBytes ?? null;
+    this.ramFloorBytes = cfg.ramBytes ?? 0n;
     this.shareGroupValue = cfg.shareGroup;
     this.dp = dp;
     this.nq = o.numQueues;
@@ -106,7 +126,16 @@ export class TmemVm implements VhostUserBackend {
   }
 
   open(): BackendSession {
-    const g = this.dp.addGuest({ name: this.name, maxmemBytes: this.maxmemBytes, shareGroup: this.shareGroupValue, numQueues: this.nq });
+    const g = this.dp.addGuest({
+      name: this.name,
+      maxmemBytes: this.maxmemBytes,
+      shareGroup: this.shareGroupValue,
+      numQueues: this.nq,
+      ...(this.maxRamBytes !== null ? { maxRamBytes: this.maxRamBytes } : {}),
+      allowUnsealed: this.allowUnsealed,
+      tmemMaxBytes: this.tmemMaxBytes,
+      ramFloorBytes: this.ramFloorBytes,
+    });
     const s = new TmemSession(this, this.dp, g, this.nq, this.log);
     try {
       if (this.frozenValue) this.dp.setFrozen(g, true);
@@ -156,7 +185,15 @@ export class TmemVm implements VhostUserBackend {
   }
 
   describe(): string {
-    return `maxmem ${formatBytes(this.maxmemBytes)}${this.shareGroupValue ? `, share group ${this.shareGroupValue}` : ''}${this.frozenValue ? ', frozen' : ''}`;
+    return (
+      `maxmem ${formatBytes(this.maxmemBytes)}` +
+      (this.ramFloorBytes > 0n ? `, ram ${formatBytes(this.ramFloorBytes)}` : '') +
+      (this.tmemMaxBytes !== null ? `, tmem-max ${formatBytes(this.tmemMaxBytes)}` : '') +
+      (this.maxRamBytes !== null ? `, max-ram ${formatBytes(this.maxRamBytes)}` : '') +
+      (this.allowUnsealed ? ', unsealed RAM allowed' : '') +
+      (this.shareGroupValue ? `, share group ${this.shareGroupValue}` : '') +
+      (this.frozenValue ? ', frozen' : '')
+    );
   }
 
   status(): VmStatus {
@@ -172,6 +209,10 @@ export class TmemVm implements VhostUserBackend {
       shareGroup: this.shareGroupValue,
       frozen: this.frozenValue,
       connections: this.connections,
+      maxRamBytes: this.maxRamBytes === null ? null : this.maxRamBytes.toString(),
+      tmemMaxBytes: this.tmemMaxBytes === null ? null : this.tmemMaxBytes.toString(),
+      declaredRamBytes: this.ramFloorBytes.toString(),
+      allowUnsealed: this.allowUnsealed,
     };
   }
 }
@@ -240,6 +281,7 @@ export class TmemSession implements BackendSession {
     if (this.closed) return;
     this.closed = true;
     this.vm.sessionClosed(this);
+    // A late worker does not make this throw: the data plane queues the removal and retries until the worker confirms it.
     try {
       this.dp.removeGuest(this.guestId);
     } catch (e) {

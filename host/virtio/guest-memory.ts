@@ -9,12 +9,56 @@
 // of (window, offset, length) segments; a range that is not entirely inside
 // guest RAM, wraps, or needs more segments than the list holds is a failure,
 // never a partial answer. Nobody else adds offsets to guest addresses.
+//
+// Windows of mapped RAM are lazy: their Uint8Array (an external ArrayBuffer,
+// which V8 pays for with a full GC per ~64 MiB) is made when a guest address
+// in them is first translated, so a huge mostly untouched RAM costs nothing
+// at SET_MEM_TABLE (native/memory.ts).
 
-/** One window of a region: bytes [offset, offset + bytes.length) of the region. */
-export interface MemWindow {
-  readonly offset: number;
+/** Where a lazy window's bytes come from: a mapping window (its `bytes` getter makes the view). */
+export interface WindowSource {
   readonly bytes: Uint8Array;
-  readonly view: DataView;
+}
+
+const NO_BYTES = new Uint8Array(0);
+const NO_VIEW = new DataView(NO_BYTES.buffer);
+
+/** One window of a region: bytes [offset, offset + length) of the region. */
+export class MemWindow {
+  readonly offset: number;
+  readonly length: number;
+  /** Valid once ready (materialize()). */
+  bytes: Uint8Array = NO_BYTES;
+  view: DataView = NO_VIEW;
+  ready = false;
+  private readonly source: WindowSource | null;
+  private readonly skip: number;
+
+  constructor(offset: number, length: number, source: WindowSource | null, skip: number, bytes?: Uint8Array) {
+    this.offset = offset;
+    this.length = length;
+    this.source = source;
+    this.skip = skip;
+    if (bytes) this.set(bytes);
+  }
+
+  private set(b: Uint8Array): void {
+    this.bytes = b;
+    this.view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+    this.ready = true;
+  }
+
+  /** Makes the view (first use). False when the source is gone (unmapped): the address is then not guest RAM any more. */
+  materialize(): boolean {
+    if (this.ready) return true;
+    try {
+      const b = this.source!.bytes;
+      this.set(this.skip === 0 && b.length === this.length ? b : b.subarray(this.skip, this.skip + this.length));
+      return true;
+    } catch {
+      return false;
+    }
+  }
 }
 
 export interface GuestRegion {
@@ -25,11 +69,34 @@ export interface GuestRegion {
   readonly windows: readonly MemWindow[];
 }
 
-/** What a caller hands over to build a region (windows as plain byte arrays). */
+/** A window as a caller hands it over: plain bytes, or lazy (`length` known, bytes[skip, skip + length) of `source` on first use). */
+export type WindowSpec =
+  | { readonly offset: number | bigint; readonly bytes: Uint8Array }
+  | { readonly offset: number | bigint; readonly length: number; readonly source: WindowSource; readonly skip: number };
+
+/** What a caller hands over to build a region. */
 export interface RegionSource {
   readonly guestPhysAddr: number | bigint;
   readonly userspaceAddr?: number | bigint;
-  readonly windows: readonly { readonly offset: number | bigint; readonly bytes: Uint8Array }[];
+  readonly windows: readonly WindowSpec[];
+}
+
+/**
+ * The region windows of a mapping whose first `skip` bytes are not guest RAM
+ * (mmap wants a page-aligned offset, so an unaligned region is mapped from
+ * the page below). Lazy: no window's bytes are touched here.
+ */
+export function mappedWindows(windows: readonly { readonly offset: bigint; readonly length?: number; readonly bytes: Uint8Array }[], skip: bigint): WindowSpec[] {
+  const out: WindowSpec[] = [];
+  for (const w of windows) {
+    const len = BigInt(w.length ?? w.bytes.length);
+    const start = w.offset - skip;
+    const end = start + len;
+    if (end <= 0n) continue;
+    if (start >= 0n) out.push({ offset: start, length: Number(len), source: w, skip: 0 });
+    else out.push({ offset: 0n, length: Number(end), source: w, skip: Number(-start) });
+  }
+  return out;
 }
 
 const MAX_ADDR = Number.MAX_SAFE_INTEGER;
@@ -164,13 +231,17 @@ export class GuestMemory {
       const gpa = num(s.guestPhysAddr, 'guest physical address');
       const uva = num(s.userspaceAddr ?? s.guestPhysAddr, 'userspace address');
       const wins = [...s.windows]
-        .map((w) => ({ offset: num(w.offset, 'window offset'), bytes: w.bytes, view: new DataView(w.bytes.buffer, w.bytes.byteOffset, w.bytes.byteLength) }))
+        .map((w) =>
+          'bytes' in w && !('source' in w)
+            ? new MemWindow(num(w.offset, 'window offset'), w.bytes.length, null, 0, w.bytes)
+            : new MemWindow(num(w.offset, 'window offset'), (w as { length: number }).length, (w as { source: WindowSource }).source, (w as { skip: number }).skip),
+        )
         .sort((a, b) => a.offset - b.offset);
       let size = 0;
       for (const w of wins) {
         if (w.offset !== size) throw new RangeError(`region at ${hex(gpa)}: windows not contiguous at offset ${hex(w.offset)}`);
-        if (w.bytes.length === 0) throw new RangeError(`region at ${hex(gpa)}: empty window`);
-        size += w.bytes.length;
+        if (!(w.length > 0)) throw new RangeError(`region at ${hex(gpa)}: empty window`);
+        size += w.length;
       }
       if (size === 0) throw new RangeError(`region at ${hex(gpa)} is empty`);
       if (gpa + size > MAX_ADDR || uva + size > MAX_ADDR) throw new RangeError(`region at ${hex(gpa)} ends beyond 2^53`);
@@ -241,7 +312,8 @@ export class GuestMemory {
       let wi = ws.length === 1 ? 0 : windowIndex(ws, off);
       while (n > 0) {
         const w = ws[wi]!;
-        const m = Math.min(n, w.offset + w.bytes.length - off);
+        if (!w.ready && !w.materialize()) return false;
+        const m = Math.min(n, w.offset + w.length - off);
         if (!out.push(w.bytes, w.view, off - w.offset, m)) return false;
         off += m;
         n -= m;
@@ -259,7 +331,8 @@ export class GuestMemory {
     const off = addr - (user ? r.userspaceAddr : r.guestPhysAddr);
     if (off + len > r.size) return null;
     const w = r.windows[windowIndex(r.windows, off)]!;
-    if (off + len > w.offset + w.bytes.length) return null;
+    if (off + len > w.offset + w.length) return null;
+    if (!w.ready && !w.materialize()) return null;
     return { bytes: w.bytes, view: w.view, offset: off - w.offset };
   }
 }

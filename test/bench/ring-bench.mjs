@@ -11,6 +11,18 @@
 // of 4 KiB pages between two buffers as large as the store's working set.
 // pollOpsPerSec / notifyOpsPerSec are one queue's PUT+GET ops/s (the figure
 // ratioPollToMemcpy compares with memcpy); the all-queue figures are beside them.
+//
+//   npm run bench:ring -- --noisy [--json] [--lat-ops N --rounds N --noise long,split,valid --mode poll|notify]
+//
+// Fairness instead: one tmemd serves two VMs. The quiet one (one queue)
+// times PUT and GET round trips at depth 1 (p50/p99/max): alone, then beside
+// a noisy neighbour that keeps 4 queues of 1024 entries full of one chain
+// (test/loadgen/noisy.c): 'long' = 1024 readable descriptors the daemon
+// cannot answer, 'split' = a valid PUT split over 1023 descriptors, 'valid'
+// = plain 3-descriptor PUTs; --rounds times (3), each figure the median of
+// the rounds (max: the largest); then alone again (the machine's drift). The
+// bound (BOUND below) is checked and printed per row; it is a figure, not a
+// test. The daemon's rule that makes it hold is in host/dataplane/engine.ts.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -22,7 +34,8 @@ const LOADGEN = join(root, 'test/loadgen/build/tmem-loadgen');
 const TMEMD = join(root, 'dist/host/tmemd.js');
 
 const argv = process.argv.slice(2);
-const opt = { json: false, queues: 2, depth: 32, pages: 16384, latOps: 20000, indirect: false, eventIdx: false, modes: ['poll', 'notify'] };
+const opt = { json: false, queues: 2, depth: 32, pages: 16384, latOps: 0, indirect: false, eventIdx: false, modes: ['poll', 'notify'], noisy: false, noise: ['long', 'split', 'valid'], rounds: 3 };
+const NOISE_KINDS = ['long', 'split', 'valid'];
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i];
   const val = () => {
@@ -40,12 +53,24 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--lat-ops') opt.latOps = int(val());
   else if (a === '--indirect') opt.indirect = true;
   else if (a === '--event-idx') opt.eventIdx = true;
-  else if (a === '--mode') opt.modes = [val()];
+  else if (a === '--mode') {
+    const m = val();
+    if (m !== 'poll' && m !== 'notify') fail(`--mode: poll or notify, not '${m}'`);
+    opt.modes = [m];
+  } else if (a === '--noisy') opt.noisy = true;
+  else if (a === '--rounds') opt.rounds = int(val());
+  else if (a === '--noise') {
+    opt.noise = val().split(',');
+    for (const k of opt.noise) if (!NOISE_KINDS.includes(k)) fail(`--noise: '${k}' is not one of ${NOISE_KINDS.join(', ')}`);
+  }
   else if (a === '--help' || a === '-h') {
     console.log('usage: npm run bench:ring [-- --json] [-- --queues N --depth D --pages N --lat-ops N --indirect --event-idx --mode poll|notify]');
+    console.log('       npm run bench:ring -- --noisy [--json] [--lat-ops N --rounds N --noise long,split,valid --mode poll|notify]');
     process.exit(0);
   } else fail(`unknown option ${a} (see --help)`);
 }
+
+if (opt.latOps === 0) opt.latOps = opt.noisy ? 3000 : 20000;
 
 function fail(msg) {
   console.error(`ring-bench: ${msg}`);
@@ -124,6 +149,155 @@ async function benchMode(mode) {
     clearTimeout(t);
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+
+// ------------------------------------------------------------------ --noisy
+
+/**
+ * The bound this benchmark checks: the quiet guest's p99 beside a noisy
+ * neighbour is at most 10x its p99 alone, or at most 250 us, whichever is
+ * larger. Why 250 us: the daemon can serve no request of the quiet guest
+ * while it walks one of the neighbour's chains, which cannot be cut short (a
+ * 1024-descriptor chain is 1024 descriptor reads, about 110 us on this
+ * machine, see noisyDescriptorsPerSec); its budget rule (engine.ts) bounds
+ * the wait to one such chain plus one turn of 1024 units: about 2 chain
+ * walks. So p99 <= 10x alone can only hold where alone is not far below a
+ * chain walk; 250 us is that floor. Before the rule: 35-67 ms.
+ */
+const BOUND = { ratioP99: 10, floorUs: 250 };
+
+async function waitFor(what, cond, d, ms = 20000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (d.p.exitCode !== null) throw new Error(`tmemd exited while waiting for ${what}:\n${d.err()}`);
+    if (Date.now() > end) throw new Error(`${what}: not within ${ms / 1000} s\n--- tmemd:\n${d.err()}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function loadgenJson(args, what, d) {
+  const lg = run(LOADGEN, args, { timeoutMs: 600000 });
+  const r = await lg.done;
+  const last = lg.out().trimEnd().split('\n').pop() ?? '';
+  if (r.code !== 0) throw new Error(`loadgen ${what} failed (exit ${r.code ?? r.signal}):\n${lg.err()}\n${last}\n--- tmemd:\n${d.err()}`);
+  return JSON.parse(last);
+}
+
+const median = (xs) => {
+  const v = [...xs].sort((a, b) => a - b);
+  return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+};
+
+/** Rounds of one scenario: the median of each percentile, the largest max, and each round's p99. */
+function latencyOf(runs) {
+  return {
+    p50us: median(runs.map((r) => r.p50us)),
+    p90us: median(runs.map((r) => r.p90us)),
+    p99us: median(runs.map((r) => r.p99us)),
+    maxUs: Math.max(...runs.map((r) => r.maxUs)),
+    roundsP99us: runs.map((r) => r.p99us),
+  };
+}
+
+function noisyOf(runs) {
+  return {
+    chainsPerSec: median(runs.map((r) => r.chainsPerSec)),
+    descriptorsPerSec: median(runs.map((r) => r.descriptorsPerSec)),
+    chainDescriptors: runs[0].chainDescriptors,
+    unanswered: runs.reduce((n, r) => n + r.unanswered, 0),
+  };
+}
+
+async function noisyBench(mode) {
+  const dir = mkdtempSync(join(tmpdir(), 'tmem-ring-noisy-'));
+  const qsock = join(dir, 'quiet.sock');
+  const nsock = join(dir, 'noisy.sock');
+  const d = run(process.execPath, [
+    TMEMD,
+    '--vm', `name=quiet,socket=${qsock},maxmem=1G`,
+    '--vm', `name=noisy,socket=${nsock},maxmem=1G`,
+    '--capacity', '1G', '--queues-mode', mode, '--queues', '4', '--control', 'none', '--log-level', 'error',
+  ]);
+  const alone = [];
+  const noise = Object.fromEntries(opt.noise.map((k) => [k, { quiet: [], noisy: [] }]));
+  try {
+    await waitFor(`tmemd (${mode}) listening`, () => existsSync(qsock) && existsSync(nsock), d);
+    const quiet = () => loadgenJson(['latency', '--socket', qsock, '--json', '--ram', '16M', '--queues', '1', '--lat-ops', String(opt.latOps)], `latency (${mode})`, d);
+    for (let round = 0; round < opt.rounds; round++) {
+      alone.push(await quiet());
+      for (const kind of opt.noise) {
+        const n = run(LOADGEN, ['noisy', '--socket', nsock, '--json', '--ram', '16M', '--queues', '4', '--qsize', '1024', '--noise', kind, '--timeout-ms', '20000']);
+        await waitFor(`the noisy guest (${kind}) flooding`, () => n.err().includes('noisy: flooding') || n.p.exitCode !== null, d);
+        if (n.p.exitCode !== null) throw new Error(`loadgen noisy (${kind}) exited at start (exit ${n.p.exitCode}):\n${n.err()}\n--- tmemd:\n${d.err()}`);
+        const q = await quiet();
+        n.p.kill('SIGTERM');
+        const r = await n.done;
+        const last = n.out().trimEnd().split('\n').pop() ?? '';
+        if (r.code !== 0) throw new Error(`loadgen noisy (${kind}) failed (exit ${r.code ?? r.signal}):\n${n.err()}\n${last}\n--- tmemd:\n${d.err()}`);
+        noise[kind].quiet.push(q);
+        noise[kind].noisy.push(JSON.parse(last));
+        // the daemon frees the socket's slot once it has removed the guest
+        await new Promise((res) => setTimeout(res, 300));
+      }
+    }
+    const out = { alone: latencyOf(alone), noise: {}, aloneAfter: null };
+    for (const kind of opt.noise) out.noise[kind] = { quiet: latencyOf(noise[kind].quiet), noisy: noisyOf(noise[kind].noisy) };
+    out.aloneAfter = latencyOf([await quiet()]);
+    if (d.p.exitCode !== null) throw new Error(`tmemd (${mode}) died during the benchmark:\n${d.err()}`);
+    return out;
+  } finally {
+    if (d.p.exitCode === null) d.p.kill('SIGTERM');
+    const t = setTimeout(() => d.p.kill('SIGKILL'), 10000);
+    await d.done;
+    clearTimeout(t);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (opt.noisy) {
+  const res = {};
+  try {
+    for (const m of opt.modes) {
+      say(`ring-bench --noisy: ${m} mode, ${opt.rounds} round(s), quiet guest ${opt.latOps} PUTs + ${opt.latOps} GETs at depth 1; noise: ${opt.noise.join(', ')} on 4 queues of 1024; ${cpus} CPUs...`);
+      res[m] = await noisyBench(m);
+    }
+  } catch (e) {
+    fail(e instanceof Error ? e.message : String(e));
+  }
+  const f2 = (x) => (x === undefined || x === null ? '-' : x.toFixed(2));
+  const f0 = (x) => (x === undefined ? '-' : Math.round(x).toLocaleString('en-US'));
+  const rows = [['mode', 'quiet guest', 'p50 us', 'p90 us', 'p99 us', 'max us', 'p99 / baseline', 'noisy chains/s', 'noisy descs/s', `bound (<= ${BOUND.ratioP99}x or ${BOUND.floorUs} us)`]];
+  const summary = {};
+  let allMet = true;
+  for (const m of opt.modes) {
+    const r = res[m];
+    // The baseline is the lower p99 of the two runs alone (before and after
+    // the noise): the stricter bound, and the one less moved by the machine's
+    // other load.
+    const base = Math.min(r.alone.p99us, r.aloneAfter.p99us);
+    const limit = Math.max(BOUND.ratioP99 * base, BOUND.floorUs);
+    rows.push([m, 'alone', f2(r.alone.p50us), f2(r.alone.p90us), f2(r.alone.p99us), f2(r.alone.maxUs), (r.alone.p99us / base).toFixed(1), '', '', '']);
+    const s = { aloneP50us: r.alone.p50us, aloneP90us: r.alone.p90us, aloneP99us: r.alone.p99us, aloneMaxUs: r.alone.maxUs, baselineP99us: base, p99LimitUs: limit, noise: {} };
+    for (const kind of opt.noise) {
+      const { quiet: q, noisy: n } = r.noise[kind];
+      const met = q.p99us <= limit;
+      allMet &&= met;
+      rows.push([m, `beside ${kind}`, f2(q.p50us), f2(q.p90us), f2(q.p99us), f2(q.maxUs), (q.p99us / base).toFixed(1), f0(n.chainsPerSec), f0(n.descriptorsPerSec), met ? 'met' : 'NOT met']);
+      s.noise[kind] = { p50us: q.p50us, p90us: q.p90us, p99us: q.p99us, maxUs: q.maxUs, p99Ratio: q.p99us / base, boundMet: met, noisyChainsPerSec: n.chainsPerSec, noisyDescriptorsPerSec: n.descriptorsPerSec, noisyChainDescriptors: n.chainDescriptors, noisyUnanswered: n.unanswered };
+    }
+    rows.push([m, 'alone, after', f2(r.aloneAfter.p50us), f2(r.aloneAfter.p90us), f2(r.aloneAfter.p99us), f2(r.aloneAfter.maxUs), (r.aloneAfter.p99us / base).toFixed(1), '', '', '']);
+    s.aloneAfterP50us = r.aloneAfter.p50us;
+    s.aloneAfterP90us = r.aloneAfter.p90us;
+    s.aloneAfterP99us = r.aloneAfter.p99us;
+    s.aloneAfterMaxUs = r.aloneAfter.maxUs;
+    summary[m] = s;
+  }
+  const w = rows[0].map((_, c) => Math.max(...rows.map((r) => String(r[c]).length)));
+  for (const r of rows) say(r.map((c, i) => (i < 2 ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join('  '));
+  say(`bound: the quiet guest's p99 beside the noisy one <= max(${BOUND.ratioP99} x its p99 alone (the lower of the two runs alone), ${BOUND.floorUs} us): ${allMet ? 'met in every row' : 'NOT met in every row'}`);
+  if (opt.json) console.log(JSON.stringify({ noisy: summary, bound: { ...BOUND, met: allMet }, latOps: opt.latOps, rounds: opt.rounds, cpus }));
+  process.exit(0);
 }
 
 const res = {};

@@ -77,6 +77,9 @@ struct cfg {
 	int64_t maxmem_pages;     /* rules: expected persistent_limit_pages, -1 unknown */
 	const char *shared_expect; /* rules: "denied" or "allowed" */
 	int no_reply_ack;
+	int unsealed;    /* guest RAM memfd without seals (QEMU seals it) */
+	const char *noise; /* noisy: long | split | valid */
+	int nap_us;      /* noisy: pause between refills */
 	int verbose;
 };
 extern struct cfg G;
@@ -203,5 +206,7 @@ int mode_verify(void);
 int mode_rules(void);
 int mode_malformed(void);
 int mode_bench(void);
+int mode_latency(void);
+int mode_noisy(void);
 
 #endif

@@ -20,13 +20,19 @@ struct cfg G = {
 	.lat_ops = 20000,
 	.maxmem_pages = -1,
 	.shared_expect = "denied",
+	.noise = "long",
+	.nap_us = 200,
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: tmem-loadgen MODE --socket PATH [options]\n"
-		"modes: verify | rules | malformed | bench (results as JSON on the last line)\n"
+		"modes: verify | rules | malformed | bench | latency | noisy (results as JSON on the last line)\n"
+		"  latency: PUT then GET at depth 1 on queue 0, --lat-ops of each: p50/p99/max\n"
+		"  noisy: keeps every avail ring of --queues queues full of one chain (a hostile\n"
+		"    or heavy guest) until SIGTERM or SIGINT; prints 'loadgen: noisy: flooding' on\n"
+		"    stderr once the rings are full, then the chains the daemon completed\n"
 		"  --socket PATH        the daemon's vhost-user socket (required)\n"
 		"  --ram SIZE           guest RAM (memfd), default 64M\n"
 		"  --two-regions        SET_MEM_TABLE with two regions and a hole\n"
@@ -46,6 +52,12 @@ static void usage(FILE *f)
 		"  --shared-expect denied|allowed   rules: shared pools of this VM (default denied)\n"
 		"  --timeout-ms N       a request or reply later than this is a hang (default 5000)\n"
 		"  --no-reply-ack       do not negotiate REPLY_ACK\n"
+		"  --unsealed           guest RAM memfd without F_SEAL_SHRINK|GROW|SEAL (QEMU seals it)\n"
+		"  --noise long|split|valid   noisy: a chain of the whole queue size of 4-byte\n"
+		"                       readable descriptors (refused: no response room), a valid\n"
+		"                       PUT with its page split over 1021 descriptors, or a plain\n"
+		"                       3-descriptor PUT (default long)\n"
+		"  --nap-us N           noisy: microseconds between refills (default 200)\n"
 		"  --json               human-readable lines go to stderr; stdout has the JSON only\n"
 		"  --verbose            log every vhost-user message\n");
 }
@@ -89,6 +101,13 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--lat-ops")) { VAL(); G.lat_ops = (uint64_t)num_arg(v, a, 10, 1ll << 30); }
 		else if (!strcmp(a, "--maxmem-pages")) { VAL(); G.maxmem_pages = num_arg(v, a, 0, 1ll << 50); }
 		else if (!strcmp(a, "--timeout-ms")) { VAL(); G.timeout_ms = (int)num_arg(v, a, 10, 3600000); }
+		else if (!strcmp(a, "--nap-us")) { VAL(); G.nap_us = (int)num_arg(v, a, 0, 1000000); }
+		else if (!strcmp(a, "--noise")) {
+			VAL();
+			if (strcmp(v, "long") && strcmp(v, "split") && strcmp(v, "valid"))
+				lg_die(EXIT_ERROR, "--noise: long, split or valid");
+			G.noise = v;
+		}
 		else if (!strcmp(a, "--shared-expect")) {
 			VAL();
 			if (strcmp(v, "denied") && strcmp(v, "allowed"))
@@ -102,6 +121,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--two-regions")) G.two_regions = 1;
 		else if (!strcmp(a, "--one-thread")) G.one_thread = 1;
 		else if (!strcmp(a, "--no-reply-ack")) G.no_reply_ack = 1;
+		else if (!strcmp(a, "--unsealed")) G.unsealed = 1;
 		else if (!strcmp(a, "--verbose")) G.verbose = 1;
 		else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
 		else lg_die(EXIT_ERROR, "unknown option '%s' (see --help)", a);
@@ -119,5 +139,9 @@ int main(int argc, char **argv)
 		return mode_malformed();
 	if (!strcmp(G.mode, "bench"))
 		return mode_bench();
-	lg_die(EXIT_ERROR, "unknown mode '%s' (verify, rules, malformed, bench)", G.mode);
+	if (!strcmp(G.mode, "latency"))
+		return mode_latency();
+	if (!strcmp(G.mode, "noisy"))
+		return mode_noisy();
+	lg_die(EXIT_ERROR, "unknown mode '%s' (verify, rules, malformed, bench, latency, noisy)", G.mode);
 }

@@ -9,6 +9,7 @@
 #include "lg.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -459,11 +460,14 @@ static void setup_ram(struct lgdev *d)
 	d->ram_size = G.ram;
 	if (d->ram_size < (4u << 20) || d->ram_size % 8192)
 		lg_die(EXIT_ERROR, "--ram must be at least 4M and a multiple of 8K");
-	d->memfd = memfd_create("tmem-loadgen-ram", MFD_CLOEXEC);
+	d->memfd = memfd_create("tmem-loadgen-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (d->memfd < 0)
 		lg_die(EXIT_ERROR, "memfd_create: %s", strerror(errno));
 	if (ftruncate(d->memfd, (off_t)d->ram_size) < 0)
 		lg_die(EXIT_ERROR, "ftruncate guest RAM to %llu: %s", (unsigned long long)d->ram_size, strerror(errno));
+	/* what QEMU's memory-backend-memfd does (seal=on, its default): the size is fixed for good */
+	if (!G.unsealed && fcntl(d->memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+		lg_die(EXIT_ERROR, "sealing guest RAM (F_ADD_SEALS): %s", strerror(errno));
 	void *p = mmap(NULL, d->ram_size, PROT_READ | PROT_WRITE, MAP_SHARED, d->memfd, 0);
 	if (p == MAP_FAILED)
 		lg_die(EXIT_ERROR, "mmap guest RAM: %s", strerror(errno));

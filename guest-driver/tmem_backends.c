@@ -672,10 +672,18 @@ static unsigned long vtmem_fs_held(void)
 }
 
 /*
- * Brings every frontswap page back into guest memory (try_to_unuse() of
- * the pages in frontswap, type by type, while it makes progress); returns
- * how many are still held.  Only pages that exist nowhere else matter:
- * with writethrough the swap device has them all.
+ * Brings frontswap pages back into guest memory; returns how many are still
+ * held.  Only pages that exist nowhere else matter: with writethrough the
+ * swap device has them all.
+ *
+ * Linux 5.10's frontswap_shrink(0) is not usable here: it asks
+ * try_to_unuse() to unuse "all" frontswap pages, and that loop retries
+ * until the whole swap area is empty (si->inuse_pages), which it never is
+ * while pages refused by frontswap sit on the swap device: it does not
+ * return (seen at unbind).  A partial shrink (pages_to_unuse > 0) returns
+ * once that many pages are unused, so the target is kept at 1, which with
+ * one active swap area always asks for a partial shrink; the last page
+ * stays (reported by the callers).
  */
 static unsigned long vtmem_fs_bring_back(const char *why)
 {
@@ -687,11 +695,13 @@ static unsigned long vtmem_fs_bring_back(const char *why)
 	pr_info("%s: bringing %lu frontswap page(s) back from tmem\n", why,
 		start);
 	left = start;
-	do {
+	while (left > 1) {
 		before = left;
-		frontswap_shrink(0);
+		frontswap_shrink(1);
 		left = frontswap_curr_pages();
-	} while (left && left < before);
+		if (left >= before)
+			break;
+	}
 	if (start > left) {
 		this_cpu_add(vtmem_stats->cnt[VTMEM_STAT_FS_PAGES_BROUGHT_BACK],
 			     start - left);

@@ -33,9 +33,10 @@ try {
   // the kernel first: the module is built against it; the module is not there yet
   const first = await buildAll({ module: 'none' });
   say(`kernel ${first.kernelDir}, rootfs ${first.rootfs}, qemu ${first.qemu}`);
-  // sparse, for test/guest-driver-build.ts (make C=2: the kernel's static checker over the module)
-  await run('bash', ['-c', 'LOG_TAG=setup; source vm-images/lib/common.sh; apt_ensure sparse']);
-  await run('bash', ['-c', 'LOG_TAG=setup; source vm-images/lib/common.sh; apt_ensure fonts-dejavu-core']); // DejaVu Sans: resvg draws the kernbench report's PNG text with it
+  // Debian packages the tests use: sparse and dkms for test/guest-driver-build.ts (make C=2, the kernel's
+  // static checker over the module; dkms build against Debian's headers), DejaVu Sans for the kernbench
+  // report's PNG text (resvg draws with it; test/kernbench-report.ts)
+  await run('bash', ['-c', 'LOG_TAG=setup; source vm-images/lib/common.sh; apt_ensure sparse dkms fonts-dejavu-core']);
   say('guest module (make -C guest-driver)');
   await run('make', ['-C', path.join(REPO_DIR, 'guest-driver'), `KDIR=${first.kernelBuildDir}`]);
   const module = path.join(REPO_DIR, 'guest-driver', 'virtio_tmem.ko');

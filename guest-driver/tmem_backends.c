@@ -54,6 +54,8 @@
 #include <linux/delay.h>
 #include <linux/srcu.h>
 #include <linux/seq_file.h>
+#include <linux/kthread.h>
+#include <linux/sched/signal.h>
 
 #include "virtio_tmem.h"
 
@@ -672,41 +674,127 @@ static unsigned long vtmem_fs_held(void)
 }
 
 /*
- * Brings frontswap pages back into guest memory; returns how many are still
- * held.  Only pages that exist nowhere else matter: with writethrough the
- * swap device has them all.
+ * Bringing frontswap pages back into guest memory (unbind, hibernation).
  *
- * Linux 5.10's frontswap_shrink(0) is not usable here: it asks
- * try_to_unuse() to unuse "all" frontswap pages, and that loop retries
- * until the whole swap area is empty (si->inuse_pages), which it never is
- * while pages refused by frontswap sit on the swap device: it does not
- * return (seen at unbind).  A partial shrink (pages_to_unuse > 0) returns
- * once that many pages are unused, so the target is kept at 1, which with
- * one active swap area always asks for a partial shrink; the last page
- * stays (reported by the callers).
+ * Linux 5.10's frontswap_shrink(0) asks try_to_unuse() to unuse "all"
+ * frontswap pages of one swap area, and that loop retries until the whole
+ * area is empty (si->inuse_pages) or signal_pending(current): with pages
+ * frontswap refused on the swap device it never returns by itself.  So it
+ * runs in a kthread that accepts SIGKILL; the caller (process context)
+ * watches frontswap_curr_pages() and, once it is 0 (every frontswap page
+ * unused: the rest of the loop only meets swap-device pages), kills the
+ * thread, whose try_to_unuse() then returns -EINTR at its next check.
+ * Stores are refused by then, so the count can only fall.  A partial
+ * shrink (a target of 1 page) would return, but leaves a page behind.
+ *
+ * Each frontswap_shrink() call picks one swap area (the first active one),
+ * so the thread calls it until no frontswap page is left.
  */
-static unsigned long vtmem_fs_bring_back(const char *why)
+#define VTMEM_UNUSE_POLL_MS	10
+/* No page came back for this long: the device or the guest cannot serve. */
+#define VTMEM_UNUSE_STALL_MS	60000
+
+static int vtmem_fs_unuse_fn(void *unused)
 {
-	unsigned long start, before, left;
+	unsigned long before;
+
+	allow_signal(SIGKILL);
+	while (!signal_pending(current) && !kthread_should_stop()) {
+		before = frontswap_curr_pages();
+		if (!before)
+			break;
+		frontswap_shrink(0);
+		/* Nothing came back (no memory, an empty first area): pause. */
+		if (frontswap_curr_pages() >= before)
+			msleep_interruptible(VTMEM_UNUSE_POLL_MS);
+	}
+	/*
+	 * Only kthread_stop() ends the thread, so that its caller needs no
+	 * task reference.  TASK_IDLE: a pending SIGKILL does not wake it.
+	 */
+	for (;;) {
+		set_current_state(TASK_IDLE);
+		if (kthread_should_stop())
+			break;
+		schedule();
+	}
+	__set_current_state(TASK_RUNNING);
+	return 0;
+}
+
+/*
+ * A bring-back at device removal that did not finish: its thread may wait
+ * in a frontswap load that only the device's end can stop, so it is
+ * stopped in vtmem_backends_device_gone().
+ */
+static struct task_struct *vtmem_unuse_leftover;
+
+/*
+ * Brings every frontswap page that exists only in tmem back into guest
+ * memory (with writethrough the swap device has them all); returns how many
+ * are still held.  With @defer, a thread that may still be inside a load is
+ * left in vtmem_unuse_leftover instead of being waited for.
+ */
+static unsigned long vtmem_fs_bring_back(const char *why, bool defer)
+{
+	unsigned long start, left, now;
+	struct task_struct *task;
+	unsigned long progress;
 
 	start = vtmem_fs_held();
 	if (!start)
 		return 0;
 	pr_info("%s: bringing %lu frontswap page(s) back from tmem\n", why,
 		start);
-	left = start;
-	while (left > 1) {
-		before = left;
-		frontswap_shrink(1);
-		left = frontswap_curr_pages();
-		if (left >= before)
-			break;
+	task = kthread_run(vtmem_fs_unuse_fn, NULL, "vtmem_unuse");
+	if (IS_ERR(task)) {
+		pr_err("%s: cannot start the unuse thread (%ld)\n", why,
+		       PTR_ERR(task));
+		return start;
 	}
+	left = start;
+	progress = jiffies;
+	for (;;) {
+		now = frontswap_curr_pages();
+		if (!now)
+			break;
+		if (now < left) {
+			left = now;
+			progress = jiffies;
+		} else if (time_after(jiffies, progress +
+				      msecs_to_jiffies(VTMEM_UNUSE_STALL_MS))) {
+			pr_err("%s: no frontswap page came back in %u s (%lu left): giving up\n",
+			       why, VTMEM_UNUSE_STALL_MS / 1000, now);
+			break;
+		}
+		if (!vtmem_device_usable()) {
+			pr_err("%s: the device broke while bringing frontswap pages back (%lu left)\n",
+			       why, now);
+			break;
+		}
+		msleep(VTMEM_UNUSE_POLL_MS);
+	}
+	send_sig(SIGKILL, task, 1);
+	if (now && defer)
+		vtmem_unuse_leftover = task;
+	else
+		kthread_stop(task);
+	left = vtmem_fs_held();
 	if (start > left) {
 		this_cpu_add(vtmem_stats->cnt[VTMEM_STAT_FS_PAGES_BROUGHT_BACK],
 			     start - left);
 	}
+	pr_info("%s: %lu frontswap page(s) brought back, %lu left\n", why,
+		start - min(start, left), left);
 	return left;
+}
+
+static void vtmem_fs_unuse_reap(void)
+{
+	if (vtmem_unuse_leftover) {
+		kthread_stop(vtmem_unuse_leftover);
+		vtmem_unuse_leftover = NULL;
+	}
 }
 #else
 static bool vtmem_register_frontswap(void)
@@ -721,9 +809,13 @@ static unsigned long vtmem_fs_held(void)
 	return 0;
 }
 
-static unsigned long vtmem_fs_bring_back(const char *why)
+static unsigned long vtmem_fs_bring_back(const char *why, bool defer)
 {
 	return 0;
+}
+
+static void vtmem_fs_unuse_reap(void)
+{
 }
 #endif
 
@@ -822,11 +914,11 @@ void vtmem_backends_device_leaving(bool usable)
 	unsigned long left;
 
 	if (usable)
-		left = vtmem_fs_bring_back("device removal");
+		left = vtmem_fs_bring_back("device removal", true);
 	else
 		left = vtmem_fs_held();
 	if (left)
-		pr_err("device removal: %lu frontswap page(s) could not be brought back (not enough memory, or the device does not answer): they exist only in tmem and are lost with the device\n",
+		pr_err("device removal: %lu frontswap page(s) could not be brought back (not enough memory, the device broke or stopped answering): they exist only in tmem and are lost with the device\n",
 		       left);
 }
 
@@ -835,6 +927,8 @@ void vtmem_backends_device_gone(u32 gen)
 {
 	unsigned int i;
 
+	/* Its load, if any, ended with the device (waits see it dying). */
+	vtmem_fs_unuse_reap();
 	mutex_lock(&vtmem_pool_lock);
 	for (i = 0; i < VTMEM_CC_POOLS; i++)
 		if (atomic64_read(&cc_pools[i].handle) >> 32 == gen)
@@ -883,7 +977,7 @@ static int vtmem_pm_notify(struct notifier_block *nb, unsigned long action,
 		smp_mb();
 		while (atomic_read(&vtmem_fs_storing))
 			usleep_range(100, 200);
-		left = vtmem_fs_bring_back("hibernation");
+		left = vtmem_fs_bring_back("hibernation", false);
 		if (!left)
 			return NOTIFY_OK;
 		/* The PM core sends no PM_POST_HIBERNATION to a veto. */

@@ -199,6 +199,19 @@ u32 vtmem_device_gen(void)
 	return gen;
 }
 
+bool vtmem_device_usable(void)
+{
+	struct vtmem_device *vd;
+	bool usable;
+	int idx;
+
+	idx = srcu_read_lock(&vtmem_srcu);
+	vd = vtmem_bound();
+	usable = vd && !test_bit(VTMEM_BROKEN, &vd->flags);
+	srcu_read_unlock(&vtmem_srcu, idx);
+	return usable;
+}
+
 bool vtmem_shared_pools(void)
 {
 	struct vtmem_device *vd;

@@ -97,6 +97,9 @@ int vtmem_settle(void);
 /* Generation of the bound device, 0 when none is bound. */
 u32 vtmem_device_gen(void);
 
+/* True when a device is bound and not broken (it may be being removed). */
+bool vtmem_device_usable(void);
+
 /* True when the bound device negotiated TMEM_F_SHARED. */
 bool vtmem_shared_pools(void);
 

@@ -7,7 +7,17 @@
 // refuses new stores and brings every frontswap page back into the guest
 // (frontswap_shrink), so after the unbind tmemd holds none of the guest's
 // pages; the bind starts with RESET and pools for the active swap device.
-// Shown: tmemd holds no persistent page of the guest after the unbind, the
+// Freed swap slots are the one exception: 5.10's free_swap_slot() parks a
+// freed slot in a per-CPU return cache (SWAP_SLOTS_CACHE_SIZE = SWAP_BATCH =
+// 64 per CPU, mm/swap_slots.c), and its frontswap copy is invalidated only
+// when that cache is flushed (swapcache_free_entries -> swap_range_free ->
+// frontswap_invalidate_page). Such a slot holds no data anyone can load, but
+// try_to_unuse() cannot unuse it and frontswap_curr_pages() still counts it,
+// so up to 64 x vCPUs pages of dead slots stay in tmemd (the driver gives up
+// on them after its 60 s no-progress bound). That they are dead, not lost,
+// is shown by the verify after the bind: every page of the workload reads
+// back right although the removed device can no longer serve any of them.
+// Shown: tmemd holds at most the dead slots' pages after the unbind, the
 // kernel loaded them back, every page verifies, no frontswap load missed,
 // and tmem is used again after the bind (a second swapstress: stores ok and
 // loads hit in the driver, puts and hits in tmemd).
@@ -84,7 +94,9 @@ t.test('unbind and bind virtio_tmem with pages in frontswap: every page brought 
   t.notMatch(mk, /@@E2E-FAIL/, 'every guest step succeeded (unbind, bind)');
   t.ok(g0.store?.persistentPages > 5000, `tmemd held pages of the guest before the unbind (${g0.store?.persistentPages})`);
   t.equal(cU.drv_bound, 0, 'unbound');
-  t.equal(g1.store?.persistentPages ?? 0, 0, 'after the unbind tmemd holds no persistent page of the guest');
+  // SWAP_SLOTS_CACHE_SIZE per vCPU (bootVm's default of 2 vCPUs): see the header
+  const deadSlotBound = 64 * 2;
+  t.ok((g1.store?.persistentPages ?? 0) <= deadSlotBound, `after the unbind tmemd holds at most the freed slots of the kernel's swap-slot return caches (${g1.store?.persistentPages ?? 0} <= ${deadSlotBound})`);
   t.ok(unbind.frontswap_loads >= g0.store?.persistentPages * 0.9, `the unbind brought the pages back into the guest (kernel frontswap loads ${unbind.frontswap_loads} for ${g0.store?.persistentPages} held)`);
   t.ok(unbind.drv_frontswap_pages_brought_back >= g0.store?.persistentPages * 0.9, `the driver counted them brought back (${unbind.drv_frontswap_pages_brought_back})`);
   t.equal(unbind.drv_frontswap_loads_miss ?? 0, 0, 'no load missed while the pages were brought back');

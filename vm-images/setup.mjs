@@ -4,7 +4,9 @@
 // (vm-images/*.sh, cached), the guest module (make -C guest-driver, against
 // that kernel), the project-files disk with the module, Debian's own kernel
 // (downloaded, with our initramfs) and the module built against its headers
-// with its own files disk, and the loadgen.
+// with its own files disk, Debian bookworm's 6.1 kernels (cloud and generic, with our
+// initramfs), qemu-storage-daemon (the peer of bench:blk, unpacked into the
+// cache) and the loadgen.
 //
 //   npm run setup                        # = node vm-images/setup.mjs (after npm run build)
 //   node vm-images/setup.mjs --no-loadgen
@@ -46,6 +48,15 @@ try {
     say("Debian's bullseye kernel (apt-get download through $CACHE/apt-bullseye, our initramfs) and the module against its headers");
     const d = await buildAll({ kernel: 'debian' });
     say(`Debian kernel ${d.kernel.version} (${d.kernel.dir}), module ${d.module}, files disk ${d.tmemfiles}`);
+  }
+  if (!args.has('--no-debian')) {
+    // tmem-blk's guest (test/e2e-blk.ts, kernbench tmem-blk): Debian 12's own 6.1 kernels, cloud (no
+    // zswap) and generic (zswap, for kernbench's comparison); and the peer of bench:blk
+    for (const kernel of ['bookworm', 'bookworm-generic']) {
+      const k = await buildAll({ kernel });
+      say(`Debian bookworm kernel ${k.kernel.version} (${k.kernel.dir}), files disk ${k.tmemfiles}`);
+    }
+    await run('bash', ['vm-images/build-qsd.sh']);
   }
   if (!args.has('--no-loadgen')) {
     say('loadgen (make -C test/loadgen)');

@@ -87,6 +87,8 @@ export function applySocketActivation(cfg: DaemonConfig, fds: readonly ListenFd[
   const used = new Set<number>();
   for (const v of cfg.vms) if (v.fd !== null) used.add(v.fd);
   const vms: VmSpec[] = [];
+  // Logged once every check passed: a failed start says one line, the error.
+  const lines: [level: 'info' | 'warn', msg: string][] = [];
   for (const v of cfg.vms) {
     if (v.socket === null) {
       vms.push(v);
@@ -115,10 +117,10 @@ export function applySocketActivation(cfg: DaemonConfig, fds: readonly ListenFd[
     }
     const a = v.socketAccess;
     if (a.mode !== null || a.owner !== null || a.group !== null) {
-      log.warn(`vm ${v.name}: socket-mode, socket-owner and socket-group are ignored: systemd created ${want} (set SocketMode=, SocketUser=, SocketGroup= in its socket unit)`);
+      lines.push(['warn', `vm ${v.name}: socket-mode, socket-owner and socket-group are ignored: systemd created ${want} (set SocketMode=, SocketUser=, SocketGroup= in its socket unit)`]);
     }
     used.add(f.fd);
-    log.info(`vm ${v.name}: socket ${want} from systemd (fd ${f.fd})`);
+    lines.push(['info', `vm ${v.name}: socket ${want} from systemd (fd ${f.fd})`]);
     vms.push({ ...v, socket: null, fd: f.fd });
   }
   const extra = fds.filter((f) => !used.has(f.fd));
@@ -128,5 +130,6 @@ export function applySocketActivation(cfg: DaemonConfig, fds: readonly ListenFd[
       `systemd passed socket '${f.name}' (fd ${f.fd})${extra.length > 1 ? ` and ${extra.length - 1} more` : ''} but no VM is named '${f.name}': add the VM to tmemd's configuration, or stop and disable tmemd@${f.name}.socket`,
     );
   }
+  for (const [level, msg] of lines) log[level](msg);
   return { ...cfg, vms };
 }

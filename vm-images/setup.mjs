@@ -61,6 +61,7 @@ try {
   if (!args.has('--no-loadgen')) {
     say('loadgen (make -C test/loadgen)');
     await run('make', ['-C', path.join(REPO_DIR, 'test', 'loadgen')]);
+    await run('make', ['-C', path.join(REPO_DIR, 'test', 'loadgen'), '-f', 'blk.mk']);
   }
   say('done');
 } catch (e) {

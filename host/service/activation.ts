@@ -97,7 +97,7 @@ export function applySocketActivation(cfg: DaemonConfig, fds: readonly ListenFd[
     const f = byName.get(v.name);
     if (f === undefined || used.has(f.fd)) {
       throw new ActivationError(
-        `vm ${v.name}: started by systemd with ${fds.length} socket(s) (LISTEN_FDNAMES=${describeNames(fds)}) but none named '${v.name}': start its socket unit (systemctl start tmemd@${v.name}.socket) before tmemd, or give the VM's socket file descriptor name as ${v.name}`,
+        `vm ${v.name}: started by systemd with ${fds.length} socket(s) (LISTEN_FDNAMES=${describeNames(fds)}) but none named '${v.name}': start its socket unit (systemctl start tmemd@${v.name}.socket) before tmemd, or name its socket ${v.name} (FileDescriptorName=${v.name})`,
       );
     }
     try {

@@ -12,6 +12,7 @@ import { TmemStore } from '../host/store/store.js';
 import { BlockStore } from '../host/blk/block-store.js';
 import { StorePages } from '../host/blk/store-pages.js';
 import { BlkHandler } from '../host/blk/blk-handler.js';
+import { BC } from '../host/blk/counters.js';
 import {
   BLK_FEATURES,
   BLK_MAX_DWZ_SECTORS,
@@ -243,7 +244,7 @@ t.test('sub-page and unaligned I/O: read-modify-write against a shadow disk', as
     ops++;
   }
   t.equal(ops, 400, '400 random requests served exactly');
-  t.ok(s.h.counters.rmwPages > 50, `sub-page writes merged (${s.h.counters.rmwPages} pages)`);
+  t.ok(s.h.counters[BC.rmwPages] > 50, `sub-page writes merged (${s.h.counters[BC.rmwPages]} pages)`);
   const all = s.read(0, pages * PAGE);
   t.ok(Buffer.from(all.data).equals(Buffer.from(shadow)), 'the whole disk equals the shadow');
   // one sector in the middle of a page: its neighbours keep their bytes
@@ -273,7 +274,7 @@ t.test('FLUSH, GET_ID, unknown types', async (t) => {
     const u = s.req(type, 0);
     t.same([u.used, u.status], [1, VIRTIO_BLK_S_UNSUPP], `type ${type}: UNSUPP`);
   }
-  t.equal(s.h.counters.unsupported, 5);
+  t.equal(s.h.counters[BC.statusUnsupp], 5);
 });
 
 t.test('bad requests: IOERR with only the status written, nothing changed', async (t) => {
@@ -302,7 +303,7 @@ t.test('bad requests: IOERR with only the status written, nothing changed', asyn
   t.equal(r.status, VIRTIO_BLK_S_IOERR, 'status in the last of 3 writable bytes');
   const none = s.req(VIRTIO_BLK_T_IN, 0, { statusLen: 0 });
   t.equal(none.used, 0, 'no writable byte: unanswerable, used length 0');
-  t.equal(s.h.counters.unanswerable, 1);
+  t.equal(s.h.counters[BC.unanswerable], 1);
   t.ok(s.h.error.length > 0, 'the reason is kept');
   const back = s.read(0, 4 * PAGE);
   t.ok(Buffer.from(back.data).equals(Buffer.from(keep)), 'the disk is unchanged by every refused request');
@@ -327,7 +328,7 @@ t.test('DISCARD: whole pages go back to the store, partial pages keep their data
   const m = s.req(VIRTIO_BLK_T_DISCARD, 0, { out: s.seg([{ sector: 64, num: 8 }, { sector: 80, num: 16 }, { sector: 0, num: 0 }]) });
   t.equal(m.status, VIRTIO_BLK_S_OK);
   t.equal(s.persistentPages(), 8);
-  t.equal(s.bs.counters.freed > 0, true);
+  t.equal(s.bs.counters[BC.freedPages]! > 0, true);
 });
 
 t.test('DISCARD and WRITE_ZEROES refusals (flags UNSUPP, sizes IOERR) change nothing', async (t) => {

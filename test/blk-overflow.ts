@@ -13,6 +13,7 @@ import { BlockStore } from '../host/blk/block-store.js';
 import { OverflowFile } from '../host/blk/overflow-file.js';
 import { StorePages } from '../host/blk/store-pages.js';
 import { BlkHandler } from '../host/blk/blk-handler.js';
+import { BC } from '../host/blk/counters.js';
 import { SegmentList } from '../host/virtio/guest-memory.js';
 import {
   VIRTIO_BLK_S_IOERR,
@@ -169,14 +170,14 @@ t.test("the VM's maxmem limit reached: the file takes the rest; room back: read 
   // the guest reads pages 20..24 from the file (hot), nothing can move yet
   for (let p = 20; p < 25; p++) t.same(s.d.read(p * 8, PAGE).data, pageData(p));
   t.equal(s.bs.idleStep(100), 5, 'no room: nothing moved, 5 hot pages wait');
-  t.equal(s.bs.counters.promoted, 0);
+  t.equal(s.bs.counters[BC.promoted], 0);
   // discard 6 RAM pages (0..5): room for 6
   t.equal(s.d.dwz(VIRTIO_BLK_T_DISCARD, 0, 48), VIRTIO_BLK_S_OK);
   t.equal(s.persistent(), 4, 'discard gave 6 pages back to the store');
   // the backoff after the refusal: wait it out
   await new Promise((r) => setTimeout(r, 120));
   t.equal(s.bs.idleStep(100), 0, 'hot pages all promoted');
-  t.equal(s.bs.counters.promoted, 5);
+  t.equal(s.bs.counters[BC.promoted], 5);
   t.equal(s.bs.ramPages, 9);
   t.equal(s.bs.filePages, 17);
   for (let p = 6; p < 32; p++) if (!Buffer.from(s.d.read(p * 8, PAGE).data).equals(Buffer.from(pageData(p)))) t.fail(`page ${p} wrong`);

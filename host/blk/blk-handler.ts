@@ -46,6 +46,7 @@ import {
 } from './virtio-blk.js';
 import { BLK_MAX_DWZ_SECTORS, BLK_MAX_DWZ_SEG } from './blk-config.js';
 import type { BlockStore } from './block-store.js';
+import { BC } from './counters.js';
 import type { SegmentList } from '../virtio/guest-memory.js';
 
 const PAGE = 4096;
@@ -54,28 +55,7 @@ const TWO32 = 0x1_0000_0000;
 /** Sector numbers at or above 2^44 (2^53 bytes) are outside any disk. */
 const SECTOR_HI_LIMIT = 1 << 12;
 
-/** Per-outcome counters (the worker publishes them; docs/tmem-blk.md lists them). */
-export class BlkCounters {
-  requests = 0;
-  /** Chains with no writable byte: no status can be given (used length 0). */
-  unanswerable = 0;
-  reads = 0;
-  writes = 0;
-  flushes = 0;
-  getIds = 0;
-  discards = 0;
-  writeZeroes = 0;
-  ok = 0;
-  ioErrors = 0;
-  unsupported = 0;
-  bytesRead = 0;
-  bytesWritten = 0;
-  /** Pages read-modify-written (sub-page or unaligned writes, partial write zeroes). */
-  rmwPages = 0;
-}
-
 export class BlkHandler {
-  readonly counters = new BlkCounters();
   /** Why the last request failed or was unanswerable (one line). */
   error = '';
   /** The last answered request's status. */
@@ -99,13 +79,18 @@ export class BlkHandler {
     this.serial.set(s.subarray(0, VIRTIO_BLK_ID_BYTES));
   }
 
+  /** The connected instance's counters (BLK_COUNTERS layout), shared with the block store. */
+  get counters(): Float64Array {
+    return this.store.counters;
+  }
+
   handle(rd: SegmentList, wr: SegmentList): number {
-    const c = this.counters;
-    c.requests++;
+    const c = this.store.counters;
+    c[BC.requests]++;
     const R = rd.total;
     const W = wr.total;
     if (W < 1) {
-      c.unanswerable++;
+      c[BC.unanswerable]++;
       this.error = 'no writable byte for the status';
       return 0;
     }
@@ -131,20 +116,20 @@ export class BlkHandler {
       const sector = hi >= SECTOR_HI_LIMIT ? Infinity : hi * TWO32 + lo;
       switch (type) {
         case VIRTIO_BLK_T_IN:
-          c.reads++;
+          c[BC.reads]++;
           status = R !== BLK_HDR_SIZE ? this.fail(`IN with ${R - BLK_HDR_SIZE} readable data bytes`) : this.read(sector, wr, W - 1);
           break;
         case VIRTIO_BLK_T_OUT:
-          c.writes++;
+          c[BC.writes]++;
           status = W !== 1 ? this.fail(`OUT with ${W} writable bytes, want 1`) : this.write(sector, rd, BLK_HDR_SIZE, R - BLK_HDR_SIZE);
           break;
         case VIRTIO_BLK_T_FLUSH:
-          c.flushes++;
+          c[BC.flushes]++;
           // every completed write is already where reads find it (RAM or the overflow file's page cache); the disk does not outlive the daemon
           status = R !== BLK_HDR_SIZE || W !== 1 ? this.fail(`FLUSH with ${R} readable and ${W} writable bytes`) : VIRTIO_BLK_S_OK;
           break;
         case VIRTIO_BLK_T_GET_ID: {
-          c.getIds++;
+          c[BC.getIds]++;
           if (R !== BLK_HDR_SIZE) {
             status = this.fail(`GET_ID with ${R - BLK_HDR_SIZE} readable data bytes`);
             break;
@@ -157,17 +142,17 @@ export class BlkHandler {
         }
         case VIRTIO_BLK_T_DISCARD:
         case VIRTIO_BLK_T_WRITE_ZEROES:
-          if (type === VIRTIO_BLK_T_DISCARD) c.discards++;
-          else c.writeZeroes++;
+          if (type === VIRTIO_BLK_T_DISCARD) c[BC.discards]++;
+          else c[BC.writeZeroes]++;
           status = W !== 1 ? this.fail(`discard/write zeroes with ${W} writable bytes, want 1`) : this.discardOrZero(type === VIRTIO_BLK_T_WRITE_ZEROES, rd, R - BLK_HDR_SIZE);
           break;
         default:
-          c.unsupported++;
+          c[BC.statusUnsupp]++;
           this.error = `request type ${type}`;
           status = VIRTIO_BLK_S_UNSUPP;
       }
     }
-    if (status === VIRTIO_BLK_S_OK) c.ok++;
+    if (status === VIRTIO_BLK_S_OK) c[BC.statusOk]++;
     this.lastStatus = status;
     // one byte always sits in one segment
     wr.locate(W - 1, 1);
@@ -176,7 +161,7 @@ export class BlkHandler {
   }
 
   private fail(why: string): number {
-    this.counters.ioErrors++;
+    this.store.counters[BC.statusIoErr]++;
     this.error = why;
     return VIRTIO_BLK_S_IOERR;
   }
@@ -208,7 +193,7 @@ export class BlkHandler {
       pos += n;
       this.written = d;
     }
-    this.counters.bytesRead += len;
+    this.store.counters[BC.bytesRead] += len;
     return VIRTIO_BLK_S_OK;
   }
 
@@ -228,7 +213,7 @@ export class BlkHandler {
         if (n < PAGE) {
           // read-modify-write: the page's other sectors keep their data
           if (!st.read(p, this.page, 0)) return this.fail(`OUT: ${st.error}`);
-          this.counters.rmwPages++;
+          this.store.counters[BC.rmwPages]++;
         }
         rd.readInto(start + d, this.page, o, n);
         if (!st.write(p, this.page, 0)) return this.fail(`OUT: ${st.error}`);
@@ -236,7 +221,7 @@ export class BlkHandler {
       d += n;
       pos += n;
     }
-    this.counters.bytesWritten += len;
+    this.store.counters[BC.bytesWritten] += len;
     return VIRTIO_BLK_S_OK;
   }
 
@@ -275,7 +260,7 @@ export class BlkHandler {
     const flags = v.getUint32(BLK_DWZ_OFF_FLAGS, true);
     // flags first, then the range, as QEMU's virtio_blk_handle_discard_write_zeroes
     if ((flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0 || (!zero && flags !== 0)) {
-      this.counters.unsupported++;
+      this.store.counters[BC.statusUnsupp]++;
       this.error = `${what}: segment ${k} flags ${flags}`;
       return VIRTIO_BLK_S_UNSUPP;
     }
@@ -317,7 +302,7 @@ export class BlkHandler {
     const st = this.store;
     if (!st.read(p, this.page, 0)) return this.fail(`WRITE_ZEROES: ${st.error}`);
     this.page.fill(0, off, off + n);
-    this.counters.rmwPages++;
+    this.store.counters[BC.rmwPages]++;
     if (!st.write(p, this.page, 0)) return this.fail(`WRITE_ZEROES: ${st.error}`);
     return VIRTIO_BLK_S_OK;
   }

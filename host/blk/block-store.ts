@@ -24,29 +24,11 @@ import { TMEM_S_OK } from '../../shared/abi.js';
 import type { OverflowFile } from './overflow-file.js';
 import { PageBitmap } from './page-bitmap.js';
 import type { BlockPages } from './store-pages.js';
+import { BC, newBlkCounters } from './counters.js';
 
 const PAGE = 4096;
 /** After the store refused a promotion, idle steps wait this long before trying again. */
 const PROMOTE_BACKOFF_MS = 100;
-
-export class BlockStoreCounters {
-  /** Pages written to the store / to the overflow file. */
-  ramWrites = 0;
-  fileWrites = 0;
-  /** Pages read from the store / from the overflow file / as zeros (never written). */
-  ramReads = 0;
-  fileReads = 0;
-  zeroReads = 0;
-  /** Pages moved from the file back to RAM by idleStep. */
-  promoted = 0;
-  /** Pages freed by discard / write zeroes. */
-  freed = 0;
-  /** Writes refused (no file, file write failed) and reads failed. */
-  writeErrors = 0;
-  readErrors = 0;
-  /** Hole punches that failed (the blocks stay allocated; the data is not affected). */
-  punchErrors = 0;
-}
 
 export class BlockStore {
   readonly pages: number;
@@ -54,7 +36,8 @@ export class BlockStore {
   readonly inFile: PageBitmap;
   readonly hot: PageBitmap;
   readonly bad: PageBitmap;
-  readonly counters = new BlockStoreCounters();
+  /** Where this disk counts (BLK_COUNTERS layout): the connected instance's array, swapped in at each connection. */
+  counters: Float64Array = newBlkCounters();
   /** Why the last failed read or write failed (one line). */
   error = '';
   private readonly ram: BlockPages;
@@ -85,17 +68,17 @@ export class BlockStore {
         this.bad.set(p);
         return this.readFailed(`page ${p} is missing from the store`);
       }
-      c.ramReads++;
+      c[BC.ramReads]++;
       return true;
     }
     if (this.inFile.has(p)) {
       if (!this.file!.readPage(p, dst, off)) return this.readFailed(this.file!.error);
       this.hot.set(p);
-      c.fileReads++;
+      c[BC.overflowReads]++;
       return true;
     }
     dst.fill(0, off, off + PAGE);
-    c.zeroReads++;
+    c[BC.zeroReads]++;
     return true;
   }
 
@@ -112,7 +95,7 @@ export class BlockStore {
         this.inFile.clear(p);
         this.punch(p, 1);
       }
-      c.ramWrites++;
+      c[BC.ramWrites]++;
       return true;
     }
     const keptOld = this.ram.keptOld;
@@ -133,7 +116,7 @@ export class BlockStore {
     }
     this.inFile.set(p);
     this.bad.clear(p);
-    c.fileWrites++;
+    c[BC.overflowWrites]++;
     return true;
   }
 
@@ -157,7 +140,7 @@ export class BlockStore {
       }
     }
     if (runStart >= 0) this.punch(runStart, end - runStart);
-    this.counters.freed += count;
+    this.counters[BC.freedPages] += count;
   }
 
   /**
@@ -186,7 +169,7 @@ export class BlockStore {
       if (!this.inFile.has(p)) continue;
       budget--;
       if (!file.readPage(p, this.scratch, 0)) {
-        this.counters.readErrors++;
+        this.counters[BC.readErrors]++;
         this.error = file.error;
         continue;
       }
@@ -198,7 +181,7 @@ export class BlockStore {
       this.inRam.set(p);
       this.inFile.clear(p);
       this.punch(p, 1);
-      this.counters.promoted++;
+      this.counters[BC.promoted]++;
     }
     return this.hot.count;
   }
@@ -224,17 +207,17 @@ export class BlockStore {
   }
 
   private punch(first: number, count: number): void {
-    if (!this.file!.punch(first, count)) this.counters.punchErrors++;
+    if (!this.file!.punch(first, count)) this.counters[BC.punchErrors]++;
   }
 
   private readFailed(why: string): false {
-    this.counters.readErrors++;
+    this.counters[BC.readErrors]++;
     this.error = why;
     return false;
   }
 
   private writeFailed(why: string): false {
-    this.counters.writeErrors++;
+    this.counters[BC.writeErrors]++;
     this.error = why;
     return false;
   }

@@ -10,6 +10,10 @@
 //   gives STOPPING=1 and exit 0, and systemd's socket file is left to systemd.
 // - journald priorities: with stderr the stream JOURNAL_STREAM names, every
 //   line has its <N> prefix; with another stream, none.
+// - the watchdog (WATCHDOG_USEC: WATCHDOG=1 pings; none when WATCHDOG_PID is
+//   another process's) and an abstract NOTIFY_SOCKET ('@name').
+// - sd_listen_fds's rules in process: LISTEN_PID decides, the variables are
+//   removed from the environment whatever the outcome.
 // - bad input: a unit started without its socket (LISTEN_FDS=0, a
 //   LISTEN_FDNAMES without the VM's name, with the real tool too), a socket
 //   bound elsewhere, not listening, left over, or names that do not add up:
@@ -23,6 +27,7 @@ import { fileURLToPath } from 'node:url';
 import * as native from '../native/index.js';
 import { bindDatagram, recvDatagram } from '../native/notify.js';
 import { requestDaemon } from '../host/control/client.js';
+import { takeListenFds } from '../host/service/activation.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const TMEMD = join(root, 'dist/host/tmemd.js');
@@ -38,13 +43,17 @@ const COMMON = ['--capacity', '16M', '--queues', '1'];
 /** A child process with stdout/stderr collected. */
 class Proc {
   readonly proc: ChildProcess;
-  out = '';
+  private piped = '';
   readonly exited: Promise<number | null>;
-  constructor(cmd: string, args: string[], env: NodeJS.ProcessEnv, stdio: (number | 'pipe' | 'ignore')[] = ['ignore', 'pipe', 'pipe']) {
+  /** errFile: the file stderr was redirected to (the stdio array holds its fd), read with the pipes' text. */
+  constructor(cmd: string, args: string[], env: NodeJS.ProcessEnv, stdio: (number | 'pipe' | 'ignore')[] = ['ignore', 'pipe', 'pipe'], private readonly errFile?: string) {
     this.proc = spawn(cmd, args, { env, stdio });
-    this.proc.stdout?.setEncoding('utf8').on('data', (d: string) => (this.out += d));
-    this.proc.stderr?.setEncoding('utf8').on('data', (d: string) => (this.out += d));
+    this.proc.stdout?.setEncoding('utf8').on('data', (d: string) => (this.piped += d));
+    this.proc.stderr?.setEncoding('utf8').on('data', (d: string) => (this.piped += d));
     this.exited = new Promise((res) => this.proc.once('exit', (code) => res(code)));
+  }
+  get out(): string {
+    return this.errFile ? this.piped + readFileSync(this.errFile, 'utf8') : this.piped;
   }
   async waitFor(re: RegExp, ms = 30000): Promise<void> {
     const end = Date.now() + ms;
@@ -128,7 +137,12 @@ t.test('socket-activated by systemd-socket-activate: READY=1 once serving, the i
   const ctl = join(dir, 'ctl.sock');
   const notify = new NotifySocket(join(dir, 'notify'));
   t.teardown(() => notify.close());
-  const p = new Proc(SSA, ['-l', sock, '--fdname=vm0', '-E', `NOTIFY_SOCKET=${notify.path}`, process.execPath, TMEMD, '--vm', `name=vm0,socket=${sock},maxmem=1G`, '--control', ctl, ...COMMON], process.env);
+  // stderr to a file: tmemd's lines are in it the moment write(2) returns, so what it holds when
+  // READY=1 arrives is what tmemd had done before it sent READY=1.
+  const errPath = join(dir, 'ssa.log');
+  const errFd = openSync(errPath, 'w');
+  const p = new Proc(SSA, ['-l', sock, '--fdname=vm0', '-E', `NOTIFY_SOCKET=${notify.path}`, process.execPath, TMEMD, '--vm', `name=vm0,socket=${sock},maxmem=1G`, '--control', ctl, ...COMMON], process.env, ['ignore', 'pipe', errFd], errPath);
+  closeSync(errFd);
   t.teardown(() => p.proc.kill('SIGKILL'));
   await p.waitFor(/Listening on .*vm0\.sock/);
   // QEMU connects first: the connection waits in the socket's backlog, and starts tmemd.
@@ -138,6 +152,10 @@ t.test('socket-activated by systemd-socket-activate: READY=1 once serving, the i
   t.equal(ready.pid, p.proc.pid, 'READY=1 comes from the main pid (systemd-socket-activate execs tmemd in place)');
   t.match(ready.text, /^READY=1\nSTATUS=serving 1 VM socket\(s\)$/, 'with a STATUS= line');
   t.equal(notify.got.indexOf(ready), 0, 'nothing before READY=1');
+  const before = readFileSync(errPath, 'utf8');
+  t.match(before, /vm vm0: listening on fd=3/, 'sent after the listener was watching the inherited socket');
+  t.match(before, /control socket on /, 'after the control socket listened');
+  t.match(before, /tmemd info: ready: /, "and after tmemd's own ready line");
   // At READY=1 the daemon is up: its control socket answers and lists the VM.
   const r = await requestDaemon(ctl, { cmd: 'guests' }, 10000);
   t.ok(r.ok, 'the control socket answers as soon as READY=1 arrived');
@@ -273,4 +291,55 @@ t.test("the real tool, with the socket under another name: tmemd refuses to star
   t.match(tmemdLines[0] ?? '', /^tmemd: vm vm9: started by systemd with 1 socket\(s\) \(LISTEN_FDNAMES=vm8\) but none named 'vm9'/);
   notify.drain();
   t.notOk(notify.got.some((g) => g.text.includes('READY=1')), 'never READY=1');
+});
+
+t.test('WATCHDOG_USEC: WATCHDOG=1 pings to an abstract NOTIFY_SOCKET; none for another WATCHDOG_PID', async (t) => {
+  for (const forUs of [true, false]) {
+    const name = `@tmem-test-notify-${process.pid}-${forUs}`;
+    const notify = new NotifySocket(name);
+    const lsock = join(dir, `wd-${forUs}.sock`);
+    const lfd = native.listenUnix(lsock);
+    const env: Record<string, string> = { LISTEN_FDS: '1', LISTEN_FDNAMES: 'vm0', WATCHDOG_USEC: '200000' };
+    if (!forUs) env.WATCHDOG_PID = '1';
+    const p = activated([lfd], env, ['--vm', `name=vm0,socket=${lsock},maxmem=1G`, '--control', 'none', ...COMMON], name);
+    native.close(lfd);
+    await notify.waitFor('READY=1');
+    if (forUs) {
+      // pings every 100 ms: wait for three
+      for (let n = 0; notify.got.filter((g) => g.text === 'WATCHDOG=1').length < 3; n++) {
+        if (n > 600) throw new Error(`fewer than 3 WATCHDOG=1 in 30 s: ${JSON.stringify(notify.got)}`);
+        await sleep(50);
+        notify.drain();
+      }
+      t.ok(notify.got.filter((g) => g.text === 'WATCHDOG=1').every((g) => g.pid === p.proc.pid), 'WATCHDOG=1 from the main pid, on the abstract socket');
+      t.match(p.out, /systemd watchdog: pinging every 100 ms/, 'logged with its interval');
+    } else {
+      t.notMatch(p.out, /systemd watchdog/, 'no pinging for a WATCHDOG_PID that is not ours');
+    }
+    p.proc.kill('SIGTERM');
+    t.equal(await p.finish(), 0, 'exit 0');
+    notify.drain();
+    if (!forUs) t.notOk(notify.got.some((g) => g.text.includes('WATCHDOG=1')), 'not one WATCHDOG=1 from start to exit');
+    t.ok(notify.got.some((g) => g.text.startsWith('STOPPING=1')), 'STOPPING=1');
+    notify.close();
+  }
+});
+
+t.test("sd_listen_fds's rules, in process", async (t) => {
+  const env = (e: Record<string, string>): NodeJS.ProcessEnv => ({ ...e });
+  let e = env({ LISTEN_PID: '4242', LISTEN_FDS: '2', LISTEN_FDNAMES: 'a:b', OTHER: 'x' });
+  t.same(takeListenFds(e, 4242), [{ fd: 3, name: 'a' }, { fd: 4, name: 'b' }], 'fds from 3, named in order');
+  t.same(e, { OTHER: 'x' }, 'the three variables are removed');
+  e = env({ LISTEN_PID: '4243', LISTEN_FDS: '2', LISTEN_FDNAMES: 'a:b' });
+  t.equal(takeListenFds(e, 4242), null, "another process's sockets are not taken");
+  t.same(e, {}, 'and the variables are removed all the same');
+  e = env({ LISTEN_FDS: '1' });
+  t.equal(takeListenFds(e, 4242), null, 'no LISTEN_PID: not ours (as libsystemd)');
+  t.same(takeListenFds(env({ LISTEN_PID: '4242', LISTEN_FDS: '1' }), 4242), [{ fd: 3, name: 'unknown' }], "no LISTEN_FDNAMES: systemd's 'unknown'");
+  t.same(takeListenFds(env({ LISTEN_PID: '4242', LISTEN_FDS: '0', LISTEN_FDNAMES: '' }), 4242), [], 'LISTEN_FDS=0: activated, no sockets');
+  t.throws(() => takeListenFds(env({ LISTEN_PID: 'x', LISTEN_FDS: '1' }), 4242), /LISTEN_PID='x' is not a process id/);
+  t.throws(() => takeListenFds(env({ LISTEN_PID: '4242' }), 4242), /LISTEN_FDS is not set/);
+  t.throws(() => takeListenFds(env({ LISTEN_PID: '4242', LISTEN_FDS: '-1' }), 4242), /LISTEN_FDS='-1' is not a number of sockets/);
+  t.throws(() => takeListenFds(env({ LISTEN_PID: '4242', LISTEN_FDS: '99999' }), 4242), /is not a number of sockets/);
+  t.throws(() => takeListenFds(env({ LISTEN_PID: '4242', LISTEN_FDS: '1', LISTEN_FDNAMES: 'a:b' }), 4242), /names 2 socket\(s\) but LISTEN_FDS=1/);
 });

@@ -197,7 +197,7 @@ t.test('OUT then IN of whole pages: exact data, used lengths, counted in the sto
   const s = setup();
   const data = pattern(1, 3 * PAGE);
   const w = s.write(8, data);
-  t.same([w.used, w.status], [1, VIRTIO_BLK_S_OK], 'OUT: status only');
+  t.same([w.used, w.status, s.h.refused], [1, VIRTIO_BLK_S_OK, false], 'OUT: status only');
   t.equal(s.persistentPages(), 3, 'three pages in the store, persistent');
   t.equal(s.bs.ramPages, 3);
   const r = s.read(8, 3 * PAGE);
@@ -272,7 +272,7 @@ t.test('FLUSH, GET_ID, unknown types', async (t) => {
   t.equal(Buffer.from(l.data).toString(), 'x'.repeat(20), 'a 20-byte serial has no NUL');
   for (const type of [VIRTIO_BLK_T_GET_LIFETIME, 2, 3, 99, 0x80000001]) {
     const u = s.req(type, 0);
-    t.same([u.used, u.status], [1, VIRTIO_BLK_S_UNSUPP], `type ${type}: UNSUPP`);
+    t.same([u.used, u.status, s.h.refused], [1, VIRTIO_BLK_S_UNSUPP, true], `type ${type}: UNSUPP, refused`);
   }
   t.equal(s.h.counters[BC.statusUnsupp], 5);
 });
@@ -281,7 +281,7 @@ t.test('bad requests: IOERR with only the status written, nothing changed', asyn
   const s = setup({ diskPages: 4 });
   const keep = pattern(5, 4 * PAGE);
   s.write(0, keep);
-  const io = (r: { used: number; status: number }, what: string) => t.same([r.used, r.status], [1, VIRTIO_BLK_S_IOERR], what);
+  const io = (r: { used: number; status: number }, what: string) => t.same([r.used, r.status, s.h.refused], [1, VIRTIO_BLK_S_IOERR, true], `${what} (refused)`);
   io(s.read(32, 512), 'IN past the end');
   io(s.read(31, 1024), 'IN crossing the end');
   io(s.read(0, 1000), 'IN of a length that is not whole sectors');

@@ -205,6 +205,7 @@ t.test('no overflow file and the store full: IOERR, nothing already written lost
   for (let p = 0; p < 4; p++) t.equal(s.d.write(p * 8, pageData(p)), VIRTIO_BLK_S_OK);
   t.equal(s.d.write(4 * 8, pageData(4)), VIRTIO_BLK_S_IOERR, 'a fifth page: IOERR');
   t.match(s.bs.error, /no room .* no overflow file/);
+  t.equal(s.h.refused, false, 'a store failure is not a refused (bad) request');
   t.ok(s.d.read(32, PAGE).data.every((x) => x === 0), 'the refused page was never stored');
   t.equal(s.d.write(8 + 2, pageData(50, 512)), VIRTIO_BLK_S_OK, 'a sub-page overwrite of a RAM page fits');
   // the VM's limit drops below what it holds: an overwrite is refused, the old page stays

@@ -47,7 +47,7 @@ export const BLK_SEG_MAX = 126;
 export const BLK_MAX_DWZ_SECTORS = 32768;
 /** Segments per discard / write-zeroes request (Linux merges adjacent discards up to this). */
 export const BLK_MAX_DWZ_SEG = 16;
-/** The smallest disk: one block. The largest: 1 TiB (the page bitmaps are 3 bits per 4 KiB, 96 MiB at 1 TiB; page numbers fit in 32 bits). */
+/** The smallest disk: one block. The largest: 1 TiB (the four page bitmaps cost 4 bits per 4 KiB page: 128 MiB at 1 TiB, 1 MiB at 8 GiB). */
 export const BLK_MIN_SIZE = BLK_BLOCK_SIZE;
 export const BLK_MAX_SIZE = 2 ** 40;
 /** Default capacity (the lead's `blk-size` default). */

@@ -60,6 +60,12 @@ export class BlkHandler {
   error = '';
   /** The last answered request's status. */
   lastStatus = 0;
+  /**
+   * The last chain was refused: unanswerable, or a bad request (UNSUPP, or
+   * IOERR for its lengths, range or sizes; not for a store failure). The
+   * worker's fairness budget charges such chains more.
+   */
+  refused = false;
   readonly capacitySectors: number;
   private readonly store: BlockStore;
   private readonly serial = new Uint8Array(VIRTIO_BLK_ID_BYTES);
@@ -87,10 +93,12 @@ export class BlkHandler {
   handle(rd: SegmentList, wr: SegmentList): number {
     const c = this.store.counters;
     c[BC.requests]++;
+    this.refused = false;
     const R = rd.total;
     const W = wr.total;
     if (W < 1) {
       c[BC.unanswerable]++;
+      this.refused = true;
       this.error = 'no writable byte for the status';
       return 0;
     }
@@ -148,6 +156,7 @@ export class BlkHandler {
           break;
         default:
           c[BC.statusUnsupp]++;
+          this.refused = true;
           this.error = `request type ${type}`;
           status = VIRTIO_BLK_S_UNSUPP;
       }
@@ -160,7 +169,14 @@ export class BlkHandler {
     return this.written + 1;
   }
 
+  /** A request the spec calls wrong (length, range, sizes): IOERR, and the chain counts as refused. */
   private fail(why: string): number {
+    this.refused = true;
+    return this.storeFail(why);
+  }
+
+  /** A well-formed request whose data could not be kept or read (store, overflow file): IOERR. */
+  private storeFail(why: string): number {
     this.store.counters[BC.statusIoErr]++;
     this.error = why;
     return VIRTIO_BLK_S_IOERR;
@@ -184,9 +200,9 @@ export class BlkHandler {
       const o = pos - p * PAGE;
       const n = Math.min(PAGE - o, len - d);
       if (n === PAGE && wr.locate(d, PAGE)) {
-        if (!st.read(p, wr.bufs[wr.locIndex]!, wr.locOffset)) return this.fail(`IN: ${st.error}`);
+        if (!st.read(p, wr.bufs[wr.locIndex]!, wr.locOffset)) return this.storeFail(`IN: ${st.error}`);
       } else {
-        if (!st.read(p, this.page, 0)) return this.fail(`IN: ${st.error}`);
+        if (!st.read(p, this.page, 0)) return this.storeFail(`IN: ${st.error}`);
         wr.writeFrom(d, this.page, o, n);
       }
       d += n;
@@ -208,15 +224,15 @@ export class BlkHandler {
       const o = pos - p * PAGE;
       const n = Math.min(PAGE - o, len - d);
       if (n === PAGE && rd.locate(start + d, PAGE)) {
-        if (!st.write(p, rd.bufs[rd.locIndex]!, rd.locOffset)) return this.fail(`OUT: ${st.error}`);
+        if (!st.write(p, rd.bufs[rd.locIndex]!, rd.locOffset)) return this.storeFail(`OUT: ${st.error}`);
       } else {
         if (n < PAGE) {
           // read-modify-write: the page's other sectors keep their data
-          if (!st.read(p, this.page, 0)) return this.fail(`OUT: ${st.error}`);
+          if (!st.read(p, this.page, 0)) return this.storeFail(`OUT: ${st.error}`);
           this.store.counters[BC.rmwPages]++;
         }
         rd.readInto(start + d, this.page, o, n);
-        if (!st.write(p, this.page, 0)) return this.fail(`OUT: ${st.error}`);
+        if (!st.write(p, this.page, 0)) return this.storeFail(`OUT: ${st.error}`);
       }
       d += n;
       pos += n;
@@ -261,6 +277,7 @@ export class BlkHandler {
     // flags first, then the range, as QEMU's virtio_blk_handle_discard_write_zeroes
     if ((flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0 || (!zero && flags !== 0)) {
       this.store.counters[BC.statusUnsupp]++;
+      this.refused = true;
       this.error = `${what}: segment ${k} flags ${flags}`;
       return VIRTIO_BLK_S_UNSUPP;
     }
@@ -300,10 +317,10 @@ export class BlkHandler {
 
   private zeroPart(p: number, off: number, n: number): number {
     const st = this.store;
-    if (!st.read(p, this.page, 0)) return this.fail(`WRITE_ZEROES: ${st.error}`);
+    if (!st.read(p, this.page, 0)) return this.storeFail(`WRITE_ZEROES: ${st.error}`);
     this.page.fill(0, off, off + n);
     this.store.counters[BC.rmwPages]++;
-    if (!st.write(p, this.page, 0)) return this.fail(`WRITE_ZEROES: ${st.error}`);
+    if (!st.write(p, this.page, 0)) return this.storeFail(`WRITE_ZEROES: ${st.error}`);
     return VIRTIO_BLK_S_OK;
   }
 }

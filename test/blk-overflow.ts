@@ -169,14 +169,18 @@ t.test("the VM's maxmem limit reached: the file takes the rest; room back: read 
   t.equal(s.persistent(), 10);
   // the guest reads pages 20..24 from the file (hot), nothing can move yet
   for (let p = 20; p < 25; p++) t.same(s.d.read(p * 8, PAGE).data, pageData(p));
+  t.equal(s.bs.promotionPending(), true, 'hot pages to promote');
   t.equal(s.bs.idleStep(100), 5, 'no room: nothing moved, 5 hot pages wait');
+  t.equal(s.bs.promotionPending(), false, 'backing off after a refusal');
   t.equal(s.bs.counters[BC.promoted], 0);
   // discard 6 RAM pages (0..5): room for 6
   t.equal(s.d.dwz(VIRTIO_BLK_T_DISCARD, 0, 48), VIRTIO_BLK_S_OK);
   t.equal(s.persistent(), 4, 'discard gave 6 pages back to the store');
   // the backoff after the refusal: wait it out
   await new Promise((r) => setTimeout(r, 120));
+  t.equal(s.bs.promotionPending(), true, 'the backoff is over');
   t.equal(s.bs.idleStep(100), 0, 'hot pages all promoted');
+  t.equal(s.bs.promotionPending(), false);
   t.equal(s.bs.counters[BC.promoted], 5);
   t.equal(s.bs.ramPages, 9);
   t.equal(s.bs.filePages, 17);

@@ -186,6 +186,12 @@ export class BlockStore {
     return this.hot.count;
   }
 
+  /** idleStep has work it can do now: hot file pages, and no backoff running (a full store is not polled). */
+  promotionPending(): boolean {
+    if (this.file === null || this.hot.count === 0 || this.closed) return false;
+    return this.backoffUntil === 0 || performance.now() >= this.backoffUntil;
+  }
+
   /** The disk goes away: every RAM page back to the store (reclaimed in its steps), the file closed and removed. */
   close(): void {
     if (this.closed) return;

@@ -35,14 +35,20 @@ const TABLE: MetricBlock[] = [
 const SNAP = {
   host: {
     store: { capacityPages: 1000, freePages: 880, ephemeralPages: 60, persistentPages: 40, reclaimPendingPages: 20 },
-    counters: { worker: { loopIterations: 5, bytesMoved: 8192 } },
+    // the worker's own loop sits at host.worker (instance sums at host.counters)
+    worker: { loopIterations: 5, bytesMoved: 8192 },
+    counters: { vring: { requests: 99 } },
   },
   guests: [
     {
       name: 'vm0', connected: true, frozen: false, maxmemBytes: '2147483648',
       store: { puts: 10, putsNoSpace: 2, persistentPages: 40, waitMs: 1500, persistentLimitPages: 100 },
-      dataplane: { queues: [{ running: true, broken: null }, { running: false, broken: 'used ring out of guest RAM' }, { running: false, broken: null }] },
-      devices: [{ kind: 'tmem', counters: { vring: { requests: 12 } } }],
+      // dataplane is the tmem connection, also one of devices: its queues are counted once
+      dataplane: { kind: 'tmem', queues: [{ running: true, broken: null }, { running: false, broken: 'used ring out of guest RAM' }, { running: false, broken: null }] },
+      devices: [
+        { kind: 'tmem', counters: { vring: { requests: 12 } }, queues: [{ running: true, broken: null }, { running: false, broken: 'used ring out of guest RAM' }, { running: false, broken: null }] },
+        { kind: 'blk', counters: { vring: { requests: 3 } }, queues: [{ running: true, broken: null }] },
+      ],
     },
     { name: 'vm-b', connected: false, frozen: true, maxmemBytes: '1073741824', store: null, dataplane: null },
   ],
@@ -100,7 +106,7 @@ t.test('a live scrape: values from the snapshot, promtool check metrics passes',
   t.same([...samples(r.body, 'tmem_store_puts_no_space_total')], [['{vm="vm0"}', 2]]);
   t.same([...samples(r.body, 'tmem_store_persistent_pages')], [['{vm="vm0"}', 40]]);
   t.same([...samples(r.body, 'tmem_store_wait_seconds_total')], [['{vm="vm0"}', 1.5]]);
-  t.same([...samples(r.body, 'tmem_vring_requests_total')], [['{vm="vm0",device="tmem"}', 12]]);
+  t.same(Object.fromEntries(samples(r.body, 'tmem_vring_requests_total')), { '{vm="vm0",device="tmem"}': 12, '{vm="vm0",device="blk"}': 3 }, 'per VM and device; not the host sums');
   t.same([...samples(r.body, 'tmem_worker_loop_iterations_total')], [['', 5]]);
   t.same([...samples(r.body, 'tmem_worker_moved_bytes_total')], [['', 8192]]);
   t.same([...samples(r.body, 'tmem_store_capacity_pages')], [['', 1000]]);
@@ -111,7 +117,7 @@ t.test('a live scrape: values from the snapshot, promtool check metrics passes',
   t.same(Object.fromEntries(samples(r.body, 'tmem_vm_maxmem_bytes')), { '{vm="vm0"}': 2147483648, '{vm="vm-b"}': 1073741824 });
   t.same(Object.fromEntries(samples(r.body, 'tmem_vm_connected')), { '{vm="vm0"}': 1, '{vm="vm-b"}': 0 });
   t.same(Object.fromEntries(samples(r.body, 'tmem_vm_frozen')), { '{vm="vm0"}': 0, '{vm="vm-b"}': 1 });
-  t.same(Object.fromEntries(samples(r.body, 'tmem_vm_queues')), { '{vm="vm0",state="running"}': 1, '{vm="vm0",state="stopped"}': 1, '{vm="vm0",state="broken"}': 1 });
+  t.same(Object.fromEntries(samples(r.body, 'tmem_vm_queues')), { '{vm="vm0",state="running"}': 2, '{vm="vm0",state="stopped"}': 1, '{vm="vm0",state="broken"}': 1 }, 'queues of both devices, each once');
   t.same([...samples(r.body, 'tmem_guests_connected')], [['', 1]]);
   t.same([...samples(r.body, 'tmem_stats_up')], [['', 1]]);
   t.ok(samples(r.body, 'process_cpu_seconds_total').size === 1 && samples(r.body, 'process_resident_memory_bytes').size === 1, 'process metrics');

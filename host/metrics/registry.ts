@@ -91,10 +91,11 @@ function deviceBlocks(vm: Obj, subsystem: string): { device: string; values: Obj
   return out;
 }
 
-/** Values of a host block: host.counters[subsystem]. */
+/** Values of a host block: host.counters[subsystem], or host[subsystem] (the worker's own loop: host.worker). */
 function hostBlock(snap: Obj, subsystem: string): Obj | null {
   const h = snap.host;
-  const c = isObj(h) && isObj(h.counters) ? h.counters[subsystem] : undefined;
+  if (!isObj(h)) return null;
+  const c = isObj(h.counters) && isObj(h.counters[subsystem]) ? h.counters[subsystem] : h[subsystem];
   return isObj(c) ? c : null;
 }
 
@@ -269,9 +270,12 @@ export class TmemMetrics {
   }
 }
 
-/** A VM's queues from its stats: dataplane.queues (today) or devices[].queues (the device seam). */
+/**
+ * A VM's queues from its stats: those of every device connection
+ * (devices[].queues), or, in a reply without devices, dataplane.queues (the
+ * tmem connection, which is also one of the devices).
+ */
 function queuesOf(vm: Obj): Obj[] {
-  const out = [...arr(isObj(vm.dataplane) ? vm.dataplane.queues : undefined)];
-  for (const d of arr(vm.devices)) out.push(...arr(d.queues));
-  return out;
+  if (Array.isArray(vm.devices)) return arr(vm.devices).flatMap((d) => arr(d.queues));
+  return arr(isObj(vm.dataplane) ? vm.dataplane.queues : undefined);
 }

@@ -126,8 +126,8 @@ class Daemon {
       }
       if (cfg.metricsListen !== null) {
         // the snapshot `tmemctl stats` prints, taken at each scrape
-        this.metrics = await startMetrics(cfg.metricsListen, () => {
-          const r = handleControlRequest(ctx, { cmd: 'stats' });
+        this.metrics = await startMetrics(cfg.metricsListen, async () => {
+          const r = await handleControlRequest(ctx, { cmd: 'stats' });
           if (!r.ok) throw new Error(r.error);
           return r.result;
         }, log);

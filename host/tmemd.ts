@@ -130,7 +130,7 @@ class Daemon {
           const r = await handleControlRequest(ctx, { cmd: 'stats' });
           if (!r.ok) throw new Error(r.error);
           return r.result;
-        }, log);
+        }, log, () => ({ workerAlive: dp.alive }));
       }
     } catch (e) {
       await this.stop();

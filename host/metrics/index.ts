@@ -3,7 +3,7 @@
 // MetricsServer from the same stats snapshot `tmemctl stats` prints.
 import type { MetricsListen } from '../config.js';
 import type { Logger } from '../log.js';
-import { TmemMetrics } from './registry.js';
+import { type LocalFacts, TmemMetrics } from './registry.js';
 import { MetricsServer } from './server.js';
 import { METRICS_TABLE } from './table.js';
 
@@ -11,8 +11,8 @@ export { MetricsListenError, MetricsServer } from './server.js';
 export { TmemMetrics } from './registry.js';
 
 /** Listens on `listen` (throws a one-line MetricsListenError) and logs where. */
-export async function startMetrics(listen: MetricsListen, stats: () => Promise<unknown> | unknown, log: Logger): Promise<MetricsServer> {
-  const server = new MetricsServer({ listen, metrics: new TmemMetrics(METRICS_TABLE), stats, log });
+export async function startMetrics(listen: MetricsListen, stats: () => Promise<unknown> | unknown, log: Logger, local?: () => LocalFacts): Promise<MetricsServer> {
+  const server = new MetricsServer({ listen, metrics: new TmemMetrics(METRICS_TABLE), stats, local, log });
   const a = await server.start();
   log.info(`metrics on ${a.url} (Prometheus text format)`);
   return server;

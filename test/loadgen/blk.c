@@ -10,7 +10,8 @@
  *
  *   blk-loadgen --socket PATH [--queues N] [--depth D] [--seconds S]
  *               [--read-pct P] [--span-mib M] [--qsize Q] [--seed S]
- *               [--max-pages N] [--one-seg] [--poll] [--timeout-ms T] [--json] [--memcpy]
+ *               [--max-pages N] [--one-seg] [--indirect] [--event-idx] [--poll]
+ *               [--timeout-ms T] [--json] [--memcpy]
  *
  * Phases: handshake (as QEMU: features, protocol features CONFIG and MQ,
  * GET_CONFIG for capacity, blk_size and num_queues, memory table, rings);
@@ -22,6 +23,9 @@
  * With --max-pages N a request covers 1 to N consecutive blocks (random), one
  * data descriptor per 4 KiB page (--one-seg: one descriptor for the whole
  * request, as the guest's block layer sends physically contiguous pages).
+ * --indirect puts each chain in an indirect table, --event-idx negotiates
+ * VIRTIO_RING_F_EVENT_IDX (kicks by avail_event, calls asked by used_event),
+ * as Linux's virtio_blk does when the device offers them.
  * Completions are waited for on the call eventfd (interrupts, as a guest
  * does) or, with --poll, by spinning on the used ring.
  *
@@ -96,6 +100,9 @@ enum {
 
 #define DESC_F_NEXT 1
 #define DESC_F_WRITE 2
+#define DESC_F_INDIRECT 4
+#define RING_F_INDIRECT_DESC 28
+#define RING_F_EVENT_IDX 29
 
 struct desc {
 	uint64_t addr;
@@ -130,6 +137,7 @@ struct slot {
 	uint8_t *data;   /* max_pages x 4 KiB */
 	uint8_t *status;
 	uint32_t *vers;  /* per block of the request: the version written or expected */
+	struct desc *itab; /* --indirect: the chain's table (max_pages + 2 entries) */
 	uint64_t block;  /* the first block */
 	uint64_t t0;
 	uint32_t nblocks;
@@ -143,7 +151,7 @@ struct queue {
 	struct desc *desc;
 	uint16_t *avail; /* flags, idx, ring[num], used_event */
 	uint8_t *used;   /* flags, idx, {id, len}[num], avail_event */
-	uint16_t avail_idx, last_used;
+	uint16_t avail_idx, last_used, kicked_idx;
 	int kickfd, callfd;
 	struct slot *slots;
 	uint16_t *free_slots;
@@ -159,7 +167,7 @@ struct queue {
 
 static struct {
 	const char *socket;
-	int queues, depth, seconds, read_pct, qsize, poll, timeout_ms, json, memcpy_base, max_pages, one_seg;
+	int queues, depth, seconds, read_pct, qsize, poll, timeout_ms, json, memcpy_base, max_pages, one_seg, indirect, event_idx;
 	uint64_t span_mib, seed;
 } opt = { .max_pages = 1, .queues = 2, .depth = 32, .seconds = 3, .read_pct = 50, .qsize = 256, .timeout_ms = 20000, .span_mib = 256, .seed = 1 };
 
@@ -442,6 +450,16 @@ static void handshake(void)
 	want = (1ull << F_VERSION_1) | (1ull << F_PROTOCOL_FEATURES) | (1ull << BLK_F_BLK_SIZE) |
 	       (1ull << BLK_F_SEG_MAX) | (1ull << BLK_F_SIZE_MAX) | (1ull << BLK_F_FLUSH) |
 	       (1ull << BLK_F_DISCARD) | (1ull << BLK_F_WRITE_ZEROES);
+	if (opt.indirect) {
+		if (!(offered & (1ull << RING_F_INDIRECT_DESC)))
+			die(EXIT_ERROR, "--indirect: the backend does not offer VIRTIO_RING_F_INDIRECT_DESC");
+		want |= 1ull << RING_F_INDIRECT_DESC;
+	}
+	if (opt.event_idx) {
+		if (!(offered & (1ull << RING_F_EVENT_IDX)))
+			die(EXIT_ERROR, "--event-idx: the backend does not offer VIRTIO_RING_F_EVENT_IDX");
+		want |= 1ull << RING_F_EVENT_IDX;
+	}
 	if (opt.queues > 1)
 		want |= 1ull << BLK_F_MQ;
 	if (opt.queues > 1 && !(offered & (1ull << BLK_F_MQ)))
@@ -503,6 +521,8 @@ static void setup_queue(struct queue *q)
 		s->hdr = ram_alloc(sizeof(*s->hdr), 16);
 		s->status = ram_alloc(1, 1);
 		s->vers = calloc((size_t)opt.max_pages, sizeof(*s->vers));
+		if (opt.indirect)
+			s->itab = ram_alloc(sizeof(struct desc) * (opt.max_pages + 2u), 16);
 		if (!s->vers)
 			die(EXIT_ERROR, "out of memory");
 		q->free_slots[q->nfree++] = (uint16_t)i;
@@ -518,6 +538,7 @@ static void submit(struct queue *q, int si, uint64_t block, uint32_t n, int writ
 	struct slot *s = &q->slots[si];
 	uint16_t head = (uint16_t)(SLOT_DESCS * (unsigned int)si);
 	struct desc *d = &q->desc[head];
+	uint16_t link = head; /* "next" indexes: ring positions, or table positions (indirect) */
 
 	s->block = block;
 	s->nblocks = n;
@@ -540,15 +561,24 @@ static void submit(struct queue *q, int si, uint64_t block, uint32_t n, int writ
 	/* header, one descriptor per page (--one-seg: one for the whole request), status */
 	uint32_t nd = opt.one_seg ? 1 : n;
 
+	if (opt.indirect) {
+		/* the ring holds one descriptor pointing at the slot's table */
+		q->desc[head].addr = gpa(s->itab);
+		q->desc[head].len = (uint32_t)sizeof(struct desc) * (nd + 2);
+		q->desc[head].flags = DESC_F_INDIRECT;
+		q->desc[head].next = 0;
+		d = s->itab;
+		link = 0;
+	}
 	d[0].addr = gpa(s->hdr);
 	d[0].len = sizeof(*s->hdr);
 	d[0].flags = DESC_F_NEXT;
-	d[0].next = (uint16_t)(head + 1);
+	d[0].next = (uint16_t)(link + 1);
 	for (uint32_t i = 0; i < nd; i++) {
 		d[1 + i].addr = gpa(s->data + (size_t)i * BLK);
 		d[1 + i].len = opt.one_seg ? n * BLK : BLK;
 		d[1 + i].flags = (uint16_t)(DESC_F_NEXT | (write ? 0 : DESC_F_WRITE));
-		d[1 + i].next = (uint16_t)(head + 2 + i);
+		d[1 + i].next = (uint16_t)(link + 2 + i);
 	}
 	d[1 + nd].addr = gpa(s->status);
 	d[1 + nd].len = 1;
@@ -566,8 +596,17 @@ static void kick(struct queue *q)
 	uint64_t one = 1;
 
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	if (__atomic_load_n((uint16_t *)(void *)q->used, __ATOMIC_ACQUIRE) & 1) /* VRING_USED_F_NO_NOTIFY */
+	if (opt.event_idx) {
+		/* vring_need_event(avail_event, new, old) */
+		uint16_t ev = __atomic_load_n((uint16_t *)(void *)(q->used + 4 + 8u * q->num), __ATOMIC_ACQUIRE);
+		uint16_t nw = q->avail_idx, old = q->kicked_idx;
+
+		q->kicked_idx = nw;
+		if (!((uint16_t)(nw - ev - 1) < (uint16_t)(nw - old)))
+			return;
+	} else if (__atomic_load_n((uint16_t *)(void *)q->used, __ATOMIC_ACQUIRE) & 1) { /* VRING_USED_F_NO_NOTIFY */
 		return;
+	}
 	if (write(q->kickfd, &one, 8) != 8)
 		die(EXIT_ERROR, "kick: %s", strerror(errno));
 	q->kicks++;
@@ -606,6 +645,13 @@ static void wait_some(struct queue *q)
 		if (opt.poll) {
 			__builtin_ia32_pause();
 		} else {
+			if (opt.event_idx) {
+				/* used_event: a call when the device passes last_used; then look again before sleeping */
+				__atomic_store_n(&q->avail[2 + q->num], q->last_used, __ATOMIC_RELEASE);
+				__atomic_thread_fence(__ATOMIC_SEQ_CST);
+				if (__atomic_load_n((uint16_t *)(void *)(q->used + 2), __ATOMIC_ACQUIRE) != q->last_used)
+					return;
+			}
 			struct pollfd p = { .fd = q->callfd, .events = POLLIN };
 			uint64_t v;
 
@@ -824,8 +870,8 @@ static long num_arg(const char *flag, const char *v, long min, long max)
 static void usage(void)
 {
 	fputs("usage: blk-loadgen --socket PATH [--queues N] [--depth D] [--seconds S] [--read-pct P] [--span-mib M]\n"
-	      "                   [--qsize Q] [--seed S] [--max-pages N] [--one-seg] [--poll] [--timeout-ms T]\n"
-	      "                   [--json] [--memcpy]\n", stderr);
+	      "                   [--qsize Q] [--seed S] [--max-pages N] [--one-seg] [--indirect] [--event-idx]\n"
+	      "                   [--poll] [--timeout-ms T] [--json] [--memcpy]\n", stderr);
 	exit(EXIT_ERROR);
 }
 
@@ -842,6 +888,10 @@ int main(int argc, char **argv)
 			opt.json = 1;
 		} else if (!strcmp(a, "--poll")) {
 			opt.poll = 1;
+		} else if (!strcmp(a, "--indirect")) {
+			opt.indirect = 1;
+		} else if (!strcmp(a, "--event-idx")) {
+			opt.event_idx = 1;
 		} else if (!strcmp(a, "--one-seg")) {
 			opt.one_seg = 1;
 		} else if (!strcmp(a, "--memcpy")) {

@@ -3,7 +3,7 @@
 import { closeSync, fstatSync, openSync, readFileSync, readSync, constants as fsConstants } from 'node:fs';
 import { totalmem } from 'node:os';
 import { isLogLevel, type LogLevel } from './log.js';
-import { MAX_CAPACITY_PAGES } from './store/store.js';
+import { MAX_CAPACITY_PAGES } from './tmem/store/store.js';
 
 export class ConfigError extends Error {
   constructor(msg: string) {

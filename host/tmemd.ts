@@ -10,11 +10,11 @@ import * as native from '../native/index.js';
 import { ConfigError, type DaemonConfig, DEFAULT_SOCKET_MODE, HELP, parseArgs, type SocketAccessSpec } from './config.js';
 import { folderProblem } from './control/client.js';
 import { ControlServer } from './control/server.js';
-import { DataPlane } from './dataplane/client.js';
+import { DataPlane } from './vhost-user/client.js';
 import { createLogger, type Logger } from './log.js';
-import { formatBytes } from './vhost/connection.js';
-import { type ListenerIo, type SocketAccess, VhostUserListener, type Watcher } from './vhost/listener.js';
-import { TMEM_DEVICE_FEATURES, TMEM_PROTOCOL_FEATURES, TmemVm } from './vhost/tmem-backend.js';
+import { formatBytes } from './vhost-user/connection.js';
+import { type ListenerIo, type SocketAccess, VhostUserListener, type Watcher } from './vhost-user/listener.js';
+import { TMEM_DEVICE_FEATURES, TMEM_PROTOCOL_FEATURES, TmemVm } from './tmem/vm.js';
 
 const PAGE = 4096n;
 

@@ -11,7 +11,7 @@
 // Then, in one process with the data plane and a forced GC, malloc'd bytes
 // per guest lifecycle (memory table mapped, ring enabled, guest removed):
 // ~210 bytes each stayed until the worker yielded to its event loop, which
-// frees the native side of koffi.view buffers (host/dataplane/worker.ts).
+// frees the native side of koffi.view buffers (host/vhost-user/worker.ts).
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -59,7 +59,7 @@ t.test(`${N} connections: fds flat, no mapping kept, RSS plateaus`, (t) => {
 t.test('the data plane keeps no malloc memory per guest lifecycle', (t) => {
   const script = `
     import koffi from 'koffi';
-    const { DataPlane } = await import(${JSON.stringify(join(root, 'dist/host/dataplane/client.js'))});
+    const { DataPlane } = await import(${JSON.stringify(join(root, 'dist/host/vhost-user/client.js'))});
     const n = await import(${JSON.stringify(join(root, 'dist/native/index.js'))});
     const lib = koffi.load('libc.so.6');
     koffi.struct('mallinfo2_t', { arena: 'size_t', ordblks: 'size_t', smblks: 'size_t', hblks: 'size_t', hblkhd: 'size_t', usmblks: 'size_t', fsmblks: 'size_t', uordblks: 'size_t', fordblks: 'size_t', keepcost: 'size_t' });

@@ -5,9 +5,9 @@
 // checked by counting work, never by timing it.
 import t from 'tap';
 import { TMEM_OP_GET_PAGE, TMEM_OP_NEW_POOL, TMEM_OP_PUT_PAGE, TMEM_POOL_PERSIST, TMEM_S_OK } from '../shared/abi.js';
-import { Engine, type EngineOs, type OsMapping, PENALTY, TURN_UNITS } from '../host/dataplane/engine.js';
-import { COUNTER_INDEX, COUNTER_NAMES } from '../host/dataplane/commands.js';
-import { INFO_LAYOUT } from '../host/dataplane/info-layout.js';
+import { Engine, type EngineOs, type OsMapping, PENALTY, TURN_UNITS } from '../host/vhost-user/engine.js';
+import { COUNTER_INDEX, COUNTER_NAMES } from '../host/vhost-user/commands.js';
+import { INFO_LAYOUT } from '../host/tmem/info-layout.js';
 import { FakeStore } from './device-fake-store.js';
 import { DriverRing, F_WRITE, FakeGuest, newPoolPayload, pattern, readResp, reqHeader } from './virtio-driver.js';
 

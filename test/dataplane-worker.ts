@@ -17,9 +17,9 @@ import {
 } from '../shared/abi.js';
 import { DriverRing, F_INDIRECT, F_WRITE, FakeGuest, newPoolPayload, pattern, readResp, reqHeader, writeDesc, type Desc } from './virtio-driver.js';
 
-const distClient = new URL('../dist/host/dataplane/client.js', import.meta.url);
+const distClient = new URL('../dist/host/vhost-user/client.js', import.meta.url);
 const distNative = new URL('../dist/native/index.js', import.meta.url);
-const distStore = new URL('../dist/host/store/store.js', import.meta.url);
+const distStore = new URL('../dist/host/tmem/store/store.js', import.meta.url);
 const ready = [distClient, distNative, distStore].every((u) => existsSync(fileURLToPath(u)));
 
 const VERSION_1 = 1n << 32n;
@@ -29,7 +29,7 @@ const RAM = 4 << 20;
 const UVA = 0x7f12_0000_0000;
 
 type Native = typeof import('../native/index.js');
-type Client = typeof import('../host/dataplane/client.js');
+type Client = typeof import('../host/vhost-user/client.js');
 
 async function load(): Promise<{ native: Native; client: Client }> {
   return { native: (await import(distNative.href)) as Native, client: (await import(distClient.href)) as Client };
@@ -129,7 +129,7 @@ async function harness(mode: 'poll' | 'notify', logs: string[]) {
 }
 
 for (const mode of ['poll', 'notify'] as const) {
-  t.test(`${mode} mode`, { skip: ready ? false : 'native/ or host/store/ not built yet' }, async (t) => {
+  t.test(`${mode} mode`, { skip: ready ? false : 'native/ or host/tmem/store/ not built yet' }, async (t) => {
     const logs: string[] = [];
     const h = await harness(mode, logs);
     t.teardown(() => {
@@ -250,7 +250,7 @@ for (const mode of ['poll', 'notify'] as const) {
   });
 }
 
-t.test('a worker that does not answer is reported, not waited for forever; once it answers it serves again', { skip: ready ? false : 'native/ or host/store/ not built yet' }, async (t) => {
+t.test('a worker that does not answer is reported, not waited for forever; once it answers it serves again', { skip: ready ? false : 'native/ or host/tmem/store/ not built yet' }, async (t) => {
   const { client } = await load();
   const logs: string[] = [];
   const log = { error: (m: string) => logs.push(m), warn: (m: string) => logs.push(m), info() {}, debug() {} };
@@ -270,7 +270,7 @@ t.test('a worker that does not answer is reported, not waited for forever; once 
   await dp.stop();
 });
 
-t.test('fds handed with a refused command are closed, not leaked', { skip: ready ? false : 'native/ or host/store/ not built yet' }, async (t) => {
+t.test('fds handed with a refused command are closed, not leaked', { skip: ready ? false : 'native/ or host/tmem/store/ not built yet' }, async (t) => {
   const { client, native } = await load();
   const log = { error() {}, warn() {}, info() {}, debug() {} };
   const dp = await client.DataPlane.start({ mode: 'notify', capacityPages: 16, maxPoolsPerGuest: 4, log });

@@ -3,7 +3,7 @@
 // knobs to make a put fail. Its own test checks the model.
 import t from 'tap';
 import { TMEM_POOL_PERSIST, TMEM_POOL_SHARED, TMEM_S_INVALID, TMEM_S_MISS, TMEM_S_OK, TMEM_REQF_EXCLUSIVE } from '../shared/abi.js';
-import type { EngineStore } from '../host/dataplane/engine.js';
+import type { EngineStore } from '../host/vhost-user/engine.js';
 
 export class FakeStore implements EngineStore {
   pools = new Map<string, { persist: boolean }>();
@@ -97,7 +97,7 @@ export class FakeStore implements EngineStore {
     return n;
   }
   info(_g: number, out: Float64Array): void {
-    // the layout of host/dataplane/info-layout.ts
+    // the layout of host/tmem/info-layout.ts
     out[0] = 16;
     out[1] = 0x100000;
     out[2] = 0x40000;

@@ -20,8 +20,8 @@ import {
   TMEM_S_OK,
   TMEM_S_UNSUPPORTED,
 } from '../shared/abi.js';
-import { TmemDevice, type DeviceGuest } from '../host/device/tmem-device.js';
-import { INFO_LAYOUT } from '../host/dataplane/info-layout.js';
+import { TmemDevice, type DeviceGuest } from '../host/tmem/device.js';
+import { INFO_LAYOUT } from '../host/tmem/info-layout.js';
 import { ChainWalker } from '../host/virtio/chain.js';
 import { FakeStore } from './device-fake-store.js';
 import { DriverRing, F_INDIRECT, F_WRITE, FakeGuest, newPoolPayload, pattern, readResp, reqHeader, writeDesc, type Desc, type ReqFields } from './virtio-driver.js';

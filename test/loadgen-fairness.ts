@@ -3,7 +3,7 @@
 // sockets. While one VM keeps 4 queues of 1024 entries full of chains as long
 // as a queue allows, the other VM's requests at depth 1 all complete, every
 // page verified, and the daemon's own counters show the budget rule at work
-// (host/dataplane/engine.ts): the flooding guest's turns were cut, its
+// (host/vhost-user/engine.ts): the flooding guest's turns were cut, its
 // refused chains charged the penalty, all four of its queues served in turn,
 // and it was served too. Counts, not times: how fast is ring-bench --noisy.
 import t from 'tap';

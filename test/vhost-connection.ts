@@ -1,10 +1,10 @@
-// The vhost-user engine (host/vhost/connection.ts) against a fake socket and
+// The vhost-user engine (host/vhost-user/connection.ts) against a fake socket and
 // a recording device: QEMU's sequence, reply flags and payloads, REPLY_ACK,
 // partial reads, and every malformed input closing the connection with all
 // its fds closed and nothing thrown.
 import t from 'tap';
-import type { BackendMemRegion, BackendSession, VhostUserBackend } from '../host/vhost/backend.js';
-import { type ConnIo, VhostUserConnection } from '../host/vhost/connection.js';
+import type { BackendMemRegion, BackendSession, VhostUserBackend } from '../host/vhost-user/device.js';
+import { type ConnIo, VhostUserConnection } from '../host/vhost-user/connection.js';
 import {
   bit,
   decodeHeader,
@@ -20,8 +20,8 @@ import {
   VHOST_USER_REPLY_FLAGS,
   VhostUserProtocolFeature,
   VhostUserRequest as R,
-} from '../host/vhost/messages.js';
-import { TMEM_DEVICE_FEATURES, TMEM_PROTOCOL_FEATURES } from '../host/vhost/tmem-backend.js';
+} from '../host/vhost-user/messages.js';
+import { TMEM_DEVICE_FEATURES, TMEM_PROTOCOL_FEATURES } from '../host/tmem/vm.js';
 import type { Logger } from '../host/log.js';
 
 const V1 = 0x1;

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { ControlServer, handleControlRequest, type ControlContext } from '../host/control/server.js';
 import { requestDaemon } from '../host/control/client.js';
 import { silentLogger } from '../host/log.js';
-import { type TmemDataPlane, TmemVm } from '../host/vhost/tmem-backend.js';
+import { type TmemDataPlane, TmemVm } from '../host/tmem/vm.js';
 
 class FakeDp {
   calls: unknown[][] = [];

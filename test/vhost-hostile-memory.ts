@@ -14,9 +14,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as native from '../native/index.js';
 import { requestDaemon } from '../host/control/client.js';
-import { DataPlane } from '../host/dataplane/client.js';
+import { DataPlane } from '../host/vhost-user/client.js';
 import type { Logger } from '../host/log.js';
-import { decodeHeader, encodeMemTable, encodeMsg, encodeU64, VHOST_USER_HDR_SIZE, VHOST_USER_NEED_REPLY_MASK, VhostUserProtocolFeature, VhostUserRequest as R } from '../host/vhost/messages.js';
+import { decodeHeader, encodeMemTable, encodeMsg, encodeU64, VHOST_USER_HDR_SIZE, VHOST_USER_NEED_REPLY_MASK, VhostUserProtocolFeature, VhostUserRequest as R } from '../host/vhost-user/messages.js';
 import { buildLoadgen, explain, runLoadgen, TMEMD } from './loadgen/harness.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 

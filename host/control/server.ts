@@ -21,8 +21,8 @@ import { lstatSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import * as native from '../../native/index.js';
 import { type Logger, rateLimited } from '../log.js';
-import { removeStaleSocket } from '../vhost/listener.js';
-import type { TmemVm } from '../vhost/tmem-backend.js';
+import { removeStaleSocket } from '../vhost-user/listener.js';
+import type { TmemVm } from '../tmem/vm.js';
 
 /** Longest request line accepted. */
 const MAX_LINE = 64 * 1024;

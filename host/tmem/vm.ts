@@ -1,14 +1,14 @@
 // The tmem device as a vhost-user backend: one TmemVm per configured VM
 // (one listening socket). It offers the features of ABI.md and forwards the
-// rings and guest memory to the data plane (host/dataplane/client.ts); each
+// rings and guest memory to the data plane (host/vhost-user/client.ts); each
 // connection is a new guest of the store. It also keeps what the operator
 // set for the VM (frozen, share group), so that it survives reconnects.
 import { TMEM_F_SHARED, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../../shared/abi.js';
-import type { DataPlane } from '../dataplane/client.js';
+import type { DataPlane } from '../vhost-user/client.js';
 import type { Logger } from '../log.js';
-import type { BackendMemRegion, BackendSession, BackendVringAddr, VhostUserBackend } from './backend.js';
-import { formatBytes } from './connection.js';
-import { bit, VHOST_USER_F_PROTOCOL_FEATURES, VhostUserProtocolFeature } from './messages.js';
+import type { BackendMemRegion, BackendSession, BackendVringAddr, VhostUserBackend } from '../vhost-user/device.js';
+import { formatBytes } from '../vhost-user/connection.js';
+import { bit, VHOST_USER_F_PROTOCOL_FEATURES, VhostUserProtocolFeature } from '../vhost-user/messages.js';
 
 /** The DataPlane calls the tmem device makes (a fake in unit tests). */
 export type TmemDataPlane = Pick<

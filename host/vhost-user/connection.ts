@@ -15,7 +15,7 @@
 // would otherwise arrive early). A message may arrive in pieces; its fds come
 // with its first bytes.
 import type { Logger } from '../log.js';
-import type { BackendMemRegion, BackendSession, VhostUserBackend } from './backend.js';
+import type { BackendMemRegion, BackendSession, VhostUserBackend } from './device.js';
 import {
   bit,
   bitsOf,

@@ -26,7 +26,7 @@ import { TMEM_F_SHARED, TMEM_S_INVALID, TMEM_S_UNSUPPORTED, VIRTIO_RING_F_EVENT_
 import { ChainWalker } from '../virtio/chain.js';
 import { GuestMemory, mappedWindows, type RegionSource } from '../virtio/guest-memory.js';
 import { SplitQueue } from '../virtio/split-queue.js';
-import { type DeviceGuest, type DeviceStore, type InfoLayout, TmemDevice } from '../device/tmem-device.js';
+import { type DeviceGuest, type DeviceStore, type InfoLayout, TmemDevice } from '../tmem/device.js';
 import { COUNTER_INDEX as CI } from './commands.js';
 
 /** The OS functions the engine needs (native/ in the worker, fakes in tests). */

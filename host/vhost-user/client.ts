@@ -123,7 +123,7 @@ function workerUrl(): URL {
   const here = fileURLToPath(import.meta.url);
   if (here.endsWith('.js')) return new URL('./worker.js', import.meta.url);
   const root = resolve(dirname(here), '../..');
-  const built = join(root, 'dist/host/dataplane/worker.js');
+  const built = join(root, 'dist/host/vhost-user/worker.js');
   if (!existsSync(built)) throw new DataPlaneError(`the data-plane worker must be built first (npm run build): ${built} is missing`);
   return pathToFileURL(built);
 }

@@ -10,7 +10,7 @@
 // "suppressed K messages" line per interval, not a line per connection.
 import { lstatSync, unlinkSync } from 'node:fs';
 import { type Logger, rateLimited } from '../log.js';
-import type { VhostUserBackend } from './backend.js';
+import type { VhostUserBackend } from './device.js';
 import { type ConnIo, formatBytes, VhostUserConnection } from './connection.js';
 
 /** Mode and numeric owner/group for a socket file tmemd creates (native.SocketAccess). */

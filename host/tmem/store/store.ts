@@ -54,7 +54,7 @@ import {
   TMEM_S_NOSPACE,
   TMEM_S_OK,
   TMEM_UUID_SIZE,
-} from '../../shared/abi.js';
+} from '../../../shared/abi.js';
 import { C, Guest, HostCounts, Pool, addPages, countersObject } from './accounting.js';
 import { type ChunkAllocator, FrameStore } from './frames.js';
 import { HandleIndex, NIL } from './handle-index.js';
@@ -72,7 +72,7 @@ export { C as STORE_COUNTERS } from './accounting.js';
  *   [4] ephemeral_pages         ephemeral pages now in this guest's private
  *                               pools plus those of the shared pools it holds
  *   [5..7] 0 (reserved)
- * (host/dataplane/info-layout.ts mirrors this.)
+ * (host/tmem/info-layout.ts mirrors this.)
  */
 export const INFO_MAX_POOLS = 0;
 export const INFO_CAPACITY_PAGES = 1;

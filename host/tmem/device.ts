@@ -56,7 +56,7 @@ import {
 import type { SegmentList } from '../virtio/guest-memory.js';
 
 /**
- * The part of TmemStore (host/store/store.ts, host/ARCHITECTURE.md) the device
+ * The part of TmemStore (host/tmem/store/store.ts, host/ARCHITECTURE.md) the device
  * calls. Every method returns a TMEM_S_* status or a non-negative value.
  */
 export interface DeviceStore {

@@ -25,7 +25,7 @@
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import * as native from '../../native/index.js';
-import { TmemStore } from '../store/store.js';
+import { TmemStore } from '../tmem/store/store.js';
 import {
   Cmd,
   CMD_SLOTS,
@@ -57,7 +57,7 @@ import {
   WorkerState,
 } from './commands.js';
 import { Engine, type EngineStore, type GuestLimits, type MemRegionSpec, type Queue } from './engine.js';
-import { INFO_LAYOUT } from './info-layout.js';
+import { INFO_LAYOUT } from '../tmem/info-layout.js';
 
 type Level = 'error' | 'warn' | 'info' | 'debug';
 

@@ -60,7 +60,7 @@ import { type ChunkAllocator, FrameStore } from './frames.js';
 import { HandleIndex, NIL } from './handle-index.js';
 import { ListSet, Lru } from './lru.js';
 
-export { C as STORE_COUNTERS } from './accounting.js';
+export { STORE_COUNTERS, STORE_COUNTER_BLOCK } from './accounting.js';
 
 /**
  * Layout of info(g, out): out is a Float64Array of at least INFO_LENGTH

@@ -313,9 +313,12 @@ t.test('a close the stalled worker could not confirm stays pending until it runs
   const fd = native.memfdCreate('stall-ram', 64n * GiB);
   await dp.setMemTable(g, [{ fd, guestPhysAddr: 0n, size: 64n * GiB, userspaceAddr: 0x7f0000000000n, mmapOffset: 0n }]);
   t.ok(vmSize('self') >= base + 63n * GiB, '64 GiB mapped');
-  const stall = dp.debugStall(1500);
+  const stall = dp.debugStall(1500).then(
+    () => null,
+    (e: Error) => e,
+  );
   t.equal(await dp.close(g), false, 'the close is queued behind the stall, not lost');
-  await t.rejects(stall, /did not answer/, 'the worker stalls past the reply timeout');
+  t.match(await stall, { message: /did not answer debugStall/ }, 'the worker stalls past the reply timeout');
   t.equal(dp.pendingRemovals, 1);
   t.match(lines.join('\n'), /instance \d+: the vring worker has not confirmed its removal; it is queued/);
   t.ok(vmSize('self') >= base + 63n * GiB, 'still mapped while the worker is stalled');

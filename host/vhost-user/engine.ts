@@ -719,6 +719,12 @@ export class Engine {
     for (const { q } of this.running) q.ring!.suppressKicks();
   }
 
+  /** A queue's kick eventfd fired and the caller does not read eventfds (an edge-triggered set): scan the queue. */
+  kickedNoRead(g: Instance, q: Queue): void {
+    q.scan = true;
+    g.counters[VC.kicks]!++;
+  }
+
   /** A queue's kick eventfd fired: consume it and scan the queue. */
   kicked(g: Instance, q: Queue): void {
     if (q.kickFd >= 0) {

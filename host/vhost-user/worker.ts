@@ -69,11 +69,13 @@ class VringWorker {
   private readonly hooks = parseTestHooks(process.env[TEST_HOOKS_ENV]);
   /** Commands taken from the port so far (compared with the main thread's posted counter). */
   private taken = 0;
-  // poll(2) set: [0] = wake eventfd, then the kick eventfds of running queues
+  // The sleep set: [0] = wake eventfd, then the kick eventfds of running
+  // queues, in an edge-triggered epoll whose counters are never read, so a
+  // wake-up is one epoll_wait and no read(2) per fd (native/eventfd-set.ts).
   private pfds = new Int32Array(64);
-  private revents = new Int16Array(64);
+  private readonly kickSet = new native.EventfdSet();
+  private ready = new Int32Array(64);
   private pqueues: ({ g: Instance; q: Queue } | null)[] = [];
-  private pcount = 1;
   private pgen = -1;
   private anyNoKick = false;
   private stopping = false;
@@ -118,6 +120,7 @@ class VringWorker {
     if (this.cfg.mode === 'poll') await this.pollLoop();
     else await this.notifyLoop();
     this.engine.closeAll();
+    this.kickSet.close();
     Atomics.store(this.ctl, CTL_STATE, WorkerState.Stopped);
   }
 
@@ -136,16 +139,19 @@ class VringWorker {
           if (this.stopping) break;
           await yieldToEventLoop();
         }
-        const work = e.pass(false);
+        e.pass(false);
         k[WC.loopIterations]!++;
-        let idle = false;
-        if (work === 0 && e.idlePending) {
-          k[WC.idleSteps]!++;
-          idle = e.idle();
-        }
         let scan = false;
         const run = e.running;
         for (let i = 0; i < run.length; i++) if (run[i]!.q.scan) scan = true;
+        // Idle steps in the same turn as the work once no queue waits for a
+        // scan: a served kick then costs one wait, not a second pass and a
+        // poll(2) with timeout 0 first (helper CPU's measurement, notes/cpu.md E1).
+        let idle = false;
+        if (!scan && !e.deferred && e.idlePending) {
+          k[WC.idleSteps]!++;
+          idle = e.idle();
+        }
         this.buildPollSet();
         this.wait(scan || idle || e.deferred || this.commandsPending() ? 0 : this.anyNoKick ? 1 : 1000);
       } catch (err) {
@@ -215,7 +221,7 @@ class VringWorker {
     const run = e.running;
     if (this.pfds.length < run.length + 1) {
       this.pfds = new Int32Array(2 * (run.length + 1));
-      this.revents = new Int16Array(this.pfds.length);
+      this.ready = new Int32Array(this.pfds.length);
     }
     this.pfds[0] = this.cfg.wakeFd;
     this.pqueues = [null];
@@ -227,21 +233,20 @@ class VringWorker {
         this.pqueues.push(r);
       } else noKick = true;
     }
-    this.pcount = n;
-    this.anyNoKick = noKick;
+    this.kickSet.setFds(this.pfds, n);
+    // A kick fd that could not be watched is polled instead (the 1 ms sleep of anyNoKick).
+    this.anyNoKick = noKick || this.kickSet.failed > 0;
   }
 
-  /** poll(2) on the wake and kick eventfds; consumes what fired. Returns the number ready. */
+  /** Sleeps on the wake and kick eventfds; marks the kicked queues for a scan. Returns the number ready. */
   private wait(timeoutMs: number): number {
-    const n = native.pollFds(this.pfds, this.pcount, this.revents, timeoutMs);
-    if (n <= 0) return 0;
-    for (let i = 0; i < this.pcount; i++) {
-      if (this.revents[i] === 0) continue;
-      if (i === 0) native.eventfdRead(this.cfg.wakeFd);
-      else {
-        const r = this.pqueues[i]!;
-        this.engine.kicked(r.g, r.q);
-      }
+    const n = this.kickSet.wait(timeoutMs, this.ready);
+    for (let i = 0; i < n; i++) {
+      const idx = this.ready[i]!;
+      // index 0 is the wake eventfd: the commands are seen through the posted counter
+      if (idx === 0) continue;
+      const r = this.pqueues[idx];
+      if (r) this.engine.kickedNoRead(r.g, r.q);
     }
     return n;
   }

@@ -22,7 +22,7 @@ t.test('bench:ring --paced-only --json: notifyCpuPerRequestUs is a positive numb
   const positive = (x: unknown): boolean => typeof x === 'number' && Number.isFinite(x) && x > 0;
   t.ok(positive(j.notifyCpuPerRequestUs), `notifyCpuPerRequestUs = ${j.notifyCpuPerRequestUs}`);
   t.ok(positive(j.notifyCpuPerRequestUsMin), `notifyCpuPerRequestUsMin = ${j.notifyCpuPerRequestUsMin}`);
-  for (const k of ['probeCpuPerWakeUs', 'loadgenCpuPerRequestUs', 'achievedRate', 'p50us']) {
+  for (const k of ['probeCpuPerWakeUs', 'workerCpuPerRequestUs', 'loadgenCpuPerRequestUs', 'achievedRate', 'p50us']) {
     const v = j.paced[k] as unknown[];
     t.ok(Array.isArray(v) && v.length === 1 && positive(v[0]), `paced.${k} = ${JSON.stringify(v)}`);
   }

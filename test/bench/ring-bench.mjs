@@ -358,6 +358,8 @@ async function pacedBench() {
       userCpuPerRequestUs: pick((r) => r.daemonUserCpuPerRequestUs),
       schedCpuPerRequestUs: pick((r) => r.daemonSchedCpuPerRequestUs),
       switchInsPerRequest: pick((r) => r.daemonSwitchInsPerRequest),
+      // the busiest thread: the vring worker (the rest is the main thread and V8's helpers: GC, compiling)
+      workerCpuPerRequestUs: pick((r) => Math.max(0, ...r.daemonThreads.map((t) => t.cpuPerRequestUs))),
       probeCpuPerWakeUs: pick((r) => r.probeCpuPerWakeUs),
       idleCpuUsPerSec: pick((r) => r.daemonIdleCpuUsPerSec),
       loadgenCpuPerRequestUs: pick((r) => r.loadgenCpuPerRequestUs),
@@ -372,7 +374,7 @@ async function pacedBench() {
 function sayPaced(p) {
   const list = (xs) => xs.map((x) => x.toFixed(2)).join(', ');
   const q = p.paced;
-  say(`notify, paced at ${q.rate.toLocaleString('en-US')} requests/s (depth 1, one queue): tmemd CPU per request ${p.notifyCpuPerRequestUs.toFixed(2)} us (median of ${q.runs}; min ${p.notifyCpuPerRequestUsMin.toFixed(2)}; runs ${list(q.cpuPerRequestUs)}; user ${list(q.userCpuPerRequestUs)})`);
+  say(`notify, paced at ${q.rate.toLocaleString('en-US')} requests/s (depth 1, one queue): tmemd CPU per request ${p.notifyCpuPerRequestUs.toFixed(2)} us (median of ${q.runs}; min ${p.notifyCpuPerRequestUsMin.toFixed(2)}; runs ${list(q.cpuPerRequestUs)}; user ${list(q.userCpuPerRequestUs)}; the worker thread ${list(q.workerCpuPerRequestUs)})`);
   say(`  same runs: a C thread woken through an eventfd (poll + read) costs ${list(q.probeCpuPerWakeUs)} us per wake-up; tmemd switch-ins per request ${list(q.switchInsPerRequest)}; tmemd idle ${q.idleCpuUsPerSec.map((x) => Math.round(x)).join(', ')} us/s; load generator ${list(q.loadgenCpuPerRequestUs)} us per request; latency p50 ${list(q.p50us)} us, p99 ${list(q.p99us)} us`);
 }
 

@@ -6,7 +6,7 @@ import { totalmem } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import { parseArgs as tokenizeArgs } from 'node:util';
 import { isLogLevel, type LogLevel } from './log.js';
-import { MAX_CAPACITY_PAGES } from './store/store.js';
+import { MAX_CAPACITY_PAGES } from './tmem/store/store.js';
 import { formatSize, parseSize as parseSizeText, SizeError } from './units.js';
 
 export { formatSize };

@@ -8,7 +8,7 @@
 // TmemStore.
 import t from 'tap';
 import { ChainWalker } from '../host/virtio/chain.js';
-import { TmemStore } from '../host/store/store.js';
+import { TmemStore } from '../host/tmem/store/store.js';
 import { BlockStore } from '../host/blk/block-store.js';
 import { StorePages } from '../host/blk/store-pages.js';
 import { BlkHandler } from '../host/blk/blk-handler.js';

@@ -8,7 +8,7 @@ import t, { type Test } from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { TmemStore } from '../host/store/store.js';
+import { TmemStore } from '../host/tmem/store/store.js';
 import { BlockStore } from '../host/blk/block-store.js';
 import { OverflowFile } from '../host/blk/overflow-file.js';
 import { StorePages } from '../host/blk/store-pages.js';

@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, DEFAULT_BLK_SIZE_BYTES, DEFAULTS, HELP, MAX_CAPACITY_BYTES, MAX_CONFIG_BYTES, formatSize, parseArgs, parseSize, parseVmSpec, readConfigText, type DaemonConfig } from '../host/config.js';
 import { folderProblem, socketPathProblem } from '../host/control/client.js';
-import { MAX_CAPACITY_PAGES, TmemStore } from '../host/store/store.js';
+import { MAX_CAPACITY_PAGES, TmemStore } from '../host/tmem/store/store.js';
 
 /** VM specs that give no socket-mode/owner/group (test/socket-modes.ts covers those). */
 const NO_SOCKET_ACCESS = { mode: null, owner: null, group: null };

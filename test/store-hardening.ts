@@ -1,11 +1,11 @@
-// Store hardening against hostile or unlucky input (host/store/): INFO stays
+// Store hardening against hostile or unlucky input (host/tmem/store/): INFO stays
 // linear in pool ids, the handle index's hashes are keyed (a guest cannot
 // precompute keys that share one hash chain), and running out of memory for
 // a new frame chunk is a refused PUT, not an exception.
 import t from 'tap';
 import { TMEM_POOL_PERSIST as PERSIST, TMEM_POOL_SHARED as SHARED, TMEM_S_MISS, TMEM_S_NOSPACE, TMEM_S_OK } from '../shared/abi.js';
-import { HandleIndex } from '../host/store/handle-index.js';
-import { INFO_EPHEMERAL_PAGES, INFO_LENGTH, INFO_PERSISTENT_PAGES, TmemStore } from '../host/store/store.js';
+import { HandleIndex } from '../host/tmem/store/handle-index.js';
+import { INFO_EPHEMERAL_PAGES, INFO_LENGTH, INFO_PERSISTENT_PAGES, TmemStore } from '../host/tmem/store/store.js';
 
 const EPH = 0;
 const PAGE = 4096;

@@ -15,7 +15,7 @@ import {
   TMEM_S_NOSPACE,
   TMEM_S_OK,
 } from '../shared/abi.js';
-import { INFO_LENGTH, INFO_PERSISTENT_PAGES, TmemStore } from '../host/store/store.js';
+import { INFO_LENGTH, INFO_PERSISTENT_PAGES, TmemStore } from '../host/tmem/store/store.js';
 
 const CAPACITY = 200;
 const MAX_POOLS = 4;

@@ -1,5 +1,5 @@
 // The tmem store, one test per rule of ../shared/docs/ABI.md ("Semantics",
-// "Edge rules"), named after the rule (host/store/store.ts).
+// "Edge rules"), named after the rule (host/tmem/store/store.ts).
 import t from 'tap';
 import {
   TMEM_POOL_PERSIST as PERSIST,
@@ -20,7 +20,7 @@ import {
   INFO_PERSISTENT_LIMIT_PAGES,
   INFO_PERSISTENT_PAGES,
   TmemStore,
-} from '../host/store/store.js';
+} from '../host/tmem/store/store.js';
 
 const EPH = 0;
 const NO_UUID = new Uint8Array(16);

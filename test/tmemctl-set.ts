@@ -4,7 +4,7 @@
 // Xen's tmem did), then the command line, then a live tmemd under a load.
 import t from 'tap';
 import { TMEM_POOL_PERSIST as PERSIST, TMEM_S_MISS, TMEM_S_NOSPACE, TMEM_S_OK } from '../shared/abi.js';
-import { INFO_CAPACITY_PAGES, INFO_LENGTH, INFO_PERSISTENT_LIMIT_PAGES, TmemStore } from '../host/store/store.js';
+import { INFO_CAPACITY_PAGES, INFO_LENGTH, INFO_PERSISTENT_LIMIT_PAGES, TmemStore } from '../host/tmem/store/store.js';
 
 const NO_UUID = new Uint8Array(16);
 const oid = (a: number) => new Uint32Array([a, 0, 0, 0, 0, 0]);

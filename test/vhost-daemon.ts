@@ -27,7 +27,7 @@ import {
   VHOST_USER_NEED_REPLY_MASK,
   VhostUserProtocolFeature,
   VhostUserRequest as R,
-} from '../host/vhost/messages.js';
+} from '../host/vhost-user/messages.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const TMEMD = join(root, 'dist/host/tmemd.js');

@@ -14,9 +14,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as native from '../native/index.js';
 import { requestDaemon } from '../host/control/client.js';
-import { DataPlane } from '../host/dataplane/client.js';
+import { DataPlane } from '../host/vhost-user/client.js';
+import { tmemWorkerModule } from '../host/tmem/vm.js';
 import type { Logger } from '../host/log.js';
-import { decodeHeader, encodeMemTable, encodeMsg, encodeU64, VHOST_USER_HDR_SIZE, VHOST_USER_NEED_REPLY_MASK, VhostUserProtocolFeature, VhostUserRequest as R } from '../host/vhost/messages.js';
+import { decodeHeader, encodeMemTable, encodeMsg, encodeU64, VHOST_USER_HDR_SIZE, VHOST_USER_NEED_REPLY_MASK, VhostUserProtocolFeature, VhostUserRequest as R } from '../host/vhost-user/messages.js';
 import { buildLoadgen, explain, runLoadgen, TMEMD } from './loadgen/harness.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 
@@ -299,25 +300,32 @@ t.test('hostile guest RAM against the daemon, another guest served throughout', 
   t.equal(s.code, 0, 'clean exit');
 });
 
-t.test('a removal the stalled worker could not confirm is retried until it does (in-process data plane)', async (t) => {
+t.test('a close the stalled worker could not confirm stays pending until it runs (in-process data plane)', async (t) => {
   const lines: string[] = [];
-  const log: Logger = { error: (m) => lines.push(`error ${m}`), warn: (m) => lines.push(`warn ${m}`), info: (m) => lines.push(`info ${m}`), debug: () => {} } as Logger;
-  const dp = await DataPlane.start({ mode: 'notify', capacityPages: 4096, maxPoolsPerGuest: 4, log, replyTimeoutMs: 300 });
+  const log: Logger = { error: (m) => lines.push(`error ${m}`), warn: (m) => lines.push(`warn ${m}`), info: (m) => lines.push(`info ${m}`), debug: (m) => lines.push(`debug ${m}`) } as Logger;
+  process.env.TMEMD_TEST_HOOKS = 'debug';
+  const dp = await DataPlane.start({ mode: 'notify', devices: [{ kind: 'tmem', module: tmemWorkerModule() }], deviceConfig: { capacityPages: 4096, maxPoolsPerGuest: 4 }, log, replyTimeoutMs: 300 });
+  delete process.env.TMEMD_TEST_HOOKS;
   t.teardown(() => dp.stop());
   const base = vmSize('self');
-  const g = dp.addGuest({ name: 'h', maxmemBytes: GiB, shareGroup: null, numQueues: 1 });
+  const g = dp.newInstanceId();
+  await dp.open(g, { vm: 'h', kind: 'tmem', numQueues: 1, policy: { maxRamBytes: null, allowUnsealed: false }, params: { maxmemBytes: GiB, shareGroup: null, tmemMaxBytes: null, ramFloorBytes: 0n, frozen: false } });
   const fd = native.memfdCreate('stall-ram', 64n * GiB);
-  dp.setMemTable(g, [{ fd, guestPhysAddr: 0n, size: 64n * GiB, userspaceAddr: 0x7f0000000000n, mmapOffset: 0n }]);
+  await dp.setMemTable(g, [{ fd, guestPhysAddr: 0n, size: 64n * GiB, userspaceAddr: 0x7f0000000000n, mmapOffset: 0n }]);
   t.ok(vmSize('self') >= base + 63n * GiB, '64 GiB mapped');
-  t.throws(() => dp.debugStall(1500), /did not answer/, 'the worker stalls past the reply timeout');
-  t.equal(dp.removeGuest(g), false, 'the removal is queued, not lost');
+  const stall = dp.debugStall(1500).then(
+    () => null,
+    (e: Error) => e,
+  );
+  t.equal(await dp.close(g), false, 'the close is queued behind the stall, not lost');
+  t.match(await stall, { message: /did not answer debugStall/ }, 'the worker stalls past the reply timeout');
   t.equal(dp.pendingRemovals, 1);
-  t.match(lines.join('\n'), /guest h \(\d+\): the data-plane worker has not confirmed its removal; retrying/);
+  t.match(lines.join('\n'), /instance \d+: the vring worker has not confirmed its removal; it is queued/);
   t.ok(vmSize('self') >= base + 63n * GiB, 'still mapped while the worker is stalled');
-  t.ok(await until(() => dp.pendingRemovals === 0, 10000), 'the removal completed once the worker answered');
+  t.ok(await until(() => dp.pendingRemovals === 0, 10000), 'the removal completed once the worker got to it');
   t.ok(vmSize('self') < base + GiB, 'the mapping is gone');
-  const st = dp.stats() as { store: { guests: unknown[] }; guests: unknown[] };
-  t.same(st.store.guests, [], 'no guest left in the store');
-  t.same(st.guests, [], 'none in the data plane');
-  t.match(lines.join('\n'), /confirmed every queued guest removal/);
+  const st = await dp.stats();
+  t.same((st.kinds.tmem as { store: { guests: unknown[] } }).store.guests, [], 'no guest left in the store');
+  t.same(st.instances, [], 'none in the worker');
+  t.match(lines.join('\n'), /vring worker confirmed every queued removal/);
 });

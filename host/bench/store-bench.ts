@@ -15,7 +15,7 @@
 // first fill (page faults of fresh memory) is reported separately, next to
 // the baseline's own first (cold) pass.
 import { TMEM_POOL_PERSIST, TMEM_S_OK } from '../../shared/abi.js';
-import { TmemStore } from '../store/store.js';
+import { TmemStore } from '../tmem/store/store.js';
 
 const PAGE = 4096;
 const SRC_PAGES = 256; // a 1 MiB source, cycled (fits in L2/L3 like a guest's hot pages would not, but the same for both)

@@ -6,7 +6,7 @@
 // This adapter is the only code that knows how the disk sits in the store;
 // block-store.ts sees put/get/flush by page number.
 import { TMEM_PAGE_SIZE, TMEM_POOL_PERSIST, TMEM_S_NOSPACE, TMEM_S_OK } from '../../shared/abi.js';
-import { INFO_LENGTH, INFO_PERSISTENT_LIMIT_PAGES, INFO_PERSISTENT_PAGES } from '../store/store.js';
+import { INFO_LENGTH, INFO_PERSISTENT_LIMIT_PAGES, INFO_PERSISTENT_PAGES } from '../tmem/store/store.js';
 
 /** What block-store.ts needs from wherever RAM pages live. */
 export interface BlockPages {
@@ -25,7 +25,7 @@ export interface BlockPages {
   destroy(): void;
 }
 
-/** The part of TmemStore the adapter calls (host/store/store.ts). */
+/** The part of TmemStore the adapter calls (host/tmem/store/store.ts). */
 export interface PageStoreApi {
   newPool(g: number, flags: number, pageSize: number, uuid: Uint8Array, uuidOffset: number, sharedNegotiated: boolean): number;
   destroyPool(g: number, poolId: number): number;

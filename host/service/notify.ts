@@ -7,7 +7,7 @@
 // The watchdog pings come from a timer on the main thread's event loop, so a
 // stuck event loop (the thread that answers QEMU's control messages) stops
 // them and systemd restarts the daemon; the data-plane worker has its own
-// stall handling (host/dataplane).
+// stall handling (host/vhost-user).
 import { close as closeFd } from '../../native/fd.js';
 import * as notify from '../../native/notify.js';
 import type { Logger } from '../log.js';

@@ -31,7 +31,7 @@ import koffi from 'koffi';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const native = await import(join(root, 'dist/native/index.js'));
-const M = await import(join(root, 'dist/host/vhost/messages.js'));
+const M = await import(join(root, 'dist/host/vhost-user/messages.js'));
 const R = M.VhostUserRequest;
 
 function parse(argv) {

@@ -1,36 +1,39 @@
 // Accounting: who holds what, the counters, and the limits.
 //
-// Every counter of the store is declared in this one block and exported in
-// one place (TmemStore.stats()), zswap style. A guest and each of its pools
+// Every counter of the store is declared in this one block (STORE_COUNTERS,
+// the shape of host/counters.ts) and exported in one place
+// (TmemStore.stats()), zswap style. A guest and each of its pools
 // carry one Float64Array of these counters; the host totals live in
 // HostCounts.
+import { type CounterBlock, counterIndex, countersObject as specsObject } from '../../counters.js';
 import type { ListEnds } from './lru.js';
 
+/**
+ * Every per-guest / per-pool counter of the store, in slot order (the table
+ * shape of host/counters.ts; metrics and `tmemctl stats` read these specs).
+ */
+export const STORE_COUNTERS = [
+  { name: 'puts', help: 'PUT_PAGE requests that named an existing pool', kind: 'counter', unit: 'requests' },
+  { name: 'putsNoSpace', help: 'PUTs refused for lack of room (limit or capacity)', kind: 'counter', unit: 'requests' },
+  { name: 'putsFrozen', help: 'PUTs refused because the guest is frozen', kind: 'counter', unit: 'requests' },
+  { name: 'putsInvalid', help: 'PUTs refused as invalid', kind: 'counter', unit: 'requests' },
+  { name: 'gets', help: 'GET_PAGE requests that named an existing pool', kind: 'counter', unit: 'requests' },
+  { name: 'hits', help: 'GETs that found their page', kind: 'counter', unit: 'requests' },
+  { name: 'flushPages', help: 'FLUSH_PAGE requests', kind: 'counter', unit: 'requests' },
+  { name: 'flushObjects', help: 'FLUSH_OBJECT requests', kind: 'counter', unit: 'requests' },
+  { name: 'flushedPages', help: 'pages removed by FLUSH_PAGE and FLUSH_OBJECT', kind: 'counter', unit: 'pages' },
+  { name: 'evictions', help: 'ephemeral pages taken by the LRU to make room', kind: 'counter', unit: 'pages' },
+  { name: 'persistentPages', help: 'persistent pages held now', kind: 'gauge', unit: 'pages' },
+  { name: 'persistentPeak', help: 'most persistent pages ever held', kind: 'gauge', unit: 'pages' },
+  { name: 'ephemeralPages', help: 'ephemeral pages held now', kind: 'gauge', unit: 'pages' },
+  { name: 'ephemeralPeak', help: 'most ephemeral pages ever held', kind: 'gauge', unit: 'pages' },
+] as const;
+
+export const STORE_COUNTER_BLOCK: CounterBlock = { subsystem: 'store', scope: 'vm', counters: STORE_COUNTERS };
+
 /** Index of each per-guest / per-pool counter. */
-export const C = {
-  /** PUT_PAGE requests that named an existing pool. */
-  puts: 0,
-  /** ... refused, by reason. */
-  putsNoSpace: 1,
-  putsFrozen: 2,
-  putsInvalid: 3,
-  /** GET_PAGE requests that named an existing pool, and those that found a page. */
-  gets: 4,
-  hits: 5,
-  /** FLUSH_PAGE and FLUSH_OBJECT requests, and the pages they removed. */
-  flushPages: 6,
-  flushObjects: 7,
-  flushedPages: 8,
-  /** Ephemeral pages taken by the LRU to make room. */
-  evictions: 9,
-  /** Pages held now and the most ever held, by kind. */
-  persistentPages: 10,
-  persistentPeak: 11,
-  ephemeralPages: 12,
-  ephemeralPeak: 13,
-} as const;
-export const NCOUNTERS = 14;
-export const COUNTER_NAMES = Object.keys(C) as (keyof typeof C)[];
+export const C = counterIndex(STORE_COUNTERS);
+export const NCOUNTERS = STORE_COUNTERS.length;
 
 export function newCounters(): Float64Array {
   return new Float64Array(NCOUNTERS);
@@ -38,9 +41,7 @@ export function newCounters(): Float64Array {
 
 /** Counters as a plain object (control path). */
 export function countersObject(c: Float64Array): Record<string, number> {
-  const o: Record<string, number> = {};
-  for (const k of COUNTER_NAMES) o[k] = c[C[k]]!;
-  return o;
+  return specsObject(STORE_COUNTERS, c);
 }
 
 /** Adds d pages of a kind to a counter block, keeping the peak. */

@@ -1,7 +1,7 @@
 // How store.info(g, out) fills its Float64Array, as the device reads it to
 // build struct tmem_info. The slots are the store's own constants, so the two
 // cannot drift.
-import type { InfoLayout } from '../device/tmem-device.js';
+import type { InfoLayout } from './device.js';
 import {
   INFO_CAPACITY_PAGES,
   INFO_EPHEMERAL_PAGES,
@@ -9,7 +9,7 @@ import {
   INFO_MAX_POOLS,
   INFO_PERSISTENT_LIMIT_PAGES,
   INFO_PERSISTENT_PAGES,
-} from '../store/store.js';
+} from './store/store.js';
 
 export const INFO_LAYOUT: InfoLayout = {
   length: INFO_LENGTH,

@@ -7,7 +7,7 @@
 // their frames is used, so a large capacity costs nothing until it fills.
 // That allocation can fail (out of memory: RangeError); ensure() and
 // prefault() report it instead of throwing, so the store can refuse the PUT.
-import { TMEM_PAGE_SIZE } from '../../shared/abi.js';
+import { TMEM_PAGE_SIZE } from '../../../shared/abi.js';
 
 export const PAGE_SIZE = TMEM_PAGE_SIZE;
 const PAGE_SHIFT = 12;

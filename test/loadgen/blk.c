@@ -96,6 +96,7 @@ enum {
 #define BLK_F_WRITE_ZEROES 14
 #define BLK_T_IN 0
 #define BLK_T_OUT 1
+#define BLK_T_DISCARD 11
 #define BLK_S_OK 0
 
 #define DESC_F_NEXT 1
@@ -167,7 +168,7 @@ struct queue {
 
 static struct {
 	const char *socket;
-	int queues, depth, seconds, read_pct, qsize, poll, timeout_ms, json, memcpy_base, max_pages, one_seg, indirect, event_idx;
+	int queues, depth, seconds, read_pct, qsize, poll, timeout_ms, json, memcpy_base, max_pages, one_seg, indirect, event_idx, discard_first;
 	uint64_t span_mib, seed;
 } opt = { .max_pages = 1, .queues = 2, .depth = 32, .seconds = 3, .read_pct = 50, .qsize = 256, .timeout_ms = 20000, .span_mib = 256, .seed = 1 };
 
@@ -179,6 +180,7 @@ static struct queue *qs;
 static uint64_t features, proto;
 static uint32_t blk_size_cfg;
 static uint16_t num_queues_cfg;
+static uint32_t max_discard_sectors;
 static volatile int phase_stop;
 
 /* descriptors per slot: header, one per page, status */
@@ -446,6 +448,7 @@ static void handshake(void)
 	memcpy(&capacity_sectors, c + 0, 8);
 	memcpy(&blk_size_cfg, c + 20, 4);
 	memcpy(&num_queues_cfg, c + 34, 2);
+	memcpy(&max_discard_sectors, c + 36, 4);
 
 	want = (1ull << F_VERSION_1) | (1ull << F_PROTOCOL_FEATURES) | (1ull << BLK_F_BLK_SIZE) |
 	       (1ull << BLK_F_SEG_MAX) | (1ull << BLK_F_SIZE_MAX) | (1ull << BLK_F_FLUSH) |
@@ -712,6 +715,50 @@ static void complete(struct queue *q, int si, uint32_t len, int timed)
 	}
 }
 
+/*
+ * --discard-first: discard the whole disk (from block 1, as swapon --discard
+ * does after mkswap) in requests of max_discard_sectors, on queue 0, one at
+ * a time, before the prefill; every status must be OK.
+ */
+static void discard_all(struct queue *q)
+{
+	struct slot *s = &q->slots[0];
+	uint16_t head = 0;
+	struct desc *d = &q->desc[0];
+	uint64_t sector = SECTORS_PER_BLK, end = capacity_sectors;
+	uint32_t chunk;
+
+	if (!(features & (1ull << BLK_F_DISCARD)) || !max_discard_sectors)
+		die(EXIT_ERROR, "--discard-first: the device offers no discard");
+	chunk = max_discard_sectors & ~(SECTORS_PER_BLK - 1);
+	while (sector < end) {
+		uint32_t n = (uint32_t)(end - sector < chunk ? end - sector : chunk);
+		uint64_t range[2] = { sector, n }; /* sector; num_sectors (u32), flags (u32) = 0 */
+		uint32_t len;
+
+		s->hdr->type = BLK_T_DISCARD;
+		s->hdr->reserved = 0;
+		s->hdr->sector = 0;
+		memcpy(s->data, range, 16);
+		*s->status = 0xff;
+		d[0] = (struct desc){ gpa(s->hdr), sizeof(*s->hdr), DESC_F_NEXT, 1 };
+		d[1] = (struct desc){ gpa(s->data), 16, DESC_F_NEXT, 2 };
+		d[2] = (struct desc){ gpa(s->status), 1, DESC_F_WRITE, 0 };
+		s->busy = 1;
+		q->avail[2 + q->avail_idx % q->num] = head;
+		q->avail_idx++;
+		__atomic_store_n(&q->avail[1], q->avail_idx, __ATOMIC_RELEASE);
+		kick(q);
+		wait_some(q);
+		if (harvest(q, &len) != 0)
+			die(EXIT_MISMATCH, "discard: unexpected completion");
+		s->busy = 0;
+		if (*s->status != BLK_S_OK)
+			die(EXIT_MISMATCH, "discard of sectors %llu+%u: status %u", (unsigned long long)sector, n, *s->status);
+		sector += n;
+	}
+}
+
 static void drain(struct queue *q, int timed)
 {
 	uint32_t len;
@@ -871,6 +918,7 @@ static void usage(void)
 {
 	fputs("usage: blk-loadgen --socket PATH [--queues N] [--depth D] [--seconds S] [--read-pct P] [--span-mib M]\n"
 	      "                   [--qsize Q] [--seed S] [--max-pages N] [--one-seg] [--indirect] [--event-idx]\n"
+	      "                   [--discard-first]\n"
 	      "                   [--poll] [--timeout-ms T] [--json] [--memcpy]\n", stderr);
 	exit(EXIT_ERROR);
 }
@@ -888,6 +936,8 @@ int main(int argc, char **argv)
 			opt.json = 1;
 		} else if (!strcmp(a, "--poll")) {
 			opt.poll = 1;
+		} else if (!strcmp(a, "--discard-first")) {
+			opt.discard_first = 1;
 		} else if (!strcmp(a, "--indirect")) {
 			opt.indirect = 1;
 		} else if (!strcmp(a, "--event-idx")) {
@@ -959,6 +1009,8 @@ int main(int argc, char **argv)
 
 	if (opt.memcpy_base)
 		mc = memcpy_baseline();
+	if (opt.discard_first)
+		discard_all(&qs[0]);
 	run_phase(0, &prefill_s);
 	run_phase(1, &timed_s);
 	for (int i = 0; i < opt.queues; i++) {

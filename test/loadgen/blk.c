@@ -118,7 +118,7 @@ struct vu_region {
 
 struct vu_mem {
 	uint32_t nregions, padding;
-	struct vu_region r[1];
+	struct vu_region r[2];
 };
 
 struct vu_addr {
@@ -169,6 +169,7 @@ struct queue {
 static struct {
 	const char *socket;
 	int queues, depth, seconds, read_pct, qsize, poll, timeout_ms, json, memcpy_base, max_pages, one_seg, indirect, event_idx, discard_first;
+	int two_regions;
 	uint64_t span_mib, seed;
 } opt = { .max_pages = 1, .queues = 2, .depth = 32, .seconds = 3, .read_pct = 50, .qsize = 256, .timeout_ms = 20000, .span_mib = 256, .seed = 1 };
 
@@ -487,7 +488,24 @@ static void handshake(void)
 	mem.r[0].size = ram_size;
 	mem.r[0].uaddr = (uint64_t)(uintptr_t)ram;
 	mem.r[0].mmap_offset = 0;
-	vu_send(VU_SET_MEM_TABLE, &mem, 8 + sizeof(struct vu_region), &memfd, 1);
+	if (opt.two_regions) {
+		/*
+		 * as QEMU's table of a PC guest: [0, 640K) and [768K, end) of one
+		 * memfd (the VGA hole left out); guest-physical = memfd offset, and
+		 * every buffer lies above 768K (ram_alloc starts there)
+		 */
+		mem.nregions = 2;
+		mem.r[0].size = 0xa0000;
+		mem.r[1].gpa = 0xc0000;
+		mem.r[1].size = ram_size - 0xc0000;
+		mem.r[1].uaddr = (uint64_t)(uintptr_t)ram + 0xc0000;
+		mem.r[1].mmap_offset = 0xc0000;
+	}
+	{
+		int fds[2] = { memfd, memfd }; /* one fd per region, as QEMU sends them */
+
+		vu_send(VU_SET_MEM_TABLE, &mem, 8 + mem.nregions * sizeof(struct vu_region), fds, (int)mem.nregions);
+	}
 }
 
 static void setup_queue(struct queue *q)
@@ -918,7 +936,7 @@ static void usage(void)
 {
 	fputs("usage: blk-loadgen --socket PATH [--queues N] [--depth D] [--seconds S] [--read-pct P] [--span-mib M]\n"
 	      "                   [--qsize Q] [--seed S] [--max-pages N] [--one-seg] [--indirect] [--event-idx]\n"
-	      "                   [--discard-first]\n"
+	      "                   [--discard-first] [--two-regions]\n"
 	      "                   [--poll] [--timeout-ms T] [--json] [--memcpy]\n", stderr);
 	exit(EXIT_ERROR);
 }
@@ -936,6 +954,8 @@ int main(int argc, char **argv)
 			opt.json = 1;
 		} else if (!strcmp(a, "--poll")) {
 			opt.poll = 1;
+		} else if (!strcmp(a, "--two-regions")) {
+			opt.two_regions = 1;
 		} else if (!strcmp(a, "--discard-first")) {
 			opt.discard_first = 1;
 		} else if (!strcmp(a, "--indirect")) {
@@ -992,6 +1012,8 @@ int main(int argc, char **argv)
 	if (ram == MAP_FAILED)
 		die(EXIT_ERROR, "mmap: %s", strerror(errno));
 
+	if (opt.two_regions)
+		brk_off = 0xc0000;
 	handshake();
 	version = calloc(span_blocks, sizeof(*version));
 	qs = calloc((size_t)opt.queues, sizeof(*qs));

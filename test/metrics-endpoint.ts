@@ -276,3 +276,32 @@ t.test('live tmemd: while the worker is stalled on a guest command, /metrics ans
   }
   t.equal(up, 1, 'after the stall: tmem_stats_up 1 again');
 });
+
+t.test('tmemd: a metrics port in use, an address not on this host, a malformed address: one line, non-zero exit, sockets removed', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const { existsSync, mkdtempSync, readdirSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { TMEMD } = await import('./loadgen/harness.js');
+  const dir = mkdtempSync(join(tmpdir(), 'tmem-metrics-bad-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const busy = createServer();
+  await new Promise<void>((r) => busy.listen({ host: '127.0.0.1', port: 0 }, () => r()));
+  t.teardown(() => busy.close());
+  const port = (busy.address() as { port: number }).port;
+  const run = (listen: string) =>
+    spawnSync(process.execPath, [TMEMD, '--vm', `name=a,socket=${join(dir, 'a.sock')},maxmem=1G`, '--capacity', '16M', '--control', join(dir, 'c.sock'), '--metrics-listen', listen], { encoding: 'utf8', timeout: 60_000 });
+  t.ok(existsSync(TMEMD), 'tmemd is built');
+  for (const [listen, code, re] of [
+    [`127.0.0.1:${port}`, 1, new RegExp(`^tmemd: cannot serve metrics on 127\\.0\\.0\\.1:${port} is in use \\(another process listens on it\\): give another port with --metrics-listen$`, 'm')],
+    ['192.0.2.1:9850', 1, /^tmemd: cannot serve metrics on 192\.0\.2\.1:9850: the address is not one of this host's \(EADDRNOTAVAIL\)/m],
+    ['localhost', 2, /^tmemd: --metrics-listen: 'localhost' is not HOST:PORT \(e\.g\. 127\.0\.0\.1:9850 or \[::1\]:9850\) \(see tmemd --help\)\n$/],
+  ] as [string, number, RegExp][]) {
+    const r = run(listen);
+    t.equal(r.status, code, `--metrics-listen ${listen}: exit ${code}`);
+    t.match(r.stderr, re, 'the line says why');
+    t.equal(r.stderr.split('\n').filter((l) => /^tmemd: /.test(l)).length, 1, 'one error line');
+    t.notMatch(r.stderr, /at .*\.js:\d+|Error:/, 'no stack trace');
+    t.same(readdirSync(dir), [], 'no socket left behind');
+  }
+});

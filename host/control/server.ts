@@ -151,6 +151,22 @@ function sizeArg(v: unknown, key: string): bigint {
 const PAGE = 4096n;
 
 /**
+ * A worker-wide control for `set`. A worker that answered with an error
+ * changed nothing; one that did not answer in time may still run the change
+ * later (commands run in order), which the one-line error says.
+ */
+async function setControl(control: (kind: string, op: string, args: unknown) => Promise<unknown>, op: string, args: unknown, what: string): Promise<unknown> {
+  try {
+    return await control('tmem', op, args);
+  } catch (e) {
+    if ((e as { answered?: boolean }).answered === false) {
+      throw new ControlError(`${what}: the vring worker did not answer in time (${(e as Error).message}); the change may still apply when it does: see tmemctl stats`);
+    }
+    throw e;
+  }
+}
+
+/**
  * `set`: the host's capacity or a VM's maxmem, live. Everything in the
  * request is checked before anything changes (one line for the first
  * problem, nothing applied); each change is logged.
@@ -166,7 +182,7 @@ async function setLimits(ctx: ControlContext, req: Record<string, unknown>): Pro
     const bytes = sizeArg(req.maxmem, 'maxmem');
     const prev = vm.maxmemBytes;
     // the worker first: a refusal leaves the VM as it was
-    const r = (await control('tmem', 'setMaxmem', { vm: vm.name, bytes })) as { persistentLimitPages: number; persistentPages: number } | null;
+    const r = (await setControl(control, 'setMaxmem', { vm: vm.name, bytes }, `vm ${vm.name} maxmem`)) as { persistentLimitPages: number; persistentPages: number } | null;
     vm.setMaxmem(bytes);
     const held = r ? `persistent limit ${r.persistentLimitPages} pages, ${r.persistentPages} held${r.persistentPages > r.persistentLimitPages ? ': the pages above it are kept, new persistent pages refused until below it' : ''}` : 'no guest now: applies when one connects';
     ctx.log.info(`control: vm ${vm.name} maxmem ${formatSize(prev)} -> ${formatSize(bytes)} (${held})`);
@@ -183,7 +199,7 @@ async function setLimits(ctx: ControlContext, req: Record<string, unknown>): Pro
     throw new ControlError(`capacity ${formatSize(bytes)} is more than tmemd was started with (--capacity ${formatSize(cap.maxBytes)}): the store's tables are sized at start; restart with a larger --capacity to go beyond it`);
   }
   const prev = cap.currentBytes;
-  const r = (await control('tmem', 'setCapacity', { pages: Number(bytes / PAGE) })) as { evicted: number; reclaimed: number; overPages: number } | null;
+  const r = (await setControl(control, 'setCapacity', { pages: Number(bytes / PAGE) }, 'capacity')) as { evicted: number; reclaimed: number; overPages: number } | null;
   if (r === null) throw new ControlError(`capacity ${formatSize(bytes)}: refused by the store`);
   cap.currentBytes = bytes;
   ctx.log.info(

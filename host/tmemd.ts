@@ -14,7 +14,8 @@ import { DataPlane } from './vhost-user/client.js';
 import { createLogger, type Logger } from './log.js';
 import { formatBytes } from './vhost-user/connection.js';
 import { type ListenerIo, type SocketAccess, VhostUserListener, type Watcher } from './vhost-user/listener.js';
-import { TMEM_DEVICE_FEATURES, TMEM_PROTOCOL_FEATURES, TmemVm } from './tmem/vm.js';
+import { TMEM_DEVICE_FEATURES, TMEM_PROTOCOL_FEATURES, TmemVm, tmemWorkerModule } from './tmem/vm.js';
+import { parseTestHooks, TEST_HOOKS_ENV } from './vhost-user/commands.js';
 
 const PAGE = 4096n;
 
@@ -85,7 +86,14 @@ class Daemon {
   async start(): Promise<void> {
     const { cfg, log } = this;
     try {
-      this.dp = await DataPlane.start({ mode: cfg.queuesMode, pollSpinMs: cfg.pollSpinMs, capacityPages: Number(cfg.capacityBytes / PAGE), maxPoolsPerGuest: cfg.maxPools, log });
+      this.dp = await DataPlane.start({
+        mode: cfg.queuesMode,
+        pollSpinMs: cfg.pollSpinMs,
+        log,
+        // Every device kind the worker may run; its store is made from deviceConfig on first use.
+        devices: [{ kind: 'tmem', module: tmemWorkerModule() }],
+        deviceConfig: { capacityPages: Number(cfg.capacityBytes / PAGE), maxPoolsPerGuest: cfg.maxPools },
+      });
     } catch (e) {
       throw new Error(`cannot start the data plane: ${(e as Error).message}`);
     }
@@ -99,11 +107,10 @@ class Daemon {
         const lim = v.limits;
         const vm = new TmemVm(
           { name: v.name, maxmemBytes: v.maxmemBytes, shareGroup: v.shareGroup, where, maxRamBytes: lim.maxRamBytes, allowUnsealed: lim.allowUnsealed, tmemMaxBytes: lim.tmemMaxBytes, ramBytes: lim.ramBytes },
-          this.dp,
-          { numQueues: cfg.queues, log },
+          { numQueues: cfg.queues },
         );
         const access = v.socket !== null ? socketAccess(v.name, v.socketAccess, cfg.socketDefaults) : undefined;
-        const l = new VhostUserListener({ on: v.socket !== null ? { path: v.socket } : { fd: v.fd! }, backend: vm, io, watcher: w, log, inUse: socketInUse, access });
+        const l = new VhostUserListener({ on: v.socket !== null ? { path: v.socket } : { fd: v.fd! }, device: vm, vrings: this.dp, io, watcher: w, log, inUse: socketInUse, access });
         l.start();
         this.vms.push(vm);
         this.listeners.push(l);
@@ -205,7 +212,22 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   }
   const cfg = parsed.config;
+  // Test hooks make the worker stall on purpose: never in production.
+  const hooks = process.env[TEST_HOOKS_ENV];
+  if (hooks !== undefined && hooks !== '') {
+    if (process.env.NODE_ENV !== 'test') {
+      process.stderr.write(`tmemd: ${TEST_HOOKS_ENV} is a test hook; refused outside NODE_ENV=test\n`);
+      return 1;
+    }
+    try {
+      parseTestHooks(hooks);
+    } catch (e) {
+      process.stderr.write(`tmemd: ${(e as Error).message}\n`);
+      return 2;
+    }
+  }
   const log = createLogger(cfg.logLevel);
+  if (hooks) log.warn(`test hooks enabled (${TEST_HOOKS_ENV}=${hooks}): not for production`);
   for (const w of cfg.warnings) log.warn(w);
   setDebugGuardSink((m) => log.warn(m));
   try {

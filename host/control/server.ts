@@ -10,7 +10,11 @@
 //   {"cmd": "share-group", "name": "web1", "group": "g1" | null}
 //   anything wrong                                -> {"ok": false, "error": "one line"}
 //
-// Requests are answered at once on the event loop; none waits on slow work.
+// Requests are answered in order per client. Those that need the vring
+// worker (stats, freeze, flush, share-group) wait for its reply without
+// blocking the event loop: other clients and every VM's socket are served
+// meanwhile, and a worker that does not answer in time gives a one-line
+// error.
 //
 // freeze/flush are the operator's: the socket file is 0600 from the moment it
 // exists (native listenUnix sets the mode before bind; Node's listen(path)
@@ -23,6 +27,7 @@ import * as native from '../../native/index.js';
 import { type Logger, rateLimited } from '../log.js';
 import { removeStaleSocket } from '../vhost-user/listener.js';
 import type { TmemVm } from '../tmem/vm.js';
+import type { WorkerStats } from '../vhost-user/client.js';
 
 /** Longest request line accepted. */
 const MAX_LINE = 64 * 1024;
@@ -39,8 +44,8 @@ export type ControlReply = { id?: unknown; ok: true; result: unknown } | { id?: 
 export interface ControlContext {
   /** Every configured VM, connected or not. */
   readonly vms: readonly TmemVm[];
-  /** Data-plane statistics (store, counters, per guest). */
-  readonly stats: () => Record<string, unknown>;
+  /** The vring worker's statistics (counters, instances, the store). */
+  readonly stats: () => Promise<WorkerStats>;
   /** Daemon facts for `stats`: capacity, mode, queues, etc. */
   readonly info: () => Record<string, unknown>;
   readonly log: Logger;
@@ -48,12 +53,12 @@ export interface ControlContext {
 
 export class ControlError extends Error {}
 
-/** Handles one request object; never throws. */
-export function handleControlRequest(ctx: ControlContext, req: ControlRequest): ControlReply {
+/** Handles one request object; never rejects. */
+export async function handleControlRequest(ctx: ControlContext, req: ControlRequest): Promise<ControlReply> {
   const id = req.id;
   const withId = (r: ControlReply): ControlReply => (id === undefined ? r : { id, ...r });
   try {
-    return withId({ ok: true, result: run(ctx, req) });
+    return withId({ ok: true, result: await run(ctx, req) });
   } catch (e) {
     const msg = e instanceof ControlError ? e.message : `${(e as Error).name === 'DataPlaneError' ? 'data plane: ' : ''}${(e as Error).message}`;
     if (!(e instanceof ControlError)) ctx.log.warn(`control: ${String(req.cmd)} failed: ${msg}`);
@@ -68,43 +73,40 @@ function vmByName(ctx: ControlContext, req: ControlRequest): TmemVm {
   return vm;
 }
 
-function run(ctx: ControlContext, req: ControlRequest): unknown {
+async function run(ctx: ControlContext, req: ControlRequest): Promise<unknown> {
   switch (req.cmd) {
     case 'guests':
       return ctx.vms.map((v) => v.status());
     case 'stats': {
-      const dp = ctx.stats();
-      const dpGuests = Array.isArray(dp.guests) ? (dp.guests as Record<string, unknown>[]) : [];
-      const { guests: _g, store, ...host } = dp;
-      void _g;
-      // The store numbers its guests itself; a VM's connected guest is the last one of its name.
+      const w = await ctx.stats();
+      // The tmem kind's statistics hold the store; its guests are the VMs (one store guest per VM, by name).
+      const store = (w.kinds.tmem?.store ?? null) as Record<string, unknown> | null;
       let storeHost: unknown = store;
       let storeGuests: Record<string, unknown>[] = [];
-      if (store && typeof store === 'object' && !Array.isArray(store)) {
-        const { guests: sg, ...rest } = store as Record<string, unknown>;
+      if (store !== null) {
+        const { guests: sg, ...rest } = store;
         storeHost = rest;
         if (Array.isArray(sg)) storeGuests = sg as Record<string, unknown>[];
       }
       return {
-        host: { ...ctx.info(), ...host, ...(store === undefined ? {} : { store: storeHost }) },
+        host: { ...ctx.info(), mode: w.mode, worker: w.worker, counters: w.counters, ...(store === null ? {} : { store: storeHost }) },
         guests: ctx.vms.map((v) => {
           const st = v.status();
-          const d = st.guestId === null ? undefined : dpGuests.find((g) => g.id === st.guestId);
-          const sgs = st.guestId === null ? [] : storeGuests.filter((g) => g.name === v.name);
-          return { ...st, dataplane: d ?? null, store: sgs.at(-1) ?? null };
+          const d = st.guestId === null ? undefined : w.instances.find((i) => i.id === st.guestId);
+          return { ...st, dataplane: d ?? null, store: storeGuests.find((g) => g.name === v.name) ?? null };
         }),
       };
     }
     case 'freeze':
     case 'thaw': {
       const vm = vmByName(ctx, req);
-      vm.setFrozen(req.cmd === 'freeze');
+      await vm.setFrozen(req.cmd === 'freeze');
       ctx.log.info(`control: vm ${vm.name} ${req.cmd === 'freeze' ? 'frozen (puts rejected)' : 'thawed'}`);
       return vm.status();
     }
     case 'flush': {
       const vm = vmByName(ctx, req);
-      if (!vm.flush()) throw new ControlError(`vm ${vm.name} has no guest connected`);
+      if (!(await vm.flush())) throw new ControlError(`vm ${vm.name} has no guest connected`);
       ctx.log.info(`control: vm ${vm.name} flushed`);
       return vm.status();
     }
@@ -112,7 +114,7 @@ function run(ctx: ControlContext, req: ControlRequest): unknown {
       const vm = vmByName(ctx, req);
       const g = req.group;
       if (g !== null && (typeof g !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(g))) throw new ControlError('"group" must be a name (letters, digits, ., _, -) or null');
-      vm.setShareGroup(g);
+      await vm.setShareGroup(g);
       ctx.log.info(`control: vm ${vm.name} share group ${g ?? 'none'}`);
       return vm.status();
     }
@@ -223,40 +225,49 @@ export class ControlServer {
     // make them pile up in the daemon: once the socket's buffer is full, no
     // further line is answered (and no more is read) until it drains.
     let blocked = false;
-    const pump = (): void => {
-      while (!blocked && !s.destroyed) {
-        const nl = buf.indexOf('\n');
-        if (nl < 0) break;
-        const line = buf.slice(0, nl).trim();
-        buf = buf.slice(nl + 1);
-        if (line === '') continue;
-        let reply: ControlReply;
-        try {
-          const req = JSON.parse(line) as unknown;
-          if (typeof req !== 'object' || req === null || Array.isArray(req)) reply = { ok: false, error: 'a request is a JSON object' };
-          else reply = handleControlRequest(this.ctx, req as ControlRequest);
-        } catch (e) {
-          reply = { ok: false, error: `not JSON: ${(e as Error).message}` };
+    // One request at a time per client, in order: a request waiting for the worker holds the next ones back.
+    let running = false;
+    const pump = async (): Promise<void> => {
+      if (running) return;
+      running = true;
+      try {
+        while (!blocked && !s.destroyed) {
+          const nl = buf.indexOf('\n');
+          if (nl < 0) break;
+          const line = buf.slice(0, nl).trim();
+          buf = buf.slice(nl + 1);
+          if (line === '') continue;
+          let reply: ControlReply;
+          try {
+            const req = JSON.parse(line) as unknown;
+            if (typeof req !== 'object' || req === null || Array.isArray(req)) reply = { ok: false, error: 'a request is a JSON object' };
+            else reply = await handleControlRequest(this.ctx, req as ControlRequest);
+          } catch (e) {
+            reply = { ok: false, error: `not JSON: ${(e as Error).message}` };
+          }
+          if (s.destroyed) break;
+          if (!s.write(encode(reply) + '\n')) {
+            blocked = true;
+            s.pause();
+          }
         }
-        if (!s.write(encode(reply) + '\n')) {
-          blocked = true;
-          s.pause();
+        if (buf.length > MAX_LINE && buf.indexOf('\n') < 0) {
+          s.end(encode({ ok: false, error: `request line longer than ${MAX_LINE} bytes` }) + '\n');
+          buf = '';
         }
-      }
-      if (buf.length > MAX_LINE && buf.indexOf('\n') < 0) {
-        s.end(encode({ ok: false, error: `request line longer than ${MAX_LINE} bytes` }) + '\n');
-        buf = '';
+      } finally {
+        running = false;
       }
     };
     s.setEncoding('utf8');
     s.on('data', (chunk: string) => {
       buf += chunk;
-      pump();
+      void pump();
     });
     s.on('drain', () => {
       blocked = false;
       s.resume();
-      pump();
+      void pump();
     });
     s.on('error', () => s.destroy());
     s.on('close', () => this.clients.delete(s));

@@ -1,7 +1,9 @@
-// The tmem device: one walked descriptor chain in, one store operation, the
-// response (and data) written back into guest memory, the used length out.
-// ../shared/docs/ABI.md is the contract; the order of checks below is its
-// "which status wins" list.
+// The tmem device's request handling (worker half; host/tmem/worker.ts gives
+// it a lifecycle as a WorkerDevice): one walked descriptor chain in, one store
+// operation, the response (and data) written back into guest memory, the used
+// length out. ABI.md is the contract; the order of checks below is its "which
+// status wins" list. The store's rules (request flags, put-put-get emptying)
+// are the store's: this file checks the chain's shape and calls them.
 //
 // Hot path: no allocation per request. The header is read in place when it
 // sits in one segment (it normally does); the oid goes into a preallocated
@@ -40,7 +42,6 @@ import {
   TMEM_REQ_OFF_OP,
   TMEM_REQ_OFF_POOL_ID,
   TMEM_REQ_SIZE,
-  TMEM_REQF_EXCLUSIVE,
   TMEM_RESP_OFF_RESERVED,
   TMEM_RESP_OFF_STATUS,
   TMEM_RESP_OFF_VALUE,
@@ -54,6 +55,8 @@ import {
   TMEM_S_UNSUPPORTED,
 } from '../../shared/abi.js';
 import type { SegmentList } from '../virtio/guest-memory.js';
+import { TC, TMEM_COUNTERS } from './counters.js';
+import { requestFlagsAllowed } from './store/store.js';
 
 /**
  * The part of TmemStore (host/tmem/store/store.ts, host/ARCHITECTURE.md) the device
@@ -64,6 +67,7 @@ export interface DeviceStore {
   destroyPool(g: number, poolId: number): number;
   reset(g: number): number;
   putPage(g: number, poolId: number, oid: Uint32Array, index: number, src: Uint8Array, srcOffset: number): number;
+  putRefused(g: number, poolId: number, oid: Uint32Array, index: number): number;
   getPage(g: number, poolId: number, oid: Uint32Array, index: number, reqFlags: number, dst: Uint8Array, dstOffset: number): number;
   flushPage(g: number, poolId: number, oid: Uint32Array, index: number): number;
   flushObject(g: number, poolId: number, oid: Uint32Array): number;
@@ -90,37 +94,41 @@ export interface DeviceGuest {
   numQueues: number;
 }
 
-/** Per-outcome counters the device keeps (the worker mirrors them into shared statistics). */
-export class DeviceCounters {
-  requests = 0;
-  unanswerable = 0;
-  /** By op 1..8; [0] = unknown ops. */
-  readonly ops = new Float64Array(9);
-  ok = 0;
-  miss = 0;
-  invalid = 0;
-  noSpace = 0;
-  denied = 0;
-  frozen = 0;
-  unsupported = 0;
-  putsGathered = 0;
-  getsScattered = 0;
-}
-
 const TWO32 = 0x1_0000_0000;
 
-/** Flag bits each op defines in tmem_req.flags. */
-function allowedReqFlags(op: number): number {
-  return op === TMEM_OP_GET_PAGE ? TMEM_REQF_EXCLUSIVE : 0;
+/** The TMEM_COUNTERS slot that counts an answer's status. */
+function statusSlot(status: number): number {
+  switch (status) {
+    case TMEM_S_OK:
+      return TC.statusOk;
+    case TMEM_S_MISS:
+      return TC.statusMiss;
+    case TMEM_S_INVALID:
+      return TC.statusInvalid;
+    case TMEM_S_NOSPACE:
+      return TC.statusNoSpace;
+    case TMEM_S_DENIED:
+      return TC.statusDenied;
+    case TMEM_S_FROZEN:
+      return TC.statusFrozen;
+    default:
+      return TC.statusUnsupported;
+  }
 }
+/** Op -> its counter slot (0 = unknown). */
+const OP_SLOT = [TC.opUnknown, TC.opNewPool, TC.opDestroyPool, TC.opPutPage, TC.opGetPage, TC.opFlushPage, TC.opFlushObject, TC.opInfo, TC.opReset];
 
 export class TmemDevice {
-  readonly counters = new DeviceCounters();
+  /** TMEM_COUNTERS of this connection. */
+  readonly counters = new Float64Array(TMEM_COUNTERS.length);
   /** Why the last handle() returned 0 (unanswerable). */
   error = '';
   /** The last answered request's status (for tests and tracing). */
   lastStatus = 0;
-  private readonly store: DeviceStore;
+  /** The last request was refused as malformed or unsupported (the fairness penalty). */
+  refused = false;
+  readonly guest: DeviceGuest;
+  protected readonly store: DeviceStore;
   private readonly infoLayout: InfoLayout;
   private readonly oid = new Uint32Array(6);
   private readonly hdr = new Uint8Array(TMEM_REQ_SIZE);
@@ -134,8 +142,9 @@ export class TmemDevice {
   private readonly infoOut: Float64Array;
   private readonly page = new Uint8Array(TMEM_PAGE_SIZE);
 
-  constructor(store: DeviceStore, infoLayout: InfoLayout) {
+  constructor(store: DeviceStore, infoLayout: InfoLayout, guest: DeviceGuest) {
     this.store = store;
+    this.guest = guest;
     this.infoLayout = infoLayout;
     this.infoOut = new Float64Array(infoLayout.length);
   }
@@ -145,13 +154,13 @@ export class TmemDevice {
    * bytes `wr`. Returns the used length: 0 when the chain is unanswerable
    * (nothing written; `error` says why), else the bytes written.
    */
-  handle(guest: DeviceGuest, rd: SegmentList, wr: SegmentList): number {
+  handle(_queue: number, rd: SegmentList, wr: SegmentList): number {
     const c = this.counters;
-    c.requests++;
+    const guest = this.guest;
     const R = rd.total;
     const W = wr.total;
     if (W < TMEM_RESP_SIZE) {
-      c.unanswerable++;
+      this.refused = true;
       this.error = `${W} writable bytes, no room for the 16-byte response`;
       return 0;
     }
@@ -174,22 +183,22 @@ export class TmemDevice {
     const payload = OP_PAYLOAD[op];
     if (R < 4) {
       status = TMEM_S_INVALID;
-      c.ops[0]!++;
+      c[TC.opUnknown]!++;
     } else if (payload === undefined) {
       status = TMEM_S_UNSUPPORTED;
-      c.ops[0]!++;
+      c[TC.opUnknown]!++;
     } else {
-      c.ops[op]!++;
+      c[OP_SLOT[op]!]!++;
       const g = guest.storeGuest;
       const flags = hv.getUint32(ho + TMEM_REQ_OFF_FLAGS, true);
       const pool = hv.getUint32(ho + TMEM_REQ_OFF_POOL_ID, true);
       const index = hv.getUint32(ho + TMEM_REQ_OFF_INDEX, true);
       const oid = this.oid;
       for (let k = 0; k < 6; k++) oid[k] = hv.getUint32(ho + TMEM_REQ_OFF_OID + 4 * k, true);
-      if (R !== TMEM_REQ_SIZE + payload[0] || W !== payload[1] + TMEM_RESP_SIZE || (flags & ~allowedReqFlags(op)) !== 0) {
+      if (R !== TMEM_REQ_SIZE + payload[0] || W !== payload[1] + TMEM_RESP_SIZE || (flags & ~requestFlagsAllowed(op)) !== 0) {
         status = TMEM_S_INVALID;
-        // A failed PUT leaves the handle empty (put-put-get), if the header names one.
-        if (op === TMEM_OP_PUT_PAGE && R >= TMEM_REQ_SIZE) this.store.flushPage(g, pool, oid, index);
+        // The store empties the handle a malformed PUT names (put-put-get), if the header names one.
+        if (op === TMEM_OP_PUT_PAGE && R >= TMEM_REQ_SIZE) this.store.putRefused(g, pool, oid, index);
       } else {
         switch (op) {
           case TMEM_OP_NEW_POOL: {
@@ -227,18 +236,16 @@ export class TmemDevice {
             if (rd.locate(TMEM_REQ_SIZE, TMEM_PAGE_SIZE)) {
               status = this.store.putPage(g, pool, oid, index, rd.bufs[rd.locIndex]!, rd.locOffset);
             } else {
-              c.putsGathered++;
+              c[TC.putsGathered]!++;
               rd.readInto(TMEM_REQ_SIZE, this.page, 0, TMEM_PAGE_SIZE);
               status = this.store.putPage(g, pool, oid, index, this.page, 0);
             }
-            // Put-put-get: a put that fails for its own reasons leaves the handle empty.
-            if (status === TMEM_S_NOSPACE || status === TMEM_S_FROZEN || status === TMEM_S_INVALID) this.store.flushPage(g, pool, oid, index);
             break;
           case TMEM_OP_GET_PAGE:
             if (wr.locate(0, TMEM_PAGE_SIZE)) {
               status = this.store.getPage(g, pool, oid, index, flags, wr.bufs[wr.locIndex]!, wr.locOffset);
             } else {
-              c.getsScattered++;
+              c[TC.getsScattered]!++;
               status = this.store.getPage(g, pool, oid, index, flags, this.page, 0);
               if (status === TMEM_S_OK) wr.writeFrom(0, this.page, 0, TMEM_PAGE_SIZE);
             }
@@ -256,7 +263,7 @@ export class TmemDevice {
             break;
           }
           case TMEM_OP_INFO:
-            this.writeInfo(guest);
+            this.writeInfo();
             wr.writeFrom(0, this.infoBuf, 0, TMEM_INFO_SIZE);
             status = TMEM_S_OK;
             dataLen = TMEM_INFO_SIZE;
@@ -274,37 +281,11 @@ export class TmemDevice {
         }
       }
     }
-    this.count(status);
+    c[statusSlot(status)]!++;
     this.lastStatus = status;
+    this.refused = status === TMEM_S_INVALID || status === TMEM_S_UNSUPPORTED;
     this.writeResponse(wr, W - TMEM_RESP_SIZE, status, value);
     return dataLen + TMEM_RESP_SIZE;
-  }
-
-  private count(status: number): void {
-    const c = this.counters;
-    switch (status) {
-      case TMEM_S_OK:
-        c.ok++;
-        break;
-      case TMEM_S_MISS:
-        c.miss++;
-        break;
-      case TMEM_S_INVALID:
-        c.invalid++;
-        break;
-      case TMEM_S_NOSPACE:
-        c.noSpace++;
-        break;
-      case TMEM_S_DENIED:
-        c.denied++;
-        break;
-      case TMEM_S_FROZEN:
-        c.frozen++;
-        break;
-      case TMEM_S_UNSUPPORTED:
-        c.unsupported++;
-        break;
-    }
   }
 
   private writeResponse(wr: SegmentList, at: number, status: number, value: number): void {
@@ -325,7 +306,8 @@ export class TmemDevice {
     if (!inPlace) wr.writeFrom(at, this.resp, 0, TMEM_RESP_SIZE);
   }
 
-  private writeInfo(guest: DeviceGuest): void {
+  private writeInfo(): void {
+    const guest = this.guest;
     const out = this.infoOut;
     const L = this.infoLayout;
     out.fill(0);

@@ -1,34 +1,15 @@
-// The tmem device as a vhost-user backend: one TmemVm per configured VM
-// (one listening socket). It offers the features of ABI.md and forwards the
-// rings and guest memory to the data plane (host/vhost-user/client.ts); each
-// connection is a new guest of the store. It also keeps what the operator
-// set for the VM (frozen, share group), so that it survives reconnects.
-import { TMEM_F_SHARED, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../../shared/abi.js';
-import type { DataPlane } from '../vhost-user/client.js';
-import type { Logger } from '../log.js';
-import type { BackendMemRegion, BackendSession, BackendVringAddr, VhostUserBackend } from '../vhost-user/device.js';
+// The tmem device's main half (host/vhost-user/device.ts, VhostUserDevice):
+// one TmemVm per configured VM (one listening socket). It offers the
+// features of ABI.md, opens each connection's worker instance
+// (host/tmem/worker.ts) with the VM's limits, and keeps what the operator set
+// for the VM (frozen, share group) so that it survives reconnects; operator
+// changes go to the connected instance as control ops.
+import { TMEM_F_SHARED } from '../../shared/abi.js';
+import type { DeviceConnection, MemoryPolicy, VhostUserDevice } from '../vhost-user/device.js';
 import { formatBytes } from '../vhost-user/connection.js';
-import { bit, VHOST_USER_F_PROTOCOL_FEATURES, VhostUserProtocolFeature } from '../vhost-user/messages.js';
-
-/** The DataPlane calls the tmem device makes (a fake in unit tests). */
-export type TmemDataPlane = Pick<
-  DataPlane,
-  | 'addGuest'
-  | 'removeGuest'
-  | 'setFeatures'
-  | 'setMemTable'
-  | 'setVringNum'
-  | 'setVringAddr'
-  | 'setVringBase'
-  | 'getVringBase'
-  | 'setVringKick'
-  | 'setVringCall'
-  | 'setVringErr'
-  | 'setVringEnable'
-  | 'setFrozen'
-  | 'flushGuest'
-  | 'setShareGroup'
->;
+import { bit, VHOST_USER_F_PROTOCOL_FEATURES, VhostUserProtocolFeature, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../vhost-user/messages.js';
+import { compiledModuleUrl } from '../vhost-user/module-url.js';
+import type { TmemOpenParams } from './worker.js';
 
 /** Virtio features of the tmem device (ABI.md "Transport"), plus VHOST_USER_F_PROTOCOL_FEATURES. */
 export const TMEM_DEVICE_FEATURES: bigint =
@@ -58,7 +39,6 @@ export interface TmemVmConfig {
 
 export interface TmemVmOptions {
   readonly numQueues: number;
-  readonly log: Logger;
 }
 
 /** What `tmemctl guests` shows of a VM. */
@@ -66,6 +46,7 @@ export interface VmStatus {
   name: string;
   socket: string;
   connected: boolean;
+  /** The connection's instance id in the vring worker (one id per connection). */
   guestId: number | null;
   connectedAt: string | null;
   ramBytes: string;
@@ -79,24 +60,28 @@ export interface VmStatus {
   allowUnsealed: boolean;
 }
 
-export class TmemVm implements VhostUserBackend {
-  readonly name: string;
+/** The tmem worker half's module URL (host/tmem/worker.ts compiled). */
+export function tmemWorkerModule(): string {
+  return compiledModuleUrl(import.meta.url, './worker.js');
+}
+
+export class TmemVm implements VhostUserDevice {
+  readonly kind = 'tmem';
+  readonly vm: string;
   readonly where: string;
   readonly maxmemBytes: bigint;
   readonly maxRamBytes: bigint | null;
   readonly allowUnsealed: boolean;
   readonly tmemMaxBytes: bigint | null;
   readonly ramFloorBytes: bigint;
-  private readonly dp: TmemDataPlane;
   private readonly nq: number;
-  private readonly log: Logger;
   private shareGroupValue: string | null;
   private frozenValue = false;
-  private current: TmemSession | null = null;
+  private current: DeviceConnection | null = null;
   private connections = 0;
 
-  constructor(cfg: TmemVmConfig, dp: TmemDataPlane, o: TmemVmOptions) {
-    this.name = cfg.name;
+  constructor(cfg: TmemVmConfig, o: TmemVmOptions) {
+    this.vm = cfg.name;
     this.where = cfg.where;
     this.maxmemBytes = cfg.maxmemBytes;
     this.maxRamBytes = cfg.maxRamBytes ?? null;
@@ -104,9 +89,17 @@ export class TmemVm implements VhostUserBackend {
     this.tmemMaxBytes = cfg.tmemMaxBytes ?? null;
     this.ramFloorBytes = cfg.ramBytes ?? 0n;
     this.shareGroupValue = cfg.shareGroup;
-    this.dp = dp;
     this.nq = o.numQueues;
-    this.log = o.log;
+  }
+
+  /** The worker half's module, as the vring worker imports it (compiled). */
+  get workerModule(): string {
+    return tmemWorkerModule();
+  }
+
+  /** The VM's name. */
+  get name(): string {
+    return this.vm;
   }
 
   numQueues(): number {
@@ -125,35 +118,22 @@ export class TmemVm implements VhostUserBackend {
     return TMEM_PROTOCOL_FEATURES;
   }
 
-  open(): BackendSession {
-    const g = this.dp.addGuest({
-      name: this.name,
-      maxmemBytes: this.maxmemBytes,
-      shareGroup: this.shareGroupValue,
-      numQueues: this.nq,
-      ...(this.maxRamBytes !== null ? { maxRamBytes: this.maxRamBytes } : {}),
-      allowUnsealed: this.allowUnsealed,
-      tmemMaxBytes: this.tmemMaxBytes,
-      ramFloorBytes: this.ramFloorBytes,
-    });
-    const s = new TmemSession(this, this.dp, g, this.nq, this.log);
-    try {
-      if (this.frozenValue) this.dp.setFrozen(g, true);
-    } catch (e) {
-      s.close();
-      throw e;
-    }
-    this.current = s;
+  memoryPolicy(): MemoryPolicy {
+    return { maxRamBytes: this.maxRamBytes, allowUnsealed: this.allowUnsealed };
+  }
+
+  open(conn: DeviceConnection): TmemOpenParams {
+    this.current = conn;
     this.connections++;
-    return s;
+    return { maxmemBytes: this.maxmemBytes, shareGroup: this.shareGroupValue, tmemMaxBytes: this.tmemMaxBytes, ramFloorBytes: this.ramFloorBytes, frozen: this.frozenValue };
   }
 
-  /** Called by the session when it closes. */
-  sessionClosed(s: TmemSession): void {
-    if (this.current === s) this.current = null;
+  closed(conn: DeviceConnection): void {
+    if (this.current === conn) this.current = null;
   }
 
-  get session(): TmemSession | null {
+  /** The connected front-end, if any. */
+  get session(): DeviceConnection | null {
     return this.current;
   }
 
@@ -166,21 +146,21 @@ export class TmemVm implements VhostUserBackend {
   }
 
   /** Operator: reject (or accept again) this VM's puts; kept across reconnects. */
-  setFrozen(frozen: boolean): void {
-    if (this.current) this.dp.setFrozen(this.current.guestId, frozen);
+  async setFrozen(frozen: boolean): Promise<void> {
+    if (this.current) await this.current.control('setFrozen', { frozen });
     this.frozenValue = frozen;
   }
 
   /** Operator: drop every page the connected guest holds. False when no guest is connected. */
-  flush(): boolean {
+  async flush(): Promise<boolean> {
     if (!this.current) return false;
-    this.dp.flushGuest(this.current.guestId);
+    await this.current.control('flush');
     return true;
   }
 
   /** Operator: which shared pools this VM may join (null: none but its own). */
-  setShareGroup(group: string | null): void {
-    if (this.current) this.dp.setShareGroup(this.current.guestId, group);
+  async setShareGroup(group: string | null): Promise<void> {
+    if (this.current) await this.current.control('setShareGroup', { group });
     this.shareGroupValue = group;
   }
 
@@ -199,12 +179,12 @@ export class TmemVm implements VhostUserBackend {
   status(): VmStatus {
     const s = this.current;
     return {
-      name: this.name,
+      name: this.vm,
       socket: this.where,
       connected: s !== null,
-      guestId: s ? s.guestId : null,
+      guestId: s ? s.id : null,
       connectedAt: s ? s.connectedAt.toISOString() : null,
-      ramBytes: (s ? s.ramBytes : 0n).toString(),
+      ramBytes: (s ? s.guestRamBytes : 0n).toString(),
       maxmemBytes: this.maxmemBytes.toString(),
       shareGroup: this.shareGroupValue,
       frozen: this.frozenValue,
@@ -214,78 +194,5 @@ export class TmemVm implements VhostUserBackend {
       declaredRamBytes: this.ramFloorBytes.toString(),
       allowUnsealed: this.allowUnsealed,
     };
-  }
-}
-
-/** One connected guest: forwards the engine's calls to the data plane. */
-export class TmemSession implements BackendSession {
-  readonly connectedAt = new Date();
-  ramBytes = 0n;
-  private closed = false;
-
-  constructor(
-    private readonly vm: TmemVm,
-    private readonly dp: TmemDataPlane,
-    readonly guestId: number,
-    private readonly numQueues: number,
-    private readonly log: Logger,
-  ) {}
-
-  setFeatures(features: bigint): void {
-    this.dp.setFeatures(this.guestId, features);
-  }
-
-  memoryChanged(regions: readonly BackendMemRegion[]): void {
-    this.ramBytes = regions.reduce((a, r) => a + r.size, 0n);
-    this.dp.setMemTable(this.guestId, regions);
-  }
-
-  setVringNum(q: number, num: number): void {
-    this.dp.setVringNum(this.guestId, q, num);
-  }
-
-  setVringAddr(q: number, a: BackendVringAddr): void {
-    this.dp.setVringAddr(this.guestId, q, a);
-  }
-
-  setVringBase(q: number, base: number): void {
-    this.dp.setVringBase(this.guestId, q, base);
-  }
-
-  getVringBase(q: number): number {
-    return this.dp.getVringBase(this.guestId, q);
-  }
-
-  setVringKick(q: number, fd: number): void {
-    this.dp.setVringKick(this.guestId, q, fd);
-  }
-
-  setVringCall(q: number, fd: number): void {
-    this.dp.setVringCall(this.guestId, q, fd);
-  }
-
-  setVringErr(q: number, fd: number): void {
-    this.dp.setVringErr(this.guestId, q, fd);
-  }
-
-  setVringEnable(q: number, enable: boolean): void {
-    this.dp.setVringEnable(this.guestId, q, enable);
-  }
-
-  /** RESET_OWNER/RESET_DEVICE: stop every ring; the store keeps the guest's pools (ABI.md: ring restarts change nothing). */
-  reset(): void {
-    for (let q = 0; q < this.numQueues; q++) this.dp.setVringEnable(this.guestId, q, false);
-  }
-
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.vm.sessionClosed(this);
-    // A late worker does not make this throw: the data plane queues the removal and retries until the worker confirms it.
-    try {
-      this.dp.removeGuest(this.guestId);
-    } catch (e) {
-      this.log.error(`vm ${this.vm.name}: removing guest ${this.guestId} from the data plane failed: ${(e as Error).message}`);
-    }
   }
 }

@@ -1,169 +1,111 @@
-// The record layout shared by the main thread (client.ts, the producer) and
-// the data-plane worker (worker.ts, the consumer).
+// What travels between the main thread (client.ts) and the vring worker
+// (worker.ts): one Command per validated vhost-user message or control call,
+// as a plain object through a MessagePort (structured clone: bigints and
+// nested records travel as they are, no hand-written codec), and one Reply
+// per command, matched by `seq`.
 //
-// One SharedArrayBuffer holds:
-//   - a control block (Int32): the command ring's head and tail, the reply
-//     sequence number, the worker's state;
-//   - a single-producer/single-consumer ring of CMD_SLOTS fixed-size command
-//     records;
-//   - one reply slot (the client waits for one reply at a time);
-//   - the statistics counters (Float64, written by the worker only).
-//
-// The producer writes a record, then publishes it by storing head+1 with a
-// seq-cst Atomics.store (the worker's Atomics.load of head then sees the
-// whole record). The worker consumes it, writes the reply, stores the reply's
-// sequence number last and Atomics.notify()s the client, which sleeps in
-// Atomics.wait on that word.
+// Why a MessagePort and not the former SharedArrayBuffer record ring: the
+// main thread must never wait on the worker (it serves every VM's socket and
+// the control socket), so replies arrive as messages on its event loop; and
+// the worker, whose loops are synchronous, takes commands with
+// receiveMessageOnPort without returning to its event loop. A counter in a
+// small SharedArrayBuffer tells the worker's hot loop that commands wait (one
+// Atomics.load per spin), and the wake eventfd interrupts its poll(2).
+import type { MessagePort } from 'node:worker_threads';
+import type { MemoryPolicy, MemoryRegion, VringAddr } from './device.js';
 
-/** Command opcodes: one per DataPlane method that reaches the worker. */
-// (plain constants, not a const enum: tap's transpile-only loader cannot inline those)
-export const Cmd = {
-  AddGuest: 1,
-  RemoveGuest: 2,
-  SetFeatures: 3,
-  SetMemTable: 4,
-  SetVringNum: 5,
-  SetVringAddr: 6,
-  SetVringBase: 7,
-  GetVringBase: 8,
-  SetVringKick: 9,
-  SetVringCall: 10,
-  SetVringErr: 11,
-  SetVringEnable: 12,
-  SetFrozen: 13,
-  FlushGuest: 14,
-  SetShareGroup: 15,
-  Stats: 16,
-  Stop: 17,
-  Ping: 18,
-  /** Tests only: the worker stalls for args[0] ms (a hung worker, seen from the client). */
-  DebugStall: 19,
-} as const;
-export type CmdCode = (typeof Cmd)[keyof typeof Cmd];
-export const CMD_NAMES: Readonly<Record<number, string>> = Object.fromEntries(Object.entries(Cmd).map(([k, v]) => [v, k]));
+/** One command per vhost-user message effect, control op or worker service. */
+export type Command =
+  | { readonly op: 'ping' }
+  | { readonly op: 'stop' }
+  | {
+      readonly op: 'open';
+      readonly id: number;
+      readonly vm: string;
+      readonly kind: string;
+      readonly numQueues: number;
+      readonly policy: MemoryPolicy;
+      readonly params: unknown;
+    }
+  | { readonly op: 'close'; readonly id: number }
+  | { readonly op: 'setFeatures'; readonly id: number; readonly features: bigint }
+  | { readonly op: 'setMemTable'; readonly id: number; readonly regions: readonly MemoryRegion[] }
+  | { readonly op: 'setVringNum'; readonly id: number; readonly queue: number; readonly num: number }
+  | { readonly op: 'setVringAddr'; readonly id: number; readonly queue: number; readonly addr: VringAddr }
+  | { readonly op: 'setVringBase'; readonly id: number; readonly queue: number; readonly base: number }
+  | { readonly op: 'getVringBase'; readonly id: number; readonly queue: number }
+  | { readonly op: 'setVringKick' | 'setVringCall' | 'setVringErr'; readonly id: number; readonly queue: number; readonly fd: number }
+  | { readonly op: 'setVringEnable'; readonly id: number; readonly queue: number; readonly enable: boolean }
+  | { readonly op: 'reset'; readonly id: number }
+  | { readonly op: 'control'; readonly id: number; readonly name: string; readonly args: unknown }
+  | { readonly op: 'kindControl'; readonly kind: string; readonly name: string; readonly args: unknown }
+  | { readonly op: 'stats' }
+  /** Tests only (TMEMD_TEST_HOOKS=1 in the worker's environment, else refused): the worker stalls for `ms`. */
+  | { readonly op: 'debugStall'; readonly ms: number };
 
-// ---- control block (Int32 words) ----
-export const CTL_CMD_HEAD = 0; // records published by the client
-export const CTL_CMD_TAIL = 1; // records consumed by the worker
-export const CTL_REPLY_SEQ = 2; // sequence number of the last reply written
-export const CTL_STATE = 3; // WorkerState
-export const CTL_WORDS = 16;
+export type CommandOp = Command['op'];
+
+/** A command as posted: with its sequence number. */
+export type Envelope = Command & { readonly seq: number };
+
+export type Reply = { readonly seq: number; readonly ok: true; readonly value: unknown } | { readonly seq: number; readonly ok: false; readonly error: string };
+
+/** Messages the worker posts on its parentPort: log lines, and 'ready' once its device modules are loaded. */
+export type WorkerEvent = { readonly type: 'log'; readonly level: 'error' | 'warn' | 'info' | 'debug'; readonly msg: string } | { readonly type: 'ready' } | { readonly type: 'failed'; readonly msg: string };
+
+// ---- the control block (Int32 words of a small SharedArrayBuffer) ----
+/** Commands posted by the main thread (it increments after each postMessage). */
+export const CTL_POSTED = 0;
+/** WorkerState. */
+export const CTL_STATE = 1;
+export const CTL_WORDS = 8;
+export const CTL_BYTES = CTL_WORDS * 4;
 
 export const WorkerState = { Starting: 0, Running: 1, Stopped: 2, Crashed: 3 } as const;
 
-// ---- command records ----
-export const CMD_SLOTS = 4;
-/** Bytes of one record: 256 header bytes, then a byte payload (JSON or raw). */
-export const CMD_RECORD_BYTES = 64 * 1024;
-export const REC_OFF_SEQ = 0; // Int32
-export const REC_OFF_CMD = 4; // Int32
-export const REC_OFF_GUEST = 8; // Int32
-export const REC_OFF_QUEUE = 12; // Int32
-export const REC_OFF_PAYLOAD_LEN = 16; // Int32
-export const REC_OFF_ARGS = 32; // Float64[REC_MAX_ARGS]
-export const REC_MAX_ARGS = 16;
-export const REC_OFF_PAYLOAD = 256;
-export const REC_MAX_PAYLOAD = CMD_RECORD_BYTES - REC_OFF_PAYLOAD;
-
-// ---- reply slot ----
-export const REPLY_BYTES = 256 * 1024;
-export const REPLY_OFF_SEQ = 0; // Int32 (mirrors CTL_REPLY_SEQ for checking)
-export const REPLY_OFF_ERROR = 4; // Int32: 0 ok, 1 error (payload = message)
-export const REPLY_OFF_PAYLOAD_LEN = 8; // Int32
-export const REPLY_OFF_VALUE = 16; // Float64
-export const REPLY_OFF_PAYLOAD = 64;
-export const REPLY_MAX_PAYLOAD = REPLY_BYTES - REPLY_OFF_PAYLOAD;
-
-// ---- statistics counters (Float64, worker writes, anyone reads) ----
-/** Names of the global counters, in slot order. */
-export const COUNTER_NAMES = [
-  'requests', // chains completed (answered or not)
-  'unanswerable', // completed with used len 0
-  'opNewPool',
-  'opDestroyPool',
-  'opPutPage',
-  'opGetPage',
-  'opFlushPage',
-  'opFlushObject',
-  'opInfo',
-  'opReset',
-  'opUnknown',
-  'statusOk',
-  'statusMiss',
-  'statusInvalid',
-  'statusNoSpace',
-  'statusDenied',
-  'statusFrozen',
-  'statusUnsupported',
-  'putsGathered', // PUTs whose data spanned several descriptors
-  'getsScattered', // GETs whose data area spanned several descriptors
-  'kicks', // kick eventfd wakeups consumed
-  'calls', // call eventfd signals sent
-  'callsSuppressed', // completions where the guest asked for no interrupt
-  'brokenQueues', // queues marked broken (malformed ring)
-  'loopIterations', // worker loop turns
-  'pollSleeps', // poll mode: times the worker fell back to blocking poll(2)
-  'reclaimSteps',
-  'commands',
-] as const;
-export type CounterName = (typeof COUNTER_NAMES)[number];
-export const COUNTER_INDEX: Readonly<Record<CounterName, number>> = Object.fromEntries(
-  COUNTER_NAMES.map((n, i) => [n, i]),
-) as Record<CounterName, number>;
-export const COUNTERS_BYTES = 64 * 8;
-
-// ---- the whole buffer ----
-export const OFF_CTL = 0;
-export const OFF_CMDS = 256;
-export const OFF_REPLY = OFF_CMDS + CMD_SLOTS * CMD_RECORD_BYTES;
-export const OFF_COUNTERS = OFF_REPLY + REPLY_BYTES;
-export const SHARED_BYTES = OFF_COUNTERS + COUNTERS_BYTES;
-
-/** Views of the shared buffer, built the same way on both sides. */
-export interface SharedViews {
-  readonly sab: SharedArrayBuffer;
-  readonly ctl: Int32Array;
-  readonly bytes: Uint8Array;
-  readonly dv: DataView;
-  readonly counters: Float64Array;
-}
-
-export function sharedViews(sab: SharedArrayBuffer): SharedViews {
-  if (sab.byteLength !== SHARED_BYTES) throw new Error(`data-plane shared buffer has ${sab.byteLength} bytes, want ${SHARED_BYTES}`);
-  return {
-    sab,
-    ctl: new Int32Array(sab, OFF_CTL, CTL_WORDS),
-    bytes: new Uint8Array(sab),
-    dv: new DataView(sab),
-    counters: new Float64Array(sab, OFF_COUNTERS, COUNTERS_BYTES / 8),
-  };
-}
-
-export function recordOffset(slot: number): number {
-  return OFF_CMDS + slot * CMD_RECORD_BYTES;
+/** A device kind the worker loads: its name and the URL of its DeviceWorkerModule. */
+export interface DeviceModuleSpec {
+  readonly kind: string;
+  readonly module: string;
 }
 
 /** Options the worker receives as workerData. */
 export interface WorkerConfig {
-  readonly sab: SharedArrayBuffer;
+  readonly ctl: SharedArrayBuffer;
+  readonly port: MessagePort;
   readonly mode: 'poll' | 'notify';
-  readonly capacityPages: number;
-  readonly maxPoolsPerGuest: number;
   readonly wakeFd: number;
   /** Poll mode: how long the worker spins on idle rings before it blocks in poll(2) (ms; Infinity = never). */
   readonly pollSpinMs: number;
-  /** Pages freed per reclaimStep while idle. */
-  readonly reclaimBudget: number;
+  readonly devices: readonly DeviceModuleSpec[];
+  /** Given to every device module (WorkerHost.config). */
+  readonly deviceConfig: Readonly<Record<string, unknown>>;
 }
 
-/** Messages the worker posts to the main thread (log lines only; everything else goes through the buffer). */
-export interface WorkerLogMessage {
-  readonly type: 'log';
-  readonly level: 'error' | 'warn' | 'info' | 'debug';
-  readonly msg: string;
+/**
+ * Test hooks of the worker, from this environment variable (tmemd refuses
+ * it unless NODE_ENV=test): a comma list of `debug` (debugStall allowed) and
+ * `stall:VM:OP:MS` (the worker stalls MS ms before each command OP of VM's
+ * instances: a late worker, as seen by that VM's connection and everyone else).
+ */
+export const TEST_HOOKS_ENV = 'TMEMD_TEST_HOOKS';
+
+export interface TestHooks {
+  readonly debug: boolean;
+  readonly stalls: readonly { readonly vm: string; readonly op: string; readonly ms: number }[];
 }
 
-/** Encodes a value for a JSON payload (bigints as decimal strings). */
-export function jsonEncode(v: unknown): string {
-  return JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? x.toString() : x));
+/** Parses TEST_HOOKS_ENV; throws a one-line error on a malformed value. */
+export function parseTestHooks(v: string | undefined): TestHooks {
+  const out = { debug: false, stalls: [] as { vm: string; op: string; ms: number }[] };
+  if (v === undefined || v === '') return out;
+  for (const item of v.split(',')) {
+    if (item === 'debug') out.debug = true;
+    else {
+      const m = /^stall:([^:]+):([A-Za-z]+):(\d{1,6})$/.exec(item);
+      if (!m) throw new Error(`${TEST_HOOKS_ENV}: '${item}' is neither 'debug' nor 'stall:VM:OP:MS'`);
+      out.stalls.push({ vm: m[1]!, op: m[2]!, ms: Number(m[3]) });
+    }
+  }
+  return out;
 }

@@ -96,6 +96,8 @@ export interface DeviceConnection {
   /** The instance id: one id per connection, in every log line, stats record and command. */
   readonly id: number;
   readonly connectedAt: Date;
+  /** Guest RAM (bytes) as the worker reported it at the last SET_MEM_TABLE; 0 before. */
+  readonly guestRamBytes: bigint;
   /** Runs a device control op on the worker instance (WorkerDevice.control); rejects with its Error. */
   control(op: string, args?: unknown): Promise<unknown>;
 }

@@ -1,33 +1,47 @@
-// The data plane's state and work, independent of the thread it runs in:
-// guests (their memory, queues and fds), the tmem device, the store. The
-// worker (worker.ts) owns one Engine and drives it in poll or notify mode;
-// tests can drive one directly with fake OS functions and ArrayBuffer RAM.
+// The vrings and guest memory of every connection, independent of the thread
+// it runs in, and of the device: each connection is an Instance holding its
+// guest memory, its queues and their fds, and a WorkerDevice (device.ts) that
+// answers one chain at a time. The worker (worker.ts) owns one Engine and
+// drives it in poll or notify mode; tests drive one directly with fake OS
+// functions and ArrayBuffer RAM. The *_exec-style methods (setMemTable,
+// setVringNum, ...) are the vhost-user messages' effects, run here, next to
+// the rings (libvhost-user's vu_*_exec); the protocol table (connection.ts)
+// has validated the message already.
 //
 // Isolation: everything a guest can influence is checked (chain walker,
 // device) and any exception while serving one queue marks that queue broken
 // (logged, err eventfd signalled); other queues and guests go on.
 //
 // Fairness (the budget rule): one worker serves every guest, so a pass gives
-// each guest a turn in round robin, and a turn is bounded by work, not by
+// each instance a turn in round robin, and a turn is bounded by work, not by
 // chains. A chain's cost is the descriptors the walker read (an indirect
 // table's entries included) plus one unit per BYTES_PER_UNIT bytes the device
-// moved; a chain the device refused (used len 0) or answered INVALID or
-// UNSUPPORTED costs PENALTY times its descriptors, so a guest sending
-// malformed chains gets that much less of the worker. Each pass tops a
-// guest's credit up by TURN_UNITS, to at most TURN_UNITS (an idle guest banks
-// nothing); its turn serves its queues, round robin from where the last turn
-// stopped, while the credit is positive. A chain cannot be cut in two, so the
-// last one of a turn may overdraw: the debt is carried, and a guest in debt
-// sits out passes until the top-ups repay it. Hence a request waits, behind
-// each other guest, for at most TURN_UNITS plus one chain (a chain is at most
-// the queue size of descriptors, 1024 from QEMU, and one page of data); and a
-// guest that floods with long or malformed chains gets at most its share.
-import { TMEM_F_SHARED, TMEM_S_INVALID, TMEM_S_UNSUPPORTED, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../../shared/abi.js';
+// moved; a chain the device could not answer (used len 0) or `refused`
+// (tmem INVALID/UNSUPPORTED, ...) costs PENALTY times its descriptors, so a
+// guest sending malformed chains gets that much less of the worker. Each pass
+// tops an instance's credit up by TURN_UNITS, to at most TURN_UNITS (an idle
+// guest banks nothing); its turn serves its queues, round robin from where
+// the last turn stopped, while the credit is positive. A chain cannot be cut
+// in two, so the last one of a turn may overdraw: the debt is carried, and an
+// instance in debt sits out passes until the top-ups repay it. Hence a
+// request waits, behind each other guest, for at most TURN_UNITS plus one
+// chain (a chain is at most the queue size of descriptors, 1024 from QEMU,
+// and one page of data); and a guest that floods with long or malformed
+// chains gets at most its share.
 import { ChainWalker } from '../virtio/chain.js';
 import { GuestMemory, mappedWindows, type RegionSource } from '../virtio/guest-memory.js';
 import { SplitQueue } from '../virtio/split-queue.js';
-import { type DeviceGuest, type DeviceStore, type InfoLayout, TmemDevice } from '../tmem/device.js';
-import { COUNTER_INDEX as CI } from './commands.js';
+import { countersObject } from '../counters.js';
+import type { DeviceKind, InstanceInfo, MemoryPolicy, MemoryRegion, VringAddr, WorkerDevice } from './device.js';
+import { VC, VRING_COUNTERS } from './counters.js';
+import { VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from './messages.js';
+
+/** What a guest RAM file is (native.inspectGuestRamFd). */
+export interface GuestRamFile {
+  readonly fs: string;
+  readonly noShrink: boolean;
+  readonly size: bigint;
+}
 
 /** The OS functions the engine needs (native/ in the worker, fakes in tests). */
 export interface EngineOs {
@@ -36,52 +50,26 @@ export interface EngineOs {
   close(fd: number): void;
   eventfdRead(fd: number): bigint | null;
   eventfdWrite(fd: number, value?: bigint): void;
+  /** Absent in tests with ArrayBuffer RAM: the file checks of setMemTable are skipped. */
+  inspectGuestRamFd?(fd: number): GuestRamFile;
 }
 
 export interface OsMapping {
   readonly windows: readonly { readonly offset: bigint; readonly length?: number; readonly bytes: Uint8Array }[];
 }
 
-/** The store as the engine uses it (TmemStore, host/store/store.ts). */
-export interface EngineStore extends DeviceStore {
-  addGuest(o: { name: string; maxmemPages: number; ramPages: number; shareGroup: string | null } & GuestLimits): number;
-  setGuestRam(g: number, ramPages: number): void;
-  setShareGroup(g: number, group: string | null): void;
-  setFrozen(g: number, frozen: boolean): void;
-  flushGuest(g: number): void;
-  removeGuest(g: number): void;
-  reclaimStep(budgetPages: number): number;
-  /** Pages of destroyed pools still to free (optional: test stores lack it). */
-  reclaimPending?(): number;
-  /** Faults in never-used frames ahead of use; returns the pages left (optional: test stores lack it). */
-  prefaultStep?(budgetPages: number): number;
-  stats(): unknown;
-}
-
-/** The operator's per-VM limits (host/store/accounting.ts, docs/ABI-host-limits.md). */
-export interface GuestLimits {
-  readonly capPages?: number | null;
-  readonly ramFloorPages?: number;
-}
-
 export interface EngineLog {
   (level: 'error' | 'warn' | 'info' | 'debug', msg: string): void;
 }
 
-export interface MemRegionSpec {
-  readonly fd: number;
-  readonly guestPhysAddr: bigint;
-  readonly size: bigint;
-  readonly userspaceAddr: bigint;
-  readonly mmapOffset: bigint;
-}
-
+/** A refused command: the message goes back to the main thread as the command's error. */
 export class EngineError extends Error {}
 
 const PAGE = 4096n;
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 /**
- * Work units a guest may spend per pass (its turn), over all its queues. A
- * unit is one descriptor walked or BYTES_PER_UNIT bytes moved; a 4 KiB PUT
+ * Work units an instance may spend per pass (its turn), over all its queues.
+ * A unit is one descriptor walked or BYTES_PER_UNIT bytes moved; a 4 KiB PUT
  * or GET of 3 descriptors costs 20, so a turn holds 13 of them (about 13 us
  * of work: what another guest's request may wait behind a busy guest).
  */
@@ -92,12 +80,13 @@ export const BYTES_PER_UNIT = 256;
 export const PENALTY = 4;
 /** Completions written per used idx publication within a batch (a power of 2). */
 const PUBLISH_EVERY = 8;
-/** Store frames faulted in per idle step (Engine.prefault). */
-const PREFAULT_STEP = 8;
+/** Log lines per instance per second before the rest are counted and summarised. */
+const LOG_BURST = 10;
 
 export class Queue {
   readonly index: number;
   num = 0;
+  /** Ring addresses as numbers; -1: beyond 2^53, so inside no mapping (the ring then refuses to start). */
   desc = -1;
   avail = -1;
   used = -1;
@@ -120,161 +109,174 @@ export class Queue {
   }
 }
 
-export class Guest {
+/** One connection: its memory, queues and device. The only holder of each of these. */
+export class Instance {
   readonly id: number;
-  readonly name: string;
-  readonly storeGuest: number;
+  readonly vm: string;
+  readonly kind: string;
   readonly queues: Queue[];
-  readonly dev: DeviceGuest;
+  readonly dev: WorkerDevice;
+  readonly policy: MemoryPolicy;
+  /** The vring counters of this instance (VRING_COUNTERS layout). */
+  readonly counters = new Float64Array(VRING_COUNTERS.length);
   features = 0n;
   eventIdx = false;
   indirect = false;
   mem: GuestMemory | null = null;
   mappings: OsMapping[] = [];
-  /** The guest's running queues, in index order (rebuilt with Engine.running). */
+  /** The instance's running queues, in index order (rebuilt with Engine.running). */
   runQueues: Queue[] = [];
   /** Work units left in this pass; negative: debt from the last chain of a turn (budget rule). */
   credit = 0;
   /** Position in runQueues where the next turn starts. */
   nextQueue = 0;
-  /** Work units spent, and chains charged the penalty (statistics). */
-  workUnits = 0;
-  penalized = 0;
-  /** Passes this guest sat out repaying debt, or ended with work left for the next pass (statistics). */
-  turnsCut = 0;
+  /** Queues the front-end addressed (highest index + 1). */
+  frontQueues = 0;
   // log rate limit
   logWindowStart = 0;
   logCount = 0;
   logSuppressed = 0;
 
-  constructor(id: number, name: string, storeGuest: number, numQueues: number) {
-    this.id = id;
-    this.name = name;
-    this.storeGuest = storeGuest;
-    this.queues = Array.from({ length: numQueues }, (_, i) => new Queue(i));
-    // Until the front-end addresses its queues, INFO reports what we offer.
-    this.dev = { storeGuest, sharedNegotiated: false, numQueues };
-    this.frontQueues = 0;
+  constructor(info: InstanceInfo, policy: MemoryPolicy, dev: WorkerDevice) {
+    this.id = info.id;
+    this.vm = info.vm;
+    this.kind = info.kind;
+    this.policy = policy;
+    this.dev = dev;
+    this.queues = Array.from({ length: info.numQueues }, (_, i) => new Queue(i));
   }
 
-  /**
-   * The queues the front-end has: vhost-user never says num_vqs, but QEMU
-   * addresses every queue it has by index (SET_VRING_CALL/ERR at realize,
-   * then the start sequence), so the highest index seen + 1 is its num_vqs,
-   * which ABI.md wants in INFO.num_queues.
-   */
-  noteFrontQueue(q: number): void {
-    if (q + 1 > this.frontQueues) {
-      this.frontQueues = q + 1;
-      this.dev.numQueues = this.frontQueues;
-    }
+  get label(): string {
+    return `vm ${this.vm} ${this.kind}#${this.id}`;
   }
 
-  private frontQueues: number;
 }
 
-/** Log lines per guest per second before the rest are counted and summarised. */
-const LOG_BURST = 10;
-
 export class Engine {
-  readonly guests = new Map<number, Guest>();
+  readonly instances = new Map<number, Instance>();
   /** Running queues, for the worker's poll set (rebuilt when a ring starts or stops). */
-  running: { g: Guest; q: Queue }[] = [];
-  /** Guests with a running queue, in turn order (rebuilt with running). */
-  runGuests: Guest[] = [];
+  running: { g: Instance; q: Queue }[] = [];
+  /** Instances with a running queue, in turn order (rebuilt with running). */
+  runInstances: Instance[] = [];
   /**
-   * Set by pass(): a guest had (or may have had) work left when its turn
+   * Set by pass(): an instance had (or may have had) work left when its turn
    * ended (budget spent, or sitting out a debt), so the caller must pass
    * again soon rather than sleep.
    */
   deferred = false;
   /** Bumped whenever the set of running queues or their kick fds changes. */
   generation = 0;
-  reclaimPending = false;
-  /** Store frames may need faulting in (set again whenever requests were served). */
-  prefaultPending = true;
-  readonly device: TmemDevice;
+  /** Whether the last idle() left work pending (set again whenever requests were served). */
+  idlePending = true;
+  /** Vring counters of instances that have closed (host-wide sums keep them). */
+  readonly closedCounters = new Float64Array(VRING_COUNTERS.length);
   private readonly walker = new ChainWalker();
-  private nextGuest = 1;
-  private readonly store: EngineStore;
   private readonly os: EngineOs;
   private readonly log: EngineLog;
-  private readonly counters: Float64Array;
   private readonly pollMode: boolean;
-  calls = 0;
-  callsSuppressed = 0;
-  brokenQueues = 0;
+  private readonly kinds: DeviceKind[] = [];
 
-  constructor(store: EngineStore, os: EngineOs, log: EngineLog, counters: Float64Array, infoLayout: InfoLayout, pollMode: boolean) {
-    this.store = store;
+  constructor(os: EngineOs, log: EngineLog, pollMode: boolean) {
     this.os = os;
     this.log = log;
-    this.counters = counters;
-    this.device = new TmemDevice(store, infoLayout);
     this.pollMode = pollMode;
   }
 
-  // ---------------------------------------------------------------- control
+  /** A device kind whose idle hook the engine runs. */
+  addKind(k: DeviceKind): void {
+    this.kinds.push(k);
+  }
 
-  private guest(id: number): Guest {
-    const g = this.guests.get(id);
-    if (!g) throw new EngineError(`unknown guest ${id}`);
+  // ---------------------------------------------------------------- lookup
+
+  private instance(id: number): Instance {
+    const g = this.instances.get(id);
+    if (!g) throw new EngineError(`unknown instance ${id}`);
     return g;
   }
 
-  private queue(id: number, q: number): { g: Guest; q: Queue } {
-    const g = this.guest(id);
+  private queue(id: number, q: number): { g: Instance; q: Queue } {
+    const g = this.instance(id);
     const qu = g.queues[q];
-    if (!qu) throw new EngineError(`guest ${g.name}: no queue ${q}`);
-    g.noteFrontQueue(q);
+    if (!qu) throw new EngineError(`${g.label}: no queue ${q}`);
+    if (q + 1 > g.frontQueues) {
+      // vhost-user never says num_vqs, but QEMU addresses every queue it has
+      // by index (SET_VRING_CALL/ERR at realize), so highest + 1 is its num_vqs.
+      g.frontQueues = q + 1;
+      g.dev.queuesAddressed?.(g.frontQueues);
+    }
     return { g, q: qu };
   }
 
-  addGuest(name: string, maxmemBytes: bigint, shareGroup: string | null, numQueues: number, limits: GuestLimits = {}): number {
-    const storeGuest = this.store.addGuest({ name, maxmemPages: Number(maxmemBytes / PAGE), ramPages: 0, shareGroup, capPages: limits.capPages ?? null, ramFloorPages: limits.ramFloorPages ?? 0 });
-    const id = this.nextGuest++;
-    this.guests.set(id, new Guest(id, name, storeGuest, numQueues));
-    return id;
+  // ---------------------------------------------------------------- connections
+
+  /** A connection opened: `dev` is the device kind's instance for it. */
+  open(info: InstanceInfo, policy: MemoryPolicy, dev: WorkerDevice): void {
+    if (this.instances.has(info.id)) throw new EngineError(`instance ${info.id} exists`);
+    this.instances.set(info.id, new Instance(info, policy, dev));
   }
 
-  removeGuest(id: number): void {
-    const g = this.guest(id);
+  /** The connection is gone: stop its rings, close its fds, unmap its memory, close its device. */
+  close(id: number): void {
+    const g = this.instance(id);
     for (const q of g.queues) {
-      this.stopRing(g, q);
+      this.stopRing(q);
       this.closeFd(q, 'kickFd');
       this.closeFd(q, 'callFd');
       this.closeFd(q, 'errFd');
     }
-    this.guests.delete(id);
+    this.instances.delete(id);
     this.rebuild();
     g.mem = null;
     this.unmapAll(g.mappings);
     g.mappings = [];
-    this.store.removeGuest(g.storeGuest);
-    this.reclaimPending = true;
+    for (let i = 0; i < g.counters.length; i++) this.closedCounters[i] += g.counters[i]!;
+    try {
+      g.dev.close();
+    } catch (e) {
+      this.log('error', `${g.label}: closing the device: ${(e as Error).message}`);
+    }
+    this.idlePending = true;
   }
 
-  removeAll(): void {
-    for (const id of [...this.guests.keys()]) {
+  closeAll(): void {
+    for (const id of [...this.instances.keys()]) {
       try {
-        this.removeGuest(id);
+        this.close(id);
       } catch (e) {
-        this.log('error', `removing guest ${id}: ${(e as Error).message}`);
+        this.log('error', `closing instance ${id}: ${(e as Error).message}`);
       }
     }
   }
 
+  // ---------------------------------------------------------------- messages (*_exec)
+
+  /** SET_FEATURES. */
   setFeatures(id: number, features: bigint): void {
-    const g = this.guest(id);
+    const g = this.instance(id);
     g.features = features;
     g.eventIdx = ((features >> BigInt(VIRTIO_RING_F_EVENT_IDX)) & 1n) === 1n;
     g.indirect = ((features >> BigInt(VIRTIO_RING_F_INDIRECT_DESC)) & 1n) === 1n;
-    g.dev.sharedNegotiated = ((features >> BigInt(TMEM_F_SHARED)) & 1n) === 1n;
+    g.dev.setFeatures(features);
     this.restartRunning(g);
   }
 
-  setMemTable(id: number, regions: readonly MemRegionSpec[]): void {
-    const g = this.guest(id);
+  /**
+   * SET_MEM_TABLE: checks the regions' files (before anything is mapped: a
+   * refusal says what is wrong and what to do), maps them, moves the running
+   * rings onto the new mapping, and tells the device. Takes the fds: they
+   * are closed here whatever happens (a mapping keeps its file). Returns the
+   * guest's RAM in bytes.
+   */
+  setMemTable(id: number, regions: readonly MemoryRegion[]): bigint {
+    let g: Instance;
+    try {
+      g = this.instance(id);
+      this.checkRegions(g, regions);
+    } catch (e) {
+      for (const r of regions) this.tryClose(r.fd);
+      throw e;
+    }
     const maps: OsMapping[] = [];
     const sources: RegionSource[] = [];
     let ram = 0n;
@@ -291,7 +293,7 @@ export class Engine {
       g.mem = new GuestMemory(sources);
     } catch (e) {
       this.unmapAll(maps);
-      throw new EngineError(`guest ${g.name}: memory table refused: ${(e as Error).message}`);
+      throw new EngineError(`${g.label}: memory table refused: ${(e as Error).message}`);
     } finally {
       for (const r of regions) this.tryClose(r.fd);
     }
@@ -299,25 +301,69 @@ export class Engine {
     g.mappings = maps;
     this.restartRunning(g);
     this.unmapAll(old);
-    this.store.setGuestRam(g.storeGuest, Number(ram / PAGE));
+    g.dev.memoryChanged(ram);
+    return ram;
   }
 
+  /**
+   * The guest's RAM is at most its max-ram; each region's fd is a memfd or a
+   * file on tmpfs or hugetlbfs, sealed against shrinking unless allowed (a
+   * file that shrinks under a mapping is SIGBUS for the whole daemon), and
+   * holds the region (offset + size within the file).
+   */
+  private checkRegions(g: Instance, regions: readonly MemoryRegion[]): void {
+    let ram = 0n;
+    for (const r of regions) ram += r.size;
+    const p = g.policy;
+    if (p.maxRamBytes !== null && ram > p.maxRamBytes) {
+      throw new EngineError(
+        `guest RAM of ${ram} bytes (${regions.length} region(s)) is more than max-ram (${p.maxRamBytes} bytes) for VM ${g.vm}; raise max-ram= if the VM really has that much RAM`,
+      );
+    }
+    const inspect = this.os.inspectGuestRamFd;
+    if (!inspect) return;
+    regions.forEach((r, i) => {
+      let f: GuestRamFile;
+      try {
+        f = inspect(r.fd);
+      } catch (e) {
+        // "mmap (fd 7 is a file on ...): EINVAL: invalid argument": the part in brackets says it
+        const m = /^mmap \((.*)\): EINVAL: invalid argument$/.exec((e as Error).message);
+        throw new EngineError(`region ${i}: ${m ? m[1] : (e as Error).message}; give guest RAM as memory-backend-memfd (share=on)`);
+      }
+      if (!f.noShrink && !p.allowUnsealed) {
+        throw new EngineError(
+          `region ${i}: the guest RAM file (on ${f.fs}) is not sealed against shrinking: whoever holds it could truncate it and crash tmemd (SIGBUS) with every VM; ` +
+            `use -object memory-backend-memfd (seal=on is its default), or accept the risk with allow-unsealed=on for VM ${g.vm}`,
+        );
+      }
+      if (r.mmapOffset + r.size > f.size) {
+        throw new EngineError(`region ${i}: ${r.size} bytes at offset ${r.mmapOffset} go past the end of the file (${f.size} bytes)`);
+      }
+    });
+  }
+
+  /** SET_VRING_NUM (size already checked against the device's maximum). */
   setVringNum(id: number, qi: number, num: number): void {
     const { g, q } = this.queue(id, qi);
     q.num = num;
     this.restartQueue(g, q);
   }
 
-  setVringAddr(id: number, qi: number, desc: number, used: number, avail: number): void {
+  /** SET_VRING_ADDR. */
+  setVringAddr(id: number, qi: number, a: VringAddr): void {
     const { g, q } = this.queue(id, qi);
-    q.desc = desc;
-    q.used = used;
-    q.avail = avail;
+    // Beyond 2^53 no mapping reaches: -1, which the ring refuses when it starts.
+    const n = (x: bigint): number => (x > MAX_SAFE ? -1 : Number(x));
+    q.desc = n(a.descUser);
+    q.used = n(a.usedUser);
+    q.avail = n(a.availUser);
     q.addrSet = true;
     q.broken = null;
     this.restartQueue(g, q);
   }
 
+  /** SET_VRING_BASE. */
   setVringBase(id: number, qi: number, base: number): void {
     const { g, q } = this.queue(id, qi);
     if (q.ring) q.ring.lastAvail = base & 0xffff;
@@ -326,10 +372,10 @@ export class Engine {
     this.restartQueue(g, q);
   }
 
-  /** Stops the ring (kick and call fds closed, as libvhost-user does) and returns the next avail index. */
+  /** GET_VRING_BASE: stops the ring (kick and call fds closed, as libvhost-user does) and returns the next avail index. */
   getVringBase(id: number, qi: number): number {
-    const { g, q } = this.queue(id, qi);
-    this.stopRing(g, q);
+    const { q } = this.queue(id, qi);
+    this.stopRing(q);
     q.enabled = false;
     this.closeFd(q, 'kickFd');
     this.closeFd(q, 'callFd');
@@ -337,8 +383,15 @@ export class Engine {
     return q.base;
   }
 
+  /** SET_VRING_KICK/CALL/ERR (fd -1: none); takes the fd. */
   setVringFd(id: number, qi: number, which: 'kickFd' | 'callFd' | 'errFd', fd: number): void {
-    const { q } = this.queue(id, qi);
+    let q: Queue;
+    try {
+      q = this.queue(id, qi).q;
+    } catch (e) {
+      if (fd >= 0) this.tryClose(fd);
+      throw e;
+    }
     if (q[which] !== fd) this.closeFd(q, which);
     q[which] = fd;
     if (which === 'kickFd') {
@@ -347,6 +400,7 @@ export class Engine {
     }
   }
 
+  /** SET_VRING_ENABLE. */
   setVringEnable(id: number, qi: number, enable: boolean): void {
     const { g, q } = this.queue(id, qi);
     if (enable && !q.enabled) q.broken = null;
@@ -355,28 +409,37 @@ export class Engine {
       this.restartQueue(g, q);
       q.scan = true; // the kick may have come before the enable
     } else {
-      this.stopRing(g, q);
+      this.stopRing(q);
       this.rebuild();
     }
   }
 
-  setFrozen(id: number, frozen: boolean): void {
-    this.store.setFrozen(this.guest(id).storeGuest, frozen);
+  /** RESET_OWNER / RESET_DEVICE: every ring stops; the device keeps its state (tmem: ring restarts change nothing). */
+  reset(id: number): void {
+    const g = this.instance(id);
+    for (const q of g.queues) {
+      q.enabled = false;
+      this.stopRing(q);
+    }
+    g.features = 0n;
+    this.rebuild();
+    g.dev.reset?.();
   }
 
-  flushGuest(id: number): void {
-    this.store.flushGuest(this.guest(id).storeGuest);
-    this.reclaimPending = true;
+  /** A device control op for one instance. */
+  control(id: number, op: string, args: unknown): unknown {
+    const g = this.instance(id);
+    if (!g.dev.control) throw new EngineError(`${g.label}: the ${g.kind} device has no control ops`);
+    const r = g.dev.control(op, args);
+    this.idlePending = true; // a flush or reset leaves pages to reclaim
+    return r;
   }
 
-  setShareGroup(id: number, group: string | null): void {
-    this.store.setShareGroup(this.guest(id).storeGuest, group);
-  }
-
-  guestStats(): unknown[] {
-    return [...this.guests.values()].map((g) => ({
+  instanceStats(): Record<string, unknown>[] {
+    return [...this.instances.values()].map((g) => ({
       id: g.id,
-      name: g.name,
+      vm: g.vm,
+      kind: g.kind,
       ramBytes: g.mem ? g.mem.ramBytes : 0,
       regions: g.mem ? g.mem.regions.length : 0,
       features: '0x' + g.features.toString(16),
@@ -393,11 +456,11 @@ export class Engine {
         completed: q.completed,
         unanswerable: q.unanswerable,
       })),
-      // the budget rule (top of this file)
-      workUnits: g.workUnits,
-      penalizedChains: g.penalized,
-      turnsCut: g.turnsCut,
+      // the budget rule (top of this file): workUnits, penalizedChains, turnsCut are in the counters
       credit: g.credit,
+      // by block, as the host-wide sums: { vring: {...}, <kind>: {...} }
+      counters: { vring: countersObject(VRING_COUNTERS, g.counters) } as Record<string, Record<string, number>>,
+      ...(g.dev.stats ? { device: g.dev.stats() } : {}),
     }));
   }
 
@@ -428,20 +491,20 @@ export class Engine {
     }
   }
 
-  private stopRing(_g: Guest, q: Queue): void {
+  private stopRing(q: Queue): void {
     if (q.ring) {
       q.base = q.ring.lastAvail;
       q.ring = null;
     }
   }
 
-  private restartRunning(g: Guest): void {
+  private restartRunning(g: Instance): void {
     for (const q of g.queues) if (q.ring || q.enabled) this.restartQueue(g, q);
   }
 
   /** (Re)creates the ring view of a queue that should run, or stops it. */
-  private restartQueue(g: Guest, q: Queue): void {
-    this.stopRing(g, q);
+  private restartQueue(g: Instance, q: Queue): void {
+    this.stopRing(q);
     if (q.enabled && q.addrSet && q.num > 0 && g.mem !== null && q.broken === null) {
       const r = SplitQueue.create(g.mem, q.num, { desc: q.desc, avail: q.avail, used: q.used }, q.base, g.eventIdx, true);
       if (typeof r === 'string') this.markBroken(g, q, r);
@@ -455,9 +518,9 @@ export class Engine {
   }
 
   private rebuild(): void {
-    const out: { g: Guest; q: Queue }[] = [];
-    const gs: Guest[] = [];
-    for (const g of this.guests.values()) {
+    const out: { g: Instance; q: Queue }[] = [];
+    const gs: Instance[] = [];
+    for (const g of this.instances.values()) {
       const qs: Queue[] = [];
       for (const q of g.queues) {
         if (!q.ring) continue;
@@ -468,35 +531,34 @@ export class Engine {
       if (qs.length > 0) gs.push(g);
     }
     this.running = out;
-    this.runGuests = gs;
+    this.runInstances = gs;
     this.generation++;
   }
 
-  markBroken(g: Guest, q: Queue, why: string): void {
-    this.stopRing(g, q);
+  markBroken(g: Instance, q: Queue, why: string): void {
+    this.stopRing(q);
     q.broken = why;
-    this.brokenQueues++;
-    this.counters[CI.brokenQueues] = this.brokenQueues;
-    this.log('error', `guest ${g.name} queue ${q.index}: broken, stopped: ${why}`);
+    g.counters[VC.brokenQueues]!++;
+    this.log('error', `${g.label} queue ${q.index}: broken, stopped: ${why}`);
     if (q.errFd >= 0) {
       try {
         this.os.eventfdWrite(q.errFd, 1n);
       } catch (e) {
-        this.log('warn', `guest ${g.name} queue ${q.index}: err eventfd: ${(e as Error).message}`);
+        this.log('warn', `${g.label} queue ${q.index}: err eventfd: ${(e as Error).message}`);
       }
     }
     this.rebuild();
   }
 
   /**
-   * Whether one more line about this guest fits in LOG_BURST a second; if
+   * Whether one more line about this instance fits in LOG_BURST a second; if
    * not, it is counted and summarised when the next second starts. Checked
    * before the line is built, so a flood of bad chains costs no strings.
    */
-  logAllowed(g: Guest): boolean {
+  logAllowed(g: Instance): boolean {
     const now = Date.now();
     if (now - g.logWindowStart >= 1000) {
-      if (g.logSuppressed > 0) this.log('warn', `guest ${g.name}: ${g.logSuppressed} more such messages suppressed`);
+      if (g.logSuppressed > 0) this.log('warn', `${g.label}: ${g.logSuppressed} more such messages suppressed`);
       g.logWindowStart = now;
       g.logCount = 0;
       g.logSuppressed = 0;
@@ -509,24 +571,19 @@ export class Engine {
     return false;
   }
 
-  /** Logs about one guest, at most LOG_BURST lines a second; the rest are counted. */
-  guestLog(g: Guest, msg: string): void {
-    if (this.logAllowed(g)) this.log('warn', `guest ${g.name}: ${msg}`);
-  }
-
   /**
-   * Serves what the queue's avail ring holds while the guest has credit
+   * Serves what the queue's avail ring holds while the instance has credit
    * (g.credit, charged per chain as the budget rule says), completes each
    * chain in ring order, then signals the call eventfd if the guest asks for
    * it. Returns the chains completed.
    */
-  serveQueue(g: Guest, q: Queue): number {
+  serveQueue(g: Instance, q: Queue): number {
     const ring = q.ring;
     if (ring === null) return 0;
-    const mem = g.mem!;
     const walker = this.walker;
-    const device = this.device;
-    walker.mem = mem;
+    const dev = g.dev;
+    const c = g.counters;
+    walker.mem = g.mem!;
     let done = 0;
     let credit = g.credit;
     try {
@@ -540,31 +597,33 @@ export class Engine {
         for (let i = 0; i < n && credit > 0; i++) {
           const head = ring.popHead();
           let len: number;
-          // Refused, unanswerable, INVALID or UNSUPPORTED: nothing beyond the
-          // header was moved whatever lengths the chain claims; the walk is
-          // the cost, times the penalty.
+          // Refused, unanswerable, or refused by the device: nothing beyond
+          // the header was moved whatever lengths the chain claims; the walk
+          // is the cost, times the penalty.
           let bad = true;
           if (walker.walk(ring.descView, ring.descOff, ring.num, head, g.indirect)) {
-            len = device.handle(g.dev, walker.readable, walker.writable);
+            len = dev.handle(q.index, walker.readable, walker.writable);
             if (len === 0) {
+              c[VC.unanswerable]!++;
               q.unanswerable++;
-              if (this.logAllowed(g)) this.log('warn', `guest ${g.name}: queue ${q.index}: request at head ${head} unanswerable: ${device.error}`);
-            } else bad = device.lastStatus === TMEM_S_INVALID || device.lastStatus === TMEM_S_UNSUPPORTED;
+              if (this.logAllowed(g)) this.log('warn', `${g.label}: queue ${q.index}: request at head ${head} unanswerable: ${dev.error}`);
+            } else bad = dev.refused;
           } else {
-            device.counters.requests++;
-            device.counters.unanswerable++;
+            c[VC.unanswerable]!++;
+            c[VC.chainsRefused]!++;
             q.unanswerable++;
             len = 0;
-            if (this.logAllowed(g)) this.log('warn', `guest ${g.name}: queue ${q.index}: chain at head ${head} refused: ${walker.error}`);
+            if (this.logAllowed(g)) this.log('warn', `${g.label}: queue ${q.index}: chain at head ${head} refused: ${walker.error}`);
           }
           let cost: number;
           if (bad) {
             // At least one descriptor's worth: a head outside the queue reads none.
             cost = PENALTY * (walker.descriptors > 0 ? walker.descriptors : 1);
-            g.penalized++;
+            c[VC.penalizedChains]!++;
           } else cost = walker.descriptors + Math.ceil((walker.readable.total + len) / BYTES_PER_UNIT);
           credit -= cost;
-          g.workUnits += cost;
+          c[VC.workUnits] += cost;
+          c[VC.requests]!++;
           ring.addUsed(head, len);
           done++;
           // Publish every PUBLISH_EVERY completions: fewer fenced stores and
@@ -584,40 +643,40 @@ export class Engine {
     return done;
   }
 
-  private notify(g: Guest, q: Queue, ring: SplitQueue): void {
+  private notify(g: Instance, q: Queue, ring: SplitQueue): void {
     if (!ring.needsNotify()) {
-      this.callsSuppressed++;
+      g.counters[VC.callsSuppressed]!++;
       return;
     }
     if (q.callFd < 0) return;
     try {
       this.os.eventfdWrite(q.callFd, 1n);
-      this.calls++;
+      g.counters[VC.calls]!++;
     } catch (e) {
-      this.guestLog(g, `queue ${q.index}: call eventfd: ${(e as Error).message}`);
+      if (this.logAllowed(g)) this.log('warn', `${g.label}: queue ${q.index}: call eventfd: ${(e as Error).message}`);
     }
   }
 
   /**
-   * One pass: a turn for every guest with a running queue (budget rule at
+   * One pass: a turn for every instance with a running queue (budget rule at
    * the top of this file). Serves every running queue (poll mode), or the
    * queues marked for a scan (notify mode). In notify mode a queue is
    * drained, then kicks are re-enabled and the ring re-checked, so no request
    * is left behind waiting for a kick that the guest will not send; a queue
-   * cut short by its guest's budget stays marked and is served next pass.
+   * cut short by its instance's budget stays marked and is served next pass.
    * Returns the chains completed; `deferred` says whether work was left.
    */
   pass(all: boolean): number {
     let work = 0;
     let deferred = false;
-    const gs = this.runGuests;
+    const gs = this.runInstances;
     for (let i = 0; i < gs.length; i++) {
       const g = gs[i]!;
       const c = g.credit + TURN_UNITS;
       g.credit = c > TURN_UNITS ? TURN_UNITS : c;
       if (g.credit <= 0) {
         // Sitting out a debt; its queues keep their scan marks.
-        g.turnsCut++;
+        g.counters[VC.turnsCut]!++;
         deferred = true;
         continue;
       }
@@ -631,11 +690,11 @@ export class Engine {
         q.scan = false;
         work += this.serveQueue(g, q);
         if (g.credit <= 0) {
-          // Turn over, perhaps with more waiting here: the guest's other
+          // Turn over, perhaps with more waiting here: the instance's other
           // queues go first next turn, then this one again.
           if (!all && q.ring !== null) q.scan = true;
           g.nextQueue = pos + 1 < nq ? pos + 1 : 0;
-          g.turnsCut++;
+          g.counters[VC.turnsCut]!++;
           deferred = true;
           break;
         }
@@ -643,13 +702,8 @@ export class Engine {
       }
     }
     this.deferred = deferred;
-    if (work > 0) {
-      this.prefaultPending = true;
-      // DESTROY_POOL and RESET leave frames to free: reclaim them in idle
-      // steps now rather than only when a later PUT needs the room.
-      if (this.store.reclaimPending && this.store.reclaimPending() > 0) this.reclaimPending = true;
-      this.publishCounters();
-    }
+    // Requests served may leave idle work (tmem: prefault ahead, reclaim after DESTROY_POOL/RESET).
+    if (work > 0) this.idlePending = true;
     return work;
   }
 
@@ -665,7 +719,7 @@ export class Engine {
   }
 
   /** A queue's kick eventfd fired: consume it and scan the queue. */
-  kicked(q: Queue): void {
+  kicked(g: Instance, q: Queue): void {
     if (q.kickFd >= 0) {
       try {
         this.os.eventfdRead(q.kickFd);
@@ -674,50 +728,32 @@ export class Engine {
       }
     }
     q.scan = true;
-    this.counters[CI.kicks]!++;
-  }
-
-  reclaim(budget: number): void {
-    if (!this.reclaimPending) return;
-    this.reclaimPending = this.store.reclaimStep(budget) > 0;
-    this.counters[CI.reclaimSteps]!++;
+    g.counters[VC.kicks]!++;
   }
 
   /**
-   * Idle work after reclaim: faults in a few of the store's never-used frames
-   * ahead of use, so that PUTs filling a fresh store do not each take a page
-   * fault (about 20 us in a VM). Small steps: a request arriving meanwhile
-   * waits for at most PREFAULT_STEP faults.
+   * Idle work: each device kind's hook, then each instance's, in small
+   * steps (a request arriving meanwhile waits for one step). Returns whether
+   * any is still pending; the worker then does not sleep.
    */
-  prefault(): void {
-    if (!this.prefaultPending) return;
-    this.prefaultPending = this.store.prefaultStep !== undefined && this.store.prefaultStep(PREFAULT_STEP) > 0;
-  }
-
-  publishCounters(): void {
-    const c = this.device.counters;
-    const k = this.counters;
-    k[CI.requests] = c.requests;
-    k[CI.unanswerable] = c.unanswerable;
-    k[CI.opUnknown] = c.ops[0]!;
-    k[CI.opNewPool] = c.ops[1]!;
-    k[CI.opDestroyPool] = c.ops[2]!;
-    k[CI.opPutPage] = c.ops[3]!;
-    k[CI.opGetPage] = c.ops[4]!;
-    k[CI.opFlushPage] = c.ops[5]!;
-    k[CI.opFlushObject] = c.ops[6]!;
-    k[CI.opInfo] = c.ops[7]!;
-    k[CI.opReset] = c.ops[8]!;
-    k[CI.statusOk] = c.ok;
-    k[CI.statusMiss] = c.miss;
-    k[CI.statusInvalid] = c.invalid;
-    k[CI.statusNoSpace] = c.noSpace;
-    k[CI.statusDenied] = c.denied;
-    k[CI.statusFrozen] = c.frozen;
-    k[CI.statusUnsupported] = c.unsupported;
-    k[CI.putsGathered] = c.putsGathered;
-    k[CI.getsScattered] = c.getsScattered;
-    k[CI.calls] = this.calls;
-    k[CI.callsSuppressed] = this.callsSuppressed;
+  idle(): boolean {
+    if (!this.idlePending) return false;
+    let more = false;
+    for (const k of this.kinds) {
+      try {
+        if (k.idle?.()) more = true;
+      } catch (e) {
+        this.log('error', `idle work: ${(e as Error).message}`);
+      }
+    }
+    for (const g of this.instances.values()) {
+      try {
+        if (g.dev.idle?.()) more = true;
+      } catch (e) {
+        if (this.logAllowed(g)) this.log('error', `${g.label}: idle work: ${(e as Error).message}`);
+      }
+    }
+    this.idlePending = more;
+    return more;
   }
 }

@@ -10,8 +10,8 @@
 // "suppressed K messages" line per interval, not a line per connection.
 import { lstatSync, unlinkSync } from 'node:fs';
 import { type Logger, rateLimited } from '../log.js';
-import type { VhostUserBackend } from './device.js';
-import { type ConnIo, formatBytes, VhostUserConnection } from './connection.js';
+import type { VhostUserDevice } from './device.js';
+import { type ConnIo, formatBytes, VhostUserConnection, type VringChannel } from './connection.js';
 
 /** Mode and numeric owner/group for a socket file tmemd creates (native.SocketAccess). */
 export interface SocketAccess {
@@ -39,7 +39,9 @@ export type ListenOn = { readonly path: string } | { readonly fd: number };
 
 export interface ListenerOptions {
   readonly on: ListenOn;
-  readonly backend: VhostUserBackend;
+  readonly device: VhostUserDevice;
+  /** The vring worker every connection's commands go to. */
+  readonly vrings: VringChannel;
   readonly io: ListenerIo;
   readonly watcher: Watcher;
   readonly log: Logger;
@@ -75,7 +77,7 @@ export class VhostUserListener {
 
   constructor(o: ListenerOptions) {
     this.o = o;
-    this.log = rateLimited(o.log, `vm ${o.backend.name}`);
+    this.log = rateLimited(o.log, this.label);
   }
 
   /** `/run/vm1.sock` or `fd=5`. */
@@ -87,8 +89,10 @@ export class VhostUserListener {
     return this.conn;
   }
 
+  /** `vm web1` for the tmem device (the VM's first device, as log lines always said), `vm web1 blk` for others. */
   private get label(): string {
-    return `vm ${this.o.backend.name}`;
+    const d = this.o.device;
+    return d.kind === 'tmem' ? `vm ${d.vm}` : `vm ${d.vm} ${d.kind}`;
   }
 
   /** Creates (or adopts) the listening socket and starts accepting. Throws ListenerError with a clear message. */
@@ -149,36 +153,42 @@ export class VhostUserListener {
   }
 
   private adopt(fd: number): void {
-    const { io, backend, watcher } = this.o;
+    const { io, device, watcher, vrings } = this.o;
     const log = this.log;
     const conn = new VhostUserConnection({
       fd,
       io,
-      backend,
+      device,
+      vrings,
       log,
       label: this.label,
       unwatch: (cfd) => watcher.unwatch(cfd),
+      rewatch: (cfd) => watcher.watch(cfd, () => conn.onReadable()),
       onClose: (c) => {
         if (this.conn === c) this.conn = null;
-        log.info(`${this.label}: guest left (RAM ${formatBytes(c.guestRamBytes)}${backend.describe ? `, ${backend.describe()}` : ''})`);
+        log.info(`${this.label}: guest left (RAM ${formatBytes(c.guestRamBytes)}${device.describe ? `, ${device.describe()}` : ''})`);
       },
     });
+    // Taken now, so that a second front-end is refused while the worker opens this one.
+    this.conn = conn;
+    this.accepted++;
+    // Messages are read at once: the worker runs their commands after the open, in order.
     try {
-      conn.open();
+      conn.open().catch((e: unknown) => conn.close(`cannot add the guest: ${(e as Error).message}; connection closed`, 'error'));
     } catch (e) {
+      // the device refused it before anything was posted
+      this.conn = null;
       log.error(`${this.label}: cannot add the guest: ${(e as Error).message}; connection closed`);
       this.closeQuietly(fd);
       return;
     }
-    this.conn = conn;
-    this.accepted++;
     try {
       watcher.watch(fd, () => conn.onReadable());
     } catch (e) {
       conn.close(`cannot watch the connection: ${(e as Error).message}`, 'error');
       return;
     }
-    log.info(`${this.label}: guest connected on ${this.where}${this.peer(fd)}${backend.describe ? ` (${backend.describe()})` : ''}`);
+    log.info(`${this.label}: guest connected on ${this.where}${this.peer(fd)}${device.describe ? ` (${device.describe()})` : ''}`);
   }
 
   private closeQuietly(fd: number): void {

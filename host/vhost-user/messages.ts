@@ -1,6 +1,7 @@
 // The vhost-user wire format (QEMU docs/interop/vhost-user.rst): request
 // numbers, header layout, feature bits and payload codecs. Names follow the
 // spec's message names. Nothing here knows about a device or a socket.
+import type { MemoryRegion, VringAddr } from './device.js';
 
 /** Front-end requests (the subset this engine knows by name; others are logged by number). */
 export const VhostUserRequest = {
@@ -74,7 +75,11 @@ export const VHOST_USER_MAX_PAYLOAD = 4096;
 export const VHOST_USER_MAX_FDS = 8;
 
 // ---- virtio / vhost-user feature bits (bit numbers) ----
+/** Transport features every device may offer (virtio 1.x 6). */
+export const VIRTIO_RING_F_INDIRECT_DESC = 28;
+export const VIRTIO_RING_F_EVENT_IDX = 29;
 export const VHOST_USER_F_PROTOCOL_FEATURES = 30;
+export const VIRTIO_F_VERSION_1 = 32;
 
 // ---- protocol feature bits (bit numbers) ----
 export const VhostUserProtocolFeature = {
@@ -110,6 +115,9 @@ export const VHOST_MEMORY_BASELINE_NREGIONS = 8;
 export const VHOST_USER_MEM_REGION_SIZE = 32;
 /** struct VhostUserMemory: nregions u32, padding u32, regions[]. */
 export const VHOST_USER_MEMORY_HDR_SIZE = 8;
+/** struct VhostUserConfig header: offset u32, size u32, flags u32; then the bytes (at most 256). */
+export const VHOST_USER_CONFIG_HDR_SIZE = 12;
+export const VHOST_USER_MAX_CONFIG_SIZE = 256;
 /** struct vhost_vring_state: index u32, num u32. */
 export const VHOST_USER_VRING_STATE_SIZE = 8;
 /** struct vhost_vring_addr: index u32, flags u32, desc, used, avail, log (u64 each). */
@@ -131,25 +139,27 @@ export interface VhostUserMsg extends VhostUserHeader {
   readonly fds: number[];
 }
 
-export interface MemoryRegionDesc {
-  readonly guestPhysAddr: bigint;
-  readonly size: bigint;
-  readonly userspaceAddr: bigint;
-  readonly mmapOffset: bigint;
-}
+/** A region as the wire carries it: the record of device.ts without its fd (which travels as SCM_RIGHTS). */
+export type MemoryRegionDesc = Omit<MemoryRegion, 'fd'>;
 
 export interface VringState {
   readonly index: number;
   readonly num: number;
 }
 
-export interface VringAddrMsg {
+/** struct vhost_vring_addr: the VringAddr record of device.ts plus the queue index, flags and log address. */
+export interface VringAddrMsg extends VringAddr {
   readonly index: number;
   readonly flags: number;
-  readonly descUser: bigint;
-  readonly usedUser: bigint;
-  readonly availUser: bigint;
   readonly logGuest: bigint;
+}
+
+/** struct VhostUserConfig (GET_CONFIG/SET_CONFIG). */
+export interface ConfigMsg {
+  readonly offset: number;
+  readonly size: number;
+  readonly flags: number;
+  readonly data: Buffer;
 }
 
 export interface VringFile {
@@ -270,4 +280,19 @@ export function bitsOf(v: bigint): number[] {
   const out: number[] = [];
   for (let i = 0; i < 64; i++) if ((v >> BigInt(i)) & 1n) out.push(i);
   return out;
+}
+
+/** GET_CONFIG/SET_CONFIG payload: the 12-byte header, then `size` bytes (the caller checks the sizes). */
+export function decodeConfig(p: Buffer): ConfigMsg {
+  const size = p.readUInt32LE(4);
+  return { offset: p.readUInt32LE(0), size, flags: p.readUInt32LE(8), data: p.subarray(VHOST_USER_CONFIG_HDR_SIZE, VHOST_USER_CONFIG_HDR_SIZE + size) };
+}
+
+export function encodeConfig(offset: number, flags: number, data: Uint8Array): Buffer {
+  const b = Buffer.alloc(VHOST_USER_CONFIG_HDR_SIZE + data.length);
+  b.writeUInt32LE(offset >>> 0, 0);
+  b.writeUInt32LE(data.length >>> 0, 4);
+  b.writeUInt32LE(flags >>> 0, 8);
+  b.set(data, VHOST_USER_CONFIG_HDR_SIZE);
+  return b;
 }

@@ -1,5 +1,6 @@
-// The data-plane worker thread: owns the TmemStore, every guest's memory and
-// queues (an Engine), and runs one of two loops.
+// The vring worker thread: owns every connection's guest memory and queues
+// (an Engine), loads the device kinds' worker halves by URL (so this folder
+// imports no device), and runs one of two loops.
 //
 // notify mode: block in poll(2) on the kick eventfds and the wake eventfd;
 //   a kick scans its queue, which is drained, then kicks are re-enabled
@@ -19,70 +20,59 @@
 //   every request of a busy period none; pollSpinMs = Infinity gives pure
 //   busy polling.
 //
-// Commands from the main thread arrive in the SPSC ring of the shared buffer
-// (commands.ts); the wake eventfd interrupts poll(2). Idle time runs
-// store.reclaimStep in bounded steps.
-import { isMainThread, parentPort, workerData } from 'node:worker_threads';
+// Commands (commands.ts) arrive on a MessagePort, taken synchronously with
+// receiveMessageOnPort when the posted counter moved; each runs to
+// completion here, next to the rings, and its reply is posted back. Idle
+// time runs the devices' idle hooks in bounded steps.
+import { isMainThread, type MessagePort, parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import * as native from '../../native/index.js';
-import { TmemStore } from '../tmem/store/store.js';
-import {
-  Cmd,
-  CMD_SLOTS,
-  COUNTER_INDEX as CI,
-  COUNTER_NAMES,
-  CTL_CMD_HEAD,
-  CTL_CMD_TAIL,
-  CTL_REPLY_SEQ,
-  CTL_STATE,
-  jsonEncode,
-  OFF_REPLY,
-  REC_OFF_ARGS,
-  REC_OFF_CMD,
-  REC_OFF_GUEST,
-  REC_OFF_PAYLOAD,
-  REC_OFF_PAYLOAD_LEN,
-  REC_OFF_QUEUE,
-  REC_OFF_SEQ,
-  recordOffset,
-  REPLY_MAX_PAYLOAD,
-  REPLY_OFF_ERROR,
-  REPLY_OFF_PAYLOAD,
-  REPLY_OFF_PAYLOAD_LEN,
-  REPLY_OFF_SEQ,
-  REPLY_OFF_VALUE,
-  sharedViews,
-  type SharedViews,
-  type WorkerConfig,
-  WorkerState,
-} from './commands.js';
-import { Engine, type EngineStore, type GuestLimits, type MemRegionSpec, type Queue } from './engine.js';
-import { INFO_LAYOUT } from '../tmem/info-layout.js';
+import { addCounters, countersObject } from '../counters.js';
+import { CTL_POSTED, CTL_STATE, type Envelope, parseTestHooks, TEST_HOOKS_ENV, type WorkerConfig, type WorkerEvent, WorkerState } from './commands.js';
+import type { DeviceKind, DeviceWorkerModule, WorkerHost } from './device.js';
+import { WC, WORKER_COUNTERS, VRING_COUNTERS } from './counters.js';
+import { Engine, type Instance, type Queue } from './engine.js';
 
 type Level = 'error' | 'warn' | 'info' | 'debug';
-
 
 /**
  * One turn of this thread's event loop. The loops never return to it
  * otherwise, and Node frees the native side of external ArrayBuffers (every
  * koffi.view: the guest RAM windows) from the event loop once they are
  * garbage: without a turn, each SET_MEM_TABLE and each guest that left kept
- * ~200 bytes of malloc forever (issue 13, the RSS growth per connection;
- * test/churn-plateau.ts). Taken after a batch of commands (those map and
- * unmap), never on the data path; costs microseconds.
+ * ~200 bytes of malloc forever (test/churn-plateau.ts). Taken after a batch
+ * of commands (those map and unmap), never on the data path; costs
+ * microseconds.
  */
 function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
-class Worker {
+
+function post(m: WorkerEvent): void {
+  parentPort!.postMessage(m);
+}
+
+/** A kind loaded in this worker, with the counters of its closed instances. */
+interface LoadedKind {
+  readonly kind: DeviceKind;
+  readonly closed: Float64Array;
+}
+
+class VringWorker {
   private readonly cfg: WorkerConfig;
-  private readonly v: SharedViews;
+  private readonly ctl: Int32Array;
+  private readonly port: MessagePort;
   private readonly engine: Engine;
-  private readonly store: TmemStore;
+  private readonly kinds = new Map<string, LoadedKind>();
+  private readonly counters = new Float64Array(WORKER_COUNTERS.length);
+  /** tmemd checked NODE_ENV=test before starting the worker with these. */
+  private readonly hooks = parseTestHooks(process.env[TEST_HOOKS_ENV]);
+  /** Commands taken from the port so far (compared with the main thread's posted counter). */
+  private taken = 0;
   // poll(2) set: [0] = wake eventfd, then the kick eventfds of running queues
   private pfds = new Int32Array(64);
   private revents = new Int16Array(64);
-  private pqueues: (Queue | null)[] = [];
+  private pqueues: ({ g: Instance; q: Queue } | null)[] = [];
   private pcount = 1;
   private pgen = -1;
   private anyNoKick = false;
@@ -91,34 +81,54 @@ class Worker {
 
   constructor(cfg: WorkerConfig) {
     this.cfg = cfg;
-    this.v = sharedViews(cfg.sab);
-    this.store = new TmemStore({ capacityPages: cfg.capacityPages, maxPoolsPerGuest: cfg.maxPoolsPerGuest });
-    this.engine = new Engine(this.store as unknown as EngineStore, native, (l, m) => this.log(l, m), this.v.counters, INFO_LAYOUT, cfg.mode === 'poll');
+    this.ctl = new Int32Array(cfg.ctl);
+    this.port = cfg.port;
+    this.engine = new Engine(native, (l, m) => this.log(l, m), cfg.mode === 'poll');
   }
 
   log(level: Level, msg: string): void {
-    parentPort!.postMessage({ type: 'log', level, msg: `dataplane: ${msg}` });
+    post({ type: 'log', level, msg: `vrings: ${msg}` });
+  }
+
+  /** Imports every device kind's worker half and makes its factory. */
+  async load(): Promise<void> {
+    const shared = new Map<string, unknown>();
+    const host: WorkerHost = {
+      config: this.cfg.deviceConfig,
+      mode: this.cfg.mode,
+      log: (level, msg) => this.log(level, msg),
+      shared: <T>(key: string, create: () => T): T => {
+        if (!shared.has(key)) shared.set(key, create());
+        return shared.get(key) as T;
+      },
+    };
+    for (const d of this.cfg.devices) {
+      const m = (await import(d.module)) as Partial<DeviceWorkerModule>;
+      if (typeof m.createDeviceKind !== 'function') throw new Error(`device module ${d.module} (${d.kind}) exports no createDeviceKind`);
+      const kind = m.createDeviceKind(host);
+      this.kinds.set(d.kind, { kind, closed: new Float64Array(kind.counters.length) });
+      this.engine.addKind(kind);
+    }
   }
 
   async run(): Promise<void> {
-    Atomics.store(this.v.ctl, CTL_STATE, WorkerState.Running);
-    parentPort!.postMessage({ type: 'ready' });
+    Atomics.store(this.ctl, CTL_STATE, WorkerState.Running);
+    post({ type: 'ready' });
     this.log('debug', `worker running in ${this.cfg.mode} mode`);
     if (this.cfg.mode === 'poll') await this.pollLoop();
     else await this.notifyLoop();
-    this.engine.removeAll();
-    Atomics.store(this.v.ctl, CTL_STATE, WorkerState.Stopped);
+    this.engine.closeAll();
+    Atomics.store(this.ctl, CTL_STATE, WorkerState.Stopped);
   }
 
   private commandsPending(): boolean {
-    // Checked on every spin of the poll loop: one Atomics.load (the head is the
-    // main thread's); the tail is this thread's own, a plain load sees it.
-    return Atomics.load(this.v.ctl, CTL_CMD_HEAD) !== this.v.ctl[CTL_CMD_TAIL];
+    // Checked on every spin of the poll loop: one Atomics.load of the main thread's counter.
+    return Atomics.load(this.ctl, CTL_POSTED) !== this.taken;
   }
 
   private async notifyLoop(): Promise<void> {
     const e = this.engine;
-    const k = this.v.counters;
+    const k = this.counters;
     while (!this.stopping) {
       try {
         if (this.commandsPending()) {
@@ -127,16 +137,17 @@ class Worker {
           await yieldToEventLoop();
         }
         const work = e.pass(false);
-        k[CI.loopIterations]!++;
-        if (work === 0) {
-          e.reclaim(this.cfg.reclaimBudget);
-          if (!e.reclaimPending) e.prefault();
+        k[WC.loopIterations]!++;
+        let idle = false;
+        if (work === 0 && e.idlePending) {
+          k[WC.idleSteps]!++;
+          idle = e.idle();
         }
         let scan = false;
         const run = e.running;
         for (let i = 0; i < run.length; i++) if (run[i]!.q.scan) scan = true;
         this.buildPollSet();
-        this.wait(scan || e.reclaimPending || e.prefaultPending || this.commandsPending() ? 0 : this.anyNoKick ? 1 : 1000);
+        this.wait(scan || idle || e.deferred || this.commandsPending() ? 0 : this.anyNoKick ? 1 : 1000);
       } catch (err) {
         this.loopError(err);
       }
@@ -145,7 +156,7 @@ class Worker {
 
   private async pollLoop(): Promise<void> {
     const e = this.engine;
-    const k = this.v.counters;
+    const k = this.counters;
     const spinMs = this.cfg.pollSpinMs;
     let idle = 0;
     let idleSince = 0;
@@ -157,8 +168,8 @@ class Worker {
           await yieldToEventLoop();
         }
         const work = e.pass(true);
-        k[CI.loopIterations]!++;
-        // deferred: a guest's turn ended with work left (the budget rule in engine.ts)
+        k[WC.loopIterations]!++;
+        // deferred: an instance's turn ended with work left (the budget rule in engine.ts)
         if (work > 0 || e.deferred) {
           idle = 0;
           continue;
@@ -168,16 +179,19 @@ class Worker {
           continue;
         }
         if ((idle & 255) !== 0) continue;
-        e.reclaim(this.cfg.reclaimBudget);
-        if (!e.reclaimPending) e.prefault();
-        if (e.reclaimPending || e.prefaultPending || !(performance.now() - idleSince >= spinMs)) continue;
+        let more = false;
+        if (e.idlePending) {
+          k[WC.idleSteps]!++;
+          more = e.idle();
+        }
+        if (more || !(performance.now() - idleSince >= spinMs)) continue;
         // Idle long enough: kicks on, re-check, sleep until a kick or a command.
         if (e.enableAllKicks() || this.commandsPending()) {
           e.suppressAllKicks();
           idle = 0;
           continue;
         }
-        k[CI.pollSleeps]!++;
+        k[WC.pollSleeps]!++;
         this.buildPollSet();
         const n = this.wait(this.anyNoKick ? 1 : 1000);
         e.suppressAllKicks();
@@ -207,10 +221,10 @@ class Worker {
     this.pqueues = [null];
     let n = 1;
     let noKick = false;
-    for (const { q } of run) {
-      if (q.kickFd >= 0) {
-        this.pfds[n++] = q.kickFd;
-        this.pqueues.push(q);
+    for (const r of run) {
+      if (r.q.kickFd >= 0) {
+        this.pfds[n++] = r.q.kickFd;
+        this.pqueues.push(r);
       } else noKick = true;
     }
     this.pcount = n;
@@ -224,7 +238,10 @@ class Worker {
     for (let i = 0; i < this.pcount; i++) {
       if (this.revents[i] === 0) continue;
       if (i === 0) native.eventfdRead(this.cfg.wakeFd);
-      else this.engine.kicked(this.pqueues[i]!);
+      else {
+        const r = this.pqueues[i]!;
+        this.engine.kicked(r.g, r.q);
+      }
     }
     return n;
   }
@@ -232,141 +249,146 @@ class Worker {
   // ------------------------------------------------------------ commands
 
   private handleCommands(): void {
-    const { ctl } = this.v;
     for (;;) {
-      const tail = Atomics.load(ctl, CTL_CMD_TAIL);
-      if (tail === Atomics.load(ctl, CTL_CMD_HEAD)) return;
-      const rec = recordOffset(tail % CMD_SLOTS);
-      this.v.counters[CI.commands]!++;
-      this.execute(rec);
-      Atomics.store(ctl, CTL_CMD_TAIL, tail + 1);
+      const m = receiveMessageOnPort(this.port);
+      if (m === undefined) return;
+      this.taken++;
+      this.counters[WC.commands]!++;
+      const env = m.message as Envelope;
+      let value: unknown;
+      try {
+        value = this.execute(env);
+      } catch (err) {
+        this.port.postMessage({ seq: env.seq, ok: false, error: (err as Error)?.message ?? String(err) });
+        continue;
+      }
+      this.port.postMessage({ seq: env.seq, ok: true, value: value === undefined ? null : value });
       if (this.stopping) return;
     }
   }
 
-  private execute(rec: number): void {
-    const dv = this.v.dv;
-    const seq = dv.getInt32(rec + REC_OFF_SEQ, true);
-    const cmd = dv.getInt32(rec + REC_OFF_CMD, true);
-    const g = dv.getInt32(rec + REC_OFF_GUEST, true);
-    const q = dv.getInt32(rec + REC_OFF_QUEUE, true);
-    const arg = (i: number) => dv.getFloat64(rec + REC_OFF_ARGS + 8 * i, true);
-    const plen = dv.getInt32(rec + REC_OFF_PAYLOAD_LEN, true);
-    const payload = () => Buffer.from(this.v.sab, rec + REC_OFF_PAYLOAD, plen).toString('utf8');
-    let value = 0;
-    let text = '';
-    let error = false;
-    try {
-      const e = this.engine;
-      switch (cmd) {
-        case Cmd.Ping:
-          break;
-        case Cmd.AddGuest: {
-          const o = JSON.parse(payload()) as { name: string; maxmemBytes: string; shareGroup: string | null; numQueues: number; limits?: GuestLimits };
-          value = e.addGuest(o.name, BigInt(o.maxmemBytes), o.shareGroup, o.numQueues, o.limits);
-          break;
-        }
-        case Cmd.RemoveGuest:
-          e.removeGuest(g);
-          break;
-        case Cmd.SetFeatures:
-          e.setFeatures(g, BigInt(arg(0)) | (BigInt(arg(1)) << 32n));
-          break;
-        case Cmd.SetMemTable: {
-          const rs = JSON.parse(payload()) as Record<keyof MemRegionSpec, string | number>[];
-          e.setMemTable(
-            g,
-            rs.map((r) => ({
-              fd: Number(r.fd),
-              guestPhysAddr: BigInt(r.guestPhysAddr),
-              size: BigInt(r.size),
-              userspaceAddr: BigInt(r.userspaceAddr),
-              mmapOffset: BigInt(r.mmapOffset),
-            })),
-          );
-          break;
-        }
-        case Cmd.SetVringNum:
-          e.setVringNum(g, q, arg(0));
-          break;
-        case Cmd.SetVringAddr:
-          e.setVringAddr(g, q, arg(0), arg(1), arg(2));
-          break;
-        case Cmd.SetVringBase:
-          e.setVringBase(g, q, arg(0));
-          break;
-        case Cmd.GetVringBase:
-          value = e.getVringBase(g, q);
-          break;
-        case Cmd.SetVringKick:
-          e.setVringFd(g, q, 'kickFd', arg(0));
-          break;
-        case Cmd.SetVringCall:
-          e.setVringFd(g, q, 'callFd', arg(0));
-          break;
-        case Cmd.SetVringErr:
-          e.setVringFd(g, q, 'errFd', arg(0));
-          break;
-        case Cmd.SetVringEnable:
-          e.setVringEnable(g, q, arg(0) !== 0);
-          break;
-        case Cmd.SetFrozen:
-          e.setFrozen(g, arg(0) !== 0);
-          break;
-        case Cmd.FlushGuest:
-          e.flushGuest(g);
-          break;
-        case Cmd.SetShareGroup:
-          e.setShareGroup(g, (JSON.parse(payload()) as { group: string | null }).group);
-          break;
-        case Cmd.Stats: {
-          e.publishCounters();
-          const counters: Record<string, number> = {};
-          COUNTER_NAMES.forEach((n, i) => (counters[n] = this.v.counters[i]!));
-          text = jsonEncode({ mode: this.cfg.mode, counters, store: this.store.stats(), guests: e.guestStats() });
-          break;
-        }
-        case Cmd.Stop:
-          this.stopping = true;
-          break;
-        case Cmd.DebugStall:
-          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, Math.min(arg(0), 60_000));
-          break;
-        default:
-          throw new Error(`unknown data-plane command ${cmd}`);
-      }
-    } catch (err) {
-      error = true;
-      text = (err as Error).message ?? String(err);
-    }
-    this.reply(seq, error, value, text);
+  /** Test hook: a stall before this VM's command (commands.ts, TEST_HOOKS_ENV). */
+  private stallFor(c: Envelope): void {
+    if (this.hooks.stalls.length === 0 || !('id' in c)) return;
+    const vm = c.op === 'open' ? c.vm : this.engine.instances.get(c.id)?.vm;
+    const h = this.hooks.stalls.find((s) => s.vm === vm && s.op === c.op);
+    if (!h) return;
+    this.log('warn', `test hook: stalling ${h.ms} ms before ${c.op} of vm ${vm}`);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, h.ms);
   }
 
-  private reply(seq: number, error: boolean, value: number, text: string): void {
-    const { dv, bytes, ctl } = this.v;
-    let b = Buffer.from(text, 'utf8');
-    if (b.length > REPLY_MAX_PAYLOAD) {
-      b = error ? b.subarray(0, REPLY_MAX_PAYLOAD) : Buffer.from(JSON.stringify({ error: 'reply too large' }));
+  /** One command, run to completion; its return value is the reply's. */
+  private execute(c: Envelope): unknown {
+    const e = this.engine;
+    this.stallFor(c);
+    switch (c.op) {
+      case 'ping':
+        return null;
+      case 'stop':
+        this.stopping = true;
+        return null;
+      case 'open': {
+        const k = this.kinds.get(c.kind);
+        if (!k) throw new Error(`no device kind '${c.kind}' in this worker (loaded: ${[...this.kinds.keys()].join(', ') || 'none'})`);
+        const info = { id: c.id, vm: c.vm, kind: c.kind, numQueues: c.numQueues };
+        const dev = k.kind.open(info, c.params);
+        try {
+          e.open(info, c.policy, dev);
+        } catch (err) {
+          dev.close();
+          throw err;
+        }
+        return null;
+      }
+      case 'close': {
+        const g = e.instances.get(c.id);
+        if (!g) throw new Error(`unknown instance ${c.id}`);
+        const k = this.kinds.get(g.kind);
+        if (k) addCounters(k.closed, g.dev.counters);
+        e.close(c.id);
+        return null;
+      }
+      case 'setFeatures':
+        return e.setFeatures(c.id, c.features);
+      case 'setMemTable':
+        return e.setMemTable(c.id, c.regions);
+      case 'setVringNum':
+        return e.setVringNum(c.id, c.queue, c.num);
+      case 'setVringAddr':
+        return e.setVringAddr(c.id, c.queue, c.addr);
+      case 'setVringBase':
+        return e.setVringBase(c.id, c.queue, c.base);
+      case 'getVringBase':
+        return e.getVringBase(c.id, c.queue);
+      case 'setVringKick':
+        return e.setVringFd(c.id, c.queue, 'kickFd', c.fd);
+      case 'setVringCall':
+        return e.setVringFd(c.id, c.queue, 'callFd', c.fd);
+      case 'setVringErr':
+        return e.setVringFd(c.id, c.queue, 'errFd', c.fd);
+      case 'setVringEnable':
+        return e.setVringEnable(c.id, c.queue, c.enable);
+      case 'reset':
+        return e.reset(c.id);
+      case 'control':
+        return e.control(c.id, c.name, c.args);
+      case 'kindControl': {
+        const k = this.kinds.get(c.kind);
+        if (!k) throw new Error(`no device kind '${c.kind}'`);
+        if (!k.kind.control) throw new Error(`the ${c.kind} device has no kind-wide control ops`);
+        const r = k.kind.control(c.name, c.args);
+        e.idlePending = true;
+        return r;
+      }
+      case 'stats':
+        return this.stats();
+      case 'debugStall':
+        if (!this.hooks.debug) throw new Error(`debugStall is a test hook (${TEST_HOOKS_ENV}=debug not set)`);
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, Math.min(c.ms, 60_000));
+        return null;
+      default: {
+        const never: never = c;
+        throw new Error(`unknown command ${JSON.stringify((never as { op?: unknown }).op)}`);
+      }
     }
-    bytes.set(b, OFF_REPLY + REPLY_OFF_PAYLOAD);
-    dv.setInt32(OFF_REPLY + REPLY_OFF_PAYLOAD_LEN, b.length, true);
-    dv.setInt32(OFF_REPLY + REPLY_OFF_ERROR, error ? 1 : 0, true);
-    dv.setFloat64(OFF_REPLY + REPLY_OFF_VALUE, value, true);
-    dv.setInt32(OFF_REPLY + REPLY_OFF_SEQ, seq, true);
-    Atomics.store(ctl, CTL_REPLY_SEQ, seq);
-    Atomics.notify(ctl, CTL_REPLY_SEQ);
+  }
+
+  private stats(): unknown {
+    const e = this.engine;
+    const vring = Float64Array.from(e.closedCounters);
+    const perKind = new Map<string, Float64Array>();
+    for (const [name, k] of this.kinds) perKind.set(name, Float64Array.from(k.closed));
+    const instances = e.instanceStats();
+    for (const g of e.instances.values()) {
+      addCounters(vring, g.counters);
+      const sum = perKind.get(g.kind);
+      if (sum) addCounters(sum, g.dev.counters);
+    }
+    // Each instance's device counters by name, beside its vring counters.
+    for (const s of instances) {
+      const g = e.instances.get(s.id as number)!;
+      const k = this.kinds.get(g.kind);
+      if (k) (s.counters as Record<string, Record<string, number>>)[g.kind] = countersObject(k.kind.counters, g.dev.counters);
+    }
+    const counters: Record<string, Record<string, number>> = { vring: countersObject(VRING_COUNTERS, vring) };
+    const kinds: Record<string, Record<string, unknown>> = {};
+    for (const [name, k] of this.kinds) {
+      counters[name] = countersObject(k.kind.counters, perKind.get(name)!);
+      kinds[name] = k.kind.stats ? k.kind.stats() : {};
+    }
+    return { mode: this.cfg.mode, worker: countersObject(WORKER_COUNTERS, this.counters), counters, instances, kinds };
   }
 }
 
-if (!isMainThread && parentPort && workerData && (workerData as WorkerConfig).sab) {
+if (!isMainThread && parentPort && workerData && (workerData as WorkerConfig).ctl) {
   const cfg = workerData as WorkerConfig;
-  let w: Worker;
-  try {
-    w = new Worker(cfg);
-  } catch (err) {
-    Atomics.store(new Int32Array(cfg.sab, 0, 16), CTL_STATE, WorkerState.Crashed);
-    throw err;
-  }
-  // A rejection (a bug: the loops catch their errors) is an uncaught error of the worker, as a throw was.
-  void w.run();
+  const w = new VringWorker(cfg);
+  w.load().then(
+    // A rejection of run (a bug: the loops catch their errors) is an uncaught error of the worker.
+    () => void w.run(),
+    (err: unknown) => {
+      Atomics.store(new Int32Array(cfg.ctl), CTL_STATE, WorkerState.Crashed);
+      post({ type: 'failed', msg: (err as Error)?.message ?? String(err) });
+    },
+  );
 }

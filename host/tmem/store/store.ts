@@ -46,6 +46,7 @@ import {
   TMEM_PAGE_SIZE,
   TMEM_POOL_PERSIST,
   TMEM_POOL_SHARED,
+  TMEM_OP_GET_PAGE,
   TMEM_REQF_EXCLUSIVE,
   TMEM_S_DENIED,
   TMEM_S_FROZEN,
@@ -112,6 +113,15 @@ const PREFAULT_AHEAD_PAGES = 16384;
 
 function isU32(n: number): boolean {
   return n >>> 0 === n;
+}
+
+/**
+ * The tmem_req.flags bits each op defines (ABI.md): EXCLUSIVE for GET_PAGE,
+ * none for the others. The device refuses a request whose flags go beyond
+ * these (INVALID) with this rule, and getPage checks its own with it.
+ */
+export function requestFlagsAllowed(op: number): number {
+  return op === TMEM_OP_GET_PAGE ? TMEM_REQF_EXCLUSIVE : 0;
 }
 
 export class TmemStore {
@@ -478,6 +488,22 @@ export class TmemStore {
     return TMEM_S_OK;
   }
 
+  /**
+   * A PUT_PAGE the device found malformed (lengths or flags): INVALID, and,
+   * as for any failed PUT, the handle it names is empty afterwards
+   * (put-put-get). Counted as a refused put of an existing pool.
+   */
+  putRefused(g: number, poolId: number, oid: Uint32Array, index: number): number {
+    const guest = this.guestAt(g);
+    if (!guest) return TMEM_S_INVALID;
+    const pool = this.poolAt(guest, poolId);
+    if (!pool) return TMEM_S_INVALID;
+    guest.stats[C.puts]++;
+    pool.stats[C.puts]++;
+    const p = oid.length < 6 || !isU32(index) ? NIL : this.lookup(pool, oid, index);
+    return this.putFailed(guest, pool, C.putsInvalid, p);
+  }
+
   /** Evicts the capped guest's oldest private ephemeral page; false when it has none. */
   private evictOwn(guest: Guest): boolean {
     const v = guest.own!.head;
@@ -501,7 +527,7 @@ export class TmemStore {
   getPage(g: number, poolId: number, oid: Uint32Array, index: number, reqFlags: number, dst: Uint8Array, dstOffset: number): number {
     const guest = this.guestAt(g);
     if (!guest) return TMEM_S_INVALID;
-    if (!isU32(reqFlags) || (reqFlags & ~TMEM_REQF_EXCLUSIVE) !== 0) return TMEM_S_INVALID;
+    if (!isU32(reqFlags) || (reqFlags & ~requestFlagsAllowed(TMEM_OP_GET_PAGE)) !== 0) return TMEM_S_INVALID;
     const pool = this.poolAt(guest, poolId);
     if (!pool) return TMEM_S_INVALID;
     if (oid.length < 6 || !isU32(index) || !isU32(dstOffset) || dstOffset + PAGE > dst.length) return TMEM_S_INVALID;

@@ -1,9 +1,15 @@
 // tmemd's command line and config file. Every bad flag or value becomes a
 // ConfigError with a one-line message; tmemd prints it and exits with 2.
-import { closeSync, fstatSync, openSync, readFileSync, readSync, constants as fsConstants } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync, constants as fsConstants } from 'node:fs';
+import { isIP } from 'node:net';
 import { totalmem } from 'node:os';
+import { resolve as resolvePath } from 'node:path';
+import { parseArgs as tokenizeArgs } from 'node:util';
 import { isLogLevel, type LogLevel } from './log.js';
 import { MAX_CAPACITY_PAGES } from './tmem/store/store.js';
+import { formatSize, parseSize as parseSizeText, SizeError } from './units.js';
+
+export { formatSize };
 
 export class ConfigError extends Error {
   constructor(msg: string) {
@@ -23,6 +29,27 @@ export interface VmSpec {
   readonly limits: VmLimits;
   /** Who may connect to the socket tmemd creates at `socket` (null: the global default). */
   readonly socketAccess: SocketAccessSpec;
+  /** tmem-blk (blk-socket=, blk-size=): the VM's vhost-user-blk device; null: none. */
+  readonly blk: BlkSpec | null;
+}
+
+/** A VM's tmem-blk block device: its vhost-user-blk socket and capacity. */
+export interface BlkSpec {
+  /** blk-socket=PATH: the socket tmemd creates for QEMU's vhost-user-blk-pci. */
+  readonly socket: string;
+  /** blk-size=SIZE: the disk's capacity in bytes, a multiple of 4 KiB (default 8G). */
+  readonly sizeBytes: bigint;
+}
+
+/** A tmem-blk disk's capacity when blk-size= is not given. */
+export const DEFAULT_BLK_SIZE_BYTES = 8n << 30n;
+
+/** --metrics-listen HOST:PORT: where the Prometheus endpoint listens. */
+export interface MetricsListen {
+  /** An IP address (IPv6 without brackets) or "localhost". */
+  readonly host: string;
+  /** 0: any free port (logged). */
+  readonly port: number;
 }
 
 /** socket-mode, socket-owner, socket-group: null where not given. Names are resolved when the daemon starts. */
@@ -52,6 +79,10 @@ export interface DaemonConfig {
   readonly socketDefaults: SocketAccessSpec;
   /** Lines tmemd logs as warnings at start (e.g. a capacity above the memory available now). */
   readonly warnings: readonly string[];
+  /** --blk-overflow-dir: an existing folder for the tmem-blk disks' overflow files (DIR/<vm>.overflow); null: none. */
+  readonly blkOverflowDir: string | null;
+  /** --metrics-listen: the Prometheus endpoint; null: off (the default). */
+  readonly metricsListen: MetricsListen | null;
 }
 
 export type ParsedArgs = { readonly kind: 'help' } | { readonly kind: 'capabilities' } | { readonly kind: 'run'; readonly config: DaemonConfig };
@@ -68,32 +99,20 @@ export const DEFAULTS = {
 export const MAX_QUEUES = 256;
 export const MAX_POOLS_LIMIT = 65535;
 const PAGE = 4096n;
-const U64_MAX = (1n << 64n) - 1n;
 
 /** The operator socket unless --control says otherwise. */
 export function defaultControlPath(env: NodeJS.ProcessEnv = process.env): string {
   return env.TMEMD_CONTROL || '/run/tmemd.sock';
 }
 
-const UNITS: Readonly<Record<string, bigint>> = { '': 1n, K: 1n << 10n, M: 1n << 20n, G: 1n << 30n, T: 1n << 40n, P: 1n << 50n };
-
-/** Bytes in the largest binary unit that leaves a number >= 1 (at most 2 decimals): 1G, 23.47G, 8T. */
-export function formatSize(v: bigint): string {
-  const units = ['P', 'T', 'G', 'M', 'K'];
-  for (const u of units) {
-    const d = UNITS[u]!;
-    if (v >= d) return `${Number((v * 100n) / d) / 100}${u}`;
-  }
-  return `${v}`;
-}
-
-/** "512M", "2G", "1T", "2GiB", "4096" (bytes). Binary units. */
+/** A size (host/units.ts) given by `what`: "512M", "2G", "2GiB", "4096" (bytes). */
 export function parseSize(s: string, what: string): bigint {
-  const m = /^\s*(\d+)\s*([kKmMgGtTpP]?)(?:i?[bB])?\s*$/.exec(s);
-  if (!m) throw new ConfigError(`${what}: '${s}' is not a size (use bytes or a number with K, M, G, T, e.g. 512M or 2G)`);
-  const v = BigInt(m[1]!) * UNITS[m[2]!.toUpperCase()]!;
-  if (v > U64_MAX) throw new ConfigError(`${what}: '${s}' is too large`);
-  return v;
+  try {
+    return parseSizeText(s);
+  } catch (e) {
+    if (e instanceof SizeError) throw new ConfigError(`${what}: ${e.message}`);
+    throw e;
+  }
 }
 
 /** A non-negative integer in [min, max]. */
@@ -192,6 +211,8 @@ function vmLimitsFromRaw(r: RawLimits, w: string): VmLimits {
 
 interface RawVm {
   limits?: RawLimits;
+  blkSocket?: unknown;
+  blkSize?: unknown;
   name?: unknown;
   socket?: unknown;
   fd?: unknown;
@@ -237,10 +258,7 @@ function vmFromRaw(r: RawVm, what: string): VmSpec {
   let socket: string | null = null;
   let fd: number | null = null;
   if (hasSocket) {
-    if (typeof r.socket !== 'string' || r.socket === '') throw new ConfigError(`${w}: socket must be a non-empty path`);
-    if (Buffer.byteLength(r.socket) > 107) throw new ConfigError(`${w}: socket path '${r.socket}' is longer than a Unix socket address allows (107 bytes)`);
-    if (r.socket.includes('\0')) throw new ConfigError(`${w}: socket path contains a NUL byte`);
-    socket = r.socket;
+    socket = socketPath(r.socket, `${w}: socket`);
   } else {
     fd = typeof r.fd === 'number' ? parseIntIn(String(r.fd), `${w}: fd`, 0, 0x7fffffff) : typeof r.fd === 'string' ? parseIntIn(r.fd, `${w}: fd`, 0, 0x7fffffff) : NaN;
     if (Number.isNaN(fd)) throw new ConfigError(`${w}: fd must be a number`);
@@ -257,7 +275,29 @@ function vmFromRaw(r: RawVm, what: string): VmSpec {
     shareGroup = checkName(r.shareGroup, `${w}: share-group`);
   }
   const limits = vmLimitsFromRaw(r.limits ?? {}, w);
-  return { name, socket, fd, maxmemBytes, shareGroup, limits, socketAccess };
+  return { name, socket, fd, maxmemBytes, shareGroup, limits, socketAccess, blk: blkFromRaw(r, w) };
+}
+
+/** A Unix socket path tmemd creates: non-empty, fits sun_path, no NUL. */
+function socketPath(v: unknown, what: string): string {
+  if (typeof v !== 'string' || v === '') throw new ConfigError(`${what} must be a non-empty path`);
+  if (Buffer.byteLength(v) > 107) throw new ConfigError(`${what} path '${v}' is longer than a Unix socket address allows (107 bytes)`);
+  if (v.includes('\0')) throw new ConfigError(`${what} path contains a NUL byte`);
+  return v;
+}
+
+/** blk-socket= and blk-size=: the VM's tmem-blk disk, or null without blk-socket=. */
+function blkFromRaw(r: RawVm, w: string): BlkSpec | null {
+  if (r.blkSocket === undefined || r.blkSocket === null) {
+    if (r.blkSize !== undefined) throw new ConfigError(`${w}: blk-size= goes with blk-socket=PATH (the VM has no tmem-blk disk without it)`);
+    return null;
+  }
+  const socket = socketPath(r.blkSocket, `${w}: blk-socket`);
+  if (r.socket !== undefined && r.socket === socket) throw new ConfigError(`${w}: blk-socket is the VM's socket too; give it a path of its own`);
+  const sizeBytes = r.blkSize === undefined ? DEFAULT_BLK_SIZE_BYTES : rawSize(r.blkSize, `${w}: blk-size`);
+  if (sizeBytes === 0n) throw new ConfigError(`${w}: blk-size must be more than 0`);
+  if (sizeBytes % PAGE !== 0n) throw new ConfigError(`${w}: blk-size ${formatSize(sizeBytes)} (${sizeBytes} bytes) is not a multiple of 4 KiB`);
+  return { socket, sizeBytes };
 }
 
 function bad(msg: string): never {
@@ -313,16 +353,91 @@ export function parseVmSpec(s: string): VmSpec {
       case 'socket-group':
         r.socketGroup = v;
         break;
+      case 'blk-socket':
+        r.blkSocket = v;
+        break;
+      case 'blk-size':
+        r.blkSize = v;
+        break;
       default:
-        throw new ConfigError(`${what}: unknown key '${k}' (name, socket, fd, maxmem, share-group, max-ram, allow-unsealed, tmem-max, ram, socket-mode, socket-owner, socket-group)`);
+        throw new ConfigError(`${what}: unknown key '${k}' (name, socket, fd, maxmem, share-group, max-ram, allow-unsealed, tmem-max, ram, socket-mode, socket-owner, socket-group, blk-socket, blk-size)`);
     }
   }
   return vmFromRaw(r, '--vm');
 }
 
-/** Flags that take a value, and the one-word flags. */
-const VALUE_FLAGS = new Set(['--vm', '--config', '--capacity', '--max-pools', '--queues-mode', '--poll-spin-ms', '--queues', '--control', '--log-level', '--socket-path', '--fd', '--name', '--maxmem', '--share-group', '--socket-mode', '--socket-owner', '--socket-group']);
-const BOOL_FLAGS = new Set(['--help', '-h', '--print-capabilities', '--verbose', '-v', '--quiet', '-q']);
+/** tmemd's flags for node:util parseArgs: those that take a value are 'string'. */
+const FLAG_OPTIONS = {
+  vm: { type: 'string' },
+  config: { type: 'string' },
+  capacity: { type: 'string' },
+  'max-pools': { type: 'string' },
+  'queues-mode': { type: 'string' },
+  'poll-spin-ms': { type: 'string' },
+  queues: { type: 'string' },
+  control: { type: 'string' },
+  'log-level': { type: 'string' },
+  'socket-path': { type: 'string' },
+  fd: { type: 'string' },
+  name: { type: 'string' },
+  maxmem: { type: 'string' },
+  'share-group': { type: 'string' },
+  'socket-mode': { type: 'string' },
+  'socket-owner': { type: 'string' },
+  'socket-group': { type: 'string' },
+  'blk-overflow-dir': { type: 'string' },
+  'metrics-listen': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  'print-capabilities': { type: 'boolean' },
+  verbose: { type: 'boolean', short: 'v' },
+  quiet: { type: 'boolean', short: 'q' },
+} as const;
+type Flag = keyof typeof FLAG_OPTIONS;
+
+/** One option of a command line, as node:util parseArgs found it; every problem is a one-line error of our own. */
+export interface ArgToken {
+  readonly name: string;
+  /** As written: "--vm", "-v". */
+  readonly rawName: string;
+  /** undefined: none given. */
+  readonly value: string | undefined;
+}
+
+/**
+ * Splits argv with node:util parseArgs (both `--flag value` and
+ * `--flag=value`, short flag groups) and checks it against `options`: an
+ * unknown option, a value given to a switch, a missing value and a stray
+ * argument each throw `fail(message)`. Non-strict tokens so that the
+ * messages are ours, in the order the user wrote the flags.
+ */
+export function argTokens(
+  argv: readonly string[],
+  options: Readonly<Record<string, { readonly type: 'string' | 'boolean'; readonly short?: string }>>,
+  fail: (msg: string) => Error,
+  positional?: (arg: string) => void,
+): ArgToken[] {
+  const { tokens } = tokenizeArgs({ args: [...argv], options, strict: false, allowPositionals: true, tokens: true });
+  const out: ArgToken[] = [];
+  let afterTerminator = false;
+  for (const tok of tokens) {
+    if (tok.kind === 'option-terminator') {
+      afterTerminator = true;
+      continue;
+    }
+    if (tok.kind === 'positional') {
+      if (!positional) throw fail(`unexpected argument '${tok.value}'`);
+      positional(tok.value);
+      continue;
+    }
+    const opt = Object.hasOwn(options, tok.name) ? options[tok.name] : undefined;
+    if (!opt || afterTerminator) throw fail(`unknown option ${tok.rawName}`);
+    if (opt.type === 'boolean') {
+      if (tok.value !== undefined) throw fail(`${tok.rawName} takes no value`);
+    } else if (tok.value === undefined) throw fail(`${tok.rawName} needs a value`);
+    out.push({ name: tok.name, rawName: tok.rawName, value: tok.value });
+  }
+  return out;
+}
 
 interface Partial {
   vms: VmSpec[];
@@ -338,6 +453,37 @@ interface Partial {
   socketMode?: number;
   socketOwner?: string;
   socketGroup?: string;
+  blkOverflowDir?: string;
+  metricsListen?: MetricsListen;
+}
+
+/** --blk-overflow-dir: an existing folder (made absolute: the daemon may change directory later, systemd starts it in /). */
+function parseOverflowDir(v: string, what: string): string {
+  if (v === '') throw new ConfigError(`${what} needs a folder`);
+  if (v.includes('\0')) throw new ConfigError(`${what}: the path contains a NUL byte`);
+  const abs = resolvePath(v);
+  let isDir: boolean;
+  try {
+    isDir = statSync(abs).isDirectory();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ConfigError(`${what}: ${abs} ${code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'cannot be reached (permission denied)' : code === 'ENOTDIR' ? 'has a part that is not a folder' : `cannot be read (${code ?? (e as Error).message})`}; give an existing folder`);
+  }
+  if (!isDir) throw new ConfigError(`${what}: ${abs} is not a folder`);
+  return abs;
+}
+
+/** --metrics-listen HOST:PORT: an IPv4 address, [IPv6] or localhost, and a port (0: any free one). */
+export function parseMetricsListen(v: string, what: string): MetricsListen {
+  const m = /^(?:\[([^\]]*)\]|([^:[\]]*)):(\d{1,5})$/.exec(v);
+  if (!m) throw new ConfigError(`${what}: '${v}' is not HOST:PORT (e.g. 127.0.0.1:9850 or [::1]:9850)`);
+  const host = m[1] ?? m[2]!;
+  const port = Number(m[3]);
+  if (port > 65535) throw new ConfigError(`${what}: port ${m[3]} is out of range (0..65535)`);
+  if (m[1] !== undefined ? isIP(host) !== 6 : !(isIP(host) === 4 || host === 'localhost')) {
+    throw new ConfigError(`${what}: '${host}' is not an IP address (an IPv4 address, [IPv6 address] or localhost; e.g. 127.0.0.1:9850)`);
+  }
+  return { host, port };
 }
 
 function parseQueuesMode(s: string, what: string): QueuesMode {
@@ -400,6 +546,10 @@ const FILE_KEYS: Readonly<Record<string, string>> = {
   'socket-owner': 'socketOwner',
   socketGroup: 'socketGroup',
   'socket-group': 'socketGroup',
+  blkOverflowDir: 'blkOverflowDir',
+  'blk-overflow-dir': 'blkOverflowDir',
+  metricsListen: 'metricsListen',
+  'metrics-listen': 'metricsListen',
 };
 
 /** Reads a JSON config file: `{"vms": [{"name", "socket"|"fd", "maxmem", "shareGroup"}|"name=..,socket=.."], "capacity", "maxPools", "queuesMode", "pollSpinMs", "queues", "control", "logLevel"}`. */
@@ -468,7 +618,7 @@ export function parseConfigFile(path: string, read: (p: string) => string = read
   const what = (k: string) => `--config ${path}: ${k}`;
   for (const [k0, v] of Object.entries(j as Record<string, unknown>)) {
     const k = FILE_KEYS[k0];
-    if (!k) throw new ConfigError(`${what(k0)}: unknown key (vms, capacity, maxPools, queuesMode, pollSpinMs, queues, control, logLevel, socketMode, socketOwner, socketGroup)`);
+    if (!k) throw new ConfigError(`${what(k0)}: unknown key (vms, capacity, maxPools, queuesMode, pollSpinMs, queues, control, logLevel, socketMode, socketOwner, socketGroup, blkOverflowDir, metricsListen)`);
     const str = (x: unknown): string => {
       if (typeof x === 'string') return x;
       if (typeof x === 'number') return String(x);
@@ -482,13 +632,17 @@ export function parseConfigFile(path: string, read: (p: string) => string = read
           else if (typeof e === 'object' && e !== null && !Array.isArray(e)) {
             const o = e as Record<string, unknown>;
             for (const key of Object.keys(o)) {
-              if (LIMIT_KEYS[key] === undefined && !['name', 'socket', 'path', 'fd', 'maxmem', 'shareGroup', 'share-group', 'socketMode', 'socket-mode', 'socketOwner', 'socket-owner', 'socketGroup', 'socket-group'].includes(key)) {
-                throw new ConfigError(`${what(`vms[${i}]`)}: unknown key '${key}' (name, socket, fd, maxmem, shareGroup, maxRam, allowUnsealed, tmemMax, ram, socketMode, socketOwner, socketGroup)`);
+              if (LIMIT_KEYS[key] === undefined && !['name', 'socket', 'path', 'fd', 'maxmem', 'shareGroup', 'share-group', 'socketMode', 'socket-mode', 'socketOwner', 'socket-owner', 'socketGroup', 'socket-group', 'blkSocket', 'blk-socket', 'blkSize', 'blk-size'].includes(key)) {
+                throw new ConfigError(`${what(`vms[${i}]`)}: unknown key '${key}' (name, socket, fd, maxmem, shareGroup, maxRam, allowUnsealed, tmemMax, ram, socketMode, socketOwner, socketGroup, blkSocket, blkSize)`);
               }
             }
             out.vms.push(
               vmFromRaw(
-                { limits: rawLimitsOf(o), name: o.name, socket: o.socket ?? o.path, fd: o.fd, maxmem: o.maxmem, shareGroup: o.shareGroup ?? o['share-group'], socketMode: o.socketMode ?? o['socket-mode'], socketOwner: o.socketOwner ?? o['socket-owner'], socketGroup: o.socketGroup ?? o['socket-group'] },
+                {
+                  limits: rawLimitsOf(o), name: o.name, socket: o.socket ?? o.path, fd: o.fd, maxmem: o.maxmem, shareGroup: o.shareGroup ?? o['share-group'],
+                  socketMode: o.socketMode ?? o['socket-mode'], socketOwner: o.socketOwner ?? o['socket-owner'], socketGroup: o.socketGroup ?? o['socket-group'],
+                  blkSocket: o.blkSocket ?? o['blk-socket'], blkSize: o.blkSize ?? o['blk-size'],
+                },
                 what(`vms[${i}]`),
               ),
             );
@@ -528,6 +682,14 @@ export function parseConfigFile(path: string, read: (p: string) => string = read
       case 'socketGroup':
         out.socketGroup = parseIdName(v, what(k0));
         break;
+      case 'blkOverflowDir':
+        if (typeof v !== 'string') throw new ConfigError(`${what(k0)}: must be a folder's path`);
+        out.blkOverflowDir = parseOverflowDir(v, what(k0));
+        break;
+      case 'metricsListen':
+        if (v === null) break;
+        out.metricsListen = parseMetricsListen(str(v), what(k0));
+        break;
     }
   }
   return out;
@@ -551,80 +713,78 @@ export function parseArgs(
   const flags: Partial = { vms: [] };
   let configPath: string | null = null;
   let single: { socket?: string; fd?: string; name?: string; maxmem?: string; shareGroup?: string } = {};
-  for (let i = 0; i < argv.length; i++) {
-    let a = argv[i]!;
-    let val: string | undefined;
-    if (a.startsWith('--') && a.includes('=')) {
-      val = a.slice(a.indexOf('=') + 1);
-      a = a.slice(0, a.indexOf('='));
-    }
-    if (BOOL_FLAGS.has(a)) {
-      if (val !== undefined) throw new ConfigError(`${a} takes no value`);
-      if (a === '--verbose' || a === '-v') flags.logLevel = 'debug';
-      if (a === '--quiet' || a === '-q') flags.logLevel = 'warn';
-      continue;
-    }
-    if (!VALUE_FLAGS.has(a)) {
-      if (a.startsWith('-')) throw new ConfigError(`unknown option ${a}`);
-      throw new ConfigError(`unexpected argument '${a}' (VMs are given with --vm name=NAME,socket=PATH,maxmem=SIZE)`);
-    }
-    if (val === undefined) {
-      if (i + 1 >= argv.length) throw new ConfigError(`${a} needs a value`);
-      val = argv[++i]!;
-    }
-    switch (a) {
-      case '--vm':
+  const tokens = argTokens(argv, FLAG_OPTIONS, (msg) => new ConfigError(/^unexpected argument/.test(msg) ? `${msg} (VMs are given with --vm name=NAME,socket=PATH,maxmem=SIZE)` : msg));
+  for (const { name, value } of tokens) {
+    const val = value ?? '';
+    const a = `--${name}`;
+    switch (name as Flag) {
+      case 'help':
+      case 'print-capabilities':
+        break; // handled above
+      case 'verbose':
+        flags.logLevel = 'debug';
+        break;
+      case 'quiet':
+        flags.logLevel = 'warn';
+        break;
+      case 'vm':
         flags.vms.push(parseVmSpec(val));
         break;
-      case '--config':
+      case 'config':
         if (configPath !== null) throw new ConfigError('--config given twice');
         configPath = val;
         break;
-      case '--capacity':
-        flags.capacityBytes = parseCapacity(val, '--capacity');
-        flags.capacityFrom = ['--capacity', val];
+      case 'capacity':
+        flags.capacityBytes = parseCapacity(val, a);
+        flags.capacityFrom = [a, val];
         break;
-      case '--max-pools':
-        flags.maxPools = parseIntIn(val, '--max-pools', 1, MAX_POOLS_LIMIT);
+      case 'max-pools':
+        flags.maxPools = parseIntIn(val, a, 1, MAX_POOLS_LIMIT);
         break;
-      case '--queues-mode':
-        flags.queuesMode = parseQueuesMode(val, '--queues-mode');
+      case 'queues-mode':
+        flags.queuesMode = parseQueuesMode(val, a);
         break;
-      case '--poll-spin-ms':
-        flags.pollSpinMs = parsePollSpinMs(val, '--poll-spin-ms');
+      case 'poll-spin-ms':
+        flags.pollSpinMs = parsePollSpinMs(val, a);
         break;
-      case '--queues':
-        flags.queues = parseIntIn(val, '--queues', 1, MAX_QUEUES);
+      case 'queues':
+        flags.queues = parseIntIn(val, a, 1, MAX_QUEUES);
         break;
-      case '--control':
+      case 'control':
         if (val === '') throw new ConfigError('--control needs a path (or "none")');
         flags.control = val === 'none' ? null : val;
         break;
-      case '--log-level':
-        flags.logLevel = parseLogLevel(val, '--log-level');
+      case 'log-level':
+        flags.logLevel = parseLogLevel(val, a);
         break;
-      case '--socket-mode':
-        flags.socketMode = parseSocketMode(val, '--socket-mode');
+      case 'socket-mode':
+        flags.socketMode = parseSocketMode(val, a);
         break;
-      case '--socket-owner':
-        flags.socketOwner = parseIdName(val, '--socket-owner');
+      case 'socket-owner':
+        flags.socketOwner = parseIdName(val, a);
         break;
-      case '--socket-group':
-        flags.socketGroup = parseIdName(val, '--socket-group');
+      case 'socket-group':
+        flags.socketGroup = parseIdName(val, a);
         break;
-      case '--socket-path':
+      case 'blk-overflow-dir':
+        flags.blkOverflowDir = parseOverflowDir(val, a);
+        break;
+      case 'metrics-listen':
+        flags.metricsListen = parseMetricsListen(val, a);
+        break;
+      case 'socket-path':
         single = { ...single, socket: val };
         break;
-      case '--fd':
+      case 'fd':
         single = { ...single, fd: val };
         break;
-      case '--name':
+      case 'name':
         single = { ...single, name: val };
         break;
-      case '--maxmem':
+      case 'maxmem':
         single = { ...single, maxmem: val };
         break;
-      case '--share-group':
+      case 'share-group':
         single = { ...single, shareGroup: val };
         break;
     }
@@ -662,6 +822,13 @@ export function parseArgs(
       fds.add(v.fd);
     }
   }
+  // tmem-blk sockets: one each, none a VM's tmem socket (checked after every tmem socket is known)
+  for (const v of vms) {
+    if (v.blk !== null) {
+      if (sockets.has(v.blk.socket)) throw new ConfigError(`VM ${v.name}: blk-socket ${v.blk.socket} is also another socket of this daemon`);
+      sockets.add(v.blk.socket);
+    }
+  }
   const pick = <K extends keyof Partial>(k: K) => (flags[k] !== undefined ? flags[k] : file[k]);
   const capacityBytes = pick('capacityBytes');
   const capacityFrom = flags.capacityBytes !== undefined ? flags.capacityFrom : file.capacityFrom;
@@ -686,6 +853,8 @@ export function parseArgs(
     logLevel: pick('logLevel') ?? DEFAULTS.logLevel,
     socketDefaults: { mode: pick('socketMode') ?? null, owner: pick('socketOwner') ?? null, group: pick('socketGroup') ?? null },
     warnings,
+    blkOverflowDir: pick('blkOverflowDir') ?? null,
+    metricsListen: pick('metricsListen') ?? null,
   };
   if (config.control !== null && sockets.has(config.control)) throw new ConfigError(`--control ${config.control} is also a VM's socket`);
   return { kind: 'run', config };
@@ -722,6 +891,10 @@ VMs (one vhost-user socket each; one guest connection per socket at a time):
                         allow-unsealed=on: accept guest RAM that is not a
                         sealed memfd (a tmpfs or hugetlbfs file; default off:
                         such a file could be truncated and crash tmemd).
+                        tmem-blk: blk-socket=PATH: the VM's vhost-user-blk
+                        socket (QEMU's vhost-user-blk-pci; absent: no tmem-blk
+                        disk for this VM); blk-size=SIZE: the disk's capacity,
+                        a multiple of 4K (default 8G).
   --socket-path PATH, --fd N
                         QEMU's backend program conventions: one VM, named by
                         --name (default vm0), with --maxmem (default 0: no
@@ -729,9 +902,11 @@ VMs (one vhost-user socket each; one guest connection per socket at a time):
   --config FILE         JSON: {"vms": [{"name", "socket"|"fd", "maxmem",
                         "shareGroup", "socketMode", "socketOwner",
                         "socketGroup", "maxRam", "ram", "tmemMax",
-                        "allowUnsealed"}], "capacity", "maxPools",
-                        "queuesMode", "queues", "control", "logLevel",
-                        "socketMode", "socketOwner", "socketGroup"}; flags
+                        "allowUnsealed", "blk-socket", "blk-size"}],
+                        "capacity", "maxPools", "queuesMode", "queues",
+                        "control", "logLevel", "socketMode", "socketOwner",
+                        "socketGroup", "blk-overflow-dir", "metrics-listen"};
+                        keys in camelCase or as the flags spell them. Flags
                         override it. A regular file of at most 1 MiB.
 
 Options:
@@ -756,12 +931,22 @@ Options:
                         VM sockets' owner and group (name or number; default
                         tmemd's). The control socket is always 0600, and
                         only root and tmemd's user are served on it
+  --blk-overflow-dir DIR
+                        an existing folder where tmem-blk disks keep what does
+                        not fit in --capacity: DIR/<vm>.overflow, sparse, 0600
+  --metrics-listen HOST:PORT
+                        serve Prometheus metrics at http://HOST:PORT/metrics
+                        (default: off). HOST is an IP address or localhost;
+                        keep it on loopback (127.0.0.1:9850) unless a firewall
+                        guards it: the metrics name every VM. Port 0: any free
+                        port, logged
   --log-level LEVEL     error, warn, info or debug (default info);
                         -v = debug, -q = warn
   --print-capabilities  print the backend capabilities as JSON and exit
   -h, --help            this text
 
-Sizes are bytes or a number with K, M, G, T (binary units): 512M, 2G, 1T.
+Sizes are bytes or a whole number with K, M, G, T (binary units, an optional
+B or iB): 512M, 2G, 2GiB, 1T.
 
 QEMU side (10.2 or newer):
   -object memory-backend-memfd,id=mem,size=RAM,share=on

@@ -15,9 +15,10 @@ export function isLogLevel(s: string): s is LogLevel {
   return Object.prototype.hasOwnProperty.call(rank, s);
 }
 
-export function createLogger(level: LogLevel, sink: (line: string) => void = (l) => process.stderr.write(l + '\n')): Logger {
+/** `sink` gets each line and its level (host/service/journal.ts turns the level into a journald priority). */
+export function createLogger(level: LogLevel, sink: (line: string, level: LogLevel) => void = (l) => process.stderr.write(l + '\n')): Logger {
   const at = (lvl: LogLevel) => (msg: string) => {
-    if (rank[lvl] <= rank[level]) sink(`tmemd ${lvl}: ${msg}`);
+    if (rank[lvl] <= rank[level]) sink(`tmemd ${lvl}: ${msg}`, lvl);
   };
   return { error: at('error'), warn: at('warn'), info: at('info'), debug: at('debug') };
 }

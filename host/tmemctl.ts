@@ -2,9 +2,10 @@
 // tmemctl: the operator's CLI for a running tmemd, over its control socket
 // (JSON lines, host/control/server.ts). Human tables by default, the raw
 // reply with --json.
-import { defaultControlPath } from './config.js';
+import { argTokens, defaultControlPath } from './config.js';
 import { requestDaemon } from './control/client.js';
 import { sampleFromStats, TOP_HEADER, topLines, topRates, type TopSample } from './control/top.js';
+import { formatSize } from './units.js';
 
 export const CTL_HELP = `Usage: tmemctl [--control PATH] [--json] COMMAND
 
@@ -38,35 +39,32 @@ interface CtlArgs {
   top?: { intervalS: number; count: number };
 }
 
+/** tmemctl's options for node:util parseArgs. */
+const CTL_OPTIONS = {
+  control: { type: 'string' },
+  json: { type: 'boolean' },
+  timeout: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
 export function parseCtlArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): CtlArgs | 'help' {
   let control = defaultControlPath(env);
   let json = false;
   let timeoutMs = 10_000;
   const rest: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    let a = argv[i]!;
-    let val: string | undefined;
-    if (a.startsWith('--') && a.includes('=')) {
-      val = a.slice(a.indexOf('=') + 1);
-      a = a.slice(0, a.indexOf('='));
-    }
-    const need = () => {
-      if (val !== undefined) return val;
-      if (i + 1 >= argv.length) throw new UsageError(`${a} needs a value`);
-      return argv[++i]!;
-    };
-    if (a === '-h' || a === '--help') return 'help';
-    else if (a === '--json') json = true;
-    else if (a === '--control') {
-      control = need();
+  // -h/--help anywhere wins, as in tmemd
+  if (argv.includes('-h') || argv.includes('--help')) return 'help';
+  for (const { name, value } of argTokens(argv, CTL_OPTIONS, (msg) => new UsageError(msg), (a) => rest.push(a))) {
+    if (name === 'json') json = true;
+    else if (name === 'control') {
+      control = value!;
       if (control === '') throw new UsageError('--control needs a path');
-    } else if (a === '--timeout') {
-      const s = need();
+    } else if (name === 'timeout') {
+      const s = value!;
       const v = Number(s);
       if (!/^\d+(\.\d+)?$/.test(s) || !(v > 0)) throw new UsageError(`--timeout: '${s}' is not a positive number of seconds`);
       timeoutMs = v * 1000;
-    } else if (a.startsWith('-') && a !== '-') throw new UsageError(`unknown option ${a}`);
-    else rest.push(a);
+    }
   }
   if (rest.length === 0) throw new UsageError('no command (guests, stats, top, freeze, thaw, flush, share-group)');
   const [cmd, ...args] = rest;
@@ -99,22 +97,14 @@ export function table(head: readonly string[], rows: readonly (readonly string[]
   return [line(head), ...rows.map(line)].join('\n') + '\n';
 }
 
+/** A byte count from a reply (a decimal string or a number) for people; '-' when absent. */
 export function bytes(s: unknown): string {
   if (s === null || s === undefined) return '-';
-  let v: bigint;
   try {
-    v = BigInt(s as string | number);
+    return formatSize(BigInt(s as string | number));
   } catch {
     return String(s);
   }
-  const units = ['B', 'K', 'M', 'G', 'T', 'P'];
-  let u = 0;
-  let x = Number(v);
-  while (u < units.length - 1 && x >= 1024) {
-    x /= 1024;
-    u++;
-  }
-  return u === 0 ? `${v}B` : `${Number.isInteger(x) ? x : x.toFixed(1)}${units[u]}`;
 }
 
 interface GuestRow {

@@ -12,6 +12,7 @@ import { folderProblem } from './control/client.js';
 import { ControlServer } from './control/server.js';
 import { DataPlane } from './vhost-user/client.js';
 import { createLogger, type Logger } from './log.js';
+import { startService, stderrSink } from './service/index.js';
 import { formatBytes } from './vhost-user/connection.js';
 import { type ListenerIo, type SocketAccess, VhostUserListener, type Watcher } from './vhost-user/listener.js';
 import { TMEM_DEVICE_FEATURES, TMEM_PROTOCOL_FEATURES, TmemVm, tmemWorkerModule } from './tmem/vm.js';
@@ -211,7 +212,6 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.stdout.write(JSON.stringify(capabilities(), null, 2) + '\n');
     return 0;
   }
-  const cfg = parsed.config;
   // Test hooks make the worker stall on purpose: never in production.
   const hooks = process.env[TEST_HOOKS_ENV];
   if (hooks !== undefined && hooks !== '') {
@@ -226,7 +226,15 @@ export async function main(argv: readonly string[]): Promise<number> {
       return 2;
     }
   }
-  const log = createLogger(cfg.logLevel);
+  const log = createLogger(parsed.config.logLevel, stderrSink());
+  let svc: ReturnType<typeof startService>; // systemd: its sockets by name, sd_notify (host/service/)
+  try {
+    svc = startService(parsed.config, log);
+  } catch (e) {
+    process.stderr.write(`tmemd: ${(e as Error).message}\n`);
+    return 1;
+  }
+  const { config: cfg, notifier } = svc;
   if (hooks) log.warn(`test hooks enabled (${TEST_HOOKS_ENV}=${hooks}): not for production`);
   for (const w of cfg.warnings) log.warn(w);
   setDebugGuardSink((m) => log.warn(m));
@@ -264,11 +272,14 @@ export async function main(argv: readonly string[]): Promise<number> {
   } catch (e) {
     await d.stop();
     process.stderr.write(`tmemd: ${(e as Error).message}\n`);
+    notifier.status(`failed: ${(e as Error).message}`);
     return 1;
   }
+  notifier.ready(`serving ${cfg.vms.length} VM socket(s)`);
   return await new Promise<number>((resolve) => {
     onStopSignal = (sig: NodeJS.Signals) => {
       log.info(`${sig}: stopping`);
+      notifier.stopping();
       // A stuck data plane must not keep the daemon from exiting: the sockets are removed first, synchronously.
       const force = setTimeout(() => {
         log.warn('stop took too long; exiting');

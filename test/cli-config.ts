@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, DEFAULTS, HELP, MAX_CAPACITY_BYTES, MAX_CONFIG_BYTES, formatSize, parseArgs, parseSize, parseVmSpec, readConfigText, type DaemonConfig } from '../host/config.js';
+import { ConfigError, DEFAULT_BLK_SIZE_BYTES, DEFAULTS, HELP, MAX_CAPACITY_BYTES, MAX_CONFIG_BYTES, formatSize, parseArgs, parseSize, parseVmSpec, readConfigText, type DaemonConfig } from '../host/config.js';
 import { folderProblem, socketPathProblem } from '../host/control/client.js';
 import { MAX_CAPACITY_PAGES, TmemStore } from '../host/tmem/store/store.js';
 
@@ -61,8 +61,8 @@ t.test('sizes: plain bytes and binary units', (t) => {
 });
 
 t.test('--vm specs', (t) => {
-  t.same(parseVmSpec('name=web1,socket=/run/web1.sock,maxmem=6G,share-group=g1'), { name: 'web1', socket: '/run/web1.sock', fd: null, maxmemBytes: 6n << 30n, shareGroup: 'g1', socketAccess: NO_SOCKET_ACCESS, limits: NO_LIMITS });
-  t.same(parseVmSpec('name=db,fd=5,maxmem=1024'), { name: 'db', socket: null, fd: 5, maxmemBytes: 1024n, shareGroup: null, socketAccess: NO_SOCKET_ACCESS, limits: NO_LIMITS });
+  t.same(parseVmSpec('name=web1,socket=/run/web1.sock,maxmem=6G,share-group=g1'), { name: 'web1', socket: '/run/web1.sock', fd: null, maxmemBytes: 6n << 30n, shareGroup: 'g1', socketAccess: NO_SOCKET_ACCESS, blk: null, limits: NO_LIMITS });
+  t.same(parseVmSpec('name=db,fd=5,maxmem=1024'), { name: 'db', socket: null, fd: 5, maxmemBytes: 1024n, shareGroup: null, socketAccess: NO_SOCKET_ACCESS, blk: null, limits: NO_LIMITS });
   t.equal(parseVmSpec('name=x,socket=/tmp/a,,b.sock,maxmem=1G').socket, '/tmp/a,b.sock', ',, is a literal comma');
   const bad: [string, RegExp][] = [
     ['socket=/a,maxmem=1G', /name= is missing/],
@@ -117,9 +117,9 @@ t.test('every flag, both spellings', (t) => {
 
 t.test('QEMU backend program conventions: --socket-path / --fd', (t) => {
   const c = run(['--socket-path', '/tmp/x.sock']);
-  t.same(c.vms, [{ name: 'vm0', socket: '/tmp/x.sock', fd: null, maxmemBytes: 0n, shareGroup: null, socketAccess: NO_SOCKET_ACCESS, limits: { ...NO_LIMITS, maxRamBytes: HOST_MEM } }]);
+  t.same(c.vms, [{ name: 'vm0', socket: '/tmp/x.sock', fd: null, maxmemBytes: 0n, shareGroup: null, socketAccess: NO_SOCKET_ACCESS, blk: null, limits: { ...NO_LIMITS, maxRamBytes: HOST_MEM } }]);
   const d = run(['--fd', '3', '--name', 'web', '--maxmem', '4G']);
-  t.same(d.vms, [{ name: 'web', socket: null, fd: 3, maxmemBytes: 4n << 30n, shareGroup: null, socketAccess: NO_SOCKET_ACCESS, limits: { ...NO_LIMITS, maxRamBytes: HOST_MEM } }]);
+  t.same(d.vms, [{ name: 'web', socket: null, fd: 3, maxmemBytes: 4n << 30n, shareGroup: null, socketAccess: NO_SOCKET_ACCESS, blk: null, limits: { ...NO_LIMITS, maxRamBytes: HOST_MEM } }]);
   fails(t, ['--socket-path', '/a', '--fd', '3'], /mutually exclusive/);
   fails(t, ['--vm', VM, '--maxmem', '1G'], /go with --socket-path or --fd/);
   t.end();
@@ -176,7 +176,7 @@ t.test('config file', (t) => {
   });
   const c = run(['--config', 'f.json'], { 'f.json': file });
   t.equal(c.vms.length, 3);
-  t.same(c.vms[0], { name: 'web', socket: '/tmp/web.sock', fd: null, maxmemBytes: 4n << 30n, shareGroup: 'g', socketAccess: NO_SOCKET_ACCESS, limits: { ...NO_LIMITS, maxRamBytes: HOST_MEM } });
+  t.same(c.vms[0], { name: 'web', socket: '/tmp/web.sock', fd: null, maxmemBytes: 4n << 30n, shareGroup: 'g', socketAccess: NO_SOCKET_ACCESS, blk: null, limits: { ...NO_LIMITS, maxRamBytes: HOST_MEM } });
   t.equal(c.vms[2]!.maxmemBytes, 4096n);
   t.equal(c.capacityBytes, 8n << 30n);
   t.equal(c.maxPools, 8);
@@ -221,14 +221,14 @@ t.test('capacity range: what the store can hold, checked when parsing', (t) => {
 t.test("capacity vs the host's RAM: more than os.totalmem() is refused with a clear message", (t) => {
   const ram = 4n << 30n;
   t.equal(run(['--vm', VM, '--capacity', '4G'], {}, ram).capacityBytes, ram, 'all of RAM is allowed');
-  fails(t, ['--vm', VM, '--capacity', '5G'], /^--capacity: 5G is more than this host's total RAM \(4G, 4294967296 bytes\); give a smaller capacity$/, {}, ram);
+  fails(t, ['--vm', VM, '--capacity', '5G'], /^--capacity: 5G is more than this host's total RAM \(4 GiB, 4294967296 bytes\); give a smaller capacity$/, {}, ram);
   fails(t, ['--vm', VM, '--capacity', `${ram + 1n}`], /more than this host's total RAM/, {}, ram);
-  fails(t, ['--config', 'f.json'], /^--config f\.json: capacity: 6G is more than this host's total RAM \(4G/, { 'f.json': `{"vms":["${VM}"],"capacity":"6G"}` }, ram);
+  fails(t, ['--config', 'f.json'], /^--config f\.json: capacity: 6G is more than this host's total RAM \(4 GiB/, { 'f.json': `{"vms":["${VM}"],"capacity":"6G"}` }, ram);
   t.equal(run(['--config', 'f.json', '--capacity', '1G'], { 'f.json': `{"vms":["${VM}"],"capacity":"6G"}` }, ram).capacityBytes, 1n << 30n, 'a flag overriding a too large file value is fine');
   t.equal(run(['--vm', VM], {}, 512n << 20n).capacityBytes, DEFAULTS.capacityBytes, 'only a capacity given is checked (the default is not)');
-  t.equal(formatSize(25276502016n), '23.54G');
-  t.equal(formatSize(1n << 40n), '1T');
-  t.equal(formatSize(4095n), '3.99K');
+  t.equal(formatSize(25276502016n), '23.54 GiB');
+  t.equal(formatSize(1n << 40n), '1 TiB');
+  t.equal(formatSize(4095n), '3.99 KiB');
   // the default host RAM is this machine's
   const mine = BigInt(totalmem());
   t.equal(parseArgs(['--vm', VM, '--capacity', `${mine}`], env).kind, 'run');
@@ -237,8 +237,9 @@ t.test("capacity vs the host's RAM: more than os.totalmem() is refused with a cl
 });
 
 const TMEMD = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist/host/tmemd.js');
-t.test('tmemd: a capacity out of range is a config error (exit 2, one line), not a failed start', { skip: existsSync(TMEMD) ? false : 'dist/host/tmemd.js not built' }, (t) => {
+t.test('tmemd: a capacity out of range is a config error (exit 2, one line), not a failed start', (t) => {
   const tmemd = TMEMD;
+  t.ok(existsSync(TMEMD), `${TMEMD} is built (npm run build)`);
   for (const [cap, re] of [
     ['9T', /--capacity: 9T is too large/],
     [`${BigInt(totalmem()) + 4096n}`, /more than this host's total RAM/],
@@ -269,7 +270,7 @@ t.test('VM limits: max-ram, ram, tmem-max, allow-unsealed (flags and file); max-
   fails(t, ['--vm', `${VM},allow-unsealed=maybe`], /allow-unsealed: 'maybe' is neither on nor off/);
   fails(t, ['--vm', `${VM},max-ram=100`], /max-ram is less than one 4K page/);
   fails(t, ['--vm', `${VM},max-ram=1G,ram=2G`], /ram= \(2147483648 bytes\) is more than max-ram= \(1073741824 bytes\)/);
-  fails(t, ['--vm', `${VM},ram=2G`], /VM a: ram= \(2147483648 bytes\) is more than this host's RAM \(1G\); give max-ram= too/, {}, 1n << 30n);
+  fails(t, ['--vm', `${VM},ram=2G`], /VM a: ram= \(2147483648 bytes\) is more than this host's RAM \(1 GiB\); give max-ram= too/, {}, 1n << 30n);
   fails(t, ['--vm', `${VM},tmem-max=lots`], /tmem-max: 'lots' is not a size/);
   fails(t, ['--vm', `${VM},max-ram=1G,max-ram=2G`], /max-ram= given twice/);
   fails(t, ['--config', 'f.json'], /vms\[0\] \(a\): tmem-max must be a size/, { 'f.json': '{"vms":[{"name":"a","socket":"/a","maxmem":"1G","tmemMax":true}]}' });
@@ -285,8 +286,8 @@ t.test('capacity above the memory available now: a warning (not an error), MemAv
   t.same(parse(['--vm', VM, '--capacity', '4G'], 8n << 30n).warnings, [], 'below MemAvailable: no warning');
   const w = parse(['--vm', VM, '--capacity', '12G'], 8n << 30n).warnings;
   t.equal(w.length, 1);
-  t.match(w[0], /^--capacity: 12G is more than the memory available now \(MemAvailable 8G of 16G\): once tmem fills up, the host may run out of memory \(OOM killer\)/);
-  t.match(parse(['--vm', VM], 512n << 20n).warnings[0], /^the default capacity: 1G is more than the memory available now/, 'the default capacity too');
+  t.match(w[0], /^--capacity: 12G is more than the memory available now \(MemAvailable 8 GiB of 16 GiB\): once tmem fills up, the host may run out of memory \(OOM killer\)/);
+  t.match(parse(['--vm', VM], 512n << 20n).warnings[0], /^the default capacity: 1 GiB is more than the memory available now/, 'the default capacity too');
   t.same(parse(['--vm', VM, '--capacity', '12G'], null).warnings, [], 'no MemAvailable: nothing to compare');
   fails(t, ['--vm', VM, '--capacity', '17G'], /more than this host's total RAM/, {}, 16n << 30n);
   const real = parseArgs(['--vm', VM], env);
@@ -345,5 +346,119 @@ t.test('messages: SIGHUP in the help; a control path in a missing folder; tmemct
   t.notMatch(b.stderr, /not running/);
   t.equal(socketPathProblem(join(dir, 'absent.sock')), null, 'an absent socket in a folder that exists: the usual "no such socket"');
   t.equal(folderProblem(reg + '/x'), `${reg} is not a folder`);
+  t.end();
+});
+
+// ---- issue 12: node:util parseArgs, one size parser/formatter, tmem-blk keys, --metrics-listen
+
+t.test('host/units.ts: the one size parser and formatter', async (t) => {
+  const u = await import('../host/units.js');
+  t.equal(u.parseSize('2 GiB'), 2n << 30n, 'what formatSize writes reads back');
+  t.equal(u.parseSize('1P'), 1n << 50n);
+  t.throws(() => u.parseSize('1.5G'), u.SizeError);
+  t.throws(() => u.parseSize('18446744073709551616'), /too large/);
+  t.equal(u.parseSize('18446744073709551615'), (1n << 64n) - 1n);
+  const cases: [bigint | number, string][] = [
+    [0n, '0 B'], [100n, '100 B'], [1024n, '1 KiB'], [1536n, '1.5 KiB'], [4n << 20n, '4 MiB'], [64n << 20n, '64 MiB'],
+    [8n << 30n, '8 GiB'], [3n << 40n, '3 TiB'], [5n << 50n, '5 PiB'], [2048n << 50n, '2048 PiB'], [4096, '4 KiB'],
+  ];
+  for (const [v, want] of cases) t.equal(u.formatSize(v), want, `${v}`);
+  t.equal(u.formatSize((2n << 30n) + 1n), '2 GiB', 'truncated, never rounded up');
+  t.equal(u.formatSize(-4096n), '-4 KiB');
+  for (const v of [0n, 4096n, 1n << 30n, 6n << 40n]) t.equal(u.parseSize(u.formatSize(v)), v, `round trip ${v}`);
+  t.end();
+});
+
+t.test('tmem-blk keys: blk-socket=, blk-size= (default 8G, a multiple of 4K, > 0), in --vm and the config file', (t) => {
+  const v = parseVmSpec('name=a,socket=/run/a.sock,maxmem=2G,blk-socket=/run/a-blk.sock');
+  t.same(v.blk, { socket: '/run/a-blk.sock', sizeBytes: 8n << 30n }, 'default size 8G');
+  t.equal(DEFAULT_BLK_SIZE_BYTES, 8n << 30n);
+  t.same(parseVmSpec('name=a,socket=/a,maxmem=2G,blk-socket=/b,blk-size=64M').blk, { socket: '/b', sizeBytes: 64n << 20n });
+  t.same(parseVmSpec('name=a,fd=3,maxmem=2G,blk-socket=/b,blk-size=4096').blk, { socket: '/b', sizeBytes: 4096n }, 'with an inherited tmem fd too');
+  t.equal(parseVmSpec(VM).blk, null, 'no blk-socket: no tmem-blk disk');
+  const bad: [string, RegExp][] = [
+    [`${VM},blk-size=1G`, /^--vm \(a\): blk-size= goes with blk-socket=PATH/],
+    [`${VM},blk-socket=/b,blk-size=0`, /^--vm \(a\): blk-size must be more than 0$/],
+    [`${VM},blk-socket=/b,blk-size=1000`, /^--vm \(a\): blk-size 1000 B \(1000 bytes\) is not a multiple of 4 KiB$/],
+    [`${VM},blk-socket=/b,blk-size=6144`, /blk-size 6 KiB \(6144 bytes\) is not a multiple of 4 KiB/],
+    [`${VM},blk-socket=/b,blk-size=big`, /^--vm \(a\): blk-size: 'big' is not a size/],
+    [`${VM},blk-socket=`, /^--vm \(a\): blk-socket must be a non-empty path$/],
+    [`${VM},blk-socket=/${'x'.repeat(120)}`, /blk-socket path '.*' is longer than a Unix socket address allows \(107 bytes\)/],
+    [`${VM},blk-socket=/tmp/a.sock`, /blk-socket is the VM's socket too/],
+    [`${VM},blk-socket=/b,blk-socket=/c`, /blk-socket= given twice/],
+  ];
+  for (const [s, re] of bad) throwsConfig(t, () => parseVmSpec(s), re, s);
+  fails(t, ['--vm', `${VM},blk-socket=/tmp/x.sock`, '--vm', 'name=b,socket=/tmp/x.sock,maxmem=1G'], /VM a: blk-socket \/tmp\/x.sock is also another socket of this daemon/);
+  fails(t, ['--vm', `${VM},blk-socket=/tmp/x.sock`, '--vm', 'name=b,socket=/tmp/b.sock,maxmem=1G,blk-socket=/tmp/x.sock'], /VM b: blk-socket \/tmp\/x.sock is also another socket/);
+  fails(t, ['--vm', `${VM},blk-socket=/tmp/x.sock`, '--control', '/tmp/x.sock'], /--control \/tmp\/x.sock is also a VM's socket/);
+  const f = run(['--config', 'f.json'], {
+    'f.json': JSON.stringify({ vms: [{ name: 'w', socket: '/w', maxmem: '4G', 'blk-socket': '/wb', 'blk-size': '1G' }, { name: 'k', socket: '/k', maxmem: '4G', blkSocket: '/kb', blkSize: 8192 }, 'name=s,socket=/s,maxmem=1G,blk-socket=/sb'] }),
+  });
+  t.same(f.vms.map((x) => x.blk), [{ socket: '/wb', sizeBytes: 1n << 30n }, { socket: '/kb', sizeBytes: 8192n }, { socket: '/sb', sizeBytes: 8n << 30n }], 'config file: kebab-case, camelCase, --vm strings');
+  fails(t, ['--config', 'f.json'], /vms\[0\] \(w\): blk-size must be a size/, { 'f.json': '{"vms":[{"name":"w","socket":"/w","maxmem":"1G","blk-socket":"/b","blk-size":true}]}' });
+  fails(t, ['--config', 'f.json'], /vms\[0\] \(w\): blk-socket must be a non-empty path/, { 'f.json': '{"vms":[{"name":"w","socket":"/w","maxmem":"1G","blk-socket":5}]}' });
+  t.end();
+});
+
+t.test('--blk-overflow-dir: an existing folder (flag or file), made absolute', async (t) => {
+  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'tmemd-overflow-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  t.equal(run(['--vm', VM]).blkOverflowDir, null, 'default: none');
+  t.equal(run(['--vm', VM, '--blk-overflow-dir', dir]).blkOverflowDir, dir);
+  t.equal(run(['--vm', VM, `--blk-overflow-dir=${dir}/.`]).blkOverflowDir, dir, 'normalised');
+  const cwd = process.cwd();
+  process.chdir(dir);
+  try {
+    t.equal(run(['--vm', VM, '--blk-overflow-dir', '.']).blkOverflowDir, dir, 'a relative folder becomes absolute');
+  } finally {
+    process.chdir(cwd);
+  }
+  t.equal(run(['--config', 'f.json'], { 'f.json': JSON.stringify({ vms: [VM], 'blk-overflow-dir': dir }) }).blkOverflowDir, dir, 'config file, kebab-case');
+  t.equal(run(['--config', 'f.json'], { 'f.json': JSON.stringify({ vms: [VM], blkOverflowDir: dir }) }).blkOverflowDir, dir, 'config file, camelCase');
+  fails(t, ['--vm', VM, '--blk-overflow-dir', join(dir, 'absent')], new RegExp(`^--blk-overflow-dir: ${dir}/absent does not exist; give an existing folder$`));
+  writeFileSync(join(dir, 'file'), 'x');
+  fails(t, ['--vm', VM, '--blk-overflow-dir', join(dir, 'file')], new RegExp(`^--blk-overflow-dir: ${dir}/file is not a folder$`));
+  fails(t, ['--vm', VM, '--blk-overflow-dir', join(dir, 'file', 'x')], /has a part that is not a folder/);
+  fails(t, ['--vm', VM, '--blk-overflow-dir', ''], /^--blk-overflow-dir needs a folder$/);
+  fails(t, ['--vm', VM, '--blk-overflow-dir'], /^--blk-overflow-dir needs a value$/);
+  fails(t, ['--config', 'f.json'], /blk-overflow-dir: must be a folder's path/, { 'f.json': `{"vms":["${VM}"],"blk-overflow-dir":7}` });
+  t.end();
+});
+
+t.test('--metrics-listen HOST:PORT (off by default)', (t) => {
+  t.equal(run(['--vm', VM]).metricsListen, null, 'off by default');
+  t.same(run(['--vm', VM, '--metrics-listen', '127.0.0.1:9850']).metricsListen, { host: '127.0.0.1', port: 9850 });
+  t.same(run(['--vm', VM, '--metrics-listen=[::1]:9850']).metricsListen, { host: '::1', port: 9850 });
+  t.same(run(['--vm', VM, '--metrics-listen', 'localhost:0']).metricsListen, { host: 'localhost', port: 0 }, 'port 0: any free port');
+  t.same(run(['--config', 'f.json'], { 'f.json': JSON.stringify({ vms: [VM], 'metrics-listen': '127.0.0.1:1' }) }).metricsListen, { host: '127.0.0.1', port: 1 });
+  t.equal(run(['--config', 'f.json'], { 'f.json': JSON.stringify({ vms: [VM], metricsListen: null }) }).metricsListen, null);
+  const bad: [string, RegExp][] = [
+    ['9850', /^--metrics-listen: '9850' is not HOST:PORT \(e\.g\. 127\.0\.0\.1:9850 or \[::1\]:9850\)$/],
+    ['127.0.0.1', /is not HOST:PORT/],
+    ['::1:9850', /is not HOST:PORT/],
+    ['127.0.0.1:', /is not HOST:PORT/],
+    ['127.0.0.1:http', /is not HOST:PORT/],
+    ['127.0.0.1:70000', /^--metrics-listen: port 70000 is out of range \(0\.\.65535\)$/],
+    ['999.1.1.1:9850', /^--metrics-listen: '999\.1\.1\.1' is not an IP address/],
+    ['example.org:9850', /'example\.org' is not an IP address/],
+    ['[127.0.0.1]:9850', /'127\.0\.0\.1' is not an IP address/],
+    ['[]:9850', /'' is not an IP address/],
+  ];
+  for (const [v, re] of bad) fails(t, ['--vm', VM, '--metrics-listen', v], re);
+  t.end();
+});
+
+t.test('node:util parseArgs underneath: flag spellings and the messages stay ours', (t) => {
+  const c = run(['-vq', '--vm', VM]);
+  t.equal(c.logLevel, 'warn', 'short flags grouped, the last one wins');
+  t.equal(run(['--vm', VM, '--queues', '2', '--queues=3']).queues, 3, 'a repeated flag: the last one wins');
+  fails(t, ['--vm', '--queues'], /^--vm '--queues': '--queues' is not key=value$/);
+  fails(t, ['--vm', VM, '-x'], /^unknown option -x$/);
+  fails(t, ['--vm', VM, '--', '--queues', '2'], /^unexpected argument '--queues' \(VMs are given with --vm/);
+  fails(t, ['--vm', VM, '--quiet=1'], /^--quiet takes no value$/);
+  fails(t, ['--vm', VM, '--print-capabilitiesx'], /^unknown option --print-capabilitiesx$/);
+  fails(t, ['--vm', VM, '--constructor', 'x'], /^unknown option --constructor$/, {}, HOST_MEM);
   t.end();
 });

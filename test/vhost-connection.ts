@@ -3,8 +3,8 @@
 // partial reads, and every malformed input closing the connection with all
 // its fds closed and nothing thrown.
 import t from 'tap';
-import type { BackendMemRegion, BackendSession, VhostUserBackend } from '../host/vhost-user/device.js';
-import { type ConnIo, VhostUserConnection } from '../host/vhost-user/connection.js';
+import type { MemoryRegion, VhostUserDevice } from '../host/vhost-user/device.js';
+import { type ConnIo, VhostUserConnection, type VringChannel } from '../host/vhost-user/connection.js';
 import {
   bit,
   decodeHeader,
@@ -76,61 +76,69 @@ class FakeIo implements ConnIo {
 
 type Call = [string, ...unknown[]];
 
-class FakeSession implements BackendSession {
+/** The vring worker as the connection sees it: records every command, owns the fds handed over. */
+class FakeChannel implements VringChannel {
   calls: Call[] = [];
   owned: number[] = [];
   closed = false;
   failOn: string | null = null;
-  private rec(name: string, ...a: unknown[]) {
+  private async rec(name: string, ...a: unknown[]): Promise<void> {
     this.calls.push([name, ...a]);
     if (this.failOn === name) throw new Error(`device refuses ${name}`);
   }
-  setFeatures(f: bigint) {
-    this.rec('setFeatures', f);
+  newInstanceId() {
+    return 7;
   }
-  memoryChanged(regions: readonly BackendMemRegion[]) {
+  async open() {}
+  async close() {
+    this.closed = true;
+    return true;
+  }
+  setFeatures(_id: number, f: bigint) {
+    return this.rec('setFeatures', f);
+  }
+  async setMemTable(_id: number, regions: readonly MemoryRegion[]) {
     this.owned.push(...regions.map((r) => r.fd));
-    this.rec('memoryChanged', regions.length);
+    await this.rec('memoryChanged', regions.length);
+    return regions.reduce((a, r) => a + r.size, 0n);
   }
-  setVringNum(q: number, n: number) {
-    this.rec('setVringNum', q, n);
+  setVringNum(_id: number, q: number, n: number) {
+    return this.rec('setVringNum', q, n);
   }
-  setVringAddr(q: number, a: unknown) {
-    this.rec('setVringAddr', q, a);
+  setVringAddr(_id: number, q: number, a: unknown) {
+    return this.rec('setVringAddr', q, a);
   }
-  setVringBase(q: number, b: number) {
-    this.rec('setVringBase', q, b);
+  setVringBase(_id: number, q: number, b: number) {
+    return this.rec('setVringBase', q, b);
   }
-  getVringBase(q: number): number {
-    this.rec('getVringBase', q);
+  async getVringBase(_id: number, q: number): Promise<number> {
+    await this.rec('getVringBase', q);
     return 42;
   }
-  setVringKick(q: number, fd: number) {
+  setVringFd(_id: number, which: string, q: number, fd: number) {
     if (fd >= 0) this.owned.push(fd);
-    this.rec('setVringKick', q, fd);
+    return this.rec(which, q, fd);
   }
-  setVringCall(q: number, fd: number) {
-    if (fd >= 0) this.owned.push(fd);
-    this.rec('setVringCall', q, fd);
-  }
-  setVringErr(q: number, fd: number) {
-    if (fd >= 0) this.owned.push(fd);
-    this.rec('setVringErr', q, fd);
-  }
-  setVringEnable(q: number, e: boolean) {
-    this.rec('setVringEnable', q, e);
+  setVringEnable(_id: number, q: number, e: boolean) {
+    return this.rec('setVringEnable', q, e);
   }
   reset() {
-    this.rec('reset');
+    return this.rec('reset');
   }
-  close() {
-    this.closed = true;
+  async control() {
+    return null;
   }
 }
 
-class FakeBackend implements VhostUserBackend {
-  readonly name = 'test';
-  session = new FakeSession();
+class FakeDevice implements VhostUserDevice {
+  readonly vm = 'test';
+  readonly kind = 'fake';
+  readonly workerModule = 'file:///nowhere.js';
+  config: Uint8Array | null = null;
+  protoFeatures = TMEM_PROTOCOL_FEATURES;
+  opened = 0;
+  closedConns = 0;
+  configWrites: [number, number[]][] = [];
   numQueues() {
     return 2;
   }
@@ -141,27 +149,57 @@ class FakeBackend implements VhostUserBackend {
     return TMEM_DEVICE_FEATURES;
   }
   protocolFeatures() {
-    return TMEM_PROTOCOL_FEATURES;
+    return this.protoFeatures;
+  }
+  memoryPolicy() {
+    return { maxRamBytes: null, allowUnsealed: false };
   }
   open() {
-    return this.session;
+    this.opened++;
+    return {};
+  }
+  closed() {
+    this.closedConns++;
   }
 }
 
-function setup() {
+/** A device with a config space (as a block device has): 16 bytes, writes refused past byte 8. */
+class ConfigDevice extends FakeDevice {
+  constructor() {
+    super();
+    this.config = Uint8Array.from({ length: 16 }, (_, i) => i + 1);
+    this.protoFeatures = TMEM_PROTOCOL_FEATURES | bit(VhostUserProtocolFeature.CONFIG);
+  }
+  getConfig(offset: number, size: number): Uint8Array {
+    const out = new Uint8Array(size);
+    out.set(this.config!.subarray(offset, offset + size));
+    return out;
+  }
+  setConfig(offset: number, data: Uint8Array): void {
+    if (offset + data.length > 8) throw new Error('bytes 8.. are read-only');
+    this.configWrites.push([offset, [...data]]);
+  }
+}
+
+function setup(device: FakeDevice = new FakeDevice()) {
   const io = new FakeIo();
-  const be = new FakeBackend();
+  const ch = new FakeChannel();
   const lines: string[] = [];
   const log: Logger = { error: (m) => lines.push(`error: ${m}`), warn: (m) => lines.push(`warn: ${m}`), info: (m) => lines.push(`info: ${m}`), debug: () => {} };
   let closedWith: string | null = null;
-  const conn = new VhostUserConnection({ fd: 3, io, backend: be, log, label: 'vm test', onClose: (_c, r) => (closedWith = r) });
-  conn.open();
-  const feed = (b: Buffer, fds: number[] = []) => {
+  const conn = new VhostUserConnection({ fd: 3, io, device, vrings: ch, log, label: 'vm test', onClose: (_c, r) => (closedWith = r) });
+  void conn.open();
+  /** Feeds bytes and lets the worker's (fake) replies come back. */
+  const feed = async (b: Buffer, fds: number[] = []) => {
     io.push(b, fds);
     conn.onReadable();
+    await settle();
   };
-  return { io, be, conn, lines, feed, closedWith: () => closedWith };
+  return { io, ch, device, conn, lines, feed, closedWith: () => closedWith };
 }
+
+/** Lets every resolved command's continuation run (the fake channel answers at once, asynchronously). */
+const settle = () => new Promise<void>((r) => setImmediate(r));
 
 const msg = (req: number, payload?: Buffer, flags = V1) => encodeMsg(req, flags, payload);
 const u64 = (v: bigint) => encodeU64(v);
@@ -173,42 +211,42 @@ const addr = (index: number) => encodeVringAddr({ index, flags: 0, descUser: 0x7
 function fdsAccounted(tt: Pick<typeof t, 'equal'>, s: ReturnType<typeof setup>, sent: number[]) {
   for (const fd of sent) {
     const c = s.io.closed.filter((x) => x === fd).length;
-    const o = s.be.session.owned.filter((x) => x === fd).length;
+    const o = s.ch.owned.filter((x) => x === fd).length;
     tt.equal(c + o, 1, `fd ${fd} closed or owned exactly once (closed ${c}, owned ${o})`);
   }
 }
 
-t.test("QEMU 11.1's sequence for vhost-user-test-device-pci, replies flagged 0x5", (t) => {
+t.test("QEMU 11.1's sequence for vhost-user-test-device-pci, replies flagged 0x5", async (t) => {
   const s = setup();
   const ack = VHOST_USER_NEED_REPLY_MASK | V1;
   // realize
-  s.feed(msg(R.GET_FEATURES));
-  s.feed(msg(R.GET_PROTOCOL_FEATURES));
-  s.feed(msg(R.SET_PROTOCOL_FEATURES, u64(TMEM_PROTOCOL_FEATURES)));
-  s.feed(msg(R.GET_QUEUE_NUM));
-  s.feed(msg(R.SET_OWNER, undefined, ack));
-  s.feed(msg(R.GET_FEATURES));
+  await s.feed(msg(R.GET_FEATURES));
+  await s.feed(msg(R.GET_PROTOCOL_FEATURES));
+  await s.feed(msg(R.SET_PROTOCOL_FEATURES, u64(TMEM_PROTOCOL_FEATURES)));
+  await s.feed(msg(R.GET_QUEUE_NUM));
+  await s.feed(msg(R.SET_OWNER, undefined, ack));
+  await s.feed(msg(R.GET_FEATURES));
   for (let q = 0; q < 2; q++) {
-    s.feed(msg(R.SET_VRING_CALL, encodeVringFile(q, false), ack), [100 + q]);
-    s.feed(msg(R.SET_VRING_ERR, encodeVringFile(q, false), ack), [110 + q]);
+    await s.feed(msg(R.SET_VRING_CALL, encodeVringFile(q, false), ack), [100 + q]);
+    await s.feed(msg(R.SET_VRING_ERR, encodeVringFile(q, false), ack), [110 + q]);
   }
   // driver start
-  s.feed(msg(R.SET_FEATURES, u64(TMEM_DEVICE_FEATURES), ack));
-  s.feed(msg(R.SET_MEM_TABLE, encodeMemTable([region(0), region(1)]), ack), [120, 121]);
+  await s.feed(msg(R.SET_FEATURES, u64(TMEM_DEVICE_FEATURES), ack));
+  await s.feed(msg(R.SET_MEM_TABLE, encodeMemTable([region(0), region(1)]), ack), [120, 121]);
   for (let q = 0; q < 2; q++) {
-    s.feed(msg(R.SET_VRING_NUM, state(q, 256), ack));
-    s.feed(msg(R.SET_VRING_BASE, state(q, 0), ack));
-    s.feed(msg(R.SET_VRING_ADDR, addr(q), ack));
-    s.feed(msg(R.SET_VRING_KICK, encodeVringFile(q, false), ack), [130 + q]);
-    s.feed(msg(R.SET_VRING_CALL, encodeVringFile(q, false), ack), [140 + q]);
-    s.feed(msg(R.SET_VRING_CALL, encodeVringFile(q, true), ack));
+    await s.feed(msg(R.SET_VRING_NUM, state(q, 256), ack));
+    await s.feed(msg(R.SET_VRING_BASE, state(q, 0), ack));
+    await s.feed(msg(R.SET_VRING_ADDR, addr(q), ack));
+    await s.feed(msg(R.SET_VRING_KICK, encodeVringFile(q, false), ack), [130 + q]);
+    await s.feed(msg(R.SET_VRING_CALL, encodeVringFile(q, false), ack), [140 + q]);
+    await s.feed(msg(R.SET_VRING_CALL, encodeVringFile(q, true), ack));
   }
-  for (let q = 0; q < 2; q++) s.feed(msg(R.SET_VRING_ENABLE, state(q, 1), ack));
-  for (let q = 0; q < 2; q++) s.feed(msg(R.SET_VRING_CALL, encodeVringFile(q, false), ack), [150 + q]);
+  for (let q = 0; q < 2; q++) await s.feed(msg(R.SET_VRING_ENABLE, state(q, 1), ack));
+  for (let q = 0; q < 2; q++) await s.feed(msg(R.SET_VRING_CALL, encodeVringFile(q, false), ack), [150 + q]);
   // stop
   for (let q = 0; q < 2; q++) {
-    s.feed(msg(R.SET_VRING_ENABLE, state(q, 0), ack));
-    s.feed(msg(R.GET_VRING_BASE, state(q, 0), ack));
+    await s.feed(msg(R.SET_VRING_ENABLE, state(q, 0), ack));
+    await s.feed(msg(R.GET_VRING_BASE, state(q, 0), ack));
   }
   t.equal(s.closedWith(), null, 'still open');
   const replies = s.io.replies();
@@ -236,101 +274,102 @@ t.test("QEMU 11.1's sequence for vhost-user-test-device-pci, replies flagged 0x5
   t.same([gvb[1]!.payload.readUInt32LE(0), gvb[1]!.payload.readUInt32LE(4)], [1, 42], 'vring state: index, next avail');
   t.equal(s.conn.guestRamBytes, 2n << 30n, 'RAM = sum of regions');
   t.same(
-    s.be.session.calls.filter((c) => c[0] === 'setVringCall').map((c) => c.slice(1)),
+    s.ch.calls.filter((c) => c[0] === 'setVringCall').map((c) => c.slice(1)),
     [[0, 100], [1, 101], [0, 140], [0, -1], [1, 141], [1, -1], [0, 150], [1, 151]],
     'CALL fds and "no fd" forwarded in order',
   );
-  t.same(s.be.session.calls.filter((c) => c[0] === 'setVringEnable').map((c) => c.slice(1)), [[0, true], [1, true], [0, false], [1, false]]);
+  t.same(s.ch.calls.filter((c) => c[0] === 'setVringEnable').map((c) => c.slice(1)), [[0, true], [1, true], [0, false], [1, false]]);
   t.equal(s.io.closed.length, 0, 'no fd closed by the engine');
-  t.equal(s.be.session.owned.length, 2 + 2 + 2 + 2 + 2 + 2, 'every fd handed to the device');
+  t.equal(s.ch.owned.length, 2 + 2 + 2 + 2 + 2 + 2, 'every fd handed to the device');
   t.ok(s.lines.some((l) => /guest memory: 2 region\(s\), RAM 2 GiB/.test(l)), 'RAM logged');
   t.end();
 });
 
-t.test('a message in pieces, and several messages in one read', (t) => {
+t.test('a message in pieces, and several messages in one read', async (t) => {
   const s = setup();
   const m = msg(R.SET_MEM_TABLE, encodeMemTable([region(0)]));
   // header split, fd with the first byte, payload in 3 pieces
-  s.feed(m.subarray(0, 5), [200]);
-  s.feed(m.subarray(5, 12));
-  s.feed(m.subarray(12, 20));
-  t.equal(s.be.session.calls.length, 0, 'nothing dispatched before the whole message');
-  s.feed(m.subarray(20));
-  t.same(s.be.session.calls, [['memoryChanged', 1]]);
-  t.same(s.be.session.owned, [200]);
+  await s.feed(m.subarray(0, 5), [200]);
+  await s.feed(m.subarray(5, 12));
+  await s.feed(m.subarray(12, 20));
+  t.equal(s.ch.calls.length, 0, 'nothing dispatched before the whole message');
+  await s.feed(m.subarray(20));
+  t.same(s.ch.calls, [['memoryChanged', 1]]);
+  t.same(s.ch.owned, [200]);
   // two messages back to back in one chunk
-  s.feed(Buffer.concat([msg(R.GET_FEATURES), msg(R.GET_QUEUE_NUM)]));
+  await s.feed(Buffer.concat([msg(R.GET_FEATURES), msg(R.GET_QUEUE_NUM)]));
   t.same(s.io.replies().map((r) => r.request), [R.GET_FEATURES, R.GET_QUEUE_NUM]);
   t.equal(s.closedWith(), null);
   t.end();
 });
 
-t.test('malformed messages close the connection, never throw, close every fd', (t) => {
-  const cases: [string, (s: ReturnType<typeof setup>) => void, RegExp, number[]][] = [
-    ['oversized size field', (s) => s.feed(encodeHeader({ request: R.SET_FEATURES, flags: V1, size: 0x10000000 })), /payload size 268435456 exceeds the maximum/, []],
-    ['wrong version', (s) => s.feed(msg(R.GET_FEATURES, undefined, 0x2)), /unsupported protocol version 2/, []],
-    ['a reply where a request belongs', (s) => s.feed(msg(R.GET_FEATURES, undefined, 0x5)), /a reply/, []],
-    ['unknown request', (s) => s.feed(msg(99, u64(0n)), [300]), /unsupported request 99/, [300]],
-    ['known but unsupported request (GET_CONFIG)', (s) => s.feed(msg(R.GET_CONFIG, Buffer.alloc(12))), /unsupported GET_CONFIG \(24\)/, []],
-    ['SET_FEATURES with 4 bytes', (s) => s.feed(msg(R.SET_FEATURES, Buffer.alloc(4))), /malformed SET_FEATURES \(2\): payload of 4 bytes, expected 8/, []],
-    ['GET_FEATURES with a payload', (s) => s.feed(msg(R.GET_FEATURES, Buffer.alloc(8))), /payload of 8 bytes, expected 0/, []],
-    ['SET_FEATURES with bits never offered', (s) => s.feed(msg(R.SET_FEATURES, u64(TMEM_DEVICE_FEATURES | bit(34)))), /bits never offered: 34/, []],
-    ['SET_PROTOCOL_FEATURES with CONFIG', (s) => s.feed(msg(R.SET_PROTOCOL_FEATURES, u64(bit(9)))), /bits never offered: 9/, []],
-    ['SET_VRING_NUM of 7 bytes', (s) => s.feed(msg(R.SET_VRING_NUM, Buffer.alloc(7))), /expected 8/, []],
-    ['SET_VRING_NUM not a power of 2', (s) => s.feed(msg(R.SET_VRING_NUM, state(0, 300))), /size 300 is not a power of 2/, []],
-    ['SET_VRING_NUM too large', (s) => s.feed(msg(R.SET_VRING_NUM, state(0, 2048))), /size 2048/, []],
-    ['SET_VRING_NUM queue out of range', (s) => s.feed(msg(R.SET_VRING_NUM, state(2, 256))), /queue 2 does not exist \(the device has 2\)/, []],
-    ['SET_VRING_ADDR of 32 bytes', (s) => s.feed(msg(R.SET_VRING_ADDR, Buffer.alloc(32))), /expected 40/, []],
-    ['SET_VRING_ADDR misaligned', (s) => s.feed(msg(R.SET_VRING_ADDR, encodeVringAddr({ index: 0, flags: 0, descUser: 8n, usedUser: 0n, availUser: 0n, logGuest: 0n }))), /not 16-byte aligned/, []],
-    ['SET_VRING_BASE beyond 16 bits', (s) => s.feed(msg(R.SET_VRING_BASE, state(0, 0x10000))), /16-bit/, []],
-    ['SET_VRING_ENABLE 2', (s) => s.feed(msg(R.SET_VRING_ENABLE, state(0, 2))), /neither 0 nor 1/, []],
-    ['SET_VRING_KICK without its fd', (s) => s.feed(msg(R.SET_VRING_KICK, encodeVringFile(0, false))), /0 fd\(s\) received, expected 1/, []],
-    ['SET_VRING_KICK with two fds', (s) => s.feed(msg(R.SET_VRING_KICK, encodeVringFile(0, false)), [301, 302]), /2 fd\(s\) received, expected 1/, [301, 302]],
+t.test('malformed messages close the connection, never throw, close every fd', async (t) => {
+  const cases: [string, (s: ReturnType<typeof setup>) => Promise<void>, RegExp, number[]][] = [
+    ['oversized size field', async (s) => await s.feed(encodeHeader({ request: R.SET_FEATURES, flags: V1, size: 0x10000000 })), /payload size 268435456 exceeds the maximum/, []],
+    ['wrong version', async (s) => await s.feed(msg(R.GET_FEATURES, undefined, 0x2)), /unsupported protocol version 2/, []],
+    ['a reply where a request belongs', async (s) => await s.feed(msg(R.GET_FEATURES, undefined, 0x5)), /a reply/, []],
+    ['unknown request', async (s) => await s.feed(msg(99, u64(0n)), [300]), /unsupported request 99/, [300]],
+    ['known but unsupported request (SET_LOG_BASE)', async (s) => await s.feed(msg(R.SET_LOG_BASE, Buffer.alloc(16))), /unsupported SET_LOG_BASE \(6\)/, []],
+    ['GET_CONFIG without the CONFIG protocol feature', async (s) => await s.feed(msg(R.GET_CONFIG, Buffer.alloc(12))), /malformed GET_CONFIG \(24\): the CONFIG protocol feature was not negotiated/, []],
+    ['SET_FEATURES with 4 bytes', async (s) => await s.feed(msg(R.SET_FEATURES, Buffer.alloc(4))), /malformed SET_FEATURES \(2\): payload of 4 bytes, expected 8/, []],
+    ['GET_FEATURES with a payload', async (s) => await s.feed(msg(R.GET_FEATURES, Buffer.alloc(8))), /payload of 8 bytes, expected 0/, []],
+    ['SET_FEATURES with bits never offered', async (s) => await s.feed(msg(R.SET_FEATURES, u64(TMEM_DEVICE_FEATURES | bit(34)))), /bits never offered: 34/, []],
+    ['SET_PROTOCOL_FEATURES with CONFIG', async (s) => await s.feed(msg(R.SET_PROTOCOL_FEATURES, u64(bit(9)))), /bits never offered: 9/, []],
+    ['SET_VRING_NUM of 7 bytes', async (s) => await s.feed(msg(R.SET_VRING_NUM, Buffer.alloc(7))), /expected 8/, []],
+    ['SET_VRING_NUM not a power of 2', async (s) => await s.feed(msg(R.SET_VRING_NUM, state(0, 300))), /size 300 is not a power of 2/, []],
+    ['SET_VRING_NUM too large', async (s) => await s.feed(msg(R.SET_VRING_NUM, state(0, 2048))), /size 2048/, []],
+    ['SET_VRING_NUM queue out of range', async (s) => await s.feed(msg(R.SET_VRING_NUM, state(2, 256))), /queue 2 does not exist \(the device has 2\)/, []],
+    ['SET_VRING_ADDR of 32 bytes', async (s) => await s.feed(msg(R.SET_VRING_ADDR, Buffer.alloc(32))), /expected 40/, []],
+    ['SET_VRING_ADDR misaligned', async (s) => await s.feed(msg(R.SET_VRING_ADDR, encodeVringAddr({ index: 0, flags: 0, descUser: 8n, usedUser: 0n, availUser: 0n, logGuest: 0n }))), /not 16-byte aligned/, []],
+    ['SET_VRING_BASE beyond 16 bits', async (s) => await s.feed(msg(R.SET_VRING_BASE, state(0, 0x10000))), /16-bit/, []],
+    ['SET_VRING_ENABLE 2', async (s) => await s.feed(msg(R.SET_VRING_ENABLE, state(0, 2))), /neither 0 nor 1/, []],
+    ['SET_VRING_KICK without its fd', async (s) => await s.feed(msg(R.SET_VRING_KICK, encodeVringFile(0, false))), /0 fd\(s\) received, expected 1/, []],
+    ['SET_VRING_KICK with two fds', async (s) => await s.feed(msg(R.SET_VRING_KICK, encodeVringFile(0, false)), [301, 302]), /2 fd\(s\) received, expected 1/, [301, 302]],
     [
       'SET_VRING_KICK with an fd that is not an eventfd',
-      (s) => {
+      async (s) => {
         s.io.notEventfds.add(304);
-        s.feed(msg(R.SET_VRING_KICK, encodeVringFile(0, false)), [304]);
+        await s.feed(msg(R.SET_VRING_KICK, encodeVringFile(0, false)), [304]);
       },
       /malformed SET_VRING_KICK \(12\): .*fd 304 is pipe:\[1\], not an eventfd/,
       [304],
     ],
-    ['SET_VRING_CALL for a queue that does not exist', (s) => s.feed(msg(R.SET_VRING_CALL, encodeVringFile(5, false)), [303]), /queue 5 does not exist/, [303]],
-    ['SET_MEM_TABLE shorter than its header', (s) => s.feed(msg(R.SET_MEM_TABLE, Buffer.alloc(4))), /shorter than the 8-byte memory header/, []],
-    ['SET_MEM_TABLE with 9 regions', (s) => s.feed(msg(R.SET_MEM_TABLE, encodeMemTable(Array.from({ length: 9 }, (_, i) => region(i)))), [310, 311, 312, 313, 314, 315, 316, 317]), /9 regions \(at most 8\)/, [310, 311, 312, 313, 314, 315, 316, 317]],
-    ['SET_MEM_TABLE size not matching nregions', (s) => s.feed(msg(R.SET_MEM_TABLE, Buffer.concat([encodeMemTable([region(0)]), Buffer.alloc(8)])), [320]), /payload of 48 bytes for 1 region\(s\), expected 40/, [320]],
-    ['SET_MEM_TABLE fewer fds than regions', (s) => s.feed(msg(R.SET_MEM_TABLE, encodeMemTable([region(0), region(1)])), [321]), /1 fd\(s\) for 2 region\(s\)/, [321]],
-    ['SET_MEM_TABLE region of size 0', (s) => s.feed(msg(R.SET_MEM_TABLE, encodeMemTable([{ ...region(0), size: 0n }])), [322]), /region 0 has size 0/, [322]],
-    ['SET_MEM_TABLE wrapping region', (s) => s.feed(msg(R.SET_MEM_TABLE, encodeMemTable([{ ...region(0), guestPhysAddr: 0xfffffffffffff000n, size: 0x2000n }])), [323]), /guest-physical range wraps/, [323]],
-    ['SET_MEM_TABLE overlapping regions', (s) => s.feed(msg(R.SET_MEM_TABLE, encodeMemTable([region(0), { ...region(0), userspaceAddr: 0n }])), [324, 325]), /regions 0 and 1 overlap/, [324, 325]],
-    ['too many fds with one message', (s) => s.feed(msg(R.SET_MEM_TABLE, encodeMemTable([region(0)])), [330, 331, 332, 333, 334, 335, 336, 337, 338]), /9 fds with one message \(at most 8\)/, [330, 331, 332, 333, 334, 335, 336, 337, 338]],
-    ['truncated control data (MSG_CTRUNC)', (s) => s.feed(msg(R.SET_MEM_TABLE, encodeMemTable([region(0)])), Array.from({ length: 40 }, (_, i) => 400 + i)), /reading the socket failed: control data truncated/, Array.from({ length: 40 }, (_, i) => 400 + i)],
+    ['SET_VRING_CALL for a queue that does not exist', async (s) => await s.feed(msg(R.SET_VRING_CALL, encodeVringFile(5, false)), [303]), /queue 5 does not exist/, [303]],
+    ['SET_MEM_TABLE shorter than its header', async (s) => await s.feed(msg(R.SET_MEM_TABLE, Buffer.alloc(4))), /shorter than the 8-byte memory header/, []],
+    ['SET_MEM_TABLE with 9 regions', async (s) => await s.feed(msg(R.SET_MEM_TABLE, encodeMemTable(Array.from({ length: 9 }, (_, i) => region(i)))), [310, 311, 312, 313, 314, 315, 316, 317]), /9 regions \(at most 8\)/, [310, 311, 312, 313, 314, 315, 316, 317]],
+    ['SET_MEM_TABLE size not matching nregions', async (s) => await s.feed(msg(R.SET_MEM_TABLE, Buffer.concat([encodeMemTable([region(0)]), Buffer.alloc(8)])), [320]), /payload of 48 bytes for 1 region\(s\), expected 40/, [320]],
+    ['SET_MEM_TABLE fewer fds than regions', async (s) => await s.feed(msg(R.SET_MEM_TABLE, encodeMemTable([region(0), region(1)])), [321]), /1 fd\(s\) for 2 region\(s\)/, [321]],
+    ['SET_MEM_TABLE region of size 0', async (s) => await s.feed(msg(R.SET_MEM_TABLE, encodeMemTable([{ ...region(0), size: 0n }])), [322]), /region 0 has size 0/, [322]],
+    ['SET_MEM_TABLE wrapping region', async (s) => await s.feed(msg(R.SET_MEM_TABLE, encodeMemTable([{ ...region(0), guestPhysAddr: 0xfffffffffffff000n, size: 0x2000n }])), [323]), /guest-physical range wraps/, [323]],
+    ['SET_MEM_TABLE overlapping regions', async (s) => await s.feed(msg(R.SET_MEM_TABLE, encodeMemTable([region(0), { ...region(0), userspaceAddr: 0n }])), [324, 325]), /regions 0 and 1 overlap/, [324, 325]],
+    ['too many fds with one message', async (s) => await s.feed(msg(R.SET_MEM_TABLE, encodeMemTable([region(0)])), [330, 331, 332, 333, 334, 335, 336, 337, 338]), /9 fds with one message \(at most 8\)/, [330, 331, 332, 333, 334, 335, 336, 337, 338]],
+    ['truncated control data (MSG_CTRUNC)', async (s) => await s.feed(msg(R.SET_MEM_TABLE, encodeMemTable([region(0)])), Array.from({ length: 40 }, (_, i) => 400 + i)), /reading the socket failed: control data truncated/, Array.from({ length: 40 }, (_, i) => 400 + i)],
     [
       'EOF in the middle of a header',
-      (s) => {
+      async (s) => {
         s.io.eof = true;
-        s.feed(msg(R.SET_VRING_KICK, encodeVringFile(0, false)).subarray(0, 6), [340]);
+        await s.feed(msg(R.SET_VRING_KICK, encodeVringFile(0, false)).subarray(0, 6), [340]);
       },
       /in the middle of a header \(6 of 12 bytes\)/,
       [340],
     ],
     [
       'EOF in the middle of a payload',
-      (s) => {
+      async (s) => {
         s.io.eof = true;
-        s.feed(msg(R.SET_VRING_KICK, encodeVringFile(0, false)).subarray(0, 14), [341]);
+        await s.feed(msg(R.SET_VRING_KICK, encodeVringFile(0, false)).subarray(0, 14), [341]);
       },
       /in the middle of SET_VRING_KICK \(12\) \(payload 2 of 8 bytes\)/,
       [341],
     ],
   ];
   for (const [name, act, re, fds] of cases) {
-    t.test(name, (t) => {
+    t.test(name, async (t) => {
       const s = setup();
-      t.doesNotThrow(() => act(s));
+      await act(s);
       t.match(s.closedWith(), re, 'closed with a clear reason');
       t.ok(s.lines.some((l) => re.test(l)), 'one log line says why');
-      t.ok(s.be.session.closed, 'the guest is removed');
+      t.ok(s.ch.closed, 'the guest is removed');
       t.ok(s.io.closed.includes(3), 'the socket is closed');
       fdsAccounted(t, s, fds);
       t.equal(s.conn.closed, true);
@@ -340,51 +379,52 @@ t.test('malformed messages close the connection, never throw, close every fd', (
   t.end();
 });
 
-t.test('fds on a message that takes none are closed; the message is still served', (t) => {
+t.test('fds on a message that takes none are closed; the message is still served', async (t) => {
   const s = setup();
-  s.feed(msg(R.GET_FEATURES), [500, 501]);
+  await s.feed(msg(R.GET_FEATURES), [500, 501]);
   t.same(s.io.closed, [500, 501]);
   t.equal(s.io.replies().length, 1);
   t.equal(s.closedWith(), null);
   t.ok(s.lines.some((l) => /GET_FEATURES \(1\) carried 2 fd\(s\) it does not take/.test(l)));
   // SET_VRING_CALL with "no fd" set but an fd attached: the fd is closed, the ring gets -1
-  s.feed(msg(R.SET_VRING_CALL, encodeVringFile(1, true)), [502]);
-  t.same(s.be.session.calls.at(-1), ['setVringCall', 1, -1]);
+  await s.feed(msg(R.SET_VRING_CALL, encodeVringFile(1, true)), [502]);
+  t.same(s.ch.calls.at(-1), ['setVringCall', 1, -1]);
   t.ok(s.io.closed.includes(502));
   t.equal(s.closedWith(), null);
   t.end();
 });
 
-t.test('a device failure: NEED_REPLY gets a non-zero ack, then the connection closes', (t) => {
+t.test('a device failure: NEED_REPLY gets a non-zero ack, then the connection closes', async (t) => {
   const s = setup();
-  s.be.session.failOn = 'memoryChanged';
-  s.feed(msg(R.SET_MEM_TABLE, encodeMemTable([region(0)]), V1 | VHOST_USER_NEED_REPLY_MASK), [600]);
+  s.ch.failOn = 'memoryChanged';
+  await s.feed(msg(R.SET_MEM_TABLE, encodeMemTable([region(0)]), V1 | VHOST_USER_NEED_REPLY_MASK), [600]);
   const r = s.io.replies();
   t.equal(r.length, 1);
   t.equal(r[0]!.flags, 0x5);
   t.equal(r[0]!.payload.readBigUInt64LE(0), 1n, 'ack 1 = failure');
   t.match(s.closedWith(), /SET_MEM_TABLE \(5\) failed: device refuses memoryChanged/);
-  t.same(s.be.session.owned, [600], 'the fd was the device’s once handed over');
+  t.same(s.ch.owned, [600], 'the fd was the device’s once handed over');
   t.notOk(s.io.closed.includes(600), 'and the engine does not close it twice');
   t.end();
 });
 
-t.test('a reset stops the rings and keeps the connection', (t) => {
+t.test('a reset stops the rings and keeps the connection', async (t) => {
   const s = setup();
-  s.feed(msg(R.RESET_OWNER));
-  s.feed(msg(R.RESET_DEVICE));
-  t.same(s.be.session.calls, [['reset'], ['reset']]);
+  await s.feed(msg(R.RESET_OWNER));
+  await s.feed(msg(R.RESET_DEVICE));
+  t.same(s.ch.calls, [['reset'], ['reset']]);
   t.equal(s.closedWith(), null);
   t.end();
 });
 
-t.test('the front-end closing between messages is an ordinary goodbye', (t) => {
+t.test('the front-end closing between messages is an ordinary goodbye', async (t) => {
   const s = setup();
-  s.feed(msg(R.GET_FEATURES));
+  await s.feed(msg(R.GET_FEATURES));
   s.io.eof = true;
   s.conn.onReadable();
+  await settle();
   t.equal(s.closedWith(), 'front-end closed the connection');
-  t.ok(s.be.session.closed);
+  t.ok(s.ch.closed);
   s.conn.onReadable();
   s.conn.close('again');
   t.equal(s.closedWith(), 'front-end closed the connection', 'close is idempotent');
@@ -399,5 +439,83 @@ t.test('a flood is served in slices, not in one event-loop turn', async (t) => {
   t.equal(s.io.sent.length, 64, 'one slice');
   await new Promise((r) => setTimeout(r, 50));
   t.equal(s.io.sent.length, n, 'the rest on later turns');
+  t.end();
+});
+
+const configMsg = (offset: number, size: number, data?: Uint8Array) => {
+  const b = Buffer.alloc(12 + size);
+  b.writeUInt32LE(offset, 0);
+  b.writeUInt32LE(size, 4);
+  if (data) b.set(data, 12);
+  return b;
+};
+
+t.test('GET_CONFIG with CONFIG negotiated: the device config bytes in a reply of the same shape', async (t) => {
+  const s = setup(new ConfigDevice());
+  const cfgFeature = TMEM_PROTOCOL_FEATURES | bit(VhostUserProtocolFeature.CONFIG);
+  await s.feed(msg(R.GET_PROTOCOL_FEATURES));
+  t.ok(s.io.replies()[0]!.payload.readBigUInt64LE(0) & bit(VhostUserProtocolFeature.CONFIG), 'CONFIG offered by a device with a config space');
+  await s.feed(msg(R.SET_PROTOCOL_FEATURES, u64(cfgFeature)));
+  await s.feed(msg(R.GET_CONFIG, configMsg(4, 8)));
+  const r = s.io.replies().at(-1)!;
+  t.equal(r.request, R.GET_CONFIG);
+  t.equal(r.flags, 0x5);
+  t.same([r.payload.readUInt32LE(0), r.payload.readUInt32LE(4)], [4, 8], 'offset and size echoed');
+  t.same([...r.payload.subarray(12)], [5, 6, 7, 8, 9, 10, 11, 12], 'bytes 4..11 of the config space');
+  // SET_CONFIG: accepted in range, refused by the device beyond it (connection closed, NEED_REPLY nacked)
+  await s.feed(msg(R.SET_CONFIG, configMsg(0, 2, Uint8Array.of(0xaa, 0xbb)), V1 | VHOST_USER_NEED_REPLY_MASK));
+  t.same(s.device.configWrites, [[0, [0xaa, 0xbb]]]);
+  t.equal(s.io.replies().at(-1)!.payload.readBigUInt64LE(0), 0n, 'acked');
+  t.equal(s.closedWith(), null);
+  await s.feed(msg(R.SET_CONFIG, configMsg(6, 4, Uint8Array.of(1, 2, 3, 4)), V1 | VHOST_USER_NEED_REPLY_MASK));
+  t.equal(s.io.replies().at(-1)!.payload.readBigUInt64LE(0), 1n, 'refusal nacked');
+  t.match(s.closedWith(), /SET_CONFIG \(25\) failed: bytes 8.. are read-only/);
+  t.end();
+});
+
+t.test('GET_CONFIG outside the 256-byte config space or with a wrong size is malformed', async (t) => {
+  for (const [payload, re] of [
+    [configMsg(250, 8), /config range 250\+8 is outside the 256-byte config space/],
+    [Buffer.concat([configMsg(0, 4), Buffer.alloc(4)]), /payload of 20 bytes for 4 config bytes, expected 16/],
+    [Buffer.alloc(8), /shorter than the 12-byte config header/],
+  ] as const) {
+    const s = setup(new ConfigDevice());
+    await s.feed(msg(R.SET_PROTOCOL_FEATURES, u64(TMEM_PROTOCOL_FEATURES | bit(VhostUserProtocolFeature.CONFIG))));
+    await s.feed(msg(R.GET_CONFIG, payload));
+    t.match(s.closedWith(), re);
+    t.ok(s.ch.closed, 'the instance is closed');
+  }
+  // a device without a config space never offers CONFIG, so it cannot be negotiated
+  const s = setup();
+  await s.feed(msg(R.SET_PROTOCOL_FEATURES, u64(TMEM_PROTOCOL_FEATURES | bit(VhostUserProtocolFeature.CONFIG))));
+  t.match(s.closedWith(), /bits never offered: 9/);
+  t.end();
+});
+
+t.test('while a command waits for the worker nothing more is read; its reply comes when the worker answers', async (t) => {
+  const s = setup();
+  let release!: (n: number) => void;
+  s.ch.getVringBase = () => new Promise<number>((r) => (release = r));
+  s.io.push(Buffer.concat([msg(R.GET_VRING_BASE, state(0, 0)), msg(R.GET_FEATURES)]));
+  s.conn.onReadable();
+  await settle();
+  t.equal(s.io.replies().length, 0, 'no reply yet, and GET_FEATURES behind it not read');
+  t.equal(s.conn.waitingFor, 'GET_VRING_BASE (11)');
+  release(9);
+  await settle();
+  t.same(s.io.replies().map((r) => r.request), [R.GET_VRING_BASE, R.GET_FEATURES], 'in order once the worker answered');
+  t.equal(s.io.replies()[0]!.payload.readUInt32LE(4), 9);
+  t.equal(s.conn.waitingFor, null);
+  t.end();
+});
+
+t.test('a worker that does not answer in time: NEED_REPLY gets a non-zero ack and the connection closes', async (t) => {
+  const s = setup();
+  s.ch.setVringEnable = () => Promise.reject(new Error('vring worker did not answer setVringEnable within 5000 ms (stalled?)'));
+  await s.feed(msg(R.SET_VRING_ENABLE, state(0, 1), V1 | VHOST_USER_NEED_REPLY_MASK));
+  t.equal(s.io.replies().at(-1)!.payload.readBigUInt64LE(0), 1n);
+  t.match(s.closedWith(), /SET_VRING_ENABLE \(18\) failed: vring worker did not answer/);
+  t.ok(s.ch.closed, 'the close is posted (the worker runs it after the late command)');
+  t.equal(s.device.closedConns, 1, 'the device was told');
   t.end();
 });

@@ -9,116 +9,118 @@ import { join } from 'node:path';
 import { ControlServer, handleControlRequest, type ControlContext } from '../host/control/server.js';
 import { requestDaemon } from '../host/control/client.js';
 import { silentLogger } from '../host/log.js';
-import { type TmemDataPlane, TmemVm } from '../host/tmem/vm.js';
+import { TmemVm } from '../host/tmem/vm.js';
+import type { WorkerStats } from '../host/vhost-user/client.js';
+import type { DeviceConnection } from '../host/vhost-user/device.js';
 
-class FakeDp {
-  calls: unknown[][] = [];
-  next = 1;
+/** One connection as the device sees it: records the control ops sent to its worker instance. */
+class FakeConn implements DeviceConnection {
+  readonly connectedAt = new Date();
+  guestRamBytes = 0n;
   failNext: string | null = null;
-  private rec(...a: unknown[]) {
-    this.calls.push(a);
-    if (this.failNext === a[0]) {
+  constructor(
+    readonly id: number,
+    private readonly calls: unknown[][],
+  ) {}
+  async control(op: string, args?: unknown): Promise<unknown> {
+    this.calls.push([op, this.id, args ?? null]);
+    if (this.failNext === op) {
       this.failNext = null;
-      const e = new Error(`worker says no to ${String(a[0])}`);
+      const e = new Error(`worker says no to ${op}`);
       e.name = 'DataPlaneError';
       throw e;
     }
-  }
-  addGuest(o: { name: string }) {
-    this.rec('addGuest', o.name);
-    return this.next++;
-  }
-  removeGuest(g: number) {
-    this.rec('removeGuest', g);
-  }
-  setFrozen(g: number, f: boolean) {
-    this.rec('setFrozen', g, f);
-  }
-  flushGuest(g: number) {
-    this.rec('flushGuest', g);
-  }
-  setShareGroup(g: number, s: string | null) {
-    this.rec('setShareGroup', g, s);
-  }
-  setMemTable(g: number, r: unknown[]) {
-    this.rec('setMemTable', g, r.length);
-  }
-  setVringEnable(g: number, q: number, e: boolean) {
-    this.rec('setVringEnable', g, q, e);
+    return null;
   }
 }
+
+const STATS: WorkerStats = {
+  mode: 'poll',
+  worker: { commands: 3 },
+  counters: { vring: { requests: 5 } },
+  instances: [{ id: 1, vm: 'web', kind: 'tmem', queues: [] }],
+  kinds: { tmem: { store: { freePages: 9, guests: [{ name: 'web', puts: 4 }] } } },
+};
 
 function setup() {
-  const dp = new FakeDp();
-  const vm = new TmemVm({ name: 'web', maxmemBytes: 4n << 30n, shareGroup: null, where: '/tmp/web.sock' }, dp as unknown as TmemDataPlane, { numQueues: 2, log: silentLogger });
-  const other = new TmemVm({ name: 'db', maxmemBytes: 1n << 30n, shareGroup: 'g', where: 'fd=3' }, dp as unknown as TmemDataPlane, { numQueues: 2, log: silentLogger });
-  const ctx: ControlContext = { vms: [vm, other], stats: () => ({ mode: 'poll', counters: { requests: 5 }, guests: [{ id: 1, queues: [] }] }), info: () => ({ capacityBytes: '1024' }), log: silentLogger };
+  const calls: unknown[][] = [];
+  let next = 1;
+  const vm = new TmemVm({ name: 'web', maxmemBytes: 4n << 30n, shareGroup: null, where: '/tmp/web.sock' }, { numQueues: 2 });
+  const other = new TmemVm({ name: 'db', maxmemBytes: 1n << 30n, shareGroup: 'g', where: 'fd=3' }, { numQueues: 2 });
+  /** A front-end connects to vm: the params its worker instance would be opened with, and the connection. */
+  const connect = (v: TmemVm) => {
+    const c = new FakeConn(next++, calls);
+    const params = v.open(c);
+    return { c, params };
+  };
+  const ctx: ControlContext = { vms: [vm, other], stats: async () => STATS, info: () => ({ capacityBytes: '1024' }), log: silentLogger };
   const req = (r: Record<string, unknown>) => handleControlRequest(ctx, r);
-  return { dp, vm, other, ctx, req };
+  return { calls, vm, other, ctx, req, connect };
 }
 
-t.test('freeze set while no guest is connected applies when one connects, and across reconnects', (t) => {
-  const { dp, vm, req } = setup();
-  t.match(req({ cmd: 'freeze', name: 'web' }), { ok: true, result: { name: 'web', frozen: true, connected: false } });
-  t.same(dp.calls, [], 'nothing to tell the data plane yet');
-  const s = vm.open();
-  t.same(dp.calls, [['addGuest', 'web'], ['setFrozen', 1, true]]);
-  s.close();
-  vm.open();
-  t.same(dp.calls.slice(-2), [['addGuest', 'web'], ['setFrozen', 2, true]], 'a new guest of the same VM is frozen too');
-  t.match(req({ cmd: 'thaw', name: 'web' }), { ok: true, result: { frozen: false } });
-  t.same(dp.calls.at(-1), ['setFrozen', 2, false]);
+t.test('freeze set while no guest is connected applies when one connects, and across reconnects', async (t) => {
+  const { calls, vm, req, connect } = setup();
+  t.match(await req({ cmd: 'freeze', name: 'web' }), { ok: true, result: { name: 'web', frozen: true, connected: false } });
+  t.same(calls, [], 'nothing to tell the worker yet');
+  const a = connect(vm);
+  t.match(a.params, { frozen: true, maxmemBytes: 4n << 30n }, 'the new instance is opened frozen');
+  vm.closed(a.c);
+  const b = connect(vm);
+  t.match(b.params, { frozen: true }, 'a new guest of the same VM is frozen too');
+  t.match(await req({ cmd: 'thaw', name: 'web' }), { ok: true, result: { frozen: false } });
+  t.same(calls.at(-1), ['setFrozen', 2, { frozen: false }]);
+  t.match(connect(vm).params, { frozen: false });
   t.end();
 });
 
-t.test('flush needs a connected guest', (t) => {
-  const { dp, vm, req } = setup();
-  t.same(req({ cmd: 'flush', name: 'web' }), { ok: false, error: 'vm web has no guest connected' });
-  vm.open();
-  t.match(req({ cmd: 'flush', name: 'web' }), { ok: true });
-  t.same(dp.calls.at(-1), ['flushGuest', 1]);
+t.test('flush needs a connected guest', async (t) => {
+  const { calls, vm, req, connect } = setup();
+  t.same(await req({ cmd: 'flush', name: 'web' }), { ok: false, error: 'vm web has no guest connected' });
+  connect(vm);
+  t.match(await req({ cmd: 'flush', name: 'web' }), { ok: true });
+  t.same(calls.at(-1), ['flush', 1, null]);
   t.end();
 });
 
-t.test('share group: set live and kept for the next guest', (t) => {
-  const { dp, vm, req } = setup();
-  vm.open();
-  t.match(req({ cmd: 'share-group', name: 'web', group: 'g' }), { ok: true, result: { shareGroup: 'g' } });
-  t.same(dp.calls.at(-1), ['setShareGroup', 1, 'g']);
-  t.match(req({ cmd: 'share-group', name: 'web', group: null }), { ok: true, result: { shareGroup: null } });
-  t.match(req({ cmd: 'share-group', name: 'web', group: 'bad group' }), { ok: false, error: /must be a name/ });
-  t.match(req({ cmd: 'share-group', name: 'web', group: 7 }), { ok: false });
+t.test('share group: set live and kept for the next guest', async (t) => {
+  const { calls, vm, req, connect } = setup();
+  connect(vm);
+  t.match(await req({ cmd: 'share-group', name: 'web', group: 'g' }), { ok: true, result: { shareGroup: 'g' } });
+  t.same(calls.at(-1), ['setShareGroup', 1, { group: 'g' }]);
+  t.match(await req({ cmd: 'share-group', name: 'web', group: null }), { ok: true, result: { shareGroup: null } });
+  t.match(await req({ cmd: 'share-group', name: 'web', group: 'bad group' }), { ok: false, error: /must be a name/ });
+  t.match(await req({ cmd: 'share-group', name: 'web', group: 7 }), { ok: false });
+  t.match(connect(vm).params, { shareGroup: null });
   t.end();
 });
 
-t.test('guests and stats', (t) => {
-  const { vm, req } = setup();
-  vm.open().memoryChanged([{ fd: 9, guestPhysAddr: 0n, size: 1n << 30n, userspaceAddr: 0n, mmapOffset: 0n }]);
-  const g = req({ cmd: 'guests', id: 7 });
+t.test('guests and stats: one id per connection joins the VM, its worker instance and its store guest', async (t) => {
+  const { vm, req, connect } = setup();
+  connect(vm).c.guestRamBytes = 1n << 30n;
+  const g = await req({ cmd: 'guests', id: 7 });
   t.match(g, { id: 7, ok: true });
   t.match((g as { result: unknown[] }).result, [
     { name: 'web', connected: true, guestId: 1, ramBytes: String(1n << 30n), maxmemBytes: String(4n << 30n), socket: '/tmp/web.sock' },
     { name: 'db', connected: false, guestId: null, shareGroup: 'g', socket: 'fd=3' },
   ]);
-  const s = req({ cmd: 'stats' }) as { ok: true; result: { host: Record<string, unknown>; guests: { name: string; dataplane: unknown }[] } };
+  const s = (await req({ cmd: 'stats' })) as { ok: true; result: { host: Record<string, unknown>; guests: { name: string; dataplane: unknown; devices: unknown[]; store: unknown }[] } };
   t.equal(s.ok, true);
-  t.same(s.result.host, { capacityBytes: '1024', mode: 'poll', counters: { requests: 5 } });
-  t.same(s.result.guests.map((x) => [x.name, x.dataplane]), [
-    ['web', { id: 1, queues: [] }],
-    ['db', null],
+  t.same(s.result.host, { capacityBytes: '1024', mode: 'poll', worker: { commands: 3 }, counters: { vring: { requests: 5 } }, store: { freePages: 9 } });
+  t.same(s.result.guests.map((x) => [x.name, x.dataplane, x.devices.length, x.store]), [
+    ['web', { id: 1, vm: 'web', kind: 'tmem', queues: [] }, 1, { name: 'web', puts: 4 }],
+    ['db', null, 0, null],
   ]);
   t.end();
 });
 
-t.test('bad requests: one-line errors, never a throw', (t) => {
-  const { dp, vm, req } = setup();
-  t.match(req({}), { ok: false, error: /missing "cmd"/ });
-  t.match(req({ cmd: 'reboot' }), { ok: false, error: /unknown command "reboot"/ });
-  t.match(req({ cmd: 'freeze' }), { ok: false, error: /freeze needs "name"/ });
-  t.match(req({ cmd: 'freeze', name: 'nosuch' }), { ok: false, error: "no VM named 'nosuch' (known: web, db)" });
-  vm.open();
-  dp.failNext = 'flushGuest';
-  t.match(req({ cmd: 'flush', name: 'web' }), { ok: false, error: 'data plane: worker says no to flushGuest' });
+t.test('bad requests: one-line errors, never a throw', async (t) => {
+  const { vm, req, connect } = setup();
+  t.match(await req({}), { ok: false, error: /missing "cmd"/ });
+  t.match(await req({ cmd: 'reboot' }), { ok: false, error: /unknown command "reboot"/ });
+  t.match(await req({ cmd: 'freeze' }), { ok: false, error: /freeze needs "name"/ });
+  t.match(await req({ cmd: 'freeze', name: 'nosuch' }), { ok: false, error: "no VM named 'nosuch' (known: web, db)" });
+  connect(vm).c.failNext = 'flush';
+  t.match(await req({ cmd: 'flush', name: 'web' }), { ok: false, error: 'data plane: worker says no to flush' });
   t.end();
 });
 
@@ -162,7 +164,13 @@ t.test('the control socket: a client that does not read its replies is not answe
   const base = setup().ctx;
   let answered = 0;
   const big = 'x'.repeat(16 << 10); // a 16 KiB reply each: socket buffers fill after a few dozen
-  const ctx: ControlContext = { ...base, stats: () => { answered++; return { mode: 'poll', counters: { pad: big }, guests: [] }; } };
+  const ctx: ControlContext = {
+    ...base,
+    stats: async () => {
+      answered++;
+      return { ...STATS, worker: { pad: big as unknown as number } };
+    },
+  };
   const path = join(dir, 'ctl.sock');
   const srv = new ControlServer(path, ctx);
   await srv.start();

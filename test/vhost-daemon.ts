@@ -335,7 +335,7 @@ function run(): void {
     const human = tmemctl(['--control', ctl, 'guests']);
     t.equal(human.status, 0);
     t.match(human.stdout, /NAME\s+STATE\s+RAM\s+MAXMEM/);
-    t.match(human.stdout, /vm1\s+connected\s+4M\s+64M\s+g1/);
+    t.match(human.stdout, /vm1\s+connected\s+4 MiB\s+64 MiB\s+g1/);
     const st = tmemctl(['--control', ctl, 'stats', '--json']);
     t.equal(st.status, 0, 'tmemctl stats');
     const stats = JSON.parse(st.stdout) as { host: Record<string, unknown>; guests: { name: string; dataplane: { queues: unknown[] } | null }[] };
@@ -384,7 +384,7 @@ function run(): void {
     for (const fd of fds) native.close(fd);
     await d.waitFor(/vm vm1: guest left \(RAM 4 MiB, maxmem 64 MiB/);
     t.ok(await until(async () => !(await guests(ctl))[0]!.connected), 'gone from the guests after the disconnect');
-    t.match(tmemctl(['--control', ctl, 'guests']).stdout, /vm1\s+waiting\s+-\s+64M/, 'tmemctl guests: waiting, no RAM');
+    t.match(tmemctl(['--control', ctl, 'guests']).stdout, /vm1\s+waiting\s+-\s+64 MiB/, 'tmemctl guests: waiting, no RAM');
 
     // a reconnect is a new guest
     const c3 = new VhostClient(sock);

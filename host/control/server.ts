@@ -93,7 +93,9 @@ async function run(ctx: ControlContext, req: ControlRequest): Promise<unknown> {
         guests: ctx.vms.map((v) => {
           const st = v.status();
           const d = st.guestId === null ? undefined : w.instances.find((i) => i.id === st.guestId);
-          return { ...st, dataplane: d ?? null, store: storeGuests.find((g) => g.name === v.name) ?? null };
+          // every device instance of this VM (tmem, blk, ...), one record per connection
+          const devices = w.instances.filter((i) => i.vm === v.name);
+          return { ...st, dataplane: d ?? null, devices, store: storeGuests.find((g) => g.name === v.name) ?? null };
         }),
       };
     }

@@ -89,5 +89,9 @@ export function createDeviceKind(host: WorkerHost): DeviceKind {
     open: (info, params) => new TmemInstance(guests, info, params as TmemOpenParams),
     idle: () => guests.idle(),
     stats: () => ({ store: guests.store.stats() }),
+    control: (op, args) => {
+      if (op === 'setCapacity') return guests.store.setCapacity(Number((args as { pages: number }).pages));
+      throw new Error(`unknown tmem control op '${op}'`);
+    },
   };
 }

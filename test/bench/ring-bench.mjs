@@ -12,6 +12,16 @@
 // pollOpsPerSec / notifyOpsPerSec are one queue's PUT+GET ops/s (the figure
 // ratioPollToMemcpy compares with memcpy); the all-queue figures are beside them.
 //
+// CPU per request: with notify mode in the run, tmemd (notify, one queue) then
+// serves requests paced at a guest-like rate (--paced-rate, 20,000/s; PUT and
+// GET alternately, depth 1; test/loadgen/paced.c), and tmemd's CPU over the
+// paced requests (utime + stime of /proc/PID/stat, every thread) divided by
+// their number is notifyCpuPerRequestUs: the median of --paced-runs runs (3),
+// the min and each run beside it. Printed with the same run's context: what
+// a minimal C backend pays per eventfd wake-up on this machine (a thread in
+// poll(2) + read(2)), tmemd's CPU per second while idle, and the load
+// generator's own CPU per request. --paced-only runs this part alone.
+//
 //   npm run bench:ring -- --noisy [--json] [--lat-ops N --rounds N --noise long,split,valid --mode poll|notify]
 //
 // Fairness instead: one tmemd serves two VMs. The quiet one (one queue)
@@ -34,7 +44,7 @@ const LOADGEN = join(root, 'test/loadgen/build/tmem-loadgen');
 const TMEMD = join(root, 'dist/host/tmemd.js');
 
 const argv = process.argv.slice(2);
-const opt = { json: false, queues: 2, depth: 32, pages: 16384, latOps: 0, indirect: false, eventIdx: false, modes: ['poll', 'notify'], noisy: false, noise: ['long', 'split', 'valid'], rounds: 3 };
+const opt = { json: false, queues: 2, depth: 32, pages: 16384, latOps: 0, indirect: false, eventIdx: false, modes: ['poll', 'notify'], noisy: false, noise: ['long', 'split', 'valid'], rounds: 3, pacedRate: 20000, pacedOps: 100000, pacedRuns: 3, pacedOnly: false };
 const NOISE_KINDS = ['long', 'split', 'valid'];
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i];
@@ -59,12 +69,17 @@ for (let i = 0; i < argv.length; i++) {
     opt.modes = [m];
   } else if (a === '--noisy') opt.noisy = true;
   else if (a === '--rounds') opt.rounds = int(val());
+  else if (a === '--paced-rate') opt.pacedRate = int(val());
+  else if (a === '--paced-ops') opt.pacedOps = int(val());
+  else if (a === '--paced-runs') opt.pacedRuns = int(val());
+  else if (a === '--paced-only') opt.pacedOnly = true;
   else if (a === '--noise') {
     opt.noise = val().split(',');
     for (const k of opt.noise) if (!NOISE_KINDS.includes(k)) fail(`--noise: '${k}' is not one of ${NOISE_KINDS.join(', ')}`);
   }
   else if (a === '--help' || a === '-h') {
     console.log('usage: npm run bench:ring [-- --json] [-- --queues N --depth D --pages N --lat-ops N --indirect --event-idx --mode poll|notify]');
+    console.log('                          [-- --paced-rate N --paced-ops N --paced-runs N --paced-only]');
     console.log('       npm run bench:ring -- --noisy [--json] [--lat-ops N --rounds N --noise long,split,valid --mode poll|notify]');
     process.exit(0);
   } else fail(`unknown option ${a} (see --help)`);
@@ -300,12 +315,86 @@ if (opt.noisy) {
   process.exit(0);
 }
 
+// ------------------------------------------------------------------ paced (CPU per request)
+
+/** One tmemd in notify mode with one queue; the load generator's paced mode measures its CPU (test/loadgen/paced.c). */
+async function pacedRun() {
+  const dir = mkdtempSync(join(tmpdir(), 'tmem-ring-paced-'));
+  const sock = join(dir, 'vm.sock');
+  const d = run(process.execPath, [TMEMD, '--vm', `name=paced,socket=${sock},maxmem=1G`, '--capacity', '1G', '--queues-mode', 'notify', '--queues', '1', '--control', 'none', '--log-level', 'warn']);
+  try {
+    await waitFor('tmemd (notify) listening', () => existsSync(sock), d);
+    const args = ['paced', '--socket', sock, '--json', '--ram', '16M', '--queues', '1', '--rate', String(opt.pacedRate), '--ops', String(opt.pacedOps), '--bench-pages', '4096', '--cpu-pid', String(d.p.pid)];
+    if (opt.indirect) args.push('--indirect');
+    if (opt.eventIdx) args.push('--event-idx');
+    const j = await loadgenJson(args, 'paced (notify)', d);
+    if (d.p.exitCode !== null) throw new Error(`tmemd (notify) died during the paced run:\n${d.err()}`);
+    return j;
+  } finally {
+    if (d.p.exitCode === null) d.p.kill('SIGTERM');
+    const t = setTimeout(() => d.p.kill('SIGKILL'), 10000);
+    await d.done;
+    clearTimeout(t);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function pacedBench() {
+  const runs = [];
+  for (let i = 0; i < opt.pacedRuns; i++) {
+    say(`ring-bench: notify mode, paced: ${opt.pacedOps} requests at ${opt.pacedRate}/s, depth 1, one queue (run ${i + 1} of ${opt.pacedRuns})...`);
+    runs.push(await pacedRun());
+  }
+  const pick = (f) => runs.map(f);
+  const cpu = pick((r) => r.daemonCpuPerRequestUs);
+  return {
+    notifyCpuPerRequestUs: median(cpu),
+    notifyCpuPerRequestUsMin: Math.min(...cpu),
+    paced: {
+      rate: opt.pacedRate,
+      ops: opt.pacedOps,
+      runs: runs.length,
+      cpuPerRequestUs: cpu,
+      userCpuPerRequestUs: pick((r) => r.daemonUserCpuPerRequestUs),
+      schedCpuPerRequestUs: pick((r) => r.daemonSchedCpuPerRequestUs),
+      switchInsPerRequest: pick((r) => r.daemonSwitchInsPerRequest),
+      probeCpuPerWakeUs: pick((r) => r.probeCpuPerWakeUs),
+      idleCpuUsPerSec: pick((r) => r.daemonIdleCpuUsPerSec),
+      loadgenCpuPerRequestUs: pick((r) => r.loadgenCpuPerRequestUs),
+      achievedRate: pick((r) => r.achievedRate),
+      p50us: pick((r) => r.latency.p50us),
+      p99us: pick((r) => r.latency.p99us),
+      threads: runs.map((r) => r.daemonThreads),
+    },
+  };
+}
+
+function sayPaced(p) {
+  const list = (xs) => xs.map((x) => x.toFixed(2)).join(', ');
+  const q = p.paced;
+  say(`notify, paced at ${q.rate.toLocaleString('en-US')} requests/s (depth 1, one queue): tmemd CPU per request ${p.notifyCpuPerRequestUs.toFixed(2)} us (median of ${q.runs}; min ${p.notifyCpuPerRequestUsMin.toFixed(2)}; runs ${list(q.cpuPerRequestUs)}; user ${list(q.userCpuPerRequestUs)})`);
+  say(`  same runs: a C thread woken through an eventfd (poll + read) costs ${list(q.probeCpuPerWakeUs)} us per wake-up; tmemd switch-ins per request ${list(q.switchInsPerRequest)}; tmemd idle ${q.idleCpuUsPerSec.map((x) => Math.round(x)).join(', ')} us/s; load generator ${list(q.loadgenCpuPerRequestUs)} us per request; latency p50 ${list(q.p50us)} us, p99 ${list(q.p99us)} us`);
+}
+
+if (opt.pacedOnly) {
+  let p;
+  try {
+    p = await pacedBench();
+  } catch (e) {
+    fail(e instanceof Error ? e.message : String(e));
+  }
+  sayPaced(p);
+  if (opt.json) console.log(JSON.stringify({ ...p, cpus }));
+  process.exit(0);
+}
+
 const res = {};
 try {
   for (const m of opt.modes) {
     say(`ring-bench: ${m} mode, ${opt.queues} queue(s), depth ${opt.depth}, ${opt.pages} pages, ${opt.latOps} timed requests, ${loadgenThreads} load generator thread(s) on ${cpus} CPUs...`);
     res[m] = await benchMode(m);
   }
+  if (opt.modes.includes('notify')) res.paced = await pacedBench();
 } catch (e) {
   fail(e instanceof Error ? e.message : String(e));
 }
@@ -330,6 +419,7 @@ row('ratio 1 queue / memcpy', (j) => (j.oneQueueOpsPerSec / j.memcpyPagesPerSec)
 row('kicks', (j) => f0(j.kicks));
 const w = rows[0].map((_, c) => Math.max(...rows.map((r) => String(r[c]).length)));
 for (const r of rows) say(r.map((c, i) => (i === 0 ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join('  '));
+if (res.paced) sayPaced(res.paced);
 
 const P = res.poll;
 const N = res.notify;
@@ -353,6 +443,9 @@ const out = {
   notifyPerQueue: N?.perQueue,
   pollLatency: P?.latency,
   notifyLatency: N?.latency,
+  notifyCpuPerRequestUs: res.paced?.notifyCpuPerRequestUs,
+  notifyCpuPerRequestUsMin: res.paced?.notifyCpuPerRequestUsMin,
+  paced: res.paced?.paced,
   queues: opt.queues,
   loadgenThreads,
   cpus,

@@ -117,7 +117,7 @@ async function prepare(t: TapLike, kernel: KernelName): Promise<Built> {
     need(statSync(MODULE).mtimeMs >= statSync(join(k, 'bzImage')).mtimeMs, `guest module ${MODULE} is older than the guest kernel: rebuild it (make -C guest-driver)`);
     module = MODULE;
   } else {
-    const k = join(CACHE, 'debian-kernel');
+    const k = join(CACHE, kernel === 'debian' ? 'debian-kernel' : kernel === 'bookworm' ? 'bookworm-cloud-kernel' : 'bookworm-generic-kernel');
     need(existsSync(join(k, '.done')), `Debian's kernel ${k} (${setup})`);
   }
   const log: string[] = [];

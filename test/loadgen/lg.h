@@ -80,6 +80,8 @@ struct cfg {
 	int unsealed;    /* guest RAM memfd without seals (QEMU seals it) */
 	const char *noise; /* noisy: long | split | valid */
 	int nap_us;      /* noisy: pause between refills */
+	int rate;        /* paced: requests per second */
+	int cpu_pid;     /* paced: the daemon's pid, whose CPU is measured */
 	int verbose;
 };
 extern struct cfg G;
@@ -208,5 +210,6 @@ int mode_malformed(void);
 int mode_bench(void);
 int mode_latency(void);
 int mode_noisy(void);
+int mode_paced(void);
 
 #endif

@@ -22,17 +22,21 @@ struct cfg G = {
 	.shared_expect = "denied",
 	.noise = "long",
 	.nap_us = 200,
+	.rate = 20000,
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: tmem-loadgen MODE --socket PATH [options]\n"
-		"modes: verify | rules | malformed | bench | latency | noisy (results as JSON on the last line)\n"
+		"modes: verify | rules | malformed | bench | latency | noisy | paced (results as JSON on the last line)\n"
 		"  latency: PUT then GET at depth 1 on queue 0, --lat-ops of each: p50/p99/max\n"
 		"  noisy: keeps every avail ring of --queues queues full of one chain (a hostile\n"
 		"    or heavy guest) until SIGTERM or SIGINT; prints 'loadgen: noisy: flooding' on\n"
 		"    stderr once the rings are full, then the chains the daemon completed\n"
+		"  paced: --ops PUTs and GETs alternately at --rate per second, depth 1, on queue 0;\n"
+		"    the daemon's CPU per request (--cpu-pid PID, from /proc), beside a C probe's\n"
+		"    CPU per eventfd wake-up at the same rate\n"
 		"  --socket PATH        the daemon's vhost-user socket (required)\n"
 		"  --ram SIZE           guest RAM (memfd), default 64M\n"
 		"  --two-regions        SET_MEM_TABLE with two regions and a hole\n"
@@ -58,6 +62,8 @@ static void usage(FILE *f)
 		"                       PUT with its page split over 1021 descriptors, or a plain\n"
 		"                       3-descriptor PUT (default long)\n"
 		"  --nap-us N           noisy: microseconds between refills (default 200)\n"
+		"  --rate N             paced: requests per second (default 20000)\n"
+		"  --cpu-pid PID        paced: the daemon's process id (required)\n"
 		"  --json               human-readable lines go to stderr; stdout has the JSON only\n"
 		"  --verbose            log every vhost-user message\n");
 }
@@ -102,6 +108,8 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--maxmem-pages")) { VAL(); G.maxmem_pages = num_arg(v, a, 0, 1ll << 50); }
 		else if (!strcmp(a, "--timeout-ms")) { VAL(); G.timeout_ms = (int)num_arg(v, a, 10, 3600000); }
 		else if (!strcmp(a, "--nap-us")) { VAL(); G.nap_us = (int)num_arg(v, a, 0, 1000000); }
+		else if (!strcmp(a, "--rate")) { VAL(); G.rate = (int)num_arg(v, a, 1, 10000000); }
+		else if (!strcmp(a, "--cpu-pid")) { VAL(); G.cpu_pid = (int)num_arg(v, a, 1, 1 << 30); }
 		else if (!strcmp(a, "--noise")) {
 			VAL();
 			if (strcmp(v, "long") && strcmp(v, "split") && strcmp(v, "valid"))
@@ -143,5 +151,7 @@ int main(int argc, char **argv)
 		return mode_latency();
 	if (!strcmp(G.mode, "noisy"))
 		return mode_noisy();
-	lg_die(EXIT_ERROR, "unknown mode '%s' (verify, rules, malformed, bench, latency, noisy)", G.mode);
+	if (!strcmp(G.mode, "paced"))
+		return mode_paced();
+	lg_die(EXIT_ERROR, "unknown mode '%s' (verify, rules, malformed, bench, latency, noisy, paced)", G.mode);
 }

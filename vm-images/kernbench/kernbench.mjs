@@ -7,6 +7,10 @@
 //   notmem  no tmem device, no module (zswap off)
 //   tmem    tmemd + virtio_tmem with cleancache=1 frontswap=1 (zswap off)
 //   zswap   no tmem device, no module, zswap.enabled=1 in the guest
+//   tmem-blk  swap on tmemd's tmem-blk (QEMU's vhost-user-blk-pci, swapon --discard) instead
+//           of the swap disk; no tmem device, no module (zswap off). For a 6.1 guest:
+//           --kernel bookworm-generic --configs notmem,zswap,tmem-blk (Debian 12's own
+//           linux-image-6.1.0-N-amd64; its cloud flavour has no zswap)
 // Per run: QMP query-blockstats per disk (after the workload, before quit), the guest's
 // /proc/vmstat deltas over the workload, the workload's wall time (in the guest), tmemd CPU
 // time (/proc/PID/stat utime+stime before/after), tmem puts/gets/hits per pool kind and the
@@ -15,17 +19,17 @@
 // (report.md, index.html, raw.json, SVG+PNG figures); --json prints one JSON object last.
 //
 //   npm run kernbench -- [--runs 3] [--ram 224M] [--cpus 2] [--jobs 4] [--size 8] [--queues-mode notify]
-//                        [--configs notmem,tmem,zswap] [--json] [--help]
+//                        [--configs notmem,tmem,zswap,tmem-blk] [--kernel tmem|bookworm-generic|...] [--json] [--help]
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import os from 'node:os';
 import { execFileSync } from 'node:child_process';
-import { buildAll, startDaemon, startVm, makeRunDir, detectAccel, Session, REPO_DIR, VM_IMAGES_DIR } from '../lib/vm.mjs';
+import { buildAll, startDaemon, startVm, makeRunDir, detectAccel, Session, REPO_DIR, VM_IMAGES_DIR, CACHE, KERNELS } from '../lib/vm.mjs';
 import { buildDataDisk, DEFAULT_DIRS } from './build-data.mjs';
 import { writeReport, reportFromRaw } from './report.mjs';
 
-const CONFIGS = ['notmem', 'tmem', 'zswap'];
+const CONFIGS = ['notmem', 'tmem', 'zswap', 'tmem-blk'];
 // the run in progress: its Session stops QEMU first, then the daemon (both
 // run in their own process groups), then removes the run directory
 let live = null;
@@ -42,7 +46,11 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
 const HELP = `Usage: npm run kernbench -- [options]
 
   --runs N          runs per configuration (default 3); configurations interleave
-  --configs LIST    of notmem,tmem,zswap (default all three)
+  --configs LIST    of notmem,tmem,zswap,tmem-blk (default notmem,tmem,zswap; with a 6.1
+                    --kernel: notmem,zswap,tmem-blk)
+  --kernel NAME     the guest kernel: tmem (default: the project's 5.10), debian (bullseye
+                    5.10), bookworm (Debian 12's 6.1 cloud kernel: no zswap, no frontswap)
+                    or bookworm-generic (Debian 12's 6.1 generic kernel: zswap, no module)
   --ram SIZE        guest RAM (default 224M)
   --cpus N          guest vCPUs (default 2)
   --jobs N          make -jN in the guest (default 4)
@@ -63,13 +71,14 @@ const HELP = `Usage: npm run kernbench -- [options]
 `;
 
 function parseArgs(argv) {
-  const o = { runs: 3, queuesMode: 'notify', configs: CONFIGS, ram: '224M', cpus: 2, jobs: 4, size: 8, dirs: DEFAULT_DIRS, swap: '1G', maxmem: '1G', capacity: '1G', sample: 5, timeout: 25, out: null, json: false, quiet: false };
+  const o = { runs: 3, queuesMode: 'notify', configs: null, kernel: 'tmem', ram: '224M', cpus: 2, jobs: 4, size: 8, dirs: DEFAULT_DIRS, swap: '1G', maxmem: '1G', capacity: '1G', sample: 5, timeout: 25, out: null, json: false, quiet: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = () => { if (i + 1 >= argv.length) throw new Error(`${a} needs a value`); return argv[++i]; };
     switch (a) {
       case '--runs': o.runs = Number(v()); break;
       case '--configs': o.configs = v().split(',').map((s) => s.trim()).filter(Boolean); break;
+      case '--kernel': o.kernel = v(); break;
       case '--ram': o.ram = v(); break;
       case '--cpus': o.cpus = Number(v()); break;
       case '--jobs': o.jobs = Number(v()); break;
@@ -91,9 +100,30 @@ function parseArgs(argv) {
     }
   }
   if (!['notify', 'poll'].includes(o.queuesMode)) throw new Error(`--queues-mode must be notify or poll, not '${o.queuesMode}'`);
-  for (const c of o.configs) if (!CONFIGS.includes(c)) throw new Error(`unknown configuration '${c}' (${CONFIGS.join(', ')})`);
+  checkKernelConfigs(o);
   for (const k of ['runs', 'cpus', 'jobs', 'size', 'sample', 'timeout']) if (!(o[k] > 0)) throw new Error(`--${k} must be a positive number`);
   return o;
+}
+
+/** --kernel and --configs together: what each kernel can run (the 6.1 kernels have no frontswap; the cloud one no zswap). */
+function checkKernelConfigs(o) {
+  if (!KERNELS.includes(o.kernel)) throw new Error(`unknown --kernel '${o.kernel}' (${KERNELS.join(', ')})`);
+  const six = o.kernel.startsWith('bookworm');
+  o.configs ??= six ? ['notmem', 'zswap', 'tmem-blk'].filter((c) => c !== 'zswap' || o.kernel !== 'bookworm') : ['notmem', 'tmem', 'zswap'];
+  for (const c of o.configs) if (!CONFIGS.includes(c)) throw new Error(`unknown configuration '${c}' (${CONFIGS.join(', ')})`);
+  if (six && o.configs.includes('tmem')) throw new Error(`configuration tmem needs frontswap: --kernel ${o.kernel} (6.1) has none (use tmem-blk)`);
+  if (o.kernel === 'bookworm' && o.configs.includes('zswap')) throw new Error('configuration zswap: the bookworm cloud kernel has no zswap (# CONFIG_ZSWAP is not set): use --kernel bookworm-generic');
+}
+
+/** tmem-blk: tmemd serving only the VM's vhost-user-blk swap disk (blk-size = --swap). */
+async function startBlkDaemon(o, runDir, ctl, log) {
+  const overflow = path.join(runDir, 'overflow');
+  fs.mkdirSync(overflow, { recursive: true });
+  return startDaemon({
+    socket: path.join(runDir, 'tmem.sock'), name: 'vm0', maxmem: o.maxmem, capacity: o.capacity, queues: o.cpus, control: ctl,
+    blkSocket: path.join(runDir, 'blk.sock'), blkSize: o.swap, blkOverflowDir: overflow,
+    args: ['--queues-mode', o.queuesMode, ...(o.pollSpinMs !== undefined ? ['--poll-spin-ms', o.pollSpinMs] : [])], log,
+  });
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -174,11 +204,12 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
   let sampler = null;
   const ctl = path.join(runDir, 'tmemd-control.sock');
   try {
-    if (config === 'tmem') {
+    if (config === 'tmem' || config === 'tmem-blk') {
       let dlog = '';
-      daemon = await startDaemon({
+      const dlogSink = { write: (d) => { dlog += d; if (dlog.length > 1e6) dlog = dlog.slice(-5e5); } };
+      daemon = config === 'tmem-blk' ? await startBlkDaemon(o, runDir, ctl, dlogSink) : await startDaemon({
         socket: path.join(runDir, 'tmem.sock'), name: 'vm0', maxmem: o.maxmem, capacity: o.capacity,
-        queues: o.cpus, control: ctl, args: ['--queues-mode', o.queuesMode, ...(o.pollSpinMs !== undefined ? ['--poll-spin-ms', o.pollSpinMs] : [])], log: { write: (d) => { dlog += d; if (dlog.length > 1e6) dlog = dlog.slice(-5e5); } },
+        queues: o.cpus, control: ctl, args: ['--queues-mode', o.queuesMode, ...(o.pollSpinMs !== undefined ? ['--poll-spin-ms', o.pollSpinMs] : [])], log: dlogSink,
       });
       session.add(daemon);
       rec.daemonCmd = daemon.cmdline;
@@ -189,9 +220,10 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
     const qemuExtra = ['-drive', `file=${data.img},if=none,id=kbdata,format=raw,snapshot=on,cache=writeback`,
       '-device', 'virtio-blk-pci,drive=kbdata,serial=tmemdata,id=tmemdata'];
     vm = await startVm({
-      ...built, name: `kernbench-${config}`, ram: o.ram, cpus: o.cpus, swapSize: o.swap, dataSize: 0, runDir,
-      qemuExtra, run: `/opt/tmem/extra/kernbench.sh --jobs ${o.jobs}`,
-      tmemSocket: daemon ? daemon.socket : null,
+      ...built, name: `kernbench-${config}`, ram: o.ram, cpus: o.cpus, swapSize: config === 'tmem-blk' ? 0 : o.swap, dataSize: 0, runDir,
+      qemuExtra, run: `/opt/tmem/extra/kernbench.sh --jobs ${o.jobs}${config === 'tmem-blk' ? ' --swap-blk' : ''}`,
+      tmemSocket: daemon && config === 'tmem' ? daemon.socket : null,
+      blkSocket: config === 'tmem-blk' ? path.join(runDir, 'blk.sock') : null, blkQueues: o.cpus,
       modparams: config === 'tmem' ? 'cleancache=1 frontswap=1' : undefined,
       noModule: config !== 'tmem',
       extraAppend: config === 'zswap' ? 'zswap.enabled=1' : '',
@@ -292,10 +324,11 @@ async function main() {
   const tty = log.isTTY && !o.quiet;
   const progress = o.quiet ? null : (s) => { if (tty) log.write(`\r\x1b[K${s}`); else log.write(`${s}\n`); };
   const endProgress = () => { if (tty) log.write('\n'); };
-  if (!fs.existsSync(path.join(REPO_DIR, 'dist/host/tmemd.js')) && o.configs.includes('tmem')) throw new Error('dist/host/tmemd.js missing: npm run build first');
+  if (!fs.existsSync(path.join(REPO_DIR, 'dist/host/tmemd.js')) && (o.configs.includes('tmem') || o.configs.includes('tmem-blk'))) throw new Error('dist/host/tmemd.js missing: npm run build first');
   const extra = path.join(VM_IMAGES_DIR, 'kernbench/guest');
-  const built = await buildAll({ extra, log: process.stderr });
-  const data = buildDataDisk({ kernelDir: built.kernelDir, size: o.size, dirs: o.dirs, log: process.stderr });
+  const built = await buildAll({ kernel: o.kernel, extra, log: process.stderr });
+  // the objects compiled are Linux 5.10's whatever the guest runs: the project's kernel tree (setup builds it)
+  const data = buildDataDisk({ kernelDir: o.kernel === 'tmem' ? built.kernelDir : path.join(CACHE, 'kernel'), size: o.size, dirs: o.dirs, log: process.stderr });
   const started = new Date();
   const machine = {
     host: os.hostname(), cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),

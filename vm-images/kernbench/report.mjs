@@ -8,7 +8,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 
-export const LABEL = { notmem: 'no tmem', tmem: 'tmem', zswap: 'zswap' };
+export const LABEL = { notmem: 'no tmem', tmem: 'tmem', zswap: 'zswap', 'tmem-blk': 'tmem-blk' };
 
 export function median(a) {
   const v = a.filter(Number.isFinite).sort((x, y) => x - y);
@@ -174,6 +174,17 @@ ${body.join('\n')}
  * (a missing font, say) are left out with a line on stderr, so the runs' numbers are never
  * lost to a plotting problem; the caller sees it as plotError.
  */
+/** The guest kernel and, when run, the tmem-blk configuration (kept apart from the rest of the report). */
+function guestKernelNote(options, built) {
+  const out = [];
+  const k = built?.kernel;
+  if (k) out.push({ p: `Guest kernel: ${k.name} (${k.version})${String(k.name).startsWith('bookworm') ? ": Debian 12's own, unmodified; no frontswap, so no tmem configuration" : ''}.` });
+  if ((options.configs || []).includes('tmem-blk')) {
+    out.push({ p: `**tmem-blk**: no swap disk; the guest swaps (\`swapon --discard\`) on QEMU's vhost-user-blk-pci served by tmemd's tmem-blk (blk-size ${options.swap}, maxmem ${options.maxmem}, overflow file in the run directory), no tmem device, no module, zswap off. Its swap I/O goes to tmemd, not to a QEMU disk: it is not in the disk ops below (pswpin/pswpout count it); tmemd CPU s is the daemon's CPU time for it.` });
+  }
+  return out;
+}
+
 export async function writeReport({ outDir, options, machine, data, built, runs, started, argv }) {
   fs.mkdirSync(outDir, { recursive: true });
   const configs = options.configs;
@@ -194,6 +205,7 @@ export async function writeReport({ outDir, options, machine, data, built, runs,
   doc.push({ p: `Machine: ${machine.host}, ${machine.cpus} × ${machine.cpuModel}, ${machine.memGiB} GiB, accel **${machine.accel}**, load average at start ${machine.loadavgAtStart.join(' ')}, Linux ${machine.kernel}, Node ${machine.node}.` });
   doc.push({ p: `Workload: \`make -j${options.jobs}\` of ${data.objects.length} Linux 5.10 objects (${data.dirs.join(', ')}; the kernel's own gcc commands; ${data.files} source/header files, ${(data.srcBytes / 2 ** 20).toFixed(1)} MiB) on an ext4 data disk opened snapshot=on, in a guest with ${options.ram} RAM, ${options.cpus} vCPUs, ${options.swap} swap disk; fresh boot per run, ${options.runs} run(s) per configuration, configurations interleaved.` });
   doc.push({ p: 'Configurations: **no tmem** (no device, no module, zswap off); **tmem** (tmemd --queues-mode ' + (options.queuesMode ?? 'poll') + (options.pollSpinMs !== undefined ? ' --poll-spin-ms ' + options.pollSpinMs : '') + ' + virtio_tmem cleancache=1 frontswap=1, maxmem ' + options.maxmem + ', zswap off); **zswap** (no tmem, `zswap.enabled=1`, kernel defaults: lzo/zbud, max_pool_percent 20).' });
+  doc.push(...guestKernelNote(options, built));
   doc.push({ h: 2, text: 'Results (median [min-max])' }, { table: rows });
   doc.push({ p: 'Disk ops are QEMU `query-blockstats` summed over all disks (root, swap, project files, data) after the workload; guest I/O is pswpin + pswpout + pgmajfault over the workload (the measure of the zswap and zcache figures).' });
   doc.push({ h: 3, text: 'Per disk (median ops)' });

@@ -10,19 +10,28 @@
 //             lockup detectors on; virtio and ext4 are modules, so it boots
 //             with an initramfs of ours; the module is built against Debian's
 //             headers (build-debian-module.sh)
+//   'bookworm'          Debian 12's own linux-image-6.1.0-N-cloud-amd64, unmodified
+//                       (build-bookworm-kernel.sh cloud): no frontswap, no zswap, THP
+//                       always; virtio as modules (our initramfs); no module of ours:
+//                       this guest swaps on a block device (tmem-blk)
+//   'bookworm-generic'  linux-image-6.1.0-N-amd64 of the same version: the same with
+//                       zswap built in (off unless zswap.enabled=1)
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { VM_IMAGES_DIR, type Sink } from './paths.js';
 
-export type KernelName = 'tmem' | 'debian';
-export const KERNELS: readonly KernelName[] = ['tmem', 'debian'];
+export type KernelName = 'tmem' | 'debian' | 'bookworm' | 'bookworm-generic';
+export const KERNELS: readonly KernelName[] = ['tmem', 'debian', 'bookworm', 'bookworm-generic'];
+
+/** A 6.1 kernel (no frontswap): no virtio_tmem module is built or put on the files disk for it. */
+export const isBookworm = (k: KernelName): boolean => k === 'bookworm' || k === 'bookworm-generic';
 
 /** A kernel name from a flag or option; anything else is a one-line error. */
 export function kernelName(s: string | undefined): KernelName {
   const k = s ?? 'tmem';
   if ((KERNELS as readonly string[]).includes(k)) return k as KernelName;
-  throw new Error(`unknown guest kernel '${k}' (use ${KERNELS.join(' or ')})`);
+  throw new Error(`unknown guest kernel '${k}' (use ${KERNELS.join(', ')})`);
 }
 
 /** What QEMU boots, and what the module is built against. */
@@ -90,6 +99,11 @@ const readVersion = (dir: string): string => {
 
 /** Build (or find cached) one guest kernel. */
 export async function buildKernel(name: KernelName, log: Sink | null = process.stderr): Promise<BootKernel> {
+  if (isBookworm(name)) {
+    const dir = await runScript('build-bookworm-kernel.sh', [name === 'bookworm' ? 'cloud' : 'generic'], { log });
+    // no headers: nothing of ours is built against 6.1
+    return { name, version: readVersion(dir), dir, image: path.join(dir, 'vmlinuz'), initrd: path.join(dir, 'initrd.img'), buildDir: '' };
+  }
   if (name === 'debian') {
     const dir = await runScript('build-debian-kernel.sh', [], { log });
     return {
@@ -112,7 +126,7 @@ export async function buildAll({ kernel = 'tmem', module, extra, log = process.s
   const k = await buildKernel(kernel, log);
   const rootfs = await runScript('build-rootfs.sh', [], { log });
   let mod: string | null;
-  if (module === 'none' || module === false) mod = null;
+  if (module === 'none' || module === false || (isBookworm(k.name) && !module)) mod = null;
   else if (module) mod = module;
   else if (k.name === 'debian') mod = await buildDebianModule(k, log);
   else mod = newestModule();

@@ -20,6 +20,12 @@ export interface DaemonOptions {
   queues?: number | undefined;
   /** operator socket path */
   control?: string | undefined;
+  /** tmem-blk: the VM's vhost-user-blk socket (blk-socket=); start() then waits for it too */
+  blkSocket?: string | undefined;
+  /** tmem-blk: the disk's capacity (blk-size=, default tmemd's) */
+  blkSize?: string | undefined;
+  /** tmem-blk: --blk-overflow-dir */
+  blkOverflowDir?: string | undefined;
   args?: string[];
   log?: Sink | null;
   timeoutMs?: number;
@@ -33,20 +39,23 @@ export class Daemon {
   static async start(o: DaemonOptions): Promise<Daemon> {
     const cmd = o.cmd || process.env.TMEMD || `node ${path.join(REPO_DIR, 'dist/host/tmemd.js')}`;
     if (!o.maxmem) throw new Error('startDaemon: maxmem is required (the VM\'s maxmem; persistent limit = maxmem - RAM)');
-    const full = [`exec ${cmd}`, '--vm', q(`name=${o.name ?? 'vm0'},socket=${o.socket},maxmem=${o.maxmem}`), '--capacity', q(o.capacity ?? '1G')];
+    const blk = o.blkSocket ? `,blk-socket=${o.blkSocket}${o.blkSize ? `,blk-size=${o.blkSize}` : ''}` : '';
+    const full = [`exec ${cmd}`, '--vm', q(`name=${o.name ?? 'vm0'},socket=${o.socket},maxmem=${o.maxmem}${blk}`), '--capacity', q(o.capacity ?? '1G')];
+    if (o.blkOverflowDir) full.push('--blk-overflow-dir', q(o.blkOverflowDir));
     if (o.queues) full.push('--queues', String(o.queues));
     if (o.control) full.push('--control', q(o.control));
     full.push(...(o.args ?? []).map(q));
-    try { fs.unlinkSync(o.socket); } catch { /* none */ }
+    const sockets = [o.socket, ...(o.blkSocket ? [o.blkSocket] : [])];
+    for (const s of sockets) try { fs.unlinkSync(s); } catch { /* none */ }
     const d = new Daemon(full.join(' '), o.socket, o.cwd ?? REPO_DIR, o.log === undefined ? process.stderr : o.log);
     const timeoutMs = o.timeoutMs ?? 20000;
     const deadline = Date.now() + timeoutMs;
     while (!d.#exited) {
-      try { if (fs.statSync(o.socket).isSocket()) break; } catch { /* not yet */ }
-      if (Date.now() > deadline) { d.proc.kill('SIGKILL'); throw new Error(`tmemd did not create ${o.socket} within ${timeoutMs} ms`); }
+      if (sockets.every((s) => { try { return fs.statSync(s).isSocket(); } catch { return false; } })) break;
+      if (Date.now() > deadline) { d.proc.kill('SIGKILL'); throw new Error(`tmemd did not create ${sockets.join(' and ')} within ${timeoutMs} ms`); }
       await sleep(50);
     }
-    if (d.#exited) throw new Error(`tmemd exited (${JSON.stringify(d.#exited)}) before creating ${o.socket}: ${d.#text.slice(-2000)}`);
+    if (d.#exited) throw new Error(`tmemd exited (${JSON.stringify(d.#exited)}) before creating ${sockets.join(' and ')}: ${d.#text.slice(-2000)}`);
     return d;
   }
 

@@ -48,6 +48,15 @@ export interface VmOptions {
   dataSize?: string | number | undefined;
   /** the daemon's vhost-user socket; null/undefined: no tmem device */
   tmemSocket?: string | null | undefined;
+  /**
+   * a vhost-user-blk socket (tmemd's blk-socket, or qemu-storage-daemon's
+   * vhost-user-blk export): the guest gets QEMU's stock vhost-user-blk-pci at
+   * PCI 00:10.0 (guest/workloads/e2e-blk.sh finds it there: the serial comes
+   * from the backend). null/undefined: none
+   */
+  blkSocket?: string | null | undefined;
+  /** num-queues of that disk (default cpus) */
+  blkQueues?: number | undefined;
   /** a guest command (passed by fw_cfg; the guest powers off after it) */
   run?: string | undefined;
   /** virtio_tmem module parameters ("a=1 b=2") */
@@ -94,7 +103,8 @@ const qemuStr = (s: string): string => s.replace(/,/g, ',,'); // QEMU option val
 
 /**
  * The QEMU command line (without the binary).
- * Drives: vda rootfs (snapshot=on: never modified), vdb swap, vdc tmemfiles (read-only), vdd data.
+ * Drives: vda rootfs (snapshot=on: never modified), vdb swap, vdc tmemfiles (read-only), vdd data;
+ * with blkSocket a vhost-user-blk-pci disk at PCI 00:10.0 (its vd letter depends on probe order).
  */
 export function qemuArgs(o: QemuArgsInput): string[] {
   const ram = `${mib(o.ram ?? '512M')}M`;
@@ -127,6 +137,12 @@ export function qemuArgs(o: QemuArgsInput): string[] {
   if (o.tmemSocket) {
     a.push('-chardev', `socket,id=tmem0,path=${qemuStr(o.tmemSocket)}`,
       '-device', `vhost-user-test-device-pci,chardev=tmem0,virtio-id=39,num_vqs=${o.queues},vq_size=256,id=tmem0dev`);
+  }
+  if (o.blkSocket) {
+    // QEMU's own front-end, as a user would configure it (the guest RAM is the
+    // shared memfd above, which vhost-user needs)
+    a.push('-chardev', `socket,id=blk0,path=${qemuStr(o.blkSocket)}`,
+      '-device', `vhost-user-blk-pci,chardev=blk0,num-queues=${o.blkQueues ?? o.cpus},bus=pcie.0,addr=0x10,id=tmemblk`);
   }
   if (o.harnessSocket) {
     // the harness port (guest/init.sh): markers and results over virtio-serial,

@@ -134,7 +134,14 @@ export function requestFlagsAllowed(op: number): number {
 }
 
 export class TmemStore {
+  /** Pages the structures are sized for: the most setCapacity may give. */
   readonly capacityPages: number;
+  /**
+   * The capacity in force (setCapacity; at most capacityPages): no page is
+   * taken while this many are held (live and pending reclaim). Persistent
+   * pages above it after a shrink are kept; new pages are refused meanwhile.
+   */
+  private limitPages: number;
   readonly maxPoolsPerGuest: number;
   private readonly index: HandleIndex;
   private readonly frames: FrameStore;
@@ -163,6 +170,7 @@ export class TmemStore {
     if (!(cap >= 0 && cap <= MAX_CAPACITY_PAGES)) throw new RangeError(`capacityPages out of range: ${opts.capacityPages}`);
     if (!(mp >= 1 && mp < 2 ** 20)) throw new RangeError(`maxPoolsPerGuest out of range: ${opts.maxPoolsPerGuest}`);
     this.capacityPages = cap;
+    this.limitPages = cap;
     this.maxPoolsPerGuest = mp;
     this.index = new HandleIndex(cap, { seed: opts.hashSeed });
     this.frames = new FrameStore(cap, opts.allocFrames);
@@ -372,7 +380,7 @@ export class TmemStore {
    */
   prefaultStep(budgetPages: number): number {
     const from = Math.max(this.prefaulted, this.index.freshFrom);
-    const end = Math.min(this.capacityPages, this.index.freshFrom + PREFAULT_AHEAD_PAGES);
+    const end = Math.min(this.limitPages, this.index.freshFrom + PREFAULT_AHEAD_PAGES);
     const n = Math.max(0, Math.min(Math.floor(budgetPages), end - from));
     for (let f = from; f < from + n; f++) {
       if (!this.frames.prefault(f)) {
@@ -388,6 +396,45 @@ export class TmemStore {
   /** Pages of destroyed pools not yet freed. */
   reclaimPending(): number {
     return this.host.pending;
+  }
+
+  /** The capacity in force, in pages (setCapacity). */
+  get capacityLimitPages(): number {
+    return this.limitPages;
+  }
+
+  /**
+   * The operator changes the capacity (tmemctl set capacity=), within the
+   * pages the store was sized for. Shrinking below what is held frees the
+   * pages of destroyed pools, then evicts ephemeral pages oldest first
+   * (counted as evictions); persistent pages are never dropped, as in Xen:
+   * while they alone exceed the capacity every new page is refused
+   * (NOSPACE) until guests release some. Growing takes effect at once.
+   * Returns what it did; a capacity out of range changes nothing (null).
+   */
+  setCapacity(pages: number): { evicted: number; reclaimed: number; overPages: number } | null {
+    if (!Number.isSafeInteger(pages) || pages < 0 || pages > this.capacityPages) return null;
+    this.limitPages = pages;
+    let reclaimed = 0;
+    let evicted = 0;
+    while (this.index.pagesUsed > pages && this.host.pending > 0) {
+      const before = this.host.pending;
+      this.reclaimStep(Math.min(before, this.index.pagesUsed - pages));
+      reclaimed += before - this.host.pending;
+    }
+    while (this.index.pagesUsed > pages && this.evictOldest()) evicted++;
+    return { evicted, reclaimed, overPages: Math.max(0, this.index.pagesUsed - pages) };
+  }
+
+  /** Evicts the oldest ephemeral page of the host-wide LRU; false when there is none. */
+  private evictOldest(): boolean {
+    const v = this.lru.head;
+    if (v === NIL) return false;
+    const pool = this.poolsBySlot[this.index.objPool[this.index.pgObj[v]!]!]!;
+    pool.stats[C.evictions]++;
+    if (pool.owner) pool.owner.stats[C.evictions]++;
+    this.removePage(v, pool);
+    return true;
   }
 
   // ---- pages ---------------------------------------------------------------
@@ -423,22 +470,19 @@ export class TmemStore {
    */
   private obtainPage(): number {
     for (;;) {
-      let p = this.index.allocRecycled();
+      // at the capacity in force (below the structures' size after a shrink), only freeing makes room
+      const room = this.index.pagesUsed < this.limitPages;
+      let p = room ? this.index.allocRecycled() : NIL;
       if (p !== NIL) return p;
       const pending = this.host.pending;
       if (pending > 0 && this.reclaimStep(1) < pending) continue;
-      p = this.index.allocFresh();
+      p = room ? this.index.allocFresh() : NIL;
       if (p !== NIL) {
         if (this.frames.ensure(p)) return p;
         // its chunk cannot be allocated (out of memory): evict instead
         this.index.unallocPage(p);
       }
-      const v = this.lru.head;
-      if (v === NIL) return NIL;
-      const pool = this.poolsBySlot[this.index.objPool[this.index.pgObj[v]!]!]!;
-      pool.stats[C.evictions]++;
-      if (pool.owner) pool.owner.stats[C.evictions]++;
-      this.removePage(v, pool);
+      if (!this.evictOldest()) return NIL;
     }
   }
 
@@ -702,7 +746,7 @@ export class TmemStore {
   info(g: number, out: Float64Array): void {
     out.fill(0, 0, Math.min(out.length, INFO_LENGTH));
     out[INFO_MAX_POOLS] = this.maxPoolsPerGuest;
-    out[INFO_CAPACITY_PAGES] = this.capacityPages;
+    out[INFO_CAPACITY_PAGES] = this.limitPages;
     const guest = this.guestAt(g);
     if (!guest) return;
     out[INFO_PERSISTENT_LIMIT_PAGES] = guest.persistentLimit();
@@ -758,8 +802,9 @@ export class TmemStore {
       });
     }
     return {
-      capacityPages: this.capacityPages,
-      freePages: this.capacityPages - h.ephemeral - h.persistent - h.pending,
+      capacityPages: this.limitPages,
+      capacityMaxPages: this.capacityPages,
+      freePages: Math.max(0, this.limitPages - h.ephemeral - h.persistent - h.pending),
       ephemeralPages: h.ephemeral,
       persistentPages: h.persistent,
       reclaimPendingPages: h.pending,

@@ -1,6 +1,8 @@
 #!/bin/sh
 # kernbench guest workload: a parallel make of Linux 5.10 objects from the data disk.
-#   kernbench.sh [--jobs N]
+#   kernbench.sh [--jobs N] [--swap-blk]
+# --swap-blk: swap on the vhost-user-blk disk at PCI 00:10.0 (tmem-blk; mkswap,
+# swapon --discard) instead of the swap disk (the configuration tmem-blk).
 # The data disk (/mnt/data, built on the host by vm-images/kernbench/build-data.mjs) holds
 # kb/src (the sources and headers the objects need), kb/build (generated headers and a
 # Makefile whose recipes are the exact gcc commands of the kernel build). The objects
@@ -8,13 +10,20 @@
 # Prints @@TMEM-RESULT (see vm-images/guest/workloads/lib.sh) with result
 # {jobs, objects, built, make_rc, zswap, mem_kb}.
 . /opt/tmem/workloads/lib.sh
-JOBS=4
+JOBS=4 SWAP_BLK=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --jobs) JOBS=$2; shift 2 ;;
-    *) echo "usage: $0 [--jobs N]" >&2; exit 2 ;;
+    --swap-blk) SWAP_BLK=1; shift ;;
+    *) echo "usage: $0 [--jobs N] [--swap-blk]" >&2; exit 2 ;;
   esac
 done
+if [ "$SWAP_BLK" = 1 ]; then
+  BLKDEV=""
+  for b in /sys/bus/pci/devices/0000:00:10.0/virtio*/block/vd*; do [ -d "$b" ] && BLKDEV=/dev/${b##*/}; done
+  [ -n "$BLKDEV" ] || { echo "kernbench: --swap-blk: no vhost-user-blk disk at PCI 00:10.0" >&2; exit 1; }
+  mkswap "$BLKDEV" > /dev/null && swapon --discard "$BLKDEV" || { echo "kernbench: swapon --discard $BLKDEV failed" >&2; exit 1; }
+fi
 KB=/mnt/data/kb
 [ -f "$KB/build/Makefile.kernbench" ] || { echo "kernbench: no $KB/build/Makefile.kernbench (data disk missing?)" >&2; exit 1; }
 

@@ -1,0 +1,931 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * blk-loadgen: a userspace vhost-user front-end for a vhost-user-blk backend
+ * (what QEMU's vhost-user-blk-pci and the guest's virtio_blk do together), in
+ * one process: memfd guest RAM, split virtqueues, one thread per queue. It
+ * drives tmemd's tmem-blk socket or qemu-storage-daemon's vhost-user-blk
+ * export with 4 KiB random reads and writes at a given depth per queue and
+ * verifies every read against what it wrote. Shares no code with the daemon
+ * nor with the tmem load generator (tmem-loadgen).
+ *
+ *   blk-loadgen --socket PATH [--queues N] [--depth D] [--seconds S]
+ *               [--read-pct P] [--span-mib M] [--qsize Q] [--seed S]
+ *               [--poll] [--timeout-ms T] [--json] [--memcpy]
+ *
+ * Phases: handshake (as QEMU: features, protocol features CONFIG and MQ,
+ * GET_CONFIG for capacity, blk_size and num_queues, memory table, rings);
+ * prefill (every block of the span written once, not timed, so that every
+ * later read has a known content and reads data the backend holds); the
+ * timed phase (each request a random block of the queue's own share of the
+ * span: a read with probability P percent, else a write of a new version;
+ * never two requests on one block at once); a final read-back of every block.
+ * Completions are waited for on the call eventfd (interrupts, as a guest
+ * does) or, with --poll, by spinning on the used ring.
+ *
+ * Output: one line of JSON with --json (requests/s, p50/p99/p99.9 latency in
+ * microseconds, reads, writes, mismatches), else text. --memcpy adds the
+ * same-run memcpy baseline (4 KiB pages/s between two buffers as large as the
+ * span). Exit 0 when every read matched and every status was OK; 1 on a
+ * mismatch or an error status; 2 on setup/protocol errors; 3 on a hang.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXIT_MISMATCH 1
+#define EXIT_ERROR 2
+#define EXIT_HANG 3
+
+#define BLK 4096u
+#define SECTORS_PER_BLK (BLK / 512u)
+
+/* vhost-user (docs/interop/vhost-user.rst) */
+enum {
+	VU_GET_FEATURES = 1,
+	VU_SET_FEATURES = 2,
+	VU_SET_OWNER = 3,
+	VU_SET_MEM_TABLE = 5,
+	VU_SET_VRING_NUM = 8,
+	VU_SET_VRING_ADDR = 9,
+	VU_SET_VRING_BASE = 10,
+	VU_GET_VRING_BASE = 11,
+	VU_SET_VRING_KICK = 12,
+	VU_SET_VRING_CALL = 13,
+	VU_GET_PROTOCOL_FEATURES = 15,
+	VU_SET_PROTOCOL_FEATURES = 16,
+	VU_GET_QUEUE_NUM = 17,
+	VU_SET_VRING_ENABLE = 18,
+	VU_GET_CONFIG = 24,
+};
+
+#define VU_VERSION 0x1
+#define VU_REPLY 0x4
+#define F_PROTOCOL_FEATURES 30
+#define F_VERSION_1 32
+#define PROTO_MQ 0
+#define PROTO_CONFIG 9
+
+/* virtio-blk (VIRTIO 1.2, 5.2) */
+#define BLK_F_SIZE_MAX 1
+#define BLK_F_SEG_MAX 2
+#define BLK_F_BLK_SIZE 6
+#define BLK_F_FLUSH 9
+#define BLK_F_MQ 12
+#define BLK_F_DISCARD 13
+#define BLK_F_WRITE_ZEROES 14
+#define BLK_T_IN 0
+#define BLK_T_OUT 1
+#define BLK_S_OK 0
+
+#define DESC_F_NEXT 1
+#define DESC_F_WRITE 2
+
+struct desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags;
+	uint16_t next;
+};
+
+struct vu_region {
+	uint64_t gpa, size, uaddr, mmap_offset;
+};
+
+struct vu_mem {
+	uint32_t nregions, padding;
+	struct vu_region r[1];
+};
+
+struct vu_addr {
+	uint32_t index, flags;
+	uint64_t desc, used, avail, log;
+};
+
+struct blk_hdr {
+	uint32_t type;
+	uint32_t reserved;
+	uint64_t sector;
+};
+
+/* one request in flight: its own three descriptors, header, data and status */
+struct slot {
+	struct blk_hdr *hdr;
+	uint8_t *data;
+	uint8_t *status;
+	uint64_t block;
+	uint64_t t0;
+	uint32_t ver;
+	uint8_t write;
+	uint8_t busy;
+};
+
+struct queue {
+	int index;
+	uint16_t num;
+	struct desc *desc;
+	uint16_t *avail; /* flags, idx, ring[num], used_event */
+	uint8_t *used;   /* flags, idx, {id, len}[num], avail_event */
+	uint16_t avail_idx, last_used;
+	int kickfd, callfd;
+	struct slot *slots;
+	uint16_t *free_slots;
+	int nfree;
+	uint64_t rng;
+	/* the timed phase */
+	uint64_t *lat;
+	uint64_t nlat, cap_lat;
+	uint64_t reads, writes, mismatches, bad_status, kicks, waits;
+	int phase; /* 0 prefill, 1 timed, 2 final read */
+	pthread_t thread;
+};
+
+static struct {
+	const char *socket;
+	int queues, depth, seconds, read_pct, qsize, poll, timeout_ms, json, memcpy_base;
+	uint64_t span_mib, seed;
+} opt = { .queues = 2, .depth = 32, .seconds = 3, .read_pct = 50, .qsize = 256, .timeout_ms = 20000, .span_mib = 256, .seed = 1 };
+
+static int sock = -1, memfd = -1;
+static uint8_t *ram;
+static uint64_t ram_size, brk_off, span_blocks, capacity_sectors;
+static uint32_t *version; /* per block: the version last written (0 = none) */
+static struct queue *qs;
+static uint64_t features, proto;
+static uint32_t blk_size_cfg;
+static uint16_t num_queues_cfg;
+static volatile int phase_stop;
+
+static void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+static void die(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fputs("blk-loadgen: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	exit(code);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t mix64(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+	*s += 0x9e3779b97f4a7c15ull;
+	return mix64(*s);
+}
+
+/* the content of a block at a version: 512 words from (seed, block, version) */
+static void fill_block(uint8_t *p, uint64_t block, uint32_t ver)
+{
+	uint64_t *w = (uint64_t *)(void *)p;
+	uint64_t base = mix64(opt.seed ^ (block << 20) ^ ((uint64_t)ver << 52));
+
+	for (unsigned int i = 0; i < BLK / 8; i++)
+		w[i] = base + i * 0x9e3779b97f4a7c15ull;
+	w[0] = block;
+	w[1] = ver;
+}
+
+static int check_block(const uint8_t *p, uint64_t block, uint32_t ver)
+{
+	const uint64_t *w = (const uint64_t *)(const void *)p;
+	uint64_t base = mix64(opt.seed ^ (block << 20) ^ ((uint64_t)ver << 52));
+
+	if (w[0] != block || w[1] != ver)
+		return 0;
+	for (unsigned int i = 2; i < BLK / 8; i++)
+		if (w[i] != base + i * 0x9e3779b97f4a7c15ull)
+			return 0;
+	return 1;
+}
+
+/* ---------------- the socket ---------------- */
+
+static void wait_fd(int fd, short ev, const char *what)
+{
+	struct pollfd p = { .fd = fd, .events = ev };
+
+	for (;;) {
+		int r = poll(&p, 1, opt.timeout_ms);
+
+		if (r > 0)
+			return;
+		if (r == 0)
+			die(EXIT_HANG, "no reply to %s within %d ms", what, opt.timeout_ms);
+		if (errno != EINTR)
+			die(EXIT_ERROR, "poll: %s", strerror(errno));
+	}
+}
+
+static void vu_send(uint32_t req, const void *pl, uint32_t size, const int *fds, int nfds)
+{
+	uint8_t buf[12 + 256];
+	uint32_t h[3] = { req, VU_VERSION, size };
+	union {
+		char b[CMSG_SPACE(sizeof(int) * 2)];
+		struct cmsghdr align;
+	} cbuf;
+	struct iovec iov;
+	struct msghdr mh;
+
+	if (size > sizeof(buf) - 12 || nfds > 2)
+		die(EXIT_ERROR, "internal: message too large");
+	memcpy(buf, h, 12);
+	if (size)
+		memcpy(buf + 12, pl, size);
+	memset(&cbuf, 0, sizeof(cbuf));
+	memset(&mh, 0, sizeof(mh));
+	iov.iov_base = buf;
+	iov.iov_len = 12 + size;
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	if (nfds) {
+		struct cmsghdr *cm;
+
+		mh.msg_control = cbuf.b;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
+	}
+	for (;;) {
+		ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+
+		if (n == (ssize_t)(12 + size))
+			return;
+		if (n < 0 && errno == EINTR)
+			continue;
+		die(EXIT_ERROR, "sending request %u: %s", req, n < 0 ? strerror(errno) : "short write");
+	}
+}
+
+static void read_full(void *p, size_t n, const char *what)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t r;
+
+		wait_fd(sock, POLLIN, what);
+		r = recv(sock, (uint8_t *)p + got, n - got, 0);
+		if (r == 0)
+			die(EXIT_ERROR, "the backend closed the connection (waiting for %s)", what);
+		if (r < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			die(EXIT_ERROR, "reading %s: %s", what, strerror(errno));
+		}
+		got += (size_t)r;
+	}
+}
+
+static void vu_recv(uint32_t req, void *pl, uint32_t size, const char *what)
+{
+	uint32_t h[3];
+
+	read_full(h, 12, what);
+	if (h[0] != req || !(h[1] & VU_REPLY))
+		die(EXIT_ERROR, "reply to %s: request %u flags 0x%x", what, h[0], h[1]);
+	if (h[2] != size)
+		die(EXIT_ERROR, "reply to %s has size %u, expected %u", what, h[2], size);
+	read_full(pl, size, what);
+}
+
+static uint64_t vu_get_u64(uint32_t req, const char *what)
+{
+	uint64_t v;
+
+	vu_send(req, NULL, 0, NULL, 0);
+	vu_recv(req, &v, 8, what);
+	return v;
+}
+
+static void vu_set_u64(uint32_t req, uint64_t v, int fd)
+{
+	vu_send(req, &v, 8, fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0);
+}
+
+static void vu_state(uint32_t req, uint32_t index, uint32_t num)
+{
+	uint32_t s[2] = { index, num };
+
+	vu_send(req, s, 8, NULL, 0);
+}
+
+static int connect_socket(const char *path)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	uint64_t deadline = now_ns() + (uint64_t)opt.timeout_ms * 1000000ull;
+
+	if (strlen(path) >= sizeof(a.sun_path))
+		die(EXIT_ERROR, "--socket %s: path too long", path);
+	strcpy(a.sun_path, path);
+	for (;;) {
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int e;
+
+		if (fd < 0)
+			die(EXIT_ERROR, "socket: %s", strerror(errno));
+		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
+			return fd;
+		e = errno;
+		close(fd);
+		if ((e != ENOENT && e != ECONNREFUSED && e != EAGAIN) || now_ns() > deadline)
+			die(EXIT_ERROR, "connecting to %s: %s", path, strerror(e));
+		usleep(20000);
+	}
+}
+
+static void *ram_alloc(size_t size, size_t align)
+{
+	uint64_t off = (brk_off + align - 1) & ~(uint64_t)(align - 1);
+
+	if (off + size > ram_size)
+		die(EXIT_ERROR, "internal: guest RAM exhausted");
+	brk_off = off + size;
+	return ram + off;
+}
+
+/* guest-physical address = offset in the one region (gpa 0) */
+static uint64_t gpa(const void *p)
+{
+	return (uint64_t)((const uint8_t *)p - ram);
+}
+
+static int new_eventfd(void)
+{
+	int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+
+	if (fd < 0)
+		die(EXIT_ERROR, "eventfd: %s", strerror(errno));
+	return fd;
+}
+
+/* ---------------- handshake ---------------- */
+
+static void handshake(void)
+{
+	uint64_t want, offered;
+	uint32_t cfg[3 + 15];
+	uint8_t *c;
+	struct vu_mem mem;
+
+	sock = connect_socket(opt.socket);
+	offered = vu_get_u64(VU_GET_FEATURES, "GET_FEATURES");
+	if (!(offered & (1ull << F_VERSION_1)) || !(offered & (1ull << F_PROTOCOL_FEATURES)))
+		die(EXIT_ERROR, "the backend offers features 0x%llx without VERSION_1 or PROTOCOL_FEATURES", (unsigned long long)offered);
+	proto = vu_get_u64(VU_GET_PROTOCOL_FEATURES, "GET_PROTOCOL_FEATURES");
+	if (!(proto & (1ull << PROTO_CONFIG)))
+		die(EXIT_ERROR, "the backend offers no CONFIG protocol feature (0x%llx): QEMU's vhost-user-blk needs it", (unsigned long long)proto);
+	proto &= (1ull << PROTO_MQ) | (1ull << PROTO_CONFIG);
+	vu_set_u64(VU_SET_PROTOCOL_FEATURES, proto, -1);
+	if (proto & (1ull << PROTO_MQ)) {
+		uint64_t n = vu_get_u64(VU_GET_QUEUE_NUM, "GET_QUEUE_NUM");
+
+		if (n < (uint64_t)opt.queues)
+			die(EXIT_ERROR, "the backend has %llu queues, --queues %d asked", (unsigned long long)n, opt.queues);
+	} else if (opt.queues > 1) {
+		die(EXIT_ERROR, "the backend offers no MQ protocol feature: --queues 1 only");
+	}
+	vu_send(VU_SET_OWNER, NULL, 0, NULL, 0);
+
+	/* config space: the whole virtio_blk_config (60 bytes) */
+	memset(cfg, 0, sizeof(cfg));
+	cfg[0] = 0;  /* offset */
+	cfg[1] = 60; /* size */
+	cfg[2] = 0;  /* flags */
+	vu_send(VU_GET_CONFIG, cfg, 12 + 60, NULL, 0);
+	vu_recv(VU_GET_CONFIG, cfg, 12 + 60, "GET_CONFIG");
+	c = (uint8_t *)&cfg[3];
+	memcpy(&capacity_sectors, c + 0, 8);
+	memcpy(&blk_size_cfg, c + 20, 4);
+	memcpy(&num_queues_cfg, c + 34, 2);
+
+	want = (1ull << F_VERSION_1) | (1ull << F_PROTOCOL_FEATURES) | (1ull << BLK_F_BLK_SIZE) |
+	       (1ull << BLK_F_SEG_MAX) | (1ull << BLK_F_SIZE_MAX) | (1ull << BLK_F_FLUSH) |
+	       (1ull << BLK_F_DISCARD) | (1ull << BLK_F_WRITE_ZEROES);
+	if (opt.queues > 1)
+		want |= 1ull << BLK_F_MQ;
+	if (opt.queues > 1 && !(offered & (1ull << BLK_F_MQ)))
+		die(EXIT_ERROR, "the backend does not offer VIRTIO_BLK_F_MQ: --queues 1 only");
+	features = offered & want;
+	if (!(features & (1ull << BLK_F_MQ)))
+		num_queues_cfg = 1;
+	if ((int)num_queues_cfg < opt.queues)
+		die(EXIT_ERROR, "the device has num_queues %u, --queues %d asked", num_queues_cfg, opt.queues);
+	if (capacity_sectors < SECTORS_PER_BLK)
+		die(EXIT_ERROR, "the device's capacity is %llu sectors", (unsigned long long)capacity_sectors);
+	span_blocks = opt.span_mib * (1024 * 1024 / BLK);
+	if (span_blocks > capacity_sectors / SECTORS_PER_BLK)
+		span_blocks = capacity_sectors / SECTORS_PER_BLK;
+	if (span_blocks < (uint64_t)opt.queues * (uint64_t)opt.depth * 2)
+		die(EXIT_ERROR, "span of %llu blocks is too small for %d queues of depth %d", (unsigned long long)span_blocks, opt.queues, opt.depth);
+	vu_set_u64(VU_SET_FEATURES, features, -1);
+
+	memset(&mem, 0, sizeof(mem));
+	mem.nregions = 1;
+	mem.r[0].gpa = 0;
+	mem.r[0].size = ram_size;
+	mem.r[0].uaddr = (uint64_t)(uintptr_t)ram;
+	mem.r[0].mmap_offset = 0;
+	vu_send(VU_SET_MEM_TABLE, &mem, 8 + sizeof(struct vu_region), &memfd, 1);
+}
+
+static void setup_queue(struct queue *q)
+{
+	struct vu_addr a;
+	uint16_t n = (uint16_t)opt.qsize;
+
+	q->num = n;
+	q->desc = ram_alloc(16u * n, 4096);
+	q->avail = ram_alloc(6u + 2u * n, 4096);
+	q->used = ram_alloc(6u + 8u * n, 4096);
+	q->kickfd = new_eventfd();
+	q->callfd = new_eventfd();
+	vu_state(VU_SET_VRING_NUM, (uint32_t)q->index, n);
+	vu_state(VU_SET_VRING_BASE, (uint32_t)q->index, 0);
+	memset(&a, 0, sizeof(a));
+	a.index = (uint32_t)q->index;
+	/* ring addresses are front-end virtual addresses (translated through uaddr) */
+	a.desc = (uint64_t)(uintptr_t)q->desc;
+	a.avail = (uint64_t)(uintptr_t)q->avail;
+	a.used = (uint64_t)(uintptr_t)q->used;
+	vu_send(VU_SET_VRING_ADDR, &a, sizeof(a), NULL, 0);
+	vu_set_u64(VU_SET_VRING_KICK, (uint64_t)q->index, q->kickfd);
+	vu_set_u64(VU_SET_VRING_CALL, (uint64_t)q->index, q->callfd);
+
+	q->slots = calloc((size_t)opt.depth, sizeof(*q->slots));
+	q->free_slots = calloc((size_t)opt.depth, sizeof(*q->free_slots));
+	if (!q->slots || !q->free_slots)
+		die(EXIT_ERROR, "out of memory");
+	for (int i = 0; i < opt.depth; i++) {
+		struct slot *s = &q->slots[i];
+
+		s->data = ram_alloc(BLK, BLK);
+		s->hdr = ram_alloc(sizeof(*s->hdr), 16);
+		s->status = ram_alloc(1, 1);
+		q->free_slots[q->nfree++] = (uint16_t)i;
+		/* descriptors 3i, 3i+1, 3i+2: header, data, status */
+		q->desc[3 * i].addr = gpa(s->hdr);
+		q->desc[3 * i].len = sizeof(*s->hdr);
+		q->desc[3 * i].flags = DESC_F_NEXT;
+		q->desc[3 * i].next = (uint16_t)(3 * i + 1);
+		q->desc[3 * i + 1].addr = gpa(s->data);
+		q->desc[3 * i + 1].len = BLK;
+		q->desc[3 * i + 1].next = (uint16_t)(3 * i + 2);
+		q->desc[3 * i + 2].addr = gpa(s->status);
+		q->desc[3 * i + 2].len = 1;
+		q->desc[3 * i + 2].flags = DESC_F_WRITE;
+	}
+	q->rng = opt.seed * 1000003u + (uint64_t)q->index;
+}
+
+/* ---------------- requests ---------------- */
+
+static void submit(struct queue *q, int si, uint64_t block, int write)
+{
+	struct slot *s = &q->slots[si];
+	uint16_t head = (uint16_t)(3 * si);
+
+	s->block = block;
+	s->write = (uint8_t)write;
+	s->hdr->type = write ? BLK_T_OUT : BLK_T_IN;
+	s->hdr->reserved = 0;
+	s->hdr->sector = block * SECTORS_PER_BLK;
+	*s->status = 0xff;
+	if (write) {
+		s->ver = version[block] + 1;
+		fill_block(s->data, block, s->ver);
+	} else {
+		s->ver = version[block];
+		memset(s->data, 0xa5, 64); /* a stale buffer must not pass the check */
+	}
+	q->desc[head + 1].flags = (uint16_t)(DESC_F_NEXT | (write ? 0 : DESC_F_WRITE));
+	s->busy = 1;
+	s->t0 = now_ns();
+	q->avail[2 + q->avail_idx % q->num] = head;
+	q->avail_idx++;
+	__atomic_store_n(&q->avail[1], q->avail_idx, __ATOMIC_RELEASE);
+}
+
+static void kick(struct queue *q)
+{
+	uint64_t one = 1;
+
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (__atomic_load_n((uint16_t *)(void *)q->used, __ATOMIC_ACQUIRE) & 1) /* VRING_USED_F_NO_NOTIFY */
+		return;
+	if (write(q->kickfd, &one, 8) != 8)
+		die(EXIT_ERROR, "kick: %s", strerror(errno));
+	q->kicks++;
+}
+
+/* One used element, or -1. */
+static int harvest(struct queue *q, uint32_t *len)
+{
+	uint16_t ui = __atomic_load_n((uint16_t *)(void *)(q->used + 2), __ATOMIC_ACQUIRE);
+	uint32_t id;
+	const uint8_t *e;
+
+	if (ui == q->last_used)
+		return -1;
+	if ((uint16_t)(ui - q->last_used) > q->num)
+		die(EXIT_MISMATCH, "queue %d: used idx jumped from %u to %u", q->index, q->last_used, ui);
+	e = q->used + 4 + 8u * (q->last_used % q->num);
+	memcpy(&id, e, 4);
+	memcpy(len, e + 4, 4);
+	q->last_used++;
+	if (id % 3 || id / 3 >= (uint32_t)opt.depth || !q->slots[id / 3].busy)
+		die(EXIT_MISMATCH, "queue %d: used id %u is not a request in flight", q->index, id);
+	return (int)(id / 3);
+}
+
+/* Wait for completions: spin (--poll) or sleep on the call eventfd. */
+static void wait_some(struct queue *q)
+{
+	uint64_t deadline = now_ns() + (uint64_t)opt.timeout_ms * 1000000ull;
+	uint16_t ui;
+
+	for (;;) {
+		ui = __atomic_load_n((uint16_t *)(void *)(q->used + 2), __ATOMIC_ACQUIRE);
+		if (ui != q->last_used)
+			return;
+		if (opt.poll) {
+			__builtin_ia32_pause();
+		} else {
+			struct pollfd p = { .fd = q->callfd, .events = POLLIN };
+			uint64_t v;
+
+			q->waits++;
+			if (poll(&p, 1, 100) > 0 && read(q->callfd, &v, 8) < 0 && errno != EAGAIN)
+				die(EXIT_ERROR, "call eventfd: %s", strerror(errno));
+		}
+		if (now_ns() > deadline)
+			die(EXIT_HANG, "queue %d: no completion within %d ms (avail %u, used %u)", q->index, opt.timeout_ms,
+			    q->avail_idx, __atomic_load_n((uint16_t *)(void *)(q->used + 2), __ATOMIC_ACQUIRE));
+	}
+}
+
+/* Complete one slot: check status, length and (reads) the data. */
+static void complete(struct queue *q, int si, uint32_t len, int timed)
+{
+	struct slot *s = &q->slots[si];
+	uint64_t t = now_ns();
+
+	s->busy = 0;
+	q->free_slots[q->nfree++] = (uint16_t)si;
+	if (*s->status != BLK_S_OK) {
+		q->bad_status++;
+		fprintf(stderr, "blk-loadgen: queue %d: %s of block %llu: status %u\n", q->index, s->write ? "write" : "read",
+			(unsigned long long)s->block, *s->status);
+	} else if (s->write) {
+		version[s->block] = s->ver;
+	} else if (!check_block(s->data, s->block, s->ver)) {
+		q->mismatches++;
+		fprintf(stderr, "blk-loadgen: queue %d: block %llu read back wrong (version %u; got block %llu version %llu)\n",
+			q->index, (unsigned long long)s->block, s->ver,
+			(unsigned long long)((uint64_t *)(void *)s->data)[0], (unsigned long long)((uint64_t *)(void *)s->data)[1]);
+	}
+	/* used len: the bytes the device wrote (data + status for a read, status for a write); QEMU does not check it */
+	(void)len;
+	if (timed) {
+		if (s->write)
+			q->writes++;
+		else
+			q->reads++;
+		if (q->nlat == q->cap_lat) {
+			q->cap_lat = q->cap_lat ? q->cap_lat * 2 : 65536;
+			q->lat = realloc(q->lat, q->cap_lat * sizeof(*q->lat));
+			if (!q->lat)
+				die(EXIT_ERROR, "out of memory");
+		}
+		q->lat[q->nlat++] = t - s->t0;
+	}
+}
+
+static void drain(struct queue *q, int timed)
+{
+	uint32_t len;
+	int si;
+
+	while ((si = harvest(q, &len)) >= 0)
+		complete(q, si, len, timed);
+}
+
+/* a free block of this queue's share (block % queues == index) that no request holds */
+static uint64_t pick_block(struct queue *q)
+{
+	uint64_t share = span_blocks / (uint64_t)opt.queues;
+
+	for (;;) {
+		uint64_t b = (rng_next(&q->rng) % share) * (uint64_t)opt.queues + (uint64_t)q->index;
+		int held = 0;
+
+		for (int i = 0; i < opt.depth; i++)
+			if (q->slots[i].busy && q->slots[i].block == b) {
+				held = 1;
+				break;
+			}
+		if (!held)
+			return b;
+	}
+}
+
+/* every block of the share in order, one request each: write (prefill) or read (final check) */
+static void sweep(struct queue *q, int write)
+{
+	uint64_t share = span_blocks / (uint64_t)opt.queues, next = 0;
+
+	while (next < share || q->nfree < opt.depth) {
+		int n = 0;
+
+		while (q->nfree && next < share) {
+			submit(q, q->free_slots[--q->nfree], next * (uint64_t)opt.queues + (uint64_t)q->index, write);
+			next++;
+			n++;
+		}
+		if (n)
+			kick(q);
+		if (q->nfree < opt.depth) {
+			wait_some(q);
+			drain(q, 0);
+		}
+	}
+}
+
+static void *run_queue(void *arg)
+{
+	struct queue *q = arg;
+
+	if (q->phase == 0) {
+		sweep(q, 1);
+	} else if (q->phase == 2) {
+		sweep(q, 0);
+	} else {
+		while (!__atomic_load_n(&phase_stop, __ATOMIC_RELAXED)) {
+			int n = 0;
+
+			while (q->nfree) {
+				int w = (int)(rng_next(&q->rng) % 100) >= opt.read_pct;
+
+				submit(q, q->free_slots[--q->nfree], pick_block(q), w);
+				n++;
+			}
+			if (n)
+				kick(q);
+			wait_some(q);
+			drain(q, 1);
+		}
+		while (q->nfree < opt.depth) {
+			wait_some(q);
+			drain(q, 1);
+		}
+	}
+	return NULL;
+}
+
+static void run_phase(int phase, double *seconds)
+{
+	uint64_t t0 = now_ns();
+
+	phase_stop = 0;
+	for (int i = 0; i < opt.queues; i++) {
+		qs[i].phase = phase;
+		if (pthread_create(&qs[i].thread, NULL, run_queue, &qs[i]))
+			die(EXIT_ERROR, "pthread_create failed");
+	}
+	if (phase == 1) {
+		struct timespec ts = { .tv_sec = opt.seconds };
+
+		while (nanosleep(&ts, &ts) && errno == EINTR)
+			;
+		__atomic_store_n(&phase_stop, 1, __ATOMIC_RELAXED);
+	}
+	for (int i = 0; i < opt.queues; i++)
+		pthread_join(qs[i].thread, NULL);
+	*seconds = (double)(now_ns() - t0) / 1e9;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double memcpy_baseline(void)
+{
+	size_t sz = (size_t)span_blocks * BLK;
+	uint8_t *src = malloc(sz), *dst = malloc(sz);
+	uint64_t done = 0, t0, t;
+	unsigned int sink = 0;
+
+	if (!src || !dst)
+		die(EXIT_ERROR, "out of memory for the memcpy baseline (%zu bytes)", sz);
+	memset(src, 0x5c, sz);
+	memset(dst, 0xc5, sz);
+	t0 = now_ns();
+	do {
+		for (uint64_t i = 0; i < span_blocks; i++)
+			memcpy(dst + i * BLK, src + i * BLK, BLK);
+		__asm__ __volatile__("" : : "r"(dst) : "memory");
+		sink += dst[done % sz];
+		done += span_blocks;
+		t = now_ns();
+	} while (t - t0 < 500000000ull);
+	if (sink == 0xffffffffu)
+		fputs("(sink)\n", stderr);
+	free(src);
+	free(dst);
+	return (double)done / ((double)(t - t0) / 1e9);
+}
+
+static long num_arg(const char *flag, const char *v, long min, long max)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno || *end || end == v || n < min || n > max)
+		die(EXIT_ERROR, "%s: '%s' is not a whole number from %ld to %ld", flag, v, min, max);
+	return n;
+}
+
+static void usage(void)
+{
+	fputs("usage: blk-loadgen --socket PATH [--queues N] [--depth D] [--seconds S] [--read-pct P] [--span-mib M]\n"
+	      "                   [--qsize Q] [--seed S] [--poll] [--timeout-ms T] [--json] [--memcpy]\n", stderr);
+	exit(EXIT_ERROR);
+}
+
+int main(int argc, char **argv)
+{
+	double prefill_s, timed_s, check_s, mc = 0;
+	uint64_t reads = 0, writes = 0, mism = 0, bad = 0, kicks = 0, waits = 0, n = 0, *all;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (!strcmp(a, "--json")) {
+			opt.json = 1;
+		} else if (!strcmp(a, "--poll")) {
+			opt.poll = 1;
+		} else if (!strcmp(a, "--memcpy")) {
+			opt.memcpy_base = 1;
+		} else if (!v) {
+			usage();
+		} else {
+			i++;
+			if (!strcmp(a, "--socket"))
+				opt.socket = v;
+			else if (!strcmp(a, "--queues"))
+				opt.queues = (int)num_arg(a, v, 1, 64);
+			else if (!strcmp(a, "--depth"))
+				opt.depth = (int)num_arg(a, v, 1, 1024);
+			else if (!strcmp(a, "--seconds"))
+				opt.seconds = (int)num_arg(a, v, 1, 3600);
+			else if (!strcmp(a, "--read-pct"))
+				opt.read_pct = (int)num_arg(a, v, 0, 100);
+			else if (!strcmp(a, "--span-mib"))
+				opt.span_mib = (uint64_t)num_arg(a, v, 1, 1 << 20);
+			else if (!strcmp(a, "--qsize"))
+				opt.qsize = (int)num_arg(a, v, 4, 32768);
+			else if (!strcmp(a, "--seed"))
+				opt.seed = (uint64_t)num_arg(a, v, 0, 1L << 40);
+			else if (!strcmp(a, "--timeout-ms"))
+				opt.timeout_ms = (int)num_arg(a, v, 1, 3600000);
+			else
+				usage();
+		}
+	}
+	if (!opt.socket)
+		usage();
+	if (opt.qsize & (opt.qsize - 1))
+		die(EXIT_ERROR, "--qsize %d: a power of two", opt.qsize);
+	if (3 * opt.depth > opt.qsize)
+		die(EXIT_ERROR, "--depth %d needs %d descriptors: raise --qsize (%d)", opt.depth, 3 * opt.depth, opt.qsize);
+
+	/* guest RAM: rings and slots, in a sealed memfd as QEMU's memory-backend-memfd makes it */
+	ram_size = ((uint64_t)opt.queues * ((uint64_t)opt.depth * (BLK + 4096) + 3 * 4096 + 32u * (uint64_t)opt.qsize) + (1 << 20) + 0x1fffff) & ~0x1fffffull;
+	memfd = memfd_create("blk-loadgen-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (memfd < 0 || ftruncate(memfd, (off_t)ram_size))
+		die(EXIT_ERROR, "memfd: %s", strerror(errno));
+	if (fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL))
+		die(EXIT_ERROR, "memfd seals: %s", strerror(errno));
+	ram = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	if (ram == MAP_FAILED)
+		die(EXIT_ERROR, "mmap: %s", strerror(errno));
+
+	handshake();
+	version = calloc(span_blocks, sizeof(*version));
+	qs = calloc((size_t)opt.queues, sizeof(*qs));
+	if (!version || !qs)
+		die(EXIT_ERROR, "out of memory");
+	for (int i = 0; i < opt.queues; i++) {
+		qs[i].index = i;
+		setup_queue(&qs[i]);
+	}
+	/* rings start disabled when PROTOCOL_FEATURES is negotiated */
+	for (int i = 0; i < opt.queues; i++)
+		vu_state(VU_SET_VRING_ENABLE, (uint32_t)i, 1);
+	/* a synchronous round trip: everything above was taken (GET_FEATURES has a reply) */
+	(void)vu_get_u64(VU_GET_FEATURES, "GET_FEATURES");
+
+	if (opt.memcpy_base)
+		mc = memcpy_baseline();
+	run_phase(0, &prefill_s);
+	run_phase(1, &timed_s);
+	for (int i = 0; i < opt.queues; i++) {
+		reads += qs[i].reads;
+		writes += qs[i].writes;
+		mism += qs[i].mismatches;
+		bad += qs[i].bad_status;
+		kicks += qs[i].kicks;
+		waits += qs[i].waits;
+		n += qs[i].nlat;
+		qs[i].mismatches = 0;
+		qs[i].bad_status = 0;
+	}
+	all = malloc((n ? n : 1) * sizeof(*all));
+	if (!all)
+		die(EXIT_ERROR, "out of memory");
+	n = 0;
+	for (int i = 0; i < opt.queues; i++) {
+		memcpy(all + n, qs[i].lat, qs[i].nlat * sizeof(*all));
+		n += qs[i].nlat;
+	}
+	qsort(all, n, sizeof(*all), cmp_u64);
+	/* the final read of every block (mismatches and statuses counted as before) */
+	run_phase(2, &check_s);
+	for (int i = 0; i < opt.queues; i++) {
+		mism += qs[i].mismatches;
+		bad += qs[i].bad_status;
+		free(qs[i].lat);
+	}
+	{
+		double rps = (double)(reads + writes) / timed_s;
+		double p50 = n ? (double)all[n / 2] / 1000.0 : 0;
+		double p99 = n ? (double)all[(n * 99) / 100] / 1000.0 : 0;
+		double p999 = n ? (double)all[(n * 999) / 1000] / 1000.0 : 0;
+		double mx = n ? (double)all[n - 1] / 1000.0 : 0;
+
+		if (opt.json) {
+			printf("{\"queues\":%d,\"depth\":%d,\"readPct\":%d,\"poll\":%s,\"spanBlocks\":%llu,\"capacitySectors\":%llu,"
+			       "\"blkSize\":%u,\"numQueues\":%u,\"features\":\"0x%llx\",\"protocolFeatures\":\"0x%llx\","
+			       "\"prefillS\":%.3f,\"seconds\":%.3f,\"requests\":%llu,\"reads\":%llu,\"writes\":%llu,"
+			       "\"requestsPerSec\":%.0f,\"p50Us\":%.1f,\"p99Us\":%.1f,\"p999Us\":%.1f,\"maxUs\":%.1f,"
+			       "\"kicks\":%llu,\"callWaits\":%llu,\"memcpyPagesPerSec\":%.0f,\"finalCheckS\":%.3f,"
+			       "\"mismatches\":%llu,\"badStatus\":%llu,\"ok\":%s}\n",
+			       opt.queues, opt.depth, opt.read_pct, opt.poll ? "true" : "false", (unsigned long long)span_blocks,
+			       (unsigned long long)capacity_sectors, blk_size_cfg, num_queues_cfg, (unsigned long long)features,
+			       (unsigned long long)proto, prefill_s, timed_s, (unsigned long long)(reads + writes),
+			       (unsigned long long)reads, (unsigned long long)writes, rps, p50, p99, p999, mx,
+			       (unsigned long long)kicks, (unsigned long long)waits, mc, check_s, (unsigned long long)mism,
+			       (unsigned long long)bad, mism || bad ? "false" : "true");
+		} else {
+			printf("blk-loadgen: %d queue(s) x depth %d, %d%% reads, %llu blocks of 4 KiB; prefill %.2f s\n", opt.queues,
+			       opt.depth, opt.read_pct, (unsigned long long)span_blocks, prefill_s);
+			printf("  %llu requests in %.2f s: %.0f requests/s; latency p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us\n",
+			       (unsigned long long)(reads + writes), timed_s, rps, p50, p99, p999, mx);
+			if (opt.memcpy_base)
+				printf("  memcpy baseline: %.0f pages/s\n", mc);
+			printf("  final read of every block: %.2f s; mismatches %llu, bad status %llu\n", check_s,
+			       (unsigned long long)mism, (unsigned long long)bad);
+		}
+	}
+	free(all);
+	return mism || bad ? EXIT_MISMATCH : 0;
+}

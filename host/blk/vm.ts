@@ -3,7 +3,7 @@
 // and config space from blk-config.ts) and opens each connection's worker
 // instance (host/blk/worker.ts) with the VM's limits, the disk's size and
 // its overflow file. docs/tmem-blk.md is the contract.
-import { accessSync, constants as fsConstants } from 'node:fs';
+import { accessSync, constants as fsConstants, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DeviceConnection, MemoryPolicy, VhostUserDevice } from '../vhost-user/device.js';
 import { bit, VhostUserProtocolFeature } from '../vhost-user/messages.js';
@@ -51,6 +51,11 @@ export function overflowFileName(vm: string): string {
   return `${out}.overflow`;
 }
 
+/** The blk worker half's module URL (host/blk/worker.ts compiled). */
+export function blkWorkerModule(): string {
+  return compiledModuleUrl(import.meta.url, './worker.js');
+}
+
 export class BlkVm implements VhostUserDevice {
   readonly kind = 'blk';
   readonly vm: string;
@@ -87,7 +92,7 @@ export class BlkVm implements VhostUserDevice {
   }
 
   get workerModule(): string {
-    return compiledModuleUrl(import.meta.url, './worker.js');
+    return blkWorkerModule();
   }
 
   numQueues(): number {
@@ -148,6 +153,16 @@ export class BlkVm implements VhostUserDevice {
 
   get connectionCount(): number {
     return this.connections;
+  }
+
+  /** After the data plane stopped: the overflow file means nothing without the worker's bitmap (docs/tmem-blk.md). */
+  removeOverflowFile(): void {
+    if (this.overflowPath === null) return;
+    try {
+      unlinkSync(this.overflowPath);
+    } catch {
+      // never made (no connection) or already gone
+    }
   }
 
   describe(): string {

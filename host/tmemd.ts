@@ -88,6 +88,20 @@ class Daemon {
   /** Throws with a one-line message on any startup failure (after undoing what was done). */
   async start(): Promise<void> {
     const { cfg, log } = this;
+    // tmem-blk disks are checked before anything starts (size, overflow folder)
+    const blkVms = new Map<string, BlkVm>();
+    for (const v of cfg.vms) {
+      if (v.blk === null) continue;
+      if (cfg.blkOverflowDir === null) throw new Error(`VM ${v.name}: blk-socket= needs --blk-overflow-dir DIR (a block device cannot refuse a write: pages the store has no room for go to DIR/<vm>.overflow)`);
+      const lim = v.limits;
+      blkVms.set(
+        v.name,
+        new BlkVm(
+          { name: v.name, maxmemBytes: v.maxmemBytes, shareGroup: v.shareGroup, where: v.blk.socket, maxRamBytes: lim.maxRamBytes, allowUnsealed: lim.allowUnsealed, tmemMaxBytes: lim.tmemMaxBytes, ramBytes: lim.ramBytes, sizeBytes: v.blk.sizeBytes, overflowDir: cfg.blkOverflowDir },
+          { numQueues: cfg.queues },
+        ),
+      );
+    }
     try {
       this.dp = await DataPlane.start({
         mode: cfg.queuesMode,
@@ -118,13 +132,9 @@ class Daemon {
         this.vms.push(vm);
         this.listeners.push(l);
         log.info(`vm ${v.name}: listening on ${where} (maxmem ${formatBytes(v.maxmemBytes)}${v.shareGroup ? `, share group ${v.shareGroup}` : ''})${access ? ` with ${describeAccess(access)}` : ''}`);
-        if (v.blk !== null) {
+        const bvm = blkVms.get(v.name);
+        if (v.blk !== null && bvm !== undefined) {
           // tmem-blk (docs/tmem-blk.md): the VM's block device on its own socket, same store guest
-          if (cfg.blkOverflowDir === null) throw new Error(`VM ${v.name}: blk-socket= needs --blk-overflow-dir DIR (a block device cannot refuse a write: pages the store has no room for go to DIR/<vm>.overflow)`);
-          const bvm = new BlkVm(
-            { name: v.name, maxmemBytes: v.maxmemBytes, shareGroup: v.shareGroup, where: v.blk.socket, maxRamBytes: lim.maxRamBytes, allowUnsealed: lim.allowUnsealed, tmemMaxBytes: lim.tmemMaxBytes, ramBytes: lim.ramBytes, sizeBytes: v.blk.sizeBytes, overflowDir: cfg.blkOverflowDir },
-            { numQueues: cfg.queues },
-          );
           const bAccess = socketAccess(v.name, v.socketAccess, cfg.socketDefaults);
           const bl = new VhostUserListener({ on: { path: v.blk.socket }, device: bvm, vrings: this.dp, io, watcher: w, log, inUse: socketInUse, access: bAccess });
           bl.start();

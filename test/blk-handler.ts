@@ -12,6 +12,7 @@ import { TmemStore } from '../host/tmem/store/store.js';
 import { BlockStore } from '../host/blk/block-store.js';
 import { StorePages } from '../host/blk/store-pages.js';
 import { BlkHandler } from '../host/blk/blk-handler.js';
+import { PageBitmap } from '../host/blk/page-bitmap.js';
 import { BC } from '../host/blk/counters.js';
 import {
   BLK_FEATURES,
@@ -387,4 +388,20 @@ t.test('a new ring (ring restart) sees the same disk', async (t) => {
   s.newRing();
   const r = s.read(13, data.length);
   t.ok(Buffer.from(r.data).equals(Buffer.from(data)), 'data read through a fresh ring');
+});
+
+t.test('PageBitmap: set, clear, count, next across words', async (t) => {
+  const b = new PageBitmap(1001);
+  for (const p of [0, 31, 32, 63, 64, 999, 1000, 31]) b.set(p);
+  t.equal(b.count, 7, 'setting twice counts once');
+  const seen: number[] = [];
+  for (let p = b.next(0, b.pages); p >= 0; p = b.next(p + 1, b.pages)) seen.push(p);
+  t.same(seen, [0, 31, 32, 63, 64, 999, 1000]);
+  t.equal(b.next(65, 999), -1, 'nothing in [65, 999)');
+  t.equal(b.next(33, 64), 63);
+  b.clear(63);
+  b.clear(63);
+  t.equal(b.count, 6, 'clearing twice counts once');
+  t.equal(b.next(33, 1001), 64);
+  t.ok(b.has(1000) && !b.has(63) && !b.has(1));
 });

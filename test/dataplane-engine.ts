@@ -6,8 +6,10 @@
 import t from 'tap';
 import { TMEM_OP_GET_PAGE, TMEM_OP_NEW_POOL, TMEM_OP_PUT_PAGE, TMEM_POOL_PERSIST, TMEM_S_OK } from '../shared/abi.js';
 import { Engine, type EngineOs, type OsMapping, PENALTY, TURN_UNITS } from '../host/vhost-user/engine.js';
-import { COUNTER_INDEX, COUNTER_NAMES } from '../host/vhost-user/commands.js';
+import { VC } from '../host/vhost-user/counters.js';
+import type { WorkerDevice } from '../host/vhost-user/device.js';
 import { INFO_LAYOUT } from '../host/tmem/info-layout.js';
+import { TmemDevice } from '../host/tmem/device.js';
 import { FakeStore } from './device-fake-store.js';
 import { DriverRing, F_WRITE, FakeGuest, newPoolPayload, pattern, readResp, reqHeader } from './virtio-driver.js';
 
@@ -44,18 +46,55 @@ class FakeOs implements EngineOs {
 }
 
 let nextFd = 100;
+let nextInstance = 1;
+
+/** The tmem device's request handling as a WorkerDevice on the model store (the tmem worker half without the real store). */
+function tmemOn(store: FakeStore, name: string, numQueues: number): TmemDevice & WorkerDevice {
+  const storeGuest = store.addGuest({ name, maxmemPages: (1 << 30) / 4096, ramPages: 0, shareGroup: null });
+  const d = new TmemDevice(store, INFO_LAYOUT, { storeGuest, sharedNegotiated: false, numQueues });
+  return Object.assign(d, {
+    setFeatures(f: bigint) {
+      d.guest.sharedNegotiated = (f & 1n) === 1n;
+    },
+    memoryChanged(ram: bigint) {
+      store.setGuestRam(storeGuest, Number(ram / 4096n));
+    },
+    queuesAddressed(n: number) {
+      d.guest.numQueues = n;
+    },
+    close() {
+      store.removeGuest(storeGuest);
+    },
+  });
+}
 
 function setup(opts: { poll?: boolean; features?: bigint; num?: number } = {}) {
   const os = new FakeOs();
   const store = new FakeStore();
   const logs: string[] = [];
-  const counters = new Float64Array(COUNTER_NAMES.length);
-  const e = new Engine(store, os, (l, m) => logs.push(`${l}: ${m}`), counters, INFO_LAYOUT, opts.poll ?? false);
+  const e = new Engine(os, (l, m) => logs.push(`${l}: ${m}`), opts.poll ?? false);
+  // the store's idle work, as the tmem kind does it (counted)
+  const idle = { calls: 0 };
+  e.addKind({
+    counters: [],
+    open: () => {
+      throw new Error('not used');
+    },
+    idle: () => {
+      idle.calls++;
+      return store.reclaimStep() > 0;
+    },
+  });
+  /** An instance's vring counter by name. */
+  const counter = (id: number, name: keyof typeof VC) => e.instances.get(id)!.counters[VC[name]]!;
+  /** The store guest of an instance. */
+  const storeGuest = (id: number) => (e.instances.get(id)!.dev as unknown as TmemDevice).guest.storeGuest;
   const vm = (name: string, queues = 1, num = opts.num ?? 16) => {
     const g = new FakeGuest(2 << 20);
     const memFd = nextFd++;
     os.files.set(memFd, g.ram);
-    const id = e.addGuest(name, 1n << 30n, null, queues);
+    const id = nextInstance++;
+    e.open({ id, vm: name, kind: 'tmem', numQueues: queues }, { maxRamBytes: null, allowUnsealed: false }, tmemOn(store, name, queues));
     e.setFeatures(id, opts.features ?? VERSION_1);
     e.setMemTable(id, [{ fd: memFd, guestPhysAddr: 0n, size: BigInt(g.ram.length), userspaceAddr: BigInt(UVA), mmapOffset: 0n }]);
     const rings = Array.from({ length: queues }, () => new DriverRing(g, num));
@@ -64,7 +103,7 @@ function setup(opts: { poll?: boolean; features?: bigint; num?: number } = {}) {
       const r = rings[q]!;
       e.setVringNum(id, q, r.num);
       e.setVringBase(id, q, base);
-      e.setVringAddr(id, q, UVA + r.desc, UVA + r.used, UVA + r.avail);
+      e.setVringAddr(id, q, { descUser: BigInt(UVA + r.desc), usedUser: BigInt(UVA + r.used), availUser: BigInt(UVA + r.avail) });
       e.setVringFd(id, q, 'kickFd', fds[q]!.kick);
       e.setVringFd(id, q, 'callFd', fds[q]!.call);
       e.setVringFd(id, q, 'errFd', fds[q]!.err);
@@ -85,7 +124,7 @@ function setup(opts: { poll?: boolean; features?: bigint; num?: number } = {}) {
     };
     return { id, g, rings, fds, start, post, memFd };
   };
-  return { os, store, e, logs, counters, vm };
+  return { os, store, e, logs, vm, counter, storeGuest, idle };
 }
 
 t.test('a ring is scanned as soon as it is enabled (the kick came before)', async (t) => {
@@ -107,10 +146,10 @@ t.test('notify mode: requests are completed in ring order; kicks re-enabled afte
   const pool = v.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(TMEM_POOL_PERSIST));
   heads.push(pool.head);
   for (let i = 0; i < 5; i++) heads.push(v.post(0, reqHeader({ op: TMEM_OP_PUT_PAGE, pool: 0, index: i }), pattern(i)).head);
-  const q = e.guests.get(v.id)!.queues[0]!;
+  const q = e.instances.get(v.id)!.queues[0]!;
   t.equal(e.pass(false), 0, 'not kicked, not scanned');
   os.eventfdWrite(v.fds[0]!.kick);
-  e.kicked(q);
+  e.kicked(e.instances.get(v.id)!, q);
   t.equal(e.pass(false), 6);
   t.same(
     v.rings[0]!.takeUsed().map((u) => u.id),
@@ -123,14 +162,14 @@ t.test('notify mode: requests are completed in ring order; kicks re-enabled afte
 });
 
 t.test('no interrupt when the guest asks for none', async (t) => {
-  const { e, os, vm } = setup();
+  const { e, os, vm, counter } = setup();
   const v = vm('a');
   v.rings[0]!.setAvailFlags(1);
   v.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(0));
   v.start(0);
   e.pass(false);
   t.equal(os.counts.get(v.fds[0]!.call) ?? 0n, 0n);
-  t.equal(e.callsSuppressed, 1);
+  t.equal(counter(v.id, 'callsSuppressed'), 1);
 });
 
 t.test('poll mode asks the guest not to kick', async (t) => {
@@ -173,7 +212,7 @@ t.test('GET_VRING_BASE stops the ring, returns the next avail index, changes not
 });
 
 t.test('a chain that cannot be answered is completed with len 0 and counted; the next one is served', async (t) => {
-  const { e, vm, logs } = setup();
+  const { e, vm, logs, counter } = setup();
   const v = vm('a');
   v.start(0);
   const r = v.rings[0]!;
@@ -187,13 +226,15 @@ t.test('a chain that cannot be answered is completed with len 0 and counted; the
     { id: short.head, len: 0 },
     { id: good.head, len: 16 },
   ]);
-  t.equal(e.device.counters.unanswerable, 2);
+  t.equal(counter(v.id, 'unanswerable'), 2);
+  t.equal(counter(v.id, 'chainsRefused'), 1, 'one refused by the walker, one by the device');
+  t.equal(counter(v.id, 'requests'), 3);
   t.match(logs.join('\n'), /outside guest memory/);
   t.match(logs.join('\n'), /16-byte response/);
 });
 
 t.test('a malformed ring breaks only its own queue: err fd signalled, other guests go on', async (t) => {
-  const { e, os, vm, counters } = setup();
+  const { e, os, vm, counter } = setup();
   const a = vm('a');
   const b = vm('b');
   a.start(0);
@@ -201,10 +242,11 @@ t.test('a malformed ring breaks only its own queue: err fd signalled, other gues
   a.rings[0]!.setAvailIdx(100); // 100 ahead of 0 on a 16-entry ring
   b.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(0));
   t.equal(e.pass(true), 1);
-  const qa = e.guests.get(a.id)!.queues[0]!;
+  const qa = e.instances.get(a.id)!.queues[0]!;
   t.match(qa.broken, /more than the queue size/);
   t.equal(os.counts.get(a.fds[0]!.err), 1n);
-  t.equal(counters[COUNTER_INDEX.brokenQueues], 1);
+  t.equal(counter(a.id, 'brokenQueues'), 1);
+  t.equal(counter(b.id, 'brokenQueues'), 0);
   b.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(0));
   t.equal(e.pass(true), 1, 'b still served');
   // the guest restarts its ring: it works again
@@ -220,27 +262,27 @@ t.test('a ring placed outside guest memory is refused when it starts, not when u
   const { e, vm } = setup();
   const v = vm('a');
   e.setVringNum(v.id, 0, 16);
-  e.setVringAddr(v.id, 0, 0x1000, 0x2000, 0x3000); // GPAs, not QEMU addresses
+  e.setVringAddr(v.id, 0, { descUser: 0x1000n, usedUser: 0x2000n, availUser: 0x3000n }); // GPAs, not QEMU addresses
   e.setVringEnable(v.id, 0, true);
-  t.match(e.guests.get(v.id)!.queues[0]!.broken, /not inside guest memory/);
+  t.match(e.instances.get(v.id)!.queues[0]!.broken, /not inside guest memory/);
   t.equal(e.running.length, 0);
 });
 
 t.test('an exception inside the device breaks that queue only', async (t) => {
-  const { e, store, vm } = setup();
+  const { e, store, vm, storeGuest } = setup();
   const a = vm('a');
   const b = vm('b');
   a.start(0);
   b.start(0);
   const orig = store.newPool.bind(store);
   store.newPool = (g, ...rest) => {
-    if (g === e.guests.get(a.id)!.storeGuest) throw new Error('boom');
+    if (g === storeGuest(a.id)) throw new Error('boom');
     return orig(g, ...rest);
   };
   a.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(0));
   b.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(0));
   e.pass(true);
-  t.match(e.guests.get(a.id)!.queues[0]!.broken, /boom/);
+  t.match(e.instances.get(a.id)!.queues[0]!.broken, /boom/);
   t.same(b.rings[0]!.takeUsed().length, 1);
 });
 
@@ -290,26 +332,28 @@ t.test('a refused memory table leaves the old one and closes the new fds', async
   t.equal(e.pass(true), 1, 'still served from the old table');
 });
 
-t.test('removing a guest stops its rings, closes its fds, unmaps, frees its store state in steps', async (t) => {
-  const { e, os, store, vm, counters } = setup();
+t.test('closing an instance stops its rings, closes its fds, unmaps, closes its device; the store frees in idle steps', async (t) => {
+  const { e, os, store, vm, storeGuest, idle } = setup();
   const v = vm('a');
   v.start(0);
-  const sg = e.guests.get(v.id)!.storeGuest;
-  e.removeGuest(v.id);
+  const sg = storeGuest(v.id);
+  e.idle();
+  const before = idle.calls;
+  e.close(v.id);
   t.equal(e.running.length, 0);
   for (const fd of Object.values(v.fds[0]!)) t.ok(os.closed.includes(fd), `fd ${fd} closed`);
   t.equal(os.unmapped, os.mapped);
-  t.notOk(store.guests.has(sg));
-  t.ok(e.reclaimPending);
-  while (e.reclaimPending) e.reclaim(16);
-  t.equal(counters[COUNTER_INDEX.reclaimSteps], 3);
-  t.throws(() => e.setVringEnable(v.id, 0, true), /unknown guest/);
+  t.notOk(store.guests.has(sg), 'the device closed its store guest');
+  t.ok(e.idlePending);
+  while (e.idle());
+  t.equal(idle.calls - before, 3, 'reclaimed in 3 idle steps');
+  t.throws(() => e.setVringEnable(v.id, 0, true), /unknown instance/);
 });
 
 t.test('the store hears the guest\'s RAM size from its memory table', async (t) => {
-  const { e, store, vm } = setup();
+  const { store, vm, storeGuest } = setup();
   const v = vm('a');
-  t.equal(store.guests.get(e.guests.get(v.id)!.storeGuest)!.ramPages, (2 << 20) / 4096);
+  t.equal(store.guests.get(storeGuest(v.id))!.ramPages, (2 << 20) / 4096);
 });
 
 // ------------------------------------------------------------ the budget rule
@@ -345,7 +389,7 @@ function flood(v: Vm, q: number, kind: 'malformed' | 'split-put'): number {
 
 /** Chains a guest's queues have completed so far. */
 function completed(e: Engine, v: Vm): number {
-  return e.guests.get(v.id)!.queues.reduce((n, q) => n + q.completed, 0);
+  return e.instances.get(v.id)!.queues.reduce((n, q) => n + q.completed, 0);
 }
 
 /** A persistent pool 0 for the guest, made on its queue 0. */
@@ -359,7 +403,7 @@ function pool0(e: Engine, v: Vm): void {
 for (const mode of ['poll', 'notify'] as const) {
   for (const kind of ['malformed', 'split-put'] as const) {
     t.test(`${mode} mode: one request of a guest waits for at most one turn (${TURN_UNITS} units + one chain) of a guest flooding 4 queues with ${kind} chains of the queue size`, async (t) => {
-      const { e, os, store, vm } = setup({ poll: mode === 'poll' });
+      const { e, os, store, vm, storeGuest } = setup({ poll: mode === 'poll' });
       const noisy = vm('noisy', 4, 1024); // first in turn order: the quiet request is served after it
       const quiet = vm('quiet');
       for (let q = 0; q < 4; q++) noisy.start(q);
@@ -369,7 +413,7 @@ for (const mode of ['poll', 'notify'] as const) {
       pool0(e, quiet);
       let len = 0;
       for (let q = 0; q < 4; q++) len = flood(noisy, q, kind);
-      const qg = e.guests.get(quiet.id)!.storeGuest;
+      const qg = storeGuest(quiet.id);
       let noisyDescsBefore = -1;
       const put = store.putPage.bind(store);
       store.putPage = (g, ...rest) => {
@@ -381,8 +425,8 @@ for (const mode of ['poll', 'notify'] as const) {
       if (mode === 'notify') {
         for (let q = 0; q < 4; q++) os.eventfdWrite(noisy.fds[q]!.kick);
         os.eventfdWrite(quiet.fds[0]!.kick);
-        for (let q = 0; q < 4; q++) e.kicked(e.guests.get(noisy.id)!.queues[q]!);
-        e.kicked(e.guests.get(quiet.id)!.queues[0]!);
+        for (let q = 0; q < 4; q++) e.kicked(e.instances.get(noisy.id)!, e.instances.get(noisy.id)!.queues[q]!);
+        e.kicked(e.instances.get(quiet.id)!, e.instances.get(quiet.id)!.queues[0]!);
       }
       e.pass(mode === 'poll');
       t.same(quiet.rings[0]!.takeUsed(), [{ id: req.head, len: 16 }], 'the quiet request is completed in the first pass');
@@ -391,7 +435,7 @@ for (const mode of ['poll', 'notify'] as const) {
       t.ok(walked >= len, `the noisy guest was served too (${walked} descriptors)`);
       t.ok(noisyDescsBefore >= 0 && noisyDescsBefore - before * len <= TURN_UNITS + len, `noisy descriptors walked before the quiet request: ${noisyDescsBefore - before * len} <= ${TURN_UNITS} + ${len}`);
       t.ok(e.deferred, 'the noisy guest has work left for the next pass');
-      if (mode === 'notify') t.ok(e.guests.get(noisy.id)!.queues.some((q) => q.scan), 'a noisy queue cut short stays marked for the next pass');
+      if (mode === 'notify') t.ok(e.instances.get(noisy.id)!.queues.some((q) => q.scan), 'a noisy queue cut short stays marked for the next pass');
     });
   }
 }
@@ -417,8 +461,8 @@ t.test(`the penalty: a guest whose chains the device refuses gets 1/${PENALTY} o
   t.ok(Math.abs(goodChains - goodWant) <= 1, `valid chains: ${goodChains}, about ${goodWant.toFixed(1)}`);
   const ratio = (goodChains * goodLen) / (badChains * badLen);
   t.ok(ratio > PENALTY * 0.9 && ratio < PENALTY * 1.1, `descriptors walked, valid / refused: ${ratio.toFixed(2)}`);
-  t.equal(e.guests.get(bad.id)!.penalized, badChains);
-  t.equal(e.guests.get(good.id)!.penalized, 0);
+  t.equal(e.instances.get(bad.id)!.counters[VC.penalizedChains], badChains);
+  t.equal(e.instances.get(good.id)!.counters[VC.penalizedChains], 0);
 });
 
 t.test('a turn holds about TURN_UNITS of work: ordinary PUTs are served a turn at a time, in ring order, none left behind (notify mode)', async (t) => {
@@ -429,9 +473,9 @@ t.test('a turn holds about TURN_UNITS of work: ordinary PUTs are served a turn a
   pool0(e, v);
   const heads: number[] = [];
   for (let i = 0; i < 80; i++) heads.push(v.post(0, reqHeader({ op: TMEM_OP_PUT_PAGE, pool: 0, index: i }), pattern(i)).head);
-  const q = e.guests.get(v.id)!.queues[0]!;
+  const q = e.instances.get(v.id)!.queues[0]!;
   os.eventfdWrite(v.fds[0]!.kick);
-  e.kicked(q);
+  e.kicked(e.instances.get(v.id)!, q);
   const perTurn = Math.ceil(TURN_UNITS / PUT_UNITS);
   t.equal(e.pass(false), perTurn, `${perTurn} PUTs of ${PUT_UNITS} units in the first turn`);
   t.ok(q.scan && e.deferred, 'the queue stays marked: no kick will come for the rest');
@@ -457,7 +501,7 @@ t.test("round robin between a guest's queues: a full queue does not keep its sib
   for (let q = 0; q < 4; q++) v.start(q);
   pool0(e, v);
   for (let q = 0; q < 4; q++) for (let i = 0; i < 60; i++) v.post(q, reqHeader({ op: TMEM_OP_PUT_PAGE, pool: 0, index: 1000 * q + i }), pattern(i));
-  const qs = e.guests.get(v.id)!.queues;
+  const qs = e.instances.get(v.id)!.queues;
   const base = qs.map((q) => q.completed);
   for (let p = 0; p < 4; p++) e.pass(true);
   qs.forEach((q, i) => t.ok(q.completed - base[i]! > 0, `queue ${i} served within 4 passes (${q.completed - base[i]!} chains)`));
@@ -471,9 +515,9 @@ t.test('notify mode: a guest sitting out its debt loses no request: its queue st
   v.start(0);
   e.pass(false);
   const len = flood(v, 0, 'malformed'); // 256 refused chains of 256 descriptors: 1,024 units each, 4 turns
-  const q = e.guests.get(v.id)!.queues[0]!;
+  const q = e.instances.get(v.id)!.queues[0]!;
   os.eventfdWrite(v.fds[0]!.kick);
-  e.kicked(q);
+  e.kicked(e.instances.get(v.id)!, q);
   let passes = 0;
   let sat = 0;
   while (q.scan && passes < 100000) {

@@ -3,9 +3,9 @@
 // knobs to make a put fail. Its own test checks the model.
 import t from 'tap';
 import { TMEM_POOL_PERSIST, TMEM_POOL_SHARED, TMEM_S_INVALID, TMEM_S_MISS, TMEM_S_OK, TMEM_REQF_EXCLUSIVE } from '../shared/abi.js';
-import type { EngineStore } from '../host/vhost-user/engine.js';
+import type { DeviceStore } from '../host/tmem/device.js';
 
-export class FakeStore implements EngineStore {
+export class FakeStore implements DeviceStore {
   pools = new Map<string, { persist: boolean }>();
   pages = new Map<string, Uint8Array>();
   nextPool = new Map<number, number>();
@@ -44,7 +44,7 @@ export class FakeStore implements EngineStore {
     if (this.reclaimLeft > 0) this.reclaimLeft--;
     return this.reclaimLeft;
   }
-  stats(): unknown {
+  stats(): Record<string, unknown> {
     return { pages: this.pages.size };
   }
 
@@ -69,9 +69,19 @@ export class FakeStore implements EngineStore {
   putPage(g: number, poolId: number, oid: Uint32Array, index: number, src: Uint8Array, srcOffset: number): number {
     this.calls.push(`put ${poolId} ${index}`);
     if (!this.pools.has(`${g}/${poolId}`)) return TMEM_S_INVALID;
-    if (this.putStatus !== null) return this.putStatus;
+    if (this.putStatus !== null) {
+      // as the store does: a failed PUT empties the handle (put-put-get)
+      this.pages.delete(this.key(g, poolId, oid, index));
+      return this.putStatus;
+    }
     this.pages.set(this.key(g, poolId, oid, index), src.slice(srcOffset, srcOffset + 4096));
     return TMEM_S_OK;
+  }
+  putRefused(g: number, poolId: number, oid: Uint32Array, index: number): number {
+    this.calls.push(`putRefused ${poolId} ${index}`);
+    if (!this.pools.has(`${g}/${poolId}`)) return TMEM_S_INVALID;
+    this.pages.delete(this.key(g, poolId, oid, index));
+    return TMEM_S_INVALID;
   }
   getPage(g: number, poolId: number, oid: Uint32Array, index: number, reqFlags: number, dst: Uint8Array, dstOffset: number): number {
     const pool = this.pools.get(`${g}/${poolId}`);

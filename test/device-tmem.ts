@@ -23,6 +23,7 @@ import {
 import { TmemDevice, type DeviceGuest } from '../host/tmem/device.js';
 import { INFO_LAYOUT } from '../host/tmem/info-layout.js';
 import { ChainWalker } from '../host/virtio/chain.js';
+import { TC } from '../host/tmem/counters.js';
 import { FakeStore } from './device-fake-store.js';
 import { DriverRing, F_INDIRECT, F_WRITE, FakeGuest, newPoolPayload, pattern, readResp, reqHeader, writeDesc, type Desc, type ReqFields } from './virtio-driver.js';
 
@@ -34,14 +35,14 @@ function setup() {
   const w = new ChainWalker();
   w.mem = g.mem;
   const store = new FakeStore();
-  const dev = new TmemDevice(store, INFO_LAYOUT);
   const guest: DeviceGuest = { storeGuest: store.addGuest({ name: 'vm', maxmemPages: 0, ramPages: 0, shareGroup: null }), sharedNegotiated: false, numQueues: 3 };
+  const dev = new TmemDevice(store, INFO_LAYOUT, guest);
   const view = new DataView(g.ram.buffer);
   /** Runs one chain; returns the used len. */
   const run = (descs: readonly Desc[]): number => {
     const head = r.chain(descs);
     if (!w.walk(view, g.off(r.desc), r.num, head, true)) throw new Error(w.error);
-    return dev.handle(guest, w.readable, w.writable);
+    return dev.handle(0, w.readable, w.writable);
   };
   /** A request the ordinary way: [header + readable payload in one descriptor or two, writable payload, response]. */
   const req = (f: ReqFields, opts: { rd?: Uint8Array; wr?: number; rdLen?: number } = {}) => {
@@ -233,7 +234,7 @@ t.test('fewer than 16 writable bytes: unanswerable, used len 0, nothing written'
   const len = s.run([{ addr: s.g.put(reqHeader({ op: TMEM_OP_FLUSH_PAGE, pool: p, index: 1, oid: OID })), len: 48 }, { addr: resp, len: 15, flags: F_WRITE }]);
   t.equal(len, 0);
   t.match(s.dev.error, /16-byte response/);
-  t.equal(s.dev.counters.unanswerable, 1);
+  t.ok(s.dev.refused, 'refused: the fairness budget charges the penalty');
   t.same(s.g.ram.slice(s.g.off(resp), s.g.off(resp) + 16), before.slice(s.g.off(resp), s.g.off(resp) + 16));
   t.equal(s.get(p, 1).status, TMEM_S_OK, 'the flush did not happen');
   t.equal(s.run([{ addr: s.g.put(reqHeader({ op: TMEM_OP_RESET })), len: 48 }]), 0, 'no writable bytes at all');
@@ -278,7 +279,7 @@ t.test('the bytes may be split over descriptors any way: header, page and respon
   descs.push({ addr: r1, len: 8, flags: F_WRITE }, { addr: r2, len: 8, flags: F_WRITE });
   t.equal(s.run(descs), 16);
   t.equal(s.g.dv.getInt32(s.g.off(r1), true), TMEM_S_OK);
-  t.equal(s.dev.counters.putsGathered, 1);
+  t.equal(s.dev.counters[TC.putsGathered], 1);
   // GET: data in 2 pieces, the response sharing the second piece's descriptor
   const d1 = s.g.alloc(100);
   const d2 = s.g.alloc(4096 - 100 + 16);
@@ -293,7 +294,7 @@ t.test('the bytes may be split over descriptors any way: header, page and respon
   got.set(s.g.read(d2, 3996), 100);
   t.same(got, page);
   t.equal(s.g.dv.getInt32(s.g.off(d2) + 3996, true), TMEM_S_OK, 'response = the last 16 writable bytes');
-  t.equal(s.dev.counters.getsScattered, 1);
+  t.equal(s.dev.counters[TC.getsScattered], 1);
 });
 
 t.test('one writable descriptor holding page and response', async (t) => {
@@ -304,7 +305,7 @@ t.test('one writable descriptor holding page and response', async (t) => {
   const len = s.run([{ addr: s.g.put(reqHeader({ op: TMEM_OP_GET_PAGE, pool: p, index: 1, oid: OID })), len: 48 }, { addr: d, len: 4112, flags: F_WRITE }]);
   t.equal(len, 4112);
   t.same(s.g.read(d, 4096), pattern(9));
-  t.equal(s.dev.counters.getsScattered, 0, 'the page sat in one segment: copied in place');
+  t.equal(s.dev.counters[TC.getsScattered], 0, 'the page sat in one segment: copied in place');
 });
 
 t.test('a request through an indirect table (what a 5.10 guest sends)', async (t) => {

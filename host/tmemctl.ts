@@ -5,7 +5,7 @@
 import { argTokens, defaultControlPath } from './config.js';
 import { requestDaemon } from './control/client.js';
 import { sampleFromStats, TOP_HEADER, topLines, topRates, type TopSample } from './control/top.js';
-import { formatSize } from './units.js';
+import { formatSize, parseSize, SizeError } from './units.js';
 
 export const CTL_HELP = `Usage: tmemctl [--control PATH] [--json] COMMAND
 
@@ -18,6 +18,15 @@ Commands:
   thaw NAME                 accept its puts again
   flush NAME                drop every page the connected guest holds
   share-group NAME GROUP    which shared pools the VM may join ("none": its own only)
+  set capacity=SIZE         host memory for tmem pages, live, up to the --capacity
+                            tmemd started with; shrinking evicts ephemeral pages
+                            (oldest first); persistent pages above it are kept and
+                            new pages refused until below it, as Xen's tmem did
+  set NAME maxmem=SIZE      the VM's maxmem, live: its persistent limit becomes
+                            maxmem - RAM; pages above a lowered limit are kept,
+                            new persistent pages refused until below it
+
+Sizes: bytes or a whole number with K, M, G, T (binary): 512M, 2G.
 
 Options:
   --control PATH            tmemd's control socket (default $TMEMD_CONTROL or /run/tmemd.sock)
@@ -66,7 +75,7 @@ export function parseCtlArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
       timeoutMs = v * 1000;
     }
   }
-  if (rest.length === 0) throw new UsageError('no command (guests, stats, top, freeze, thaw, flush, share-group)');
+  if (rest.length === 0) throw new UsageError('no command (guests, stats, top, freeze, thaw, flush, share-group, set)');
   const [cmd, ...args] = rest;
   if (cmd === 'top') {
     if (args.length > 2) throw new UsageError('top takes at most an interval and a count');
@@ -76,8 +85,9 @@ export function parseCtlArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
     if (args[1] !== undefined && !(/^\d+$/.test(args[1]) && count >= 1)) throw new UsageError(`top: count '${args[1]}' is not a positive whole number`);
     return { control, json, timeoutMs, request: { cmd: 'stats' }, top: { intervalS, count } };
   }
+  if (cmd === 'set') return { control, json, timeoutMs, request: parseSet(args) };
   const nargs: Record<string, number> = { guests: 0, stats: 0, freeze: 1, thaw: 1, flush: 1, 'share-group': 2 };
-  if (!(cmd! in nargs)) throw new UsageError(`unknown command '${cmd}' (guests, stats, top, freeze, thaw, flush, share-group)`);
+  if (!Object.hasOwn(nargs, cmd!)) throw new UsageError(`unknown command '${cmd}' (guests, stats, top, freeze, thaw, flush, share-group, set)`);
   if (args.length !== nargs[cmd!]) {
     const want = nargs[cmd!] === 0 ? 'no arguments' : nargs[cmd!] === 1 ? 'a VM name' : 'a VM name and a group';
     throw new UsageError(`${cmd} takes ${want}`);
@@ -86,6 +96,46 @@ export function parseCtlArgs(argv: readonly string[], env: NodeJS.ProcessEnv = p
   if (args.length >= 1) request.name = args[0];
   if (cmd === 'share-group') request.group = args[1] === 'none' ? null : args[1];
   return { control, json, timeoutMs, request };
+}
+
+/** Keys of `set` and where they apply. */
+const HOST_SET_KEYS = ['capacity'] as const;
+const VM_SET_KEYS = ['maxmem'] as const;
+
+/**
+ * `set capacity=SIZE` or `set NAME maxmem=SIZE`: the request, sizes as byte
+ * counts (decimal strings). Every argument is checked before anything is
+ * sent, so a bad one changes nothing.
+ */
+export function parseSet(args: readonly string[]): Record<string, unknown> {
+  const usage = 'set takes capacity=SIZE, or a VM name and maxmem=SIZE';
+  if (args.length === 0) throw new UsageError(usage);
+  const host = args[0]!.includes('=');
+  const name = host ? null : args[0]!;
+  const pairs = host ? args : args.slice(1);
+  if (pairs.length === 0) throw new UsageError(`set ${name}: nothing to set (maxmem=SIZE)`);
+  const request: Record<string, unknown> = { cmd: 'set' };
+  if (name !== null) request.name = name;
+  for (const p of pairs) {
+    const eq = p.indexOf('=');
+    if (eq <= 0) throw new UsageError(`set: '${p}' is not key=value (${usage})`);
+    const k = p.slice(0, eq);
+    const v = p.slice(eq + 1);
+    const known: readonly string[] = host ? HOST_SET_KEYS : VM_SET_KEYS;
+    if (!known.includes(k)) {
+      if (host && (VM_SET_KEYS as readonly string[]).includes(k)) throw new UsageError(`set: ${k} is a VM's: tmemctl set NAME ${k}=SIZE`);
+      if (!host && (HOST_SET_KEYS as readonly string[]).includes(k)) throw new UsageError(`set ${name}: ${k} is the host's, not a VM's: tmemctl set ${k}=SIZE`);
+      throw new UsageError(`set${name !== null ? ` ${name}` : ''}: unknown key '${k}' (${host ? 'the host: capacity' : 'a VM: maxmem'})`);
+    }
+    if (Object.hasOwn(request, k)) throw new UsageError(`set: ${k} given twice`);
+    try {
+      request[k] = parseSize(v).toString();
+    } catch (e) {
+      if (e instanceof SizeError) throw new UsageError(`set: ${k}: ${e.message}`);
+      throw e;
+    }
+  }
+  return request;
 }
 
 // ---------------------------------------------------------------- rendering
@@ -144,11 +194,38 @@ function flatten(o: unknown, prefix = '', out: [string, string][] = []): [string
   return out;
 }
 
+/**
+ * Xen's claim accounting of the host's tmem pages: free, freeable (ephemeral
+ * pages and those of destroyed pools not yet reclaimed: the store gives them
+ * up for a persistent page) and persistent (owned for good).
+ */
+export function renderClaims(store: unknown): string {
+  const st = (store ?? {}) as Record<string, unknown>;
+  const n = (k: string) => (typeof st[k] === 'number' ? (st[k] as number) : NaN);
+  const cap = n('capacityPages');
+  if (!Number.isFinite(cap)) return '';
+  const eph = n('ephemeralPages');
+  const pend = n('reclaimPendingPages');
+  const per = n('persistentPages');
+  const max = n('capacityMaxPages');
+  const held = eph + pend + per;
+  const pages = (x: number) => (Number.isFinite(x) ? `${x} (${formatSize(BigInt(x) * 4096n)})` : '-');
+  let s = 'claims (4 KiB pages, as Xen counted them)\n';
+  s += `  capacity   ${pages(cap)}${Number.isFinite(max) && max !== cap ? `, at most ${pages(max)} (tmemctl set capacity=)` : ''}\n`;
+  s += `  free       ${pages(n('freePages'))}\n`;
+  s += `  freeable   ${pages(eph + pend)}: ephemeral ${eph}, pending reclaim ${pend}\n`;
+  s += `  persistent ${pages(per)}\n`;
+  if (held > cap) s += `  over       ${held - cap} pages above the capacity: new pages are refused until guests release them\n`;
+  return s;
+}
+
 export function renderStats(r: { host: Record<string, unknown>; guests: GuestRow[] }): string {
   let s = 'host\n';
   const kv = flatten(r.host);
   const kw = Math.max(...kv.map(([k]) => k.length), 4);
   for (const [k, v] of kv) s += `  ${k.padEnd(kw)}  ${/bytes$/i.test(k) ? `${v} (${bytes(v)})` : v}\n`;
+  const claims = renderClaims(r.host.store);
+  if (claims) s += `\n${claims}`;
   s += '\nguests\n';
   const num = (o: Record<string, unknown> | null | undefined, k: string) => (o && typeof o[k] === 'number' ? String(o[k]) : '-');
   const rows = r.guests.map((g) => {
@@ -166,6 +243,7 @@ export function renderStats(r: { host: Record<string, unknown>; guests: GuestRow
       bytes(g.maxmemBytes),
       g.frozen ? 'yes' : 'no',
       pools,
+      st && typeof st.persistentPages === 'number' && typeof st.ephemeralPages === 'number' ? String(st.persistentPages + st.ephemeralPages) : '-',
       num(st, 'persistentPages'),
       num(st, 'persistentLimitPages'),
       num(st, 'ephemeralPages'),
@@ -177,11 +255,11 @@ export function renderStats(r: { host: Record<string, unknown>; guests: GuestRow
       d ? String(bad) : '-',
     ];
   });
-  s += table(['NAME', 'STATE', 'RAM', 'MAXMEM', 'FROZEN', 'POOLS', 'PERSIST', 'LIMIT', 'EPHEM', 'PUTS', 'GETS', 'HITS', 'QUEUES', 'REQUESTS', 'BAD'], rows)
+  s += table(['NAME', 'STATE', 'RAM', 'MAXMEM', 'FROZEN', 'POOLS', 'OWNED', 'PERSIST', 'LIMIT', 'EPHEM', 'PUTS', 'GETS', 'HITS', 'QUEUES', 'REQUESTS', 'BAD'], rows)
     .split('\n')
     .map((l) => (l ? `  ${l}` : l))
     .join('\n');
-  s += '  (PERSIST, LIMIT, EPHEM in 4K pages; QUEUES running/offered; BAD: unanswerable chains)\n';
+  s += '  (OWNED = PERSIST + EPHEM, the pages of its private pools; in 4K pages; QUEUES running/offered; BAD: unanswerable chains)\n';
   return s;
 }
 
@@ -214,6 +292,9 @@ export async function ctlMain(argv: readonly string[]): Promise<number> {
     case 'stats':
       process.stdout.write(renderStats(reply.result as { host: Record<string, unknown>; guests: GuestRow[] }));
       break;
+    case 'set':
+      process.stdout.write(renderSet(reply.result as SetResult));
+      break;
     default: {
       const g = reply.result as GuestRow;
       const what = a.request.cmd === 'share-group' ? `share group ${g.shareGroup ?? 'none'}` : a.request.cmd === 'flush' ? 'flushed' : g.frozen ? 'frozen' : 'thawed';
@@ -221,6 +302,38 @@ export async function ctlMain(argv: readonly string[]): Promise<number> {
     }
   }
   return 0;
+}
+
+/** What `set` answers (host/control/server.ts). */
+export interface SetResult {
+  /** capacity= */
+  capacityBytes?: string;
+  previousCapacityBytes?: string;
+  capacityMaxBytes?: string;
+  evictedPages?: number;
+  reclaimedPages?: number;
+  overPages?: number;
+  /** maxmem= */
+  name?: string;
+  maxmemBytes?: string;
+  previousMaxmemBytes?: string;
+  connected?: boolean;
+  persistentLimitPages?: number | null;
+  persistentPages?: number | null;
+}
+
+export function renderSet(r: SetResult): string {
+  if (r.capacityBytes !== undefined) {
+    let s = `capacity ${bytes(r.capacityBytes)} (was ${bytes(r.previousCapacityBytes)}; at most ${bytes(r.capacityMaxBytes)})`;
+    s += `: ${r.evictedPages ?? 0} ephemeral pages evicted, ${r.reclaimedPages ?? 0} pages of destroyed pools freed`;
+    if (r.overPages) s += `; ${r.overPages} persistent pages above it are kept: new pages are refused until guests release them`;
+    return s + '\n';
+  }
+  let s = `${r.name}: maxmem ${bytes(r.maxmemBytes)} (was ${bytes(r.previousMaxmemBytes)})`;
+  if (!r.connected || typeof r.persistentLimitPages !== 'number') return `${s}; the guest's persistent limit follows when one connects\n`;
+  s += `; persistent limit ${r.persistentLimitPages} pages, ${r.persistentPages ?? 0} held`;
+  if ((r.persistentPages ?? 0) > r.persistentLimitPages) s += ': the pages above it are kept, new persistent pages refused until below it';
+  return s + '\n';
 }
 
 /**

@@ -9,9 +9,10 @@ import { assertNoInspector, setDebugGuardSink } from './debug-guard.js';
 import * as native from '../native/index.js';
 import { ConfigError, type DaemonConfig, DEFAULT_SOCKET_MODE, HELP, parseArgs, type SocketAccessSpec } from './config.js';
 import { folderProblem } from './control/client.js';
-import { ControlServer } from './control/server.js';
+import { type ControlContext, ControlServer, handleControlRequest } from './control/server.js';
 import { DataPlane } from './vhost-user/client.js';
 import { createLogger, type Logger } from './log.js';
+import { type MetricsServer, startMetrics } from './metrics/index.js';
 import { startService, stderrSink } from './service/index.js';
 import { formatBytes } from './vhost-user/connection.js';
 import { type ListenerIo, type SocketAccess, VhostUserListener, type Watcher } from './vhost-user/listener.js';
@@ -77,6 +78,7 @@ class Daemon {
   private readonly vms: TmemVm[] = [];
   private readonly blkVms: BlkVm[] = [];
   private control: ControlServer | null = null;
+  private metrics: MetricsServer | null = null;
   private stopping: Promise<void> | null = null;
   private readonly startedAt = new Date();
 
@@ -143,14 +145,10 @@ class Daemon {
           log.info(`vm ${v.name}: tmem-blk listening on ${v.blk.socket} (disk ${formatBytes(v.blk.sizeBytes)}, overflow ${bvm.overflowPath}) with ${describeAccess(bAccess)}`);
         }
       }
+      const dp = this.dp;
+      const ctx: ControlContext = { vms: this.vms, stats: () => dp.stats(), info: () => this.info(), log };
       if (cfg.control !== null) {
-        const dp = this.dp;
-        const control = new ControlServer(cfg.control, {
-          vms: this.vms,
-          stats: () => dp.stats(),
-          info: () => this.info(),
-          log,
-        }, socketInUse);
+        const control = new ControlServer(cfg.control, ctx, socketInUse);
         try {
           await control.start();
         } catch (e) {
@@ -158,6 +156,14 @@ class Daemon {
         }
         this.control = control;
         log.info(`control socket on ${cfg.control} (mode 0600; root${process.getuid?.() ? ` and uid ${process.getuid()}` : ''} only)`);
+      }
+      if (cfg.metricsListen !== null) {
+        // the snapshot `tmemctl stats` prints, taken at each scrape
+        this.metrics = await startMetrics(cfg.metricsListen, async () => {
+          const r = await handleControlRequest(ctx, { cmd: 'stats' });
+          if (!r.ok) throw new Error(r.error);
+          return r.result;
+        }, log, () => ({ workerAlive: dp.alive }));
       }
     } catch (e) {
       await this.stop();
@@ -195,6 +201,13 @@ class Daemon {
         l.stop();
       } catch (e) {
         this.log.warn(`stopping ${l.where}: ${(e as Error).message}`);
+      }
+    }
+    if (this.metrics) {
+      try {
+        await this.metrics.stop();
+      } catch (e) {
+        this.log.warn(`stopping the metrics endpoint: ${(e as Error).message}`);
       }
     }
     if (this.control) {

@@ -31,10 +31,11 @@ export function parseSize(s: string): bigint {
 const IEC = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'] as const;
 
 /**
- * Bytes for people: the largest binary unit that leaves at least 1, exact
- * when it divides ("2 GiB", "4 KiB", "100 B"), else at most two decimals,
- * truncated so a value is never shown larger than it is ("1.5 KiB",
- * "23.54 GiB", "3.99 KiB"). Exact values read back through parseSize.
+ * Bytes for people: the largest binary unit that leaves at least 1, a whole
+ * number when it divides exactly ("2 GiB", "4 KiB", "100 B"), else two
+ * decimals, truncated so a value is never shown larger than it is ("1.50 KiB",
+ * "23.54 GiB", "3.99 KiB", "4.00 KiB" for 4097 bytes). Exact values read back
+ * through parseSize.
  */
 export function formatSize(bytes: bigint | number): string {
   const b = typeof bytes === 'bigint' ? bytes : BigInt(Math.trunc(bytes));
@@ -43,5 +44,7 @@ export function formatSize(bytes: bigint | number): string {
   while (u < IEC.length - 1 && b >= 1024n << BigInt(10 * u)) u++;
   const d = 1n << BigInt(10 * u);
   if (b % d === 0n) return `${b / d} ${IEC[u]}`;
-  return `${Number((b * 100n) / d) / 100} ${IEC[u]}`;
+  // inexact: always two decimals, so 4097 bytes is "4.00 KiB", never "4 KiB"
+  const h = (b * 100n) / d;
+  return `${h / 100n}.${String(h % 100n).padStart(2, '0')} ${IEC[u]}`;
 }

@@ -9,3 +9,4 @@ export { mmapShared, munmap, memfdCreate, inspectGuestRamFd, WINDOW_BYTES, type 
 export { eventfd, eventfdRead, eventfdWrite, adoptEventfd } from './eventfd.js';
 export { pollFds } from './poll.js';
 export { FdWatcher, type FdWatcherLog, EPOLLIN, EPOLLHUP, EPOLLERR } from './watcher.js';
+export { EventfdSet } from './eventfd-set.js';

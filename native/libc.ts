@@ -141,6 +141,7 @@ export const EPOLLERR = 0x8;
 export const EPOLLHUP = 0x10;
 export const EPOLLRDHUP = 0x2000;
 export const EPOLLONESHOT = 0x40000000;
+export const EPOLLET = 0x80000000;
 
 // Struct layouts (x86_64 LP64), built by hand in scratch memory.
 /** struct msghdr: name@0 namelen@8 iov@16 iovlen@24 control@32 controllen@40 flags@48. */

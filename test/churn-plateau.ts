@@ -13,6 +13,7 @@
 // ~210 bytes each stayed until the worker yielded to its event loop, which
 // frees the native side of koffi.view buffers (host/vhost-user/worker.ts).
 import t from 'tap';
+import { pathToFileURL } from 'node:url';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -66,24 +67,27 @@ t.test('the data plane keeps no malloc memory per guest lifecycle', (t) => {
     const mallinfo2 = lib.func('mallinfo2_t mallinfo2(void)');
     const used = async () => { await new Promise((r) => setTimeout(r, 200)); global.gc(); return Number(mallinfo2().uordblks); };
     const log = { error: (m) => console.error(m), warn: (m) => console.error(m), info() {}, debug() {} };
-    const dp = await DataPlane.start({ mode: 'notify', pollSpinMs: 50, capacityPages: 4096, maxPoolsPerGuest: 16, log });
+    const devices = [{ kind: 'tmem', module: ${JSON.stringify(pathToFileURL(join(root, 'dist/host/tmem/worker.js')).href)} }];
+    const dp = await DataPlane.start({ mode: 'notify', pollSpinMs: 50, devices, deviceConfig: { capacityPages: 4096, maxPoolsPerGuest: 16 }, log });
     const UVA = 0x7f1200000000n;
-    const cycle = () => {
-      const g = dp.addGuest({ name: 'x', maxmemBytes: 1n << 30n, shareGroup: null, numQueues: 1 });
-      dp.setFeatures(g, (1n << 32n) | (1n << 29n) | (1n << 28n));
-      dp.setMemTable(g, [{ fd: n.memfdCreate('ram', 1n << 20n), guestPhysAddr: 0n, size: 1n << 20n, userspaceAddr: UVA, mmapOffset: 0n }]);
-      dp.setVringNum(g, 0, 256);
-      dp.setVringBase(g, 0, 0);
-      dp.setVringAddr(g, 0, { descUser: UVA, availUser: UVA + 0x1000n, usedUser: UVA + 0x2000n });
-      dp.setVringKick(g, 0, n.eventfd(0));
-      dp.setVringCall(g, 0, n.eventfd(0));
-      dp.setVringEnable(g, 0, true);
-      dp.removeGuest(g);
+    const params = { maxmemBytes: 1n << 30n, shareGroup: null, tmemMaxBytes: null, ramFloorBytes: 0n, frozen: false };
+    const cycle = async () => {
+      const g = dp.newInstanceId();
+      await dp.open(g, { vm: 'x', kind: 'tmem', numQueues: 1, policy: { maxRamBytes: null, allowUnsealed: false }, params });
+      await dp.setFeatures(g, (1n << 32n) | (1n << 29n) | (1n << 28n));
+      await dp.setMemTable(g, [{ fd: n.memfdCreate('ram', 1n << 20n), guestPhysAddr: 0n, size: 1n << 20n, userspaceAddr: UVA, mmapOffset: 0n }]);
+      await dp.setVringNum(g, 0, 256);
+      await dp.setVringBase(g, 0, 0);
+      await dp.setVringAddr(g, 0, { descUser: UVA, availUser: UVA + 0x1000n, usedUser: UVA + 0x2000n });
+      await dp.setVringFd(g, 'setVringKick', 0, n.eventfd(0));
+      await dp.setVringFd(g, 'setVringCall', 0, n.eventfd(0));
+      await dp.setVringEnable(g, 0, true);
+      await dp.close(g);
     };
     const WARM = 1500, N = 6000;
-    for (let i = 0; i < WARM; i++) { cycle(); if (i % 50 === 0) await new Promise((r) => setTimeout(r, 1)); }
+    for (let i = 0; i < WARM; i++) await cycle();
     const before = await used();
-    for (let i = 0; i < N; i++) { cycle(); if (i % 50 === 0) await new Promise((r) => setTimeout(r, 1)); }
+    for (let i = 0; i < N; i++) await cycle();
     const after = await used();
     await dp.stop();
     process.stdout.write(JSON.stringify({ before, after, perCycle: (after - before) / N }) + '\\n');

@@ -359,11 +359,12 @@ t.test('host/units.ts: the one size parser and formatter', async (t) => {
   t.throws(() => u.parseSize('18446744073709551616'), /too large/);
   t.equal(u.parseSize('18446744073709551615'), (1n << 64n) - 1n);
   const cases: [bigint | number, string][] = [
-    [0n, '0 B'], [100n, '100 B'], [1024n, '1 KiB'], [1536n, '1.5 KiB'], [4n << 20n, '4 MiB'], [64n << 20n, '64 MiB'],
+    [0n, '0 B'], [100n, '100 B'], [1024n, '1 KiB'], [1536n, '1.50 KiB'], [4097n, '4.00 KiB'], [4n << 20n, '4 MiB'], [64n << 20n, '64 MiB'],
     [8n << 30n, '8 GiB'], [3n << 40n, '3 TiB'], [5n << 50n, '5 PiB'], [2048n << 50n, '2048 PiB'], [4096, '4 KiB'],
   ];
   for (const [v, want] of cases) t.equal(u.formatSize(v), want, `${v}`);
-  t.equal(u.formatSize((2n << 30n) + 1n), '2 GiB', 'truncated, never rounded up');
+  t.equal(u.formatSize((2n << 30n) + 1n), '2.00 GiB', 'truncated, never rounded up, never shown as exact');
+  t.equal(u.formatSize((2n << 30n) - 1n), '1.99 GiB');
   t.equal(u.formatSize(-4096n), '-4 KiB');
   for (const v of [0n, 4096n, 1n << 30n, 6n << 40n]) t.equal(u.parseSize(u.formatSize(v)), v, `round trip ${v}`);
   t.end();

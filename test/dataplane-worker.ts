@@ -20,7 +20,13 @@ import { DriverRing, F_INDIRECT, F_WRITE, FakeGuest, newPoolPayload, pattern, re
 const distClient = new URL('../dist/host/vhost-user/client.js', import.meta.url);
 const distNative = new URL('../dist/native/index.js', import.meta.url);
 const distStore = new URL('../dist/host/tmem/store/store.js', import.meta.url);
-const ready = [distClient, distNative, distStore].every((u) => existsSync(fileURLToPath(u)));
+const distTmem = new URL('../dist/host/tmem/worker.js', import.meta.url);
+const ready = [distClient, distNative, distStore, distTmem].every((u) => existsSync(fileURLToPath(u)));
+/** The worker's device kinds and their config, as tmemd gives them. */
+const DEVICES = { devices: [{ kind: 'tmem', module: distTmem.href }] };
+const deviceConfig = (capacityPages: number, maxPoolsPerGuest: number) => ({ ...DEVICES, deviceConfig: { capacityPages, maxPoolsPerGuest } });
+const TMEM_PARAMS = { maxmemBytes: 1n << 30n, shareGroup: null, tmemMaxBytes: null, ramFloorBytes: 0n, frozen: false };
+const POLICY = { maxRamBytes: null, allowUnsealed: false };
 
 const VERSION_1 = 1n << 32n;
 const EVENT_IDX = 1n << 29n;
@@ -59,28 +65,29 @@ async function harness(mode: 'poll' | 'notify', logs: string[]) {
     info: (m: string) => logs.push(`info: ${m}`),
     debug: (m: string) => logs.push(`debug: ${m}`),
   };
-  const dp = await client.DataPlane.start({ mode, capacityPages: 1 << 14, maxPoolsPerGuest: 16, log, pollSpinMs: 20 });
+  const dp = await client.DataPlane.start({ mode, ...deviceConfig(1 << 14, 16), log, pollSpinMs: 20 });
   const mine: { fd: number }[] = [];
   const maps: ReturnType<Native['mmapShared']>[] = [];
-  const vm = (name: string, queues = 1, features = VERSION_1 | EVENT_IDX | INDIRECT) => {
+  const vm = async (name: string, queues = 1, features = VERSION_1 | EVENT_IDX | INDIRECT) => {
     const memfd = native.memfdCreate(name, BigInt(RAM));
     const m = native.mmapShared(memfd, BigInt(RAM), 0n);
     maps.push(m);
     const g = new FakeGuest(RAM, { ram: m.windows[0]!.bytes });
-    const id = dp.addGuest({ name, maxmemBytes: 1n << 30n, shareGroup: null, numQueues: queues });
-    dp.setFeatures(id, features);
-    dp.setMemTable(id, [{ fd: memfd, guestPhysAddr: 0n, size: BigInt(RAM), userspaceAddr: BigInt(UVA), mmapOffset: 0n }]);
+    const id = dp.newInstanceId();
+    await dp.open(id, { vm: name, kind: 'tmem', numQueues: queues, policy: POLICY, params: TMEM_PARAMS });
+    await dp.setFeatures(id, features);
+    await dp.setMemTable(id, [{ fd: memfd, guestPhysAddr: 0n, size: BigInt(RAM), userspaceAddr: BigInt(UVA), mmapOffset: 0n }]);
     const rings = Array.from({ length: queues }, () => new DriverRing(g, 256));
     const fds = rings.map(() => ({ kick: native.eventfd(0), call: native.eventfd(0), err: native.eventfd(0) }));
-    const start = (q: number, base = 0, enable = true) => {
+    const start = async (q: number, base = 0, enable = true) => {
       const r = rings[q]!;
-      dp.setVringNum(id, q, r.num);
-      dp.setVringBase(id, q, base);
-      dp.setVringAddr(id, q, { descUser: BigInt(UVA + r.desc), usedUser: BigInt(UVA + r.used), availUser: BigInt(UVA + r.avail) });
-      dp.setVringKick(id, q, fds[q]!.kick);
-      dp.setVringCall(id, q, fds[q]!.call);
-      dp.setVringErr(id, q, fds[q]!.err);
-      if (enable) dp.setVringEnable(id, q, true);
+      await dp.setVringNum(id, q, r.num);
+      await dp.setVringBase(id, q, base);
+      await dp.setVringAddr(id, q, { descUser: BigInt(UVA + r.desc), usedUser: BigInt(UVA + r.used), availUser: BigInt(UVA + r.avail) });
+      await dp.setVringFd(id, 'setVringKick', q, fds[q]!.kick);
+      await dp.setVringFd(id, 'setVringCall', q, fds[q]!.call);
+      await dp.setVringFd(id, 'setVringErr', q, fds[q]!.err);
+      if (enable) await dp.setVringEnable(id, q, true);
     };
     const kick = (q: number) => {
       if (mode === 'notify') native.eventfdWrite(fds[q]!.kick, 1n);
@@ -137,21 +144,21 @@ for (const mode of ['poll', 'notify'] as const) {
     });
 
     await t.test('a request posted before the ring is enabled is served at enable', async (t) => {
-      const v = h.vm('early');
-      v.start(0, 0, false);
+      const v = await h.vm('early');
+      await v.start(0, 0, false);
       const x = v.submit(0, reqHeader({ op: TMEM_OP_NEW_POOL }), { rd: newPoolPayload(TMEM_POOL_PERSIST) });
       h.native.eventfdWrite(v.fds[0]!.kick, 1n); // QEMU: the kick came before the enable
-      h.dp.setVringEnable(v.id, 0, true);
+      await h.dp.setVringEnable(v.id, 0, true);
       await until(() => v.rings[0]!.usedIdx() === 1, 'the first completion');
       t.same(v.rings[0]!.takeUsed(), [{ id: x.head, len: 16 }]);
       t.equal(readResp(v.g, x.resp).status, TMEM_S_OK);
-      h.dp.removeGuest(v.id);
+      await h.dp.close(v.id);
     });
 
     await t.test('every GET returns what was PUT, direct and indirect chains, across queues', async (t) => {
-      const v = h.vm('data', 2);
-      v.start(0);
-      v.start(1);
+      const v = await h.vm('data', 2);
+      await v.start(0);
+      await v.start(1);
       const p = await v.call(0, reqHeader({ op: TMEM_OP_NEW_POOL }), { rd: newPoolPayload(TMEM_POOL_PERSIST) });
       t.equal(p.status, TMEM_S_OK);
       const pool = Number(p.value);
@@ -171,35 +178,38 @@ for (const mode of ['poll', 'notify'] as const) {
       const info = await v.call(1, reqHeader({ op: TMEM_OP_INFO }), { wr: 64 });
       t.equal(info.used[0]!.len, 80);
       t.equal(new DataView(info.page.buffer).getUint32(12, true), 2, 'num_queues');
-      const c = h.dp.counters();
-      t.ok(c.opPutPage >= N && c.opGetPage >= N, 'counters readable from the shared buffer');
-      const st = h.dp.stats() as { guests: { name: string; queues: { completed: number }[] }[] };
-      t.ok(st.guests.some((g) => g.name === 'data' && g.queues[0]!.completed > 0), 'stats() lists the guest');
-      h.dp.removeGuest(v.id);
+      const st = await h.dp.stats();
+      const c = st.counters.tmem!;
+      t.ok(c.opPutPage! >= N && c.opGetPage! >= N, 'the tmem counters, host-wide');
+      const inst = st.instances.find((g) => g.vm === 'data') as { queues: { completed: number }[]; counters: { tmem: { opPutPage: number } } } | undefined;
+      t.ok(inst && inst.queues[0]!.completed > 0, 'stats() lists the instance');
+      t.ok(inst && inst.counters.tmem.opPutPage >= N, 'and its own counters');
+      t.match(st.kinds.tmem, { store: { guests: [{ name: 'data' }] } }, 'the store guest of the VM');
+      await h.dp.close(v.id);
     });
 
     await t.test('GET_VRING_BASE stops the ring and returns the next avail index; restart continues', async (t) => {
-      const v = h.vm('pause');
-      v.start(0);
+      const v = await h.vm('pause');
+      await v.start(0);
       const p = await v.call(0, reqHeader({ op: TMEM_OP_NEW_POOL }), { rd: newPoolPayload(TMEM_POOL_PERSIST) });
       await v.call(0, reqHeader({ op: TMEM_OP_PUT_PAGE, pool: Number(p.value), index: 1 }), { rd: pattern(11) });
-      h.dp.setVringEnable(v.id, 0, false);
-      t.equal(h.dp.getVringBase(v.id, 0), 2);
+      await h.dp.setVringEnable(v.id, 0, false);
+      t.equal(await h.dp.getVringBase(v.id, 0), 2);
       const x = v.submit(0, reqHeader({ op: TMEM_OP_GET_PAGE, pool: Number(p.value), index: 1 }), { wr: 4096 });
       await sleep(30);
       t.equal(v.rings[0]!.usedIdx(), 2, 'not served while stopped');
       v.fds[0] = { kick: h.native.eventfd(0), call: h.native.eventfd(0), err: v.fds[0]!.err };
-      v.start(0, 2);
+      await v.start(0, 2);
       await until(() => v.rings[0]!.usedIdx() === 3, 'service after restart');
       t.same(v.g.read(x.page, 4096), pattern(11), 'the persistent page survived the stop');
-      h.dp.removeGuest(v.id);
+      await h.dp.close(v.id);
     });
 
     await t.test('a malformed ring breaks its own queue only; bad chains get len 0', async (t) => {
-      const a = h.vm('broken');
-      const b = h.vm('healthy');
-      a.start(0);
-      b.start(0);
+      const a = await h.vm('broken');
+      const b = await h.vm('healthy');
+      await a.start(0);
+      await b.start(0);
       const bad = b.rings[0]!.chain([{ addr: RAM + 4096, len: 48 }, { addr: 0, len: 16, flags: F_WRITE }]);
       b.rings[0]!.publish(bad);
       b.kick(0);
@@ -210,23 +220,24 @@ for (const mode of ['poll', 'notify'] as const) {
       await until(() => h.native.eventfdRead(a.fds[0]!.err) !== null, 'the err eventfd');
       const r = await b.call(0, reqHeader({ op: TMEM_OP_NEW_POOL }), { rd: newPoolPayload(0) });
       t.equal(r.status, TMEM_S_OK, 'the other guest is still served');
-      t.ok(h.dp.counters().brokenQueues >= 1);
-      h.dp.removeGuest(a.id);
-      h.dp.removeGuest(b.id);
+      t.ok((await h.dp.stats()).counters.vring!.brokenQueues! >= 1);
+      await h.dp.close(a.id);
+      await h.dp.close(b.id);
     });
 
-    await t.test('invalid arguments throw DataPlaneError; the worker goes on', async (t) => {
-      t.throws(() => h.dp.setVringNum(9999, 0, 256), h.client.DataPlaneError);
-      const v = h.vm('args');
-      t.throws(() => h.dp.setVringNum(v.id, 0, 100), /power of 2/);
-      t.throws(() => h.dp.setVringNum(v.id, 5, 256), /no queue/);
-      t.throws(() => h.dp.setMemTable(v.id, [{ fd: -1, guestPhysAddr: 0n, size: 1n, userspaceAddr: 0n, mmapOffset: 0n }]));
-      h.dp.removeGuest(v.id);
+    await t.test('commands the worker refuses reject with DataPlaneError (answered); the worker goes on', async (t) => {
+      await t.rejects(h.dp.setVringNum(9999, 0, 256), /unknown instance 9999/);
+      const v = await h.vm('args');
+      await t.rejects(h.dp.setVringNum(v.id, 5, 256), /no queue 5/);
+      await t.rejects(h.dp.setMemTable(v.id, [{ fd: -1, guestPhysAddr: 0n, size: 1n, userspaceAddr: 0n, mmapOffset: 0n }]), /region 0/);
+      const e = await h.dp.setVringNum(9999, 0, 256).catch((x: unknown) => x);
+      t.ok(e instanceof h.client.DataPlaneError && e.answered, 'answered by the worker');
+      await h.dp.close(v.id);
     });
 
     await t.test('latency of one request at a time (informative)', async (t) => {
-      const v = h.vm('lat');
-      v.start(0);
+      const v = await h.vm('lat');
+      await v.start(0);
       const p = await v.call(0, reqHeader({ op: TMEM_OP_NEW_POOL }), { rd: newPoolPayload(TMEM_POOL_PERSIST) });
       const r = v.rings[0]!;
       const lat: number[] = [];
@@ -242,7 +253,7 @@ for (const mode of ['poll', 'notify'] as const) {
       lat.sort((x, y) => x - y);
       t.comment(`${mode}: p50 ${lat[1000]!.toFixed(1)} us, p99 ${lat[1980]!.toFixed(1)} us per request (test harness in JS on the main thread)`);
       t.pass();
-      h.dp.removeGuest(v.id);
+      await h.dp.close(v.id);
     });
 
     await h.done();
@@ -250,36 +261,49 @@ for (const mode of ['poll', 'notify'] as const) {
   });
 }
 
-t.test('a worker that does not answer is reported, not waited for forever; once it answers it serves again', { skip: ready ? false : 'native/ or host/tmem/store/ not built yet' }, async (t) => {
+t.test('a worker that does not answer in time: the call rejects, the event loop keeps running, the late reply is logged', { skip: ready ? false : 'native/ or host/tmem/store/ not built yet' }, async (t) => {
   const { client } = await load();
   const logs: string[] = [];
   const log = { error: (m: string) => logs.push(m), warn: (m: string) => logs.push(m), info() {}, debug() {} };
-  const dp = await client.DataPlane.start({ mode: 'notify', capacityPages: 16, maxPoolsPerGuest: 4, log, replyTimeoutMs: 200 });
+  // debugStall is a test hook: the worker refuses it without TMEMD_TEST_HOOKS=debug
+  const plain = await client.DataPlane.start({ mode: 'notify', ...deviceConfig(16, 4), log });
+  await t.rejects(plain.debugStall(10), /debugStall is a test hook/);
+  await plain.stop();
+  process.env.TMEMD_TEST_HOOKS = 'debug';
+  const dp = await client.DataPlane.start({ mode: 'notify', ...deviceConfig(16, 4), log, replyTimeoutMs: 200 });
+  delete process.env.TMEMD_TEST_HOOKS;
   const t0 = Date.now();
-  t.throws(() => dp.debugStall(1500), /did not answer DebugStall within 200 ms/);
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 10);
+  await t.rejects(dp.debugStall(1500), /did not answer debugStall within 200 ms/);
   t.ok(Date.now() - t0 < 1000, 'gave up after the timeout');
+  t.ok(ticks >= 5, `the event loop ran meanwhile (${ticks} timer ticks)`);
   t.notOk(dp.alive, 'not alive while the reply is overdue');
-  const t1 = Date.now();
-  t.throws(() => dp.stats(), /has not answered DebugStall yet/, 'later calls fail at once while it is stalled');
-  t.ok(Date.now() - t1 < 100, 'without waiting out another timeout');
-  t.match(logs.join('\n'), /did not answer/);
   await new Promise((r) => setTimeout(r, 1600));
+  clearInterval(timer);
   t.ok(dp.alive, 'alive again once the stalled command was answered');
-  t.ok(dp.stats(), 'commands work again');
-  t.match(logs.join('\n'), /answered DebugStall after \d+ ms; in service again/);
+  t.ok(await dp.stats(), 'commands work again');
+  t.match(logs.join('\n'), /answered debugStall after \d+ ms/);
   await dp.stop();
 });
 
-t.test('fds handed with a refused command are closed, not leaked', { skip: ready ? false : 'native/ or host/tmem/store/ not built yet' }, async (t) => {
+t.test('fds handed with a refused command are closed by the worker, not leaked', { skip: ready ? false : 'native/ or host/tmem/store/ not built yet' }, async (t) => {
   const { client, native } = await load();
   const log = { error() {}, warn() {}, info() {}, debug() {} };
-  const dp = await client.DataPlane.start({ mode: 'notify', capacityPages: 16, maxPoolsPerGuest: 4, log });
+  const dp = await client.DataPlane.start({ mode: 'notify', ...deviceConfig(16, 4), log });
   t.teardown(() => dp.stop());
-  const isOpen = (fd: number) => { try { native.fstat(fd); return true; } catch { return false; } };
+  const isOpen = (fd: number) => {
+    try {
+      native.fstat(fd);
+      return true;
+    } catch {
+      return false;
+    }
+  };
   const kick = native.eventfd();
-  t.throws(() => dp.setVringKick(999, 0, kick), /unknown guest 999/);
+  await t.rejects(dp.setVringFd(999, 'setVringKick', 0, kick), /unknown instance 999/);
   t.notOk(isOpen(kick), 'the kick fd of a refused SET_VRING_KICK is closed');
   const mfd = native.memfdCreate('refused', 4096n);
-  t.throws(() => dp.setMemTable(999, [{ fd: mfd, guestPhysAddr: 0n, size: 4096n, userspaceAddr: 0n, mmapOffset: 0n }]), /unknown guest 999/);
+  await t.rejects(dp.setMemTable(999, [{ fd: mfd, guestPhysAddr: 0n, size: 4096n, userspaceAddr: 0n, mmapOffset: 0n }]), /unknown instance 999/);
   t.notOk(isOpen(mfd), 'the region fd of a refused SET_MEM_TABLE is closed');
 });

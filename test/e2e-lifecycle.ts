@@ -62,9 +62,9 @@ t.test('umount and swapoff destroy their pools; shutdown and SIGKILL leave nothi
   const removed1 = p0.filter((p) => !k1.has(poolKey(p)));
   const removed2 = p1.filter((p) => !k2.has(poolKey(p)));
   t.comment(`driver pools before: ${poolLines(vm.markers(), 'before').join(' | ')}`);
-  t.comment(`tmemd pools before:        ${describe(p0)}; guest persistent ${s0.g.store?.persistentPages}, ephemeral ${s0.g.store?.ephemeralPages}; destroy_pool ops ${s0.host.counters.opDestroyPool}`);
-  t.comment(`tmemd pools after umount:  ${describe(p1)}; removed ${describe(removed1)}; destroy_pool ops ${s1.host.counters.opDestroyPool}`);
-  t.comment(`tmemd pools after swapoff: ${describe(p2)}; removed ${describe(removed2)}; guest persistent ${s2.g.store?.persistentPages}; destroy_pool ops ${s2.host.counters.opDestroyPool}`);
+  t.comment(`tmemd pools before:        ${describe(p0)}; guest persistent ${s0.g.store?.persistentPages}, ephemeral ${s0.g.store?.ephemeralPages}; destroy_pool ops ${s0.host.counters.tmem.opDestroyPool}`);
+  t.comment(`tmemd pools after umount:  ${describe(p1)}; removed ${describe(removed1)}; destroy_pool ops ${s1.host.counters.tmem.opDestroyPool}`);
+  t.comment(`tmemd pools after swapoff: ${describe(p2)}; removed ${describe(removed2)}; guest persistent ${s2.g.store?.persistentPages}; destroy_pool ops ${s2.host.counters.tmem.opDestroyPool}`);
   t.comment(`after shutdown + QEMU quit: connected ${guestEntry({ guests: guests1 }, d.name).connected}, host pages persistent ${gone1.host.store.persistentPages}, ephemeral ${gone1.host.store.ephemeralPages}, pending ${gone1.host.store.reclaimPendingPages}`);
 
   const ccPools = (tag: string) => poolLines(vm.markers(), tag).filter((l) => /^cleancache/.test(l) && !/ - /.test(l)).length;
@@ -78,10 +78,10 @@ t.test('umount and swapoff destroy their pools; shutdown and SIGKILL leave nothi
   t.equal(p1.length, p0.length - 1, 'umount: one pool fewer in the daemon');
   t.ok(removed1.length === 1 && !removed1[0].persistent, `umount destroyed an ephemeral pool (${describe(removed1)})`);
   t.ok(removed1[0]?.ephemeralPages > 0, 'the destroyed cleancache pool held pages');
-  t.equal(s1.host.counters.opDestroyPool - s0.host.counters.opDestroyPool, 1, 'one DESTROY_POOL for the umount');
+  t.equal(s1.host.counters.tmem.opDestroyPool - s0.host.counters.tmem.opDestroyPool, 1, 'one DESTROY_POOL for the umount');
   t.equal(p2.length, p1.length - 1, 'swapoff: one pool fewer in the daemon');
   t.ok(removed2.length === 1 && removed2[0].persistent, `swapoff destroyed the persistent pool (${describe(removed2)})`);
-  t.equal(s2.host.counters.opDestroyPool - s1.host.counters.opDestroyPool, 1, 'one DESTROY_POOL for the swapoff');
+  t.equal(s2.host.counters.tmem.opDestroyPool - s1.host.counters.tmem.opDestroyPool, 1, 'one DESTROY_POOL for the swapoff');
   t.equal(s2.g.store?.persistentPages, 0, 'no persistent pages left after swapoff');
   t.equal(poolLines(vm.markers(), 'after-swapoff').filter((l) => /frontswap/.test(l) && !/ - /.test(l)).length, 0, 'the driver holds no frontswap pool on the device after swapoff');
   t.ok(guestEntry({ guests: beforeQuit }, d.name).connected, 'the guest was still connected while QEMU was up');

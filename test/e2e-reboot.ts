@@ -34,15 +34,15 @@ t.test('a guest reboot on the same connection: RESET at probe drops every pool o
   const p1: Json[] = g1.store?.pools ?? [];
   const p2: Json[] = g2.store?.pools ?? [];
   const drv2 = livePools(poolLines(vm.markers(), 'second'));
-  t.comment(`first boot: tmemd pools ${describe(p1)}; persistent ${g1.store?.persistentPages}, ephemeral ${g1.store?.ephemeralPages}; RESETs so far ${s1.host.counters.opReset}`);
-  t.comment(`after the reboot: tmemd pools ${describe(p2)}; persistent ${g2.store?.persistentPages}, ephemeral ${g2.store?.ephemeralPages}; RESETs ${s2.host.counters.opReset}; driver pools: ${drv2.join(' | ')}`);
+  t.comment(`first boot: tmemd pools ${describe(p1)}; persistent ${g1.store?.persistentPages}, ephemeral ${g1.store?.ephemeralPages}; RESETs so far ${s1.host.counters.tmem.opReset}`);
+  t.comment(`after the reboot: tmemd pools ${describe(p2)}; persistent ${g2.store?.persistentPages}, ephemeral ${g2.store?.ephemeralPages}; RESETs ${s2.host.counters.tmem.opReset}; driver pools: ${drv2.join(' | ')}`);
 
   t.equal((vm.markers().match(/@@TMEM-READY/g) ?? []).length, 2, 'the guest booted twice in one QEMU');
   t.ok(g1.connected && g2.connected, 'connected during both boots');
   t.equal(g2.guestId, g1.guestId, 'the same guest (one vhost-user connection across the reboot)');
   t.notMatch(d.daemon.output(), /guest left/, 'the daemon never saw the guest leave');
   t.ok(g1.store?.persistentPages > 1000 && g1.store?.ephemeralPages > 0, 'the first boot left pages of both kinds in the daemon');
-  t.equal(s2.host.counters.opReset - s1.host.counters.opReset, 1, 'the second boot sent one RESET');
+  t.equal(s2.host.counters.tmem.opReset - s1.host.counters.tmem.opReset, 1, 'the second boot sent one RESET');
   t.equal(g2.store?.persistentPages, 0, 'no persistent page of the first boot is left (the idle second boot swapped nothing)');
   t.ok(g2.store?.ephemeralPages < g1.store?.ephemeralPages, `ephemeral pages of the first boot are gone (${g1.store?.ephemeralPages} -> ${g2.store?.ephemeralPages})`);
   t.equal(p2.length, drv2.length, `the daemon holds exactly the second boot's pools (${p2.length} = the driver's ${drv2.length})`);

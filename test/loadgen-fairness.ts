@@ -20,21 +20,20 @@ interface QueueStats {
   completed: number;
   unanswerable: number;
 }
+/** The instance record of the VM's tmem connection (guests[i].dataplane); the budget rule's counters are in its vring block. */
 interface GuestDataplane {
   queues: QueueStats[];
-  workUnits: number;
-  penalizedChains: number;
-  turnsCut: number;
+  counters: { vring: { workUnits: number; penalizedChains: number; turnsCut: number } };
 }
 
 /** The data plane's view of the connected guest named `name` (tmemctl --json stats). */
-function guestStats(ctl: string, name: string): GuestDataplane {
+function guestStats(ctl: string, name: string): { queues: QueueStats[]; workUnits: number; penalizedChains: number; turnsCut: number } {
   const r = spawnSync(process.execPath, [TMEMCTL, '--control', ctl, '--json', 'stats'], { encoding: 'utf8', timeout: 20000 });
   if (r.status !== 0) throw new Error(`tmemctl stats failed (${r.status}): ${r.stderr}`);
   const s = JSON.parse(r.stdout) as { guests: { name: string; dataplane: GuestDataplane | null }[] };
   const g = s.guests.find((x) => x.name === name);
   if (!g?.dataplane) throw new Error(`no connected guest ${name} in: ${r.stdout.slice(0, 2000)}`);
-  return g.dataplane;
+  return { queues: g.dataplane.queues, ...g.dataplane.counters.vring };
 }
 
 for (const mode of ['poll', 'notify'] as const) {

@@ -22,6 +22,7 @@ const TABLE: MetricBlock[] = [
     ],
   },
   { subsystem: 'vring', scope: 'instance', counters: [{ name: 'requests', help: 'chains completed', kind: 'counter', unit: 'chains' }] },
+  { subsystem: 'tmem', scope: 'instance', counters: [{ name: 'opPutPage', help: 'PUT_PAGE requests', kind: 'counter', unit: 'requests' }] },
   {
     subsystem: 'worker',
     scope: 'host',
@@ -35,14 +36,20 @@ const TABLE: MetricBlock[] = [
 const SNAP = {
   host: {
     store: { capacityPages: 1000, freePages: 880, ephemeralPages: 60, persistentPages: 40, reclaimPendingPages: 20 },
-    counters: { worker: { loopIterations: 5, bytesMoved: 8192 } },
+    // the worker's own loop sits at host.worker (instance sums at host.counters)
+    worker: { loopIterations: 5, bytesMoved: 8192 },
+    counters: { vring: { requests: 99 } },
   },
   guests: [
     {
       name: 'vm0', connected: true, frozen: false, maxmemBytes: '2147483648',
       store: { puts: 10, putsNoSpace: 2, persistentPages: 40, waitMs: 1500, persistentLimitPages: 100 },
-      dataplane: { queues: [{ running: true, broken: null }, { running: false, broken: 'used ring out of guest RAM' }, { running: false, broken: null }] },
-      devices: [{ kind: 'tmem', counters: { vring: { requests: 12 } } }],
+      // dataplane is the tmem connection, also one of devices: its queues are counted once
+      dataplane: { kind: 'tmem', queues: [{ running: true, broken: null }, { running: false, broken: 'used ring out of guest RAM' }, { running: false, broken: null }] },
+      devices: [
+        { kind: 'tmem', counters: { vring: { requests: 12 }, tmem: { opPutPage: 7 } }, queues: [{ running: true, broken: null }, { running: false, broken: 'used ring out of guest RAM' }, { running: false, broken: null }] },
+        { kind: 'blk', counters: { vring: { requests: 3 } }, queues: [{ running: true, broken: null }] },
+      ],
     },
     { name: 'vm-b', connected: false, frozen: true, maxmemBytes: '1073741824', store: null, dataplane: null },
   ],
@@ -77,9 +84,9 @@ t.test('names: generated from the table with Prometheus conventions', async (t) 
   t.same(metricName(TABLE[0]!, TABLE[0]!.counters[0]!), { name: 'tmem_store_puts_total', scale: 1 }, 'a counter ends in _total');
   t.same(metricName(TABLE[0]!, TABLE[0]!.counters[2]!), { name: 'tmem_store_persistent_pages', scale: 1 }, 'a gauge does not');
   t.same(metricName(TABLE[0]!, TABLE[0]!.counters[3]!), { name: 'tmem_store_wait_seconds_total', scale: 1e-3 }, 'ms become seconds');
-  t.same(metricName(TABLE[2]!, TABLE[2]!.counters[1]!), { name: 'tmem_worker_moved_bytes_total', scale: 1 }, 'bytes end in _bytes');
+  t.same(metricName(TABLE[3]!, TABLE[3]!.counters[1]!), { name: 'tmem_worker_moved_bytes_total', scale: 1 }, 'bytes end in _bytes');
   const m = new TmemMetrics(TABLE, { processMetrics: false });
-  t.same(m.generated, ['tmem_store_puts_total', 'tmem_store_puts_no_space_total', 'tmem_store_persistent_pages', 'tmem_store_wait_seconds_total', 'tmem_vring_requests_total', 'tmem_worker_loop_iterations_total', 'tmem_worker_moved_bytes_total'], 'one metric per table entry, in table order');
+  t.same(m.generated, ['tmem_store_puts_total', 'tmem_store_puts_no_space_total', 'tmem_store_persistent_pages', 'tmem_store_wait_seconds_total', 'tmem_vring_requests_total', 'tmem_op_put_page_total', 'tmem_worker_loop_iterations_total', 'tmem_worker_moved_bytes_total'], 'one metric per table entry, in table order; the tmem device\'s block is not tmem_tmem_');
   t.throws(() => new TmemMetrics([...TABLE, { subsystem: 'store', scope: 'vm', counters: [{ name: 'puts', help: 'again', kind: 'counter', unit: 'requests' }] }], { processMetrics: false }), /metric tmem_store_puts_total defined twice/);
   t.throws(() => new TmemMetrics([{ subsystem: 'vm', scope: 'host', counters: [{ name: 'connected', help: 'clash', kind: 'gauge', unit: 'guests' }] }], { processMetrics: false }), /tmem_vm_connected defined twice/, 'a table entry cannot shadow a hand-named metric');
 });
@@ -87,7 +94,7 @@ t.test('names: generated from the table with Prometheus conventions', async (t) 
 t.test('a live scrape: values from the snapshot, promtool check metrics passes', async (t) => {
   const metrics = new TmemMetrics(TABLE);
   let calls = 0;
-  const srv = new MetricsServer({ listen: { host: '127.0.0.1', port: 0 }, metrics, stats: async () => (calls++, SNAP), log: silentLogger });
+  const srv = new MetricsServer({ listen: { host: '127.0.0.1', port: 0 }, metrics, stats: async () => (calls++, SNAP), local: () => ({ workerAlive: true, commandsInFlight: 0 }), log: silentLogger });
   const a = await srv.start();
   t.teardown(() => srv.stop());
   t.match(a.url, /^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
@@ -100,9 +107,12 @@ t.test('a live scrape: values from the snapshot, promtool check metrics passes',
   t.same([...samples(r.body, 'tmem_store_puts_no_space_total')], [['{vm="vm0"}', 2]]);
   t.same([...samples(r.body, 'tmem_store_persistent_pages')], [['{vm="vm0"}', 40]]);
   t.same([...samples(r.body, 'tmem_store_wait_seconds_total')], [['{vm="vm0"}', 1.5]]);
-  t.same([...samples(r.body, 'tmem_vring_requests_total')], [['{vm="vm0",device="tmem"}', 12]]);
+  t.same(Object.fromEntries(samples(r.body, 'tmem_vring_requests_total')), { '{vm="vm0",device="tmem"}': 12, '{vm="vm0",device="blk"}': 3 }, 'per VM and device; not the host sums');
   t.same([...samples(r.body, 'tmem_worker_loop_iterations_total')], [['', 5]]);
   t.same([...samples(r.body, 'tmem_worker_moved_bytes_total')], [['', 8192]]);
+  t.same([...samples(r.body, 'tmem_op_put_page_total')], [['{vm="vm0",device="tmem"}', 7]]);
+  t.same([...samples(r.body, 'tmem_worker_up')], [['', 1]]);
+  t.same([...samples(r.body, 'tmem_worker_commands_in_flight')], [['', 0]]);
   t.same([...samples(r.body, 'tmem_store_capacity_pages')], [['', 1000]]);
   t.same([...samples(r.body, 'tmem_store_free_pages')], [['', 880]]);
   t.same([...samples(r.body, 'tmem_store_freeable_pages')], [['', 80]], 'freeable = ephemeral + pending reclaim');
@@ -111,7 +121,7 @@ t.test('a live scrape: values from the snapshot, promtool check metrics passes',
   t.same(Object.fromEntries(samples(r.body, 'tmem_vm_maxmem_bytes')), { '{vm="vm0"}': 2147483648, '{vm="vm-b"}': 1073741824 });
   t.same(Object.fromEntries(samples(r.body, 'tmem_vm_connected')), { '{vm="vm0"}': 1, '{vm="vm-b"}': 0 });
   t.same(Object.fromEntries(samples(r.body, 'tmem_vm_frozen')), { '{vm="vm0"}': 0, '{vm="vm-b"}': 1 });
-  t.same(Object.fromEntries(samples(r.body, 'tmem_vm_queues')), { '{vm="vm0",state="running"}': 1, '{vm="vm0",state="stopped"}': 1, '{vm="vm0",state="broken"}': 1 });
+  t.same(Object.fromEntries(samples(r.body, 'tmem_vm_queues')), { '{vm="vm0",state="running"}': 2, '{vm="vm0",state="stopped"}': 1, '{vm="vm0",state="broken"}': 1 }, 'queues of both devices, each once');
   t.same([...samples(r.body, 'tmem_guests_connected')], [['', 1]]);
   t.same([...samples(r.body, 'tmem_stats_up')], [['', 1]]);
   t.ok(samples(r.body, 'process_cpu_seconds_total').size === 1 && samples(r.body, 'process_resident_memory_bytes').size === 1, 'process metrics');
@@ -136,7 +146,8 @@ t.test('a late data plane: the scrape answers in time with tmem_stats_up 0; othe
   const never = new Promise((r) => (release = r));
   const lines: string[] = [];
   const log = { ...silentLogger, warn: (m: string) => void lines.push(m) };
-  const srv = new MetricsServer({ listen: { host: '127.0.0.1', port: 0 }, metrics, stats: () => (calls++, never), log, statsTimeoutMs: 400 });
+  let inFlight = 1;
+  const srv = new MetricsServer({ listen: { host: '127.0.0.1', port: 0 }, metrics, stats: () => (calls++, never), local: () => ({ workerAlive: inFlight === 0, commandsInFlight: inFlight }), log, statsTimeoutMs: 400 });
   const a = await srv.start();
   t.teardown(async () => {
     release(SNAP);
@@ -154,6 +165,8 @@ t.test('a late data plane: the scrape answers in time with tmem_stats_up 0; othe
     t.same([...samples(r.body, 'tmem_stats_up')], [['', 0]], 'tmem_stats_up 0');
     t.equal(samples(r.body, 'tmem_store_puts_total').size, 0, 'no tmem numbers from a snapshot that did not come');
     t.equal(samples(r.body, 'process_cpu_seconds_total').size, 1, 'process metrics still');
+    t.same([...samples(r.body, 'tmem_worker_up')], [['', 0]], "the main thread's facts still: the worker is late");
+    t.same([...samples(r.body, 'tmem_worker_commands_in_flight')], [['', 1]]);
     t.equal(promtool(r.body).status, 0, 'promtool passes on it too');
     t.ok(r.ms < 2000, `answered after ${r.ms.toFixed(0)} ms (stats timeout 400 ms)`);
   }
@@ -165,9 +178,11 @@ t.test('a late data plane: the scrape answers in time with tmem_stats_up 0; othe
   t.ok(h.ms < 450, `within Prometheus' scrape timeout (${h.ms.toFixed(0)} ms)`);
   // once the data plane answers, scrapes have numbers again
   release(SNAP);
+  inFlight = 0;
   await new Promise((r) => setTimeout(r, 10));
   const ok = await scrape(a.url);
   t.same([...samples(ok.body, 'tmem_stats_up')], [['', 1]]);
+  t.same([...samples(ok.body, 'tmem_worker_up')], [['', 1]]);
   // a stats call that throws is the same as a late one
   const srv2 = new MetricsServer({ listen: { host: '127.0.0.1', port: 0 }, metrics, stats: () => Promise.reject(new Error('worker gone')), log: silentLogger });
   const b = await srv2.start();

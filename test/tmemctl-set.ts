@@ -90,3 +90,49 @@ t.test('store: a lowered maxmem keeps the persistent pages above it and refuses 
   s.setMaxmem(g, 100 + 80);
   t.equal(s.putPage(g, per, oid(1), 60, page(1), 0), TMEM_S_OK, 'raised: accepted again');
 });
+
+// ---- the command line: every bad input is one line and exit 2, before anything is sent
+
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const TMEMCTL = join(ROOT, 'dist/host/tmemctl.js');
+
+t.test('tmemctl set: bad input is one line and exit 2, nothing sent', async (t) => {
+  t.ok(existsSync(TMEMCTL), `${TMEMCTL} is built (npm run build)`);
+  // a control path where nothing listens: a request that got through would fail with exit 1 instead
+  const ctl = '/nonexistent-folder/tmemd.sock';
+  const cases: [string[], RegExp][] = [
+    [['set'], /^tmemctl: set takes capacity=SIZE, or a VM name and maxmem=SIZE \(see tmemctl --help\)\n$/],
+    [['set', 'vm0'], /^tmemctl: set vm0: nothing to set \(maxmem=SIZE\)/],
+    [['set', 'vm0', 'maxmem=lots'], /^tmemctl: set: maxmem: 'lots' is not a size \(use bytes or a number with K, M, G, T, e\.g\. 512M or 2G\)/],
+    [['set', 'vm0', 'maxmem=1.5G'], /^tmemctl: set: maxmem: '1\.5G' is not a size/],
+    [['set', 'vm0', 'maxmem='], /^tmemctl: set: maxmem: '' is not a size/],
+    [['set', 'capacity=-1G'], /^tmemctl: set: capacity: '-1G' is not a size/],
+    [['set', 'vm0', 'colour=red'], /^tmemctl: set vm0: unknown key 'colour' \(a VM: maxmem\)/],
+    [['set', 'colour=red'], /^tmemctl: set: unknown key 'colour' \(the host: capacity\)/],
+    [['set', 'vm0', 'capacity=1G'], /^tmemctl: set vm0: capacity is the host's, not a VM's: tmemctl set capacity=SIZE/],
+    [['set', 'maxmem=1G'], /^tmemctl: set: maxmem is a VM's: tmemctl set NAME maxmem=SIZE/],
+    [['set', 'vm0', 'maxmem=1G', 'maxmem=2G'], /^tmemctl: set: maxmem given twice/],
+    [['set', 'vm0', 'maxmem'], /^tmemctl: set: 'maxmem' is not key=value/],
+    [['set', 'capacity=1G', 'maxmem=1G'], /^tmemctl: set: maxmem is a VM's/],
+    [['sett', 'capacity=1G'], /^tmemctl: unknown command 'sett' \(guests, stats, top, freeze, thaw, flush, share-group, set\)/],
+    [['--frob', 'set', 'capacity=1G'], /^tmemctl: unknown option --frob/],
+    [['--json=yes', 'stats'], /^tmemctl: --json takes no value/],
+    [['--control'], /^tmemctl: --control needs a value/],
+    [['constructor'], /^tmemctl: unknown command 'constructor'/],
+  ];
+  for (const [args, re] of cases) {
+    const r = spawnSync(process.execPath, [TMEMCTL, '--control', ctl, ...args], { encoding: 'utf8', timeout: 30_000 });
+    t.equal(r.status, 2, `${args.join(' ')}: exit 2`);
+    t.match(r.stderr, re, args.join(' '));
+    t.equal(r.stderr.trim().split('\n').length, 1, `${args.join(' ')}: one line`);
+    t.equal(r.stdout, '', 'nothing on stdout');
+  }
+  const ok = spawnSync(process.execPath, [TMEMCTL, '--control', ctl, 'set', 'vm0', 'maxmem=2G'], { encoding: 'utf8', timeout: 30_000 });
+  t.equal(ok.status, 1, 'a good request goes to the daemon (none here: exit 1)');
+  t.match(ok.stderr, /cannot reach tmemd on \/nonexistent-folder\/tmemd\.sock/);
+});

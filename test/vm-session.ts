@@ -57,7 +57,14 @@ t.test('the guest kernel is a parameter of the command line', async (t) => {
   t.same(deb.filter((a) => a !== '/k/vmlinuz' && a !== '-initrd' && a !== '/k/initrd.img'), ours.filter((a) => a !== '/t/bzImage'), 'nothing else differs');
   t.equal(kernelName(undefined), 'tmem', 'the default kernel is ours');
   t.equal(kernelName('debian'), 'debian');
-  t.throws(() => kernelName('fedora'), /^unknown guest kernel 'fedora' \(use tmem or debian\)$/, 'an unknown kernel is a one-line error');
+  // tmem-blk: QEMU's own vhost-user-blk-pci on the given socket, at the fixed address the guest looks for
+  const blk = qemuArgs({ ...base, kernel: kernel('debian'), blkSocket: '/run/a,b/blk.sock', blkQueues: 3 });
+  t.same(blk.slice(blk.indexOf('socket,id=blk0,path=/run/a,,b/blk.sock') - 1, blk.indexOf('socket,id=blk0,path=/run/a,,b/blk.sock') + 3),
+    ['-chardev', 'socket,id=blk0,path=/run/a,,b/blk.sock', '-device', 'vhost-user-blk-pci,chardev=blk0,num-queues=3,bus=pcie.0,addr=0x10,id=tmemblk'], 'blkSocket: a vhost-user-blk-pci disk at 00:10.0 (comma escaped)');
+  t.notOk(deb.some((x) => x.includes('vhost-user-blk')), 'none without blkSocket');
+  t.equal(kernelName('bookworm'), 'bookworm');
+  t.equal(kernelName('bookworm-generic'), 'bookworm-generic');
+  t.throws(() => kernelName('fedora'), /^unknown guest kernel 'fedora' \(use tmem, debian, bookworm, bookworm-generic\)$/, 'an unknown kernel is a one-line error');
 });
 
 t.test('Session.stop: QEMU first, then the daemon (continued if stopped), then the run directory; once', async (t) => {

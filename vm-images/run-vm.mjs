@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// npm run vm -- [options]: build what is missing, start tmemd, boot the 5.10 test guest
-// on the project's kernel or Debian's (--kernel). See vm-images/README.md.
+// npm run vm -- [options]: build what is missing, start tmemd, boot the test guest
+// on the project's 5.10 kernel or one of Debian's (--kernel). See vm-images/README.md.
 // Plain Node ESM over the compiled VM library (vm-images/lib/*.ts, npm run build).
 import fs from 'node:fs';
 import path from 'node:path';
@@ -13,11 +13,17 @@ Boots the tmem test guest (Linux 5.10) under QEMU >= 10.2 with the tmem device
 served by tmemd. Builds and caches QEMU, the kernel, the root image and the
 project-files disk first when they are missing.
 
-  --kernel tmem|debian the guest kernel (default tmem):
+  --kernel NAME        the guest kernel (default tmem):
                        tmem    the project's 5.10 build: cleancache + frontswap, THP off
                        debian  Debian bullseye's own linux-image-5.10.0-N-amd64, unmodified:
                                frontswap only, THP always, lockup detectors on; booted with
                                our initramfs; the module built against Debian's headers
+                       bookworm          Debian 12's own 6.1 cloud kernel, unmodified: no
+                               frontswap, no zswap, no module (use --blk and swap on it)
+                       bookworm-generic  Debian 12's 6.1 generic kernel (zswap built in)
+  --blk SIZE           a tmem-blk disk of SIZE served by tmemd (QEMU's vhost-user-blk-pci at
+                       PCI 00:10.0; overflow file in the run directory); in the guest e.g.
+                       d=/sys/bus/pci/devices/0000:00:10.0/virtio*/block/*; mkswap /dev/\${d##*/}
   --ram SIZE           guest RAM (default 512M)
   --cpus N             vCPUs (default 2)
   --queues N           tmem request queues, QEMU num_vqs and tmemd --queues (default = cpus)
@@ -77,6 +83,7 @@ try {
       'print-cmdline': { type: 'boolean', default: false },
       'build-only': { type: 'boolean', default: false },
       name: { type: 'string', default: 'vm0' },
+      blk: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     allowPositionals: false,
@@ -99,6 +106,7 @@ if (a['build-only'] || a['print-cmdline']) {
     const o = {
       ...b, ram: a.ram, cpus, queues, accel: a.accel || detectAccel(), qmpPath: 'RUNDIR/qmp.sock',
       swapImg: 'RUNDIR/swap.img', dataImg: 'RUNDIR/data.img', tmemSocket: a['no-tmem'] ? null : 'RUNDIR/tmem.sock',
+      blkSocket: a.blk ? 'RUNDIR/blk.sock' : null,
       run: a.run, modparams: a.modparams, noShutdown: !!a.run,
       append: bootAppend({ noModule: a['no-module'], extraAppend: a['extra-append'] }),
     };
@@ -126,7 +134,7 @@ const session = await launch({
   kernel, name: a.name, ram: a.ram, cpus, queues, maxmem: a.maxmem, capacity: a.capacity,
   swapSize: a['swap-size'], dataSize: a['data-size'], tmem: !a['no-tmem'], tmemd: a.tmemd,
   daemonArgs: a['daemon-arg'], module: a.module, noModule: a['no-module'], modparams: a.modparams,
-  run: a.run, extraAppend: a['extra-append'], accel: a.accel, keepRunDir: a.keep,
+  run: a.run, extraAppend: a['extra-append'], accel: a.accel, keepRunDir: a.keep, blkSize: a.blk,
   interactive, echo: interactive ? null : process.stdout,
 });
 const { vm, daemon, runDir } = session;

@@ -39,8 +39,9 @@ try {
   // static checker over the module; dkms build against Debian's headers), DejaVu Sans for the kernbench
   // report's PNG text (resvg draws with it; test/kernbench-report.ts), prometheus (the server and promtool) for test/metrics-*.ts,
   // systemd (systemd-socket-activate, systemd-analyze: test/systemd-*.ts), libvirt-clients and libxml2-utils
-  // (virt-xml-validate and the xmllint it runs: test/libvirt-xml.ts)
-  await run('bash', ['-c', 'LOG_TAG=setup; source vm-images/lib/common.sh; apt_ensure sparse dkms fonts-dejavu-core prometheus systemd libvirt-clients libxml2-utils']);
+  // (virt-xml-validate and the xmllint it runs: test/libvirt-xml.ts), libvirt-daemon-driver-qemu
+  // (virt-qemu-run, libvirt's QEMU driver without libvirtd: test/libvirt-run.ts)
+  await run('bash', ['-c', 'LOG_TAG=setup; source vm-images/lib/common.sh; apt_ensure sparse dkms fonts-dejavu-core prometheus systemd libvirt-clients libxml2-utils libvirt-daemon-driver-qemu']);
   say('guest module (make -C guest-driver)');
   await run('make', ['-C', path.join(REPO_DIR, 'guest-driver'), `KDIR=${first.kernelBuildDir}`]);
   const module = path.join(REPO_DIR, 'guest-driver', 'virtio_tmem.ko');

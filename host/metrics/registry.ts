@@ -29,6 +29,18 @@ export interface MetricBlock {
 /** The prefix of every tmemd metric. */
 export const METRIC_PREFIX = 'tmem_';
 
+/**
+ * What the main thread knows without asking the worker, rendered even when
+ * the stats snapshot is late: whether the worker answers, and how many
+ * commands wait for it.
+ */
+export interface LocalFacts {
+  /** false while a command to the worker is overdue (a stalled worker) or the worker is gone. */
+  readonly workerAlive: boolean;
+  /** Commands posted to the worker and not answered yet. */
+  readonly commandsInFlight?: number;
+}
+
 /** camelCase -> snake_case ("putsNoSpace" -> "puts_no_space"). */
 export function snake(name: string): string {
   return name.replace(/([a-z0-9])([A-Z])/g, '$1_$2').replace(/([A-Z])([A-Z][a-z])/g, '$1_$2').toLowerCase();
@@ -53,7 +65,9 @@ export function metricName(block: MetricBlock, spec: MetricSpec): { name: string
     words = words.filter((w) => w !== 'bytes');
     unit = 'bytes';
   }
-  let base = `${METRIC_PREFIX}${snake(block.subsystem)}_${[...words, ...(unit ? [unit] : [])].join('_')}`;
+  // the tmem device's own block: tmem_op_put_page_total, not tmem_tmem_op_...
+  const sub = snake(block.subsystem);
+  let base = `${METRIC_PREFIX}${`${sub}_` === METRIC_PREFIX ? '' : `${sub}_`}${[...words, ...(unit ? [unit] : [])].join('_')}`;
   if (spec.kind === 'counter') base = base.replace(/_total$/, '') + '_total';
   return { name: base, scale };
 }
@@ -91,10 +105,11 @@ function deviceBlocks(vm: Obj, subsystem: string): { device: string; values: Obj
   return out;
 }
 
-/** Values of a host block: host.counters[subsystem]. */
+/** Values of a host block: host.counters[subsystem], or host[subsystem] (the worker's own loop: host.worker). */
 function hostBlock(snap: Obj, subsystem: string): Obj | null {
   const h = snap.host;
-  const c = isObj(h) && isObj(h.counters) ? h.counters[subsystem] : undefined;
+  if (!isObj(h)) return null;
+  const c = isObj(h.counters) && isObj(h.counters[subsystem]) ? h.counters[subsystem] : h[subsystem];
   return isObj(c) ? c : null;
 }
 
@@ -114,6 +129,7 @@ export interface TmemMetricsOptions {
 export class TmemMetrics {
   readonly registry = new Registry();
   private snap: Obj | null = null;
+  private local: LocalFacts | null = null;
   private queue: Promise<unknown> = Promise.resolve();
   /** Names generated from the table (tests: no hand-written duplicate). */
   readonly generated: string[] = [];
@@ -196,6 +212,18 @@ export class TmemMetrics {
       });
     const hostStore = (s: Obj): Obj | null => (isObj(s.host) && isObj(s.host.store) ? s.host.store : null);
     gauge('stats_up', '1 if the data plane answered the stats request of this scrape, 0 if it was late or failed (then only process metrics follow)', [], (set) => set({}, 1), 0);
+    // main-thread facts: there even when the worker does not answer
+    const local = (name: string, help: string, pick: (l: LocalFacts) => number | undefined) =>
+      new Gauge({
+        name: unique(`${METRIC_PREFIX}${name}`), help, registers,
+        collect() {
+          this.reset();
+          const v = self.local === null ? undefined : pick(self.local);
+          if (v !== undefined && Number.isFinite(v)) this.set(v);
+        },
+      });
+    local('worker_up', '1 while the vring worker answers its commands in time; 0 while one is overdue (every queue of every VM waits) or the worker is gone', (l) => (l.workerAlive ? 1 : 0));
+    local('worker_commands_in_flight', 'commands posted to the vring worker and not answered yet', (l) => l.commandsInFlight);
     gauge('store_capacity_pages', 'host tmem capacity: 4 KiB pages for every guest, both kinds (tmemctl set capacity=)', [], (set, s) => set({}, num(hostStore(s)?.capacityPages)));
     gauge('store_free_pages', 'pages of the capacity not held by any guest nor waiting for reclaim (Xen: free)', [], (set, s) => set({}, num(hostStore(s)?.freePages)));
     gauge('store_freeable_pages', 'pages the store can free for a persistent put: ephemeral pages and pages pending reclaim (Xen: freeable)', [], (set, s) => {
@@ -253,14 +281,16 @@ export class TmemMetrics {
     return this.registry.contentType;
   }
 
-  /** The text exposition of one snapshot (null: stats unavailable). One render at a time. */
-  render(snapshot: unknown): Promise<string> {
+  /** The text exposition of one snapshot (null: stats unavailable) and the main thread's facts. One render at a time. */
+  render(snapshot: unknown, local: LocalFacts | null = null): Promise<string> {
     const run = async () => {
       this.snap = isObj(snapshot) ? snapshot : null;
+      this.local = local;
       try {
         return await this.registry.metrics();
       } finally {
         this.snap = null;
+        this.local = null;
       }
     };
     const p = this.queue.then(run, run);
@@ -269,9 +299,12 @@ export class TmemMetrics {
   }
 }
 
-/** A VM's queues from its stats: dataplane.queues (today) or devices[].queues (the device seam). */
+/**
+ * A VM's queues from its stats: those of every device connection
+ * (devices[].queues), or, in a reply without devices, dataplane.queues (the
+ * tmem connection, which is also one of the devices).
+ */
 function queuesOf(vm: Obj): Obj[] {
-  const out = [...arr(isObj(vm.dataplane) ? vm.dataplane.queues : undefined)];
-  for (const d of arr(vm.devices)) out.push(...arr(d.queues));
-  return out;
+  if (Array.isArray(vm.devices)) return arr(vm.devices).flatMap((d) => arr(d.queues));
+  return arr(isObj(vm.dataplane) ? vm.dataplane.queues : undefined);
 }

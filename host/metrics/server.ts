@@ -9,7 +9,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { MetricsListen } from '../config.js';
 import type { Logger } from '../log.js';
-import type { TmemMetrics } from './registry.js';
+import type { LocalFacts, TmemMetrics } from './registry.js';
 
 /** How long a scrape waits for the stats snapshot by default. */
 export const DEFAULT_STATS_TIMEOUT_MS = 2000;
@@ -19,6 +19,8 @@ export interface MetricsServerOptions {
   readonly metrics: TmemMetrics;
   /** One stats snapshot (the `tmemctl stats` reply's result). */
   readonly stats: () => Promise<unknown> | unknown;
+  /** The main thread's facts (no worker round trip), read at each scrape after the snapshot. */
+  readonly local?: () => LocalFacts;
   readonly log: Logger;
   readonly statsTimeoutMs?: number;
 }
@@ -142,7 +144,7 @@ export class MetricsServer {
       const hdr = Number(req.headers['x-prometheus-scrape-timeout-seconds']);
       const budget = Number.isFinite(hdr) && hdr > 0 ? Math.max(100, Math.min(this.o.statsTimeoutMs ?? DEFAULT_STATS_TIMEOUT_MS, hdr * 1000 - 250)) : (this.o.statsTimeoutMs ?? DEFAULT_STATS_TIMEOUT_MS);
       const snap = await this.snapshot(budget);
-      const body = await this.o.metrics.render(snap);
+      const body = await this.o.metrics.render(snap, this.o.local?.() ?? null);
       this.scrapes++;
       res.writeHead(200, { 'Content-Type': this.o.metrics.contentType });
       res.end(req.method === 'HEAD' ? undefined : body);

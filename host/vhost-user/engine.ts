@@ -474,6 +474,7 @@ export class Engine {
   }
 
   private tryClose(fd: number): void {
+    if (fd < 0) return;
     try {
       this.os.close(fd);
     } catch (e) {

@@ -13,7 +13,8 @@
 //           linux-image-6.1.0-N-amd64; its cloud flavour has no zswap)
 // Per run: QMP query-blockstats per disk (after the workload, before quit), the guest's
 // /proc/vmstat deltas over the workload, the workload's wall time (in the guest), tmemd CPU
-// time (/proc/PID/stat utime+stime before/after), tmem puts/gets/hits per pool kind and the
+// time (/proc/PID/stat utime+stime before/after) and per request (over the requests its
+// counters say it served during the make, and over the whole run), tmem puts/gets/hits per pool kind and the
 // host memory held by tmem (control socket `stats`, i.e. `tmemctl stats --json`, sampled
 // every few seconds). Output: a progress line, a table, reports/kernbench-<timestamp>/
 // (report.md, index.html, raw.json, SVG+PNG figures); --json prints one JSON object last.
@@ -27,7 +28,7 @@ import os from 'node:os';
 import { execFileSync } from 'node:child_process';
 import { buildAll, startDaemon, startVm, makeRunDir, detectAccel, Session, REPO_DIR, VM_IMAGES_DIR, CACHE, KERNELS } from '../lib/vm.mjs';
 import { buildDataDisk, DEFAULT_DIRS } from './build-data.mjs';
-import { writeReport, reportFromRaw } from './report.mjs';
+import { writeReport, reportFromRaw, tmemdRequestsOf, cpuPerRequestUs } from './report.mjs';
 
 const CONFIGS = ['notmem', 'tmem', 'zswap', 'tmem-blk'];
 // the run in progress: its Session stops QEMU first, then the daemon (both
@@ -232,7 +233,11 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
     const started = new Set();
     vm.events.on('line', (l) => { const m = /^\s*CC (\S+)/.exec(l); if (m) started.add(m[1]); });
     vm.events.on('marker', (l) => {
-      if (daemon && l.includes('@@TMEM-RUN-BEGIN')) try { rec.tmemdCpuRunBeginS = procCpuS(daemon.proc.pid); } catch { /* */ }
+      if (daemon && l.includes('@@TMEM-RUN-BEGIN')) {
+        try { rec.tmemdCpuRunBeginS = procCpuS(daemon.proc.pid); } catch { /* */ }
+        // the requests served so far, for CPU per request over the make (milliseconds after the CPU sample)
+        control(ctl, 'stats').then((st) => { rec.tmemdRequestsRunBegin = tmemdRequestsOf(st); }).catch(() => {});
+      }
     });
     const ready = vm.waitFor(/@@TMEM-READY[^\n]*/, 180e3).then((m) => { rec.ready = m[0].trim(); rec.bootS = (Date.now() - t0) / 1000; }).catch(() => {});
     // sampler + progress
@@ -265,6 +270,9 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
       if (rec.tmemdCpuRunBeginS !== undefined) rec.tmemdCpuWorkloadS = rec.tmemdCpuResultS - rec.tmemdCpuRunBeginS; // before the guest's swapoff/umount destroy the pools
       try { last = await control(ctl, 'stats'); } catch { /* keep the last sample */ }
       rec.tmemAtEnd = tmemSummary(last);
+      const reqEnd = tmemdRequestsOf(last);
+      if (reqEnd !== null && Number.isFinite(rec.tmemdRequestsRunBegin)) rec.tmemdRequestsWorkload = reqEnd - rec.tmemdRequestsRunBegin;
+      rec.tmemdCpuPerRequestUs = cpuPerRequestUs(rec.tmemdCpuWorkloadS, rec.tmemdRequestsWorkload);
       rec.tmemStatsRaw = last;
     }
     await ready;
@@ -274,12 +282,17 @@ async function oneRun({ o, built, data, config, index, total, progress }) {
     rec.blockstats = bs;
     rec.io = blockTotals(bs);
     if (daemon) {
-      try { rec.tmemAfterShutdown = tmemSummary(await control(ctl, 'stats')); } catch { /* */ }
+      try {
+        const st = await control(ctl, 'stats');
+        rec.tmemAfterShutdown = tmemSummary(st);
+        rec.tmemdRequests = tmemdRequestsOf(st) ?? undefined; // the whole run's: the daemon started with the run
+      } catch { /* */ }
     }
     await vm.quit();
     if (daemon) {
       rec.tmemdCpu1S = procCpuS(daemon.proc.pid);
       rec.tmemdCpuS = rec.tmemdCpu1S - rec.tmemdCpu0S;
+      rec.tmemdCpuPerRequestRunUs = cpuPerRequestUs(rec.tmemdCpuS, rec.tmemdRequests);
       Object.assign(rec, { tmemdMem: procMemKb(daemon.proc.pid) });
     }
     rec.result = result;
@@ -341,7 +354,7 @@ async function main() {
     const rec = await oneRun({ o, built, data, config: order[i], index: i + 1, total: order.length, progress });
     endProgress();
     runs.push(rec);
-    log.write(`[kernbench] run ${i + 1}/${order.length} ${rec.config}: ${rec.ok ? `wall ${rec.wallS} s, read ${rec.io.readOps} ops / ${(rec.io.readBytes / 2 ** 20).toFixed(1)} MiB, write ${rec.io.writeOps} ops / ${(rec.io.writeBytes / 2 ** 20).toFixed(1)} MiB, swap+majflt ${rec.ioCount}${rec.tmemdCpuS !== undefined ? `, tmemd ${rec.tmemdCpuS.toFixed(1)} s CPU` : ''}` : `FAILED: ${rec.error.split('\n')[0]}`}\n`);
+    log.write(`[kernbench] run ${i + 1}/${order.length} ${rec.config}: ${rec.ok ? `wall ${rec.wallS} s, read ${rec.io.readOps} ops / ${(rec.io.readBytes / 2 ** 20).toFixed(1)} MiB, write ${rec.io.writeOps} ops / ${(rec.io.writeBytes / 2 ** 20).toFixed(1)} MiB, swap+majflt ${rec.ioCount}${rec.tmemdCpuS !== undefined ? `, tmemd ${rec.tmemdCpuS.toFixed(1)} s CPU` : ''}${Number.isFinite(rec.tmemdCpuPerRequestUs) ? ` (make: ${rec.tmemdRequestsWorkload} requests, ${rec.tmemdCpuPerRequestUs} us CPU per request)` : ''}` : `FAILED: ${rec.error.split('\n')[0]}`}\n`);
   }
   const outDir = o.out || path.join(REPO_DIR, 'reports', `kernbench-${started.toISOString().replace(/[:.]/g, '-').replace(/-\d+Z$/, 'Z')}`);
   const { summary, table } = await writeReport({ outDir, options: o, machine, data, built, runs, started, argv: process.argv.slice(2) });

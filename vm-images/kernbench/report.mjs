@@ -20,6 +20,22 @@ const spread = (a) => { const v = a.filter(Number.isFinite); return v.length ? [
 const pct = (base, x) => (Number.isFinite(base) && Number.isFinite(x) && base > 0 ? +(((base - x) / base) * 100).toFixed(1) : null);
 const r1 = (x) => (Number.isFinite(x) ? +x.toFixed(1) : null);
 
+/**
+ * Requests (descriptor chains) tmemd's vring worker completed so far, from a control `stats`
+ * reply: host.counters.requests (or host.counters.vring.requests, the per-layer layout); null if
+ * the reply has neither.
+ */
+export function tmemdRequestsOf(st) {
+  const c = st?.host?.counters;
+  const v = c?.requests ?? c?.vring?.requests;
+  return Number.isFinite(v) ? v : null;
+}
+
+/** CPU seconds over requests, in µs per request; null unless both are known and requests > 0. */
+export function cpuPerRequestUs(cpuS, requests) {
+  return Number.isFinite(cpuS) && Number.isFinite(requests) && requests > 0 ? +((cpuS * 1e6) / requests).toFixed(2) : null;
+}
+
 /** The metrics of one run as flat numbers. */
 export function runMetrics(r) {
   const v = r.vmstat || {};
@@ -29,6 +45,11 @@ export function runMetrics(r) {
     guestIo: r.ioCount,
     tmemdCpuS: r.tmemdCpuS ?? null,
     tmemdCpuWorkloadS: r.tmemdCpuWorkloadS ?? null,
+    // CPU per request during the make (the requests served between the workload's start and its result)
+    tmemdRequests: r.tmemdRequestsWorkload ?? null,
+    tmemdCpuPerRequestUs: cpuPerRequestUs(r.tmemdCpuWorkloadS, r.tmemdRequestsWorkload),
+    // and over the whole run (daemon start to QEMU quit)
+    tmemdCpuPerRequestRunUs: cpuPerRequestUs(r.tmemdCpuS, r.tmemdRequests),
     tmemHits: r.tmemAtEnd?.hits ?? null,
     tmemHostMiB: r.tmemAtEnd ? (r.tmemAtEnd.persistentPeak + r.tmemAtEnd.ephemeralPeak) * 4096 / 2 ** 20 : null,
     tmemdRssMiB: r.tmemdMem ? r.tmemdMem.hwmKb / 1024 : null,
@@ -58,6 +79,7 @@ export function summarize(runs, configs) {
     readSavingsPct: pct(n.readOps, t.readOps), writeSavingsPct: pct(n.writeOps, t.writeOps),
     wallNoTmemS: r1(n.wallS), wallTmemS: r1(t.wallS),
     tmemdCpuPerSavedIoUs: cpuUs !== null && savedOps > 0 ? +(cpuUs / savedOps).toFixed(1) : null,
+    tmemdCpuPerRequestUs: t.tmemdCpuPerRequestUs ?? null,
   };
   const extra = {
     wallZswapS: r1(z.wallS),
@@ -67,6 +89,8 @@ export function summarize(runs, configs) {
     wallSavingsPctTmem: pct(n.wallS, t.wallS), wallSavingsPctZswap: pct(n.wallS, z.wallS),
     savedDiskOps: savedOps, tmemdCpuS: t.tmemdCpuS ?? null,
     tmemdCpuWorkloadS: t.tmemdCpuWorkloadS ?? null,
+    tmemdRequests: t.tmemdRequests ?? null,
+    tmemdCpuPerRequestRunUs: t.tmemdCpuPerRequestRunUs ?? null,
     tmemdCpuPctOfOneCore: Number.isFinite(t.tmemdCpuWorkloadS) && t.wallS > 0 ? +((t.tmemdCpuWorkloadS / t.wallS) * 100).toFixed(2) : null,
     tmemdCpuWorkloadPerSavedIoUs: Number.isFinite(t.tmemdCpuWorkloadS) && savedOps > 0 ? +((t.tmemdCpuWorkloadS * 1e6) / savedOps).toFixed(1) : null,
     tmemdCpuPerSavedGuestIoUs: cpuUs !== null && n.guestIo - t.guestIo > 0 ? +(cpuUs / (n.guestIo - t.guestIo)).toFixed(1) : null,
@@ -86,7 +110,7 @@ function cell(by, c, k, d = 0) {
 const COLS = [
   ['wall s', 'wallS', 1], ['read ops', 'readOps', 0], ['read MiB', 'readMiB', 1], ['write ops', 'writeOps', 0], ['write MiB', 'writeMiB', 1],
   ['pswpin', 'pswpin', 0], ['pswpout', 'pswpout', 0], ['pgmajfault', 'pgmajfault', 0], ['pgpgin MiB', 'pgpginMiB', 1],
-  ['I/O (swp+maj)', 'guestIo', 0], ['tmemd CPU s', 'tmemdCpuS', 2],
+  ['I/O (swp+maj)', 'guestIo', 0], ['tmemd CPU s', 'tmemdCpuS', 2], ['tmemd µs/request', 'tmemdCpuPerRequestUs', 1],
 ];
 
 export function table(by, configs) {
@@ -215,7 +239,7 @@ export async function writeReport({ outDir, options, machine, data, built, runs,
   doc.push({ h: 2, text: 'Summary (`--json`)' }, { code: JSON.stringify(summary, null, 1), lang: 'json' }, { code: JSON.stringify(extra, null, 1), lang: 'json' });
   if (tmemRun) {
     doc.push({ h: 2, text: 'tmem' });
-    doc.push({ p: `tmemd CPU ${fmt(t.tmemdCpuS, 2)} s over the run (daemon start to QEMU quit: boot, workload, power-off), ${fmt(t.tmemdCpuWorkloadS, 2)} s during the make alone (${extra.tmemdCpuPctOfOneCore ?? '-'} % of one core over its wall time; ${extra.tmemdCpuWorkloadPerSavedIoUs ?? '-'} µs per saved disk op). Whole run: `+
+    doc.push({ p: `tmemd CPU ${fmt(t.tmemdCpuS, 2)} s over the run (daemon start to QEMU quit: boot, workload, power-off), ${fmt(t.tmemdCpuWorkloadS, 2)} s during the make alone (${extra.tmemdCpuPctOfOneCore ?? '-'} % of one core over its wall time; ${extra.tmemdCpuWorkloadPerSavedIoUs ?? '-'} µs per saved disk op; ${fmt(t.tmemdRequests, 0)} requests, **${fmt(t.tmemdCpuPerRequestUs, 1)} µs of tmemd CPU per request**, ${fmt(t.tmemdCpuPerRequestRunUs, 1)} µs over the whole run). Whole run: `+
       `${summary.tmemdCpuPerSavedIoUs ?? '-'} µs per saved disk op, ${extra.tmemdCpuPerSavedGuestIoUs ?? '-'} µs per saved guest I/O (pswpin+pswpout+pgmajfault). tmemd peak RSS ${fmt(t.tmemdRssMiB, 1)} MiB, of which (sampled peaks) ${fmt(t.tmemdAnonPeakMiB, 1)} MiB its own memory (heap and tmem frames) and ${fmt(t.tmemdShmemPeakMiB, 1)} MiB guest RAM it touched through its mapping; tmem pages held at peak ${fmt(t.tmemHostMiB, 1)} MiB (persistent + ephemeral peaks).` });
     if (kinds) doc.push({ table: [['pool kind', 'pools', 'puts', 'gets', 'hits', 'hit ratio'],
       ...Object.entries(kinds).map(([k, v]) => [k, v.pools, v.puts, v.gets, v.hits, v.gets ? `${((v.hits / v.gets) * 100).toFixed(1)} %` : '-'])] });

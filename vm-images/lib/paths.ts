@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseSize as parseSizeText } from '../../host/units.js';
 
 function findRepo(): string {
   let d = path.dirname(fileURLToPath(import.meta.url));
@@ -21,13 +22,9 @@ export const CACHE = process.env.TMEM_KVM_CACHE || '/var/cache/tmem-kvm';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** "512M" / "2G" / "1048576" -> bytes (binary units). */
+/** "512M" / "2G" / "1048576" -> bytes (binary units): the repository's one size parser (host/units.ts). */
 export function parseSize(s: string | number): number {
-  if (typeof s === 'number') return s;
-  const m = /^\s*(\d+)\s*([kKmMgGtT]?)(?:i?[bB])?\s*$/.exec(s);
-  if (!m) throw new Error(`not a size: '${s}' (use e.g. 512M or 2G)`);
-  const mul: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
-  return Number(m[1]) * mul[m[2]!.toLowerCase()]!;
+  return typeof s === 'number' ? s : Number(parseSizeText(s));
 }
 
 /** A size in whole MiB. */

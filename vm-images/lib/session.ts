@@ -90,6 +90,12 @@ export interface LaunchOptions extends Omit<Partial<VmOptions>, 'kernel' | 'qemu
   tmemd?: string | undefined;
   maxmem?: string | undefined;
   capacity?: string | undefined;
+  /**
+   * tmem-blk: a disk of this size served by the daemon (blk-socket= in the run
+   * directory, --blk-overflow-dir RUNDIR/overflow), given to the VM as QEMU's
+   * vhost-user-blk-pci (the guest finds it at PCI 00:10.0). Needs tmem !== false.
+   */
+  blkSize?: string | undefined;
   daemonArgs?: string[] | undefined;
   daemonLog?: Sink | null | undefined;
   /** virtio_tmem.ko (default: the kernel's own, see buildAll) */
@@ -115,15 +121,19 @@ export async function launch(opts: LaunchOptions = {}): Promise<Launched> {
   const cpus = opts.cpus ?? 2;
   const queues = opts.queues ?? cpus;
   let daemon: Daemon | null = null;
+  const blkSocket = opts.blkSize ? path.join(runDir, 'blk.sock') : undefined;
   try {
+    if (opts.blkSize && opts.tmem === false) throw new Error('launch: blkSize needs the daemon (tmem !== false)');
+    if (blkSocket) fs.mkdirSync(path.join(runDir, 'overflow'), { recursive: true });
     if (opts.tmem !== false) {
       daemon = session.add(await Daemon.start({
+        blkSocket, blkSize: opts.blkSize, blkOverflowDir: blkSocket ? path.join(runDir, 'overflow') : undefined,
         cmd: opts.tmemd, socket: path.join(runDir, 'tmem.sock'), name: opts.name ?? 'vm0',
         maxmem: opts.maxmem ?? `${2 * mib(opts.ram ?? '512M')}M`, capacity: opts.capacity ?? '1G', queues,
         control: path.join(runDir, 'tmemd-control.sock'), args: opts.daemonArgs ?? [], log: opts.daemonLog === undefined ? log : opts.daemonLog,
       }));
     }
-    const vm = session.add(await Vm.start({ ...opts, ...built, cpus, queues, runDir, tmemSocket: daemon ? daemon.socket : null }));
+    const vm = session.add(await Vm.start({ ...opts, ...built, cpus, queues, runDir, tmemSocket: daemon ? daemon.socket : null, blkSocket: blkSocket ?? null }));
     return { session, vm, daemon, built, runDir, stop: () => session.stop() };
   } catch (e) {
     await session.stop();

@@ -264,3 +264,17 @@ t.test('the overflow file failing: IOERR, the old data intact', async (t) => {
   for (let p = 0; p < 4; p++) t.same(s.d.read(p * 8, PAGE).data, pageData(p), `page ${p} intact`);
   t.ok(s.d.read(5 * 8, PAGE).data.every((x) => x === 0), 'the refused page reads as before (zeros)');
 });
+
+t.test('debug verification (TMEMD_BLK_VERIFY): a page changed behind the disk is reported', async (t) => {
+  const s = setup(t, { capacityPages: 2, diskPages: 8 });
+  s.bs.enableVerify();
+  for (let p = 0; p < 4; p++) s.d.write(p * 8, pageData(p));
+  for (let p = 0; p < 8; p++) s.d.read(p * 8, PAGE);
+  t.equal(s.bs.verifyFailures, 0, 'everything read as written (RAM, file, zeros)');
+  // page 3 lives in the file: change it there
+  t.ok(s.bs.inFile.has(3));
+  fs.writeSync(fs.openSync(s.file!.path, 'r+'), Buffer.alloc(16, 0x55), 0, 16, 3 * PAGE);
+  s.d.read(3 * 8, PAGE);
+  t.equal(s.bs.verifyFailures, 1);
+  t.match(s.bs.verifyLog[0], /page 3 from file/);
+});

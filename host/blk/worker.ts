@@ -59,6 +59,7 @@ export class BlkDisk {
     this.overflow = overflow;
     this.store = new BlockStore(this.pages, p.sizeBytes / TMEM_PAGE_SIZE, overflow);
     this.store.counters = this.idleCounters;
+    if (process.env.TMEMD_BLK_VERIFY === '1') this.store.enableVerify();
     this.handler = new BlkHandler(this.store, p.serial);
   }
 
@@ -79,6 +80,7 @@ export class BlkDisk {
       overflowPages: s.filePages,
       hotPages: s.hot.count,
       lostPages: s.bad.count,
+      ...(s.verify !== null ? { verifyFailures: s.verifyFailures, verifyLog: s.verifyLog } : {}),
       overflowFile: this.overflow?.path ?? null,
       overflowFileBytes: overflowBlocks === null ? null : overflowBlocks * 512,
     };

@@ -17,6 +17,7 @@ import { startService, stderrSink } from './service/index.js';
 import { formatSize } from './units.js';
 import { type ListenerIo, type SocketAccess, VhostUserListener, type Watcher } from './vhost-user/listener.js';
 import { TMEM_DEVICE_FEATURES, TMEM_PROTOCOL_FEATURES, TmemVm, tmemWorkerModule } from './tmem/vm.js';
+import { BlkVm, blkWorkerModule } from './blk/vm.js';
 import { parseTestHooks, TEST_HOOKS_ENV } from './vhost-user/commands.js';
 
 const PAGE = 4096n;
@@ -75,6 +76,7 @@ class Daemon {
   private watcher: native.FdWatcher | null = null;
   private readonly listeners: VhostUserListener[] = [];
   private readonly vms: TmemVm[] = [];
+  private readonly blkVms: BlkVm[] = [];
   private control: ControlServer | null = null;
   private metrics: MetricsServer | null = null;
   /** The capacity in force (tmemctl set capacity=) and the most it may be (--capacity). */
@@ -92,13 +94,27 @@ class Daemon {
   /** Throws with a one-line message on any startup failure (after undoing what was done). */
   async start(): Promise<void> {
     const { cfg, log } = this;
+    // tmem-blk disks are checked before anything starts (size, overflow folder)
+    const blkVms = new Map<string, BlkVm>();
+    for (const v of cfg.vms) {
+      if (v.blk === null) continue;
+      if (cfg.blkOverflowDir === null) throw new Error(`VM ${v.name}: blk-socket= needs --blk-overflow-dir DIR (a block device cannot refuse a write: pages the store has no room for go to DIR/<vm>.overflow)`);
+      const lim = v.limits;
+      blkVms.set(
+        v.name,
+        new BlkVm(
+          { name: v.name, maxmemBytes: v.maxmemBytes, shareGroup: v.shareGroup, where: v.blk.socket, maxRamBytes: lim.maxRamBytes, allowUnsealed: lim.allowUnsealed, tmemMaxBytes: lim.tmemMaxBytes, ramBytes: lim.ramBytes, sizeBytes: v.blk.sizeBytes, overflowDir: cfg.blkOverflowDir },
+          { numQueues: cfg.queues },
+        ),
+      );
+    }
     try {
       this.dp = await DataPlane.start({
         mode: cfg.queuesMode,
         pollSpinMs: cfg.pollSpinMs,
         log,
         // Every device kind the worker may run; its store is made from deviceConfig on first use.
-        devices: [{ kind: 'tmem', module: tmemWorkerModule() }],
+        devices: [{ kind: 'tmem', module: tmemWorkerModule() }, ...(cfg.vms.some((v) => v.blk !== null) ? [{ kind: 'blk', module: blkWorkerModule() }] : [])],
         deviceConfig: { capacityPages: Number(cfg.capacityBytes / PAGE), maxPoolsPerGuest: cfg.maxPools },
       });
     } catch (e) {
@@ -122,6 +138,16 @@ class Daemon {
         this.vms.push(vm);
         this.listeners.push(l);
         log.info(`vm ${v.name}: listening on ${where} (maxmem ${formatSize(v.maxmemBytes)}${v.shareGroup ? `, share group ${v.shareGroup}` : ''})${access ? ` with ${describeAccess(access)}` : ''}`);
+        const bvm = blkVms.get(v.name);
+        if (v.blk !== null && bvm !== undefined) {
+          // tmem-blk (docs/tmem-blk.md): the VM's block device on its own socket, same store guest
+          const bAccess = socketAccess(v.name, v.socketAccess, cfg.socketDefaults);
+          const bl = new VhostUserListener({ on: { path: v.blk.socket }, device: bvm, vrings: this.dp, io, watcher: w, log, inUse: socketInUse, access: bAccess });
+          bl.start();
+          this.blkVms.push(bvm);
+          this.listeners.push(bl);
+          log.info(`vm ${v.name}: tmem-blk listening on ${v.blk.socket} (disk ${formatSize(v.blk.sizeBytes)}, overflow ${bvm.overflowPath}) with ${describeAccess(bAccess)}`);
+        }
       }
       const dp = this.dp;
       const ctx: ControlContext = { vms: this.vms, stats: () => dp.stats(), info: () => this.info(), log, kindControl: (kind, op, args) => dp.kindControl(kind, op, args), capacity: this.capacity };
@@ -203,6 +229,7 @@ class Daemon {
         this.log.warn(`stopping the data plane: ${(e as Error).message}`);
       }
     }
+    for (const b of this.blkVms) b.removeOverflowFile();
     try {
       this.watcher?.close();
     } catch {

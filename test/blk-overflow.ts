@@ -212,27 +212,38 @@ t.test('no overflow file and the store full: IOERR, nothing already written lost
   t.equal(s.h.refused, false, 'a store failure is not a refused (bad) request');
   t.ok(s.d.read(32, PAGE).data.every((x) => x === 0), 'the refused page was never stored');
   t.equal(s.d.write(8 + 2, pageData(50, 512)), VIRTIO_BLK_S_OK, 'a sub-page overwrite of a RAM page fits');
-  // the VM's limit drops below what it holds: an overwrite is refused, the old page stays
+  // the VM's limit drops below what it holds: a held page is still overwritten in place (no more memory), a new one refused
   s.store.setMaxmem(s.g, 2);
-  t.equal(s.d.write(0 + 1, pageData(51, 512)), VIRTIO_BLK_S_IOERR, 'overwrite above the limit: IOERR');
-  t.same(s.d.read(0, PAGE).data, pageData(0), 'the old page intact');
+  t.equal(s.d.write(0 + 1, pageData(51, 512)), VIRTIO_BLK_S_OK, 'overwrite of a held page above the limit: in place');
+  t.equal(s.d.write(9 * 8, pageData(52)), VIRTIO_BLK_S_IOERR, 'a new page above the limit: IOERR');
+  const want0 = pageData(0);
+  want0.set(pageData(51, 512), 512);
+  t.same(s.d.read(0, PAGE).data, want0);
   const want1 = pageData(1);
   want1.set(pageData(50, 512), 1024);
   t.same(s.d.read(8, PAGE).data, want1);
   t.equal(s.bs.bad.count, 0, 'no page lost');
 });
 
-t.test('store above the limit with a file: overwrites move to the file, exact', async (t) => {
+t.test('store above the limit or frozen, with a file: held pages overwritten in place, new ones to the file, exact', async (t) => {
   const s = setup(t, { capacityPages: 100, maxmemPages: 8, diskPages: 16 });
   for (let p = 0; p < 8; p++) s.d.write(p * 8, pageData(p));
   s.store.setMaxmem(s.g, 4);
   t.equal(s.d.write(3 * 8 + 1, pageData(70, 512)), VIRTIO_BLK_S_OK, 'RMW of a RAM page above the limit');
-  t.equal(s.bs.filePages, 1, 'it moved to the file');
-  t.equal(s.persistent(), 7, 'and left the store');
+  t.equal(s.bs.filePages, 0, 'overwritten in place');
+  t.equal(s.d.write(9 * 8, pageData(9)), VIRTIO_BLK_S_OK, 'a new page above the limit');
+  t.equal(s.bs.filePages, 1, 'went to the file');
+  s.store.setMaxmem(s.g, 100);
+  s.store.setFrozen(s.g, true);
+  t.equal(s.d.write(10 * 8, pageData(10)), VIRTIO_BLK_S_OK, 'a new page of a frozen VM');
+  t.equal(s.bs.filePages, 2, 'went to the file');
+  t.equal(s.d.write(0, pageData(100)), VIRTIO_BLK_S_OK, 'a held page of a frozen VM');
+  t.equal(s.persistent(), 8, 'the store holds the same 8');
   const want = pageData(3);
   want.set(pageData(70, 512), 512);
   t.same(s.d.read(3 * 8, PAGE).data, want);
-  for (const p of [0, 1, 2, 4, 5, 6, 7]) t.same(s.d.read(p * 8, PAGE).data, pageData(p), `page ${p}`);
+  t.same(s.d.read(0, PAGE).data, pageData(100));
+  for (const p of [1, 2, 4, 5, 6, 7, 9, 10]) t.same(s.d.read(p * 8, PAGE).data, pageData(p), `page ${p}`);
 });
 
 t.test('the overflow file failing: IOERR, the old data intact', async (t) => {
@@ -252,4 +263,18 @@ t.test('the overflow file failing: IOERR, the old data intact', async (t) => {
   f.writePage = realWrite;
   for (let p = 0; p < 4; p++) t.same(s.d.read(p * 8, PAGE).data, pageData(p), `page ${p} intact`);
   t.ok(s.d.read(5 * 8, PAGE).data.every((x) => x === 0), 'the refused page reads as before (zeros)');
+});
+
+t.test('debug verification (TMEMD_BLK_VERIFY): a page changed behind the disk is reported', async (t) => {
+  const s = setup(t, { capacityPages: 2, diskPages: 8 });
+  s.bs.enableVerify();
+  for (let p = 0; p < 4; p++) s.d.write(p * 8, pageData(p));
+  for (let p = 0; p < 8; p++) s.d.read(p * 8, PAGE);
+  t.equal(s.bs.verifyFailures, 0, 'everything read as written (RAM, file, zeros)');
+  // page 3 lives in the file: change it there
+  t.ok(s.bs.inFile.has(3));
+  fs.writeSync(fs.openSync(s.file!.path, 'r+'), Buffer.alloc(16, 0x55), 0, 16, 3 * PAGE);
+  s.d.read(3 * 8, PAGE);
+  t.equal(s.bs.verifyFailures, 1);
+  t.match(s.bs.verifyLog[0], /page 3 from file/);
 });

@@ -30,6 +30,14 @@ const PAGE = 4096;
 /** After the store refused a promotion, idle steps wait this long before trying again. */
 const PROMOTE_BACKOFF_MS = 100;
 
+/** FNV-1a over 4096 bytes, 4 at a time (debug verification only). */
+function pageHash(b: Uint8Array, off: number): number {
+  let h = 0x811c9dc5;
+  for (let i = off; i < off + PAGE; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+  return h >>> 0;
+}
+const ZERO_HASH = pageHash(new Uint8Array(PAGE), 0);
+
 export class BlockStore {
   readonly pages: number;
   readonly inRam: PageBitmap;
@@ -43,6 +51,14 @@ export class BlockStore {
   private readonly ram: BlockPages;
   private readonly file: OverflowFile | null;
   private readonly scratch = new Uint8Array(PAGE);
+  /**
+   * Debug (TMEMD_BLK_VERIFY=1 in tmemd's environment): a 32-bit hash of each
+   * page as written, checked at every read; mismatches are kept in
+   * `verifyLog` (first 50) and counted. Costs a hash per page moved.
+   */
+  verify: Uint32Array | null = null;
+  verifyFailures = 0;
+  readonly verifyLog: string[] = [];
   private cursor = 0;
   private backoffUntil = 0;
   private closed = false;
@@ -69,16 +85,19 @@ export class BlockStore {
         return this.readFailed(`page ${p} is missing from the store`);
       }
       c[BC.ramReads]++;
+      if (this.verify !== null) this.check(p, dst, off, 'ram');
       return true;
     }
     if (this.inFile.has(p)) {
       if (!this.file!.readPage(p, dst, off)) return this.readFailed(this.file!.error);
       this.hot.set(p);
       c[BC.overflowReads]++;
+      if (this.verify !== null) this.check(p, dst, off, 'file');
       return true;
     }
     dst.fill(0, off, off + PAGE);
     c[BC.zeroReads]++;
+    if (this.verify !== null) this.check(p, dst, off, 'zero');
     return true;
   }
 
@@ -96,6 +115,7 @@ export class BlockStore {
         this.punch(p, 1);
       }
       c[BC.ramWrites]++;
+      if (this.verify !== null) this.verify[p] = pageHash(src, off);
       return true;
     }
     const keptOld = this.ram.keptOld;
@@ -117,6 +137,7 @@ export class BlockStore {
     this.inFile.set(p);
     this.bad.clear(p);
     c[BC.overflowWrites]++;
+    if (this.verify !== null) this.verify[p] = pageHash(src, off);
     return true;
   }
 
@@ -131,6 +152,7 @@ export class BlockStore {
       }
       this.bad.clear(p);
       this.hot.clear(p);
+      if (this.verify !== null) this.verify[p] = ZERO_HASH;
       if (this.inFile.has(p)) {
         this.inFile.clear(p);
         if (runStart < 0) runStart = p;
@@ -184,6 +206,18 @@ export class BlockStore {
       this.counters[BC.promoted]++;
     }
     return this.hot.count;
+  }
+
+  /** Turns on the debug verification (all pages read as zeros so far). */
+  enableVerify(): void {
+    this.verify = new Uint32Array(this.pages).fill(ZERO_HASH);
+  }
+
+  private check(p: number, b: Uint8Array, off: number, where: string): void {
+    const h = pageHash(b, off);
+    if (h === this.verify![p]) return;
+    this.verifyFailures++;
+    if (this.verifyLog.length < 50) this.verifyLog.push(`page ${p} from ${where}: hash ${h.toString(16)}, written ${this.verify![p]!.toString(16)}${h === ZERO_HASH ? ' (zeros)' : ''}; inRam ${this.inRam.has(p)} inFile ${this.inFile.has(p)}`);
   }
 
   /** idleStep has work it can do now: hot file pages, and no backoff running (a full store is not polled). */

@@ -1,7 +1,10 @@
-// tmem-blk's counters, per connection (the shape of host/counters.ts:
-// name, help, kind, unit; slot i of an instance's Float64Array is spec i).
+// tmem-blk's counters, per connection (host/counters.ts: name, help, kind,
+// unit; slot i of an instance's Float64Array is spec i; listed in
+// host/counter-table.ts).
 // The request handler counts requests and statuses, the block store counts
 // where pages went; both write into the same array.
+import type { CounterBlock } from '../counters.js';
+
 export const BLK_COUNTERS = [
   { name: 'requests', help: 'chains handed to the blk device', kind: 'counter', unit: 'requests' },
   { name: 'unanswerable', help: 'chains with no writable byte for the status (used length 0)', kind: 'counter', unit: 'requests' },
@@ -28,6 +31,8 @@ export const BLK_COUNTERS = [
   { name: 'readErrors', help: 'page reads that failed (overflow file error, or a page lost by an earlier failed write)', kind: 'counter', unit: 'pages' },
   { name: 'punchErrors', help: 'hole punches of the overflow file that failed (blocks stay allocated; no data affected)', kind: 'counter', unit: 'events' },
 ] as const;
+
+export const BLK_COUNTER_BLOCK: CounterBlock = { subsystem: 'blk', scope: 'instance', counters: BLK_COUNTERS };
 
 type Names = (typeof BLK_COUNTERS)[number]['name'];
 

@@ -95,6 +95,9 @@ async function run(ctx: ControlContext, req: ControlRequest): Promise<unknown> {
         storeHost = rest;
         if (Array.isArray(sg)) storeGuests = sg as Record<string, unknown>[];
       }
+      // tmem-blk's disks (host/blk/worker.ts stats), one per VM with blk-socket= that connected once
+      const blkDisks = w.kinds.blk?.disks;
+      const disks = (Array.isArray(blkDisks) ? blkDisks : []) as Record<string, unknown>[];
       return {
         host: { ...ctx.info(), mode: w.mode, worker: w.worker, counters: w.counters, ...(store === null ? {} : { store: storeHost }) },
         guests: ctx.vms.map((v) => {
@@ -102,7 +105,7 @@ async function run(ctx: ControlContext, req: ControlRequest): Promise<unknown> {
           const d = st.guestId === null ? undefined : w.instances.find((i) => i.id === st.guestId);
           // every device instance of this VM (tmem, blk, ...), one record per connection
           const devices = w.instances.filter((i) => i.vm === v.name);
-          return { ...st, dataplane: d ?? null, devices, store: storeGuests.find((g) => g.name === v.name) ?? null };
+          return { ...st, dataplane: d ?? null, devices, store: storeGuests.find((g) => g.name === v.name) ?? null, blk: disks.find((k) => k.vm === v.name) ?? null };
         }),
       };
     }

@@ -107,6 +107,11 @@ export class Guest {
   frozen = false;
   /** Pool id -> pool (null = free id). Length = max pools per guest. */
   readonly pools: (Pool | null)[];
+  /**
+   * Device pools (TmemStore.newDevicePool: a block device's disk): handle ->
+   * pool (null = destroyed). No tmem pool id reaches them.
+   */
+  readonly devicePools: (Pool | null)[] = [];
   readonly stats = newCounters();
 
   constructor(

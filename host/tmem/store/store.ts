@@ -40,6 +40,12 @@
 //    unreachable at once and stop counting against their guest; their pages
 //    are freed by reclaimStep(budget) in bounded steps, or one at a time by a
 //    PUT that needs room.
+//  - Device pools (newDevicePool: tmem-blk's disk) are persistent pools of
+//    a guest that no tmem pool id reaches: RESET, DESTROY_POOL and
+//    flushGuest leave them alone; destroyDevicePool and removeGuest free
+//    them. Their pages count like any persistent page (limit, cap, capacity);
+//    a page held is overwritten in place (no more memory, never refused), a
+//    refused new page changes nothing, and a GET never removes.
 //  - Nothing throws on guest input: every op returns a TMEM_S_* status or a
 //    non-negative value. An unknown guest id is INVALID too.
 import {
@@ -110,6 +116,9 @@ const PAGE = TMEM_PAGE_SIZE;
 export const MAX_CAPACITY_PAGES = 2 ** 31 - 1;
 /** Never-used frames prefaultStep keeps faulted in ahead of use (64 MiB). */
 const PREFAULT_AHEAD_PAGES = 16384;
+
+/** Device pools hold one object: the page's index is all that names it. */
+const DEVICE_OID = new Uint32Array(6);
 
 function isU32(n: number): boolean {
   return n >>> 0 === n;
@@ -237,6 +246,7 @@ export class TmemStore {
     const guest = this.guestAt(g);
     if (!guest) return;
     for (let id = 0; id < guest.pools.length; id++) if (guest.pools[id]) this.dropPoolId(guest, id);
+    for (let h = 0; h < guest.devicePools.length; h++) this.destroyDevicePool(g, h);
     this.guests[g] = null;
   }
 
@@ -509,12 +519,21 @@ export class TmemStore {
       return TMEM_S_OK;
     }
     if (pool.persistent && !owner!.persistentRoom()) return this.putFailed(guest, pool, C.putsNoSpace, NIL);
-    // at its cap, a guest makes room from its own oldest ephemeral page, never another guest's
-    if (owner !== null && owner.own !== null && owner.held() >= owner.capPages && !this.evictOwn(owner)) {
-      return this.putFailed(guest, pool, C.putsNoSpace, NIL);
-    }
-    p = this.obtainPage();
-    if (p === NIL) return this.putFailed(guest, pool, C.putsNoSpace, NIL);
+    if (!this.insertPage(pool, o0, oid, index, src, srcOffset)) return this.putFailed(guest, pool, C.putsNoSpace, NIL);
+    return TMEM_S_OK;
+  }
+
+  /**
+   * A new page under (pool, oid, index), known absent (o0: its object or
+   * NIL), when there is room: the cap (a capped guest makes room from its
+   * own oldest ephemeral page, never another guest's), then obtainPage.
+   * False = no room, nothing changed.
+   */
+  private insertPage(pool: Pool, o0: number, oid: Uint32Array, index: number, src: Uint8Array, srcOffset: number): boolean {
+    const owner = pool.owner;
+    if (owner !== null && owner.own !== null && owner.held() >= owner.capPages && !this.evictOwn(owner)) return false;
+    const p = this.obtainPage();
+    if (p === NIL) return false;
     // obtainPage only removes objects (eviction, reclaim) and a removed
     // record is not reused before the next addObject: o0 is still the object
     // unless it was freed (objPool NIL), and an absent object is still absent
@@ -529,6 +548,104 @@ export class TmemStore {
       this.lru.push(p);
       if (owner?.own) this.ownLists!.push(p, owner.own);
     }
+    return true;
+  }
+
+  // ---- device pools (a device's own pages in its VM's accounting) ---------
+
+  /**
+   * A persistent pool of guest g for a device (tmem-blk's disk), outside
+   * the tmem pool ids: RESET, DESTROY_POOL and flushGuest do not reach it.
+   * Returns its handle (>= 0) or TMEM_S_INVALID for an unknown guest.
+   */
+  newDevicePool(g: number): number {
+    const guest = this.guestAt(g);
+    if (!guest) return TMEM_S_INVALID;
+    const pool = new Pool(this.allocSlot(), true, false, guest, null);
+    this.poolsBySlot[pool.slot] = pool;
+    let h = guest.devicePools.indexOf(null);
+    if (h < 0) h = guest.devicePools.push(pool) - 1;
+    else guest.devicePools[h] = pool;
+    return h;
+  }
+
+  private devicePoolAt(guest: Guest, h: number): Pool | null {
+    return (isU32(h) && h < guest.devicePools.length && guest.devicePools[h]) || null;
+  }
+
+  /**
+   * Stores page `index` of device pool h. A page held is overwritten in
+   * place, always (it takes no more memory). A new page obeys the guest's
+   * frozen state, limit, cap and the capacity like any persistent PUT;
+   * refused (FROZEN, NOSPACE), nothing changes.
+   */
+  putDevicePage(g: number, h: number, index: number, src: Uint8Array, srcOffset: number): number {
+    const guest = this.guestAt(g);
+    if (!guest) return TMEM_S_INVALID;
+    const pool = this.devicePoolAt(guest, h);
+    if (!pool) return TMEM_S_INVALID;
+    guest.stats[C.puts]++;
+    pool.stats[C.puts]++;
+    if (!isU32(index) || !isU32(srcOffset) || srcOffset + PAGE > src.length) return this.deviceRefused(guest, pool, C.putsInvalid);
+    const o0 = this.index.findObject(pool.slot, DEVICE_OID);
+    const p = o0 === NIL ? NIL : this.index.findPage(o0, index);
+    if (p !== NIL) {
+      this.frames.copyIn(p, src, srcOffset);
+      return TMEM_S_OK;
+    }
+    if (guest.frozen) return this.deviceRefused(guest, pool, C.putsFrozen);
+    if (!guest.persistentRoom() || !this.insertPage(pool, o0, DEVICE_OID, index, src, srcOffset)) return this.deviceRefused(guest, pool, C.putsNoSpace);
+    return TMEM_S_OK;
+  }
+
+  /** A refused device PUT: counted, nothing removed. */
+  private deviceRefused(guest: Guest, pool: Pool, reason: number): number {
+    guest.stats[reason]++;
+    pool.stats[reason]++;
+    return reason === C.putsFrozen ? TMEM_S_FROZEN : reason === C.putsNoSpace ? TMEM_S_NOSPACE : TMEM_S_INVALID;
+  }
+
+  /** Copies page `index` of device pool h into dst[dstOffset..]; OK, MISS or INVALID. Never removes it. */
+  getDevicePage(g: number, h: number, index: number, dst: Uint8Array, dstOffset: number): number {
+    const guest = this.guestAt(g);
+    if (!guest) return TMEM_S_INVALID;
+    const pool = this.devicePoolAt(guest, h);
+    if (!pool || !isU32(index) || !isU32(dstOffset) || dstOffset + PAGE > dst.length) return TMEM_S_INVALID;
+    guest.stats[C.gets]++;
+    pool.stats[C.gets]++;
+    const p = this.lookup(pool, DEVICE_OID, index);
+    if (p === NIL) return TMEM_S_MISS;
+    guest.stats[C.hits]++;
+    pool.stats[C.hits]++;
+    this.frames.copyOut(p, dst, dstOffset);
+    return TMEM_S_OK;
+  }
+
+  /** Drops page `index` of device pool h (absent is fine). */
+  flushDevicePage(g: number, h: number, index: number): number {
+    const guest = this.guestAt(g);
+    if (!guest) return TMEM_S_INVALID;
+    const pool = this.devicePoolAt(guest, h);
+    if (!pool || !isU32(index)) return TMEM_S_INVALID;
+    guest.stats[C.flushPages]++;
+    pool.stats[C.flushPages]++;
+    const p = this.lookup(pool, DEVICE_OID, index);
+    if (p !== NIL) {
+      this.removePage(p, pool);
+      guest.stats[C.flushedPages]++;
+      pool.stats[C.flushedPages]++;
+    }
+    return TMEM_S_OK;
+  }
+
+  /** The device's pool goes: unreachable at once, its pages freed in reclaim steps. */
+  destroyDevicePool(g: number, h: number): number {
+    const guest = this.guestAt(g);
+    if (!guest) return TMEM_S_INVALID;
+    const pool = this.devicePoolAt(guest, h);
+    if (!pool) return TMEM_S_INVALID;
+    guest.devicePools[h] = null;
+    this.retire(pool);
     return TMEM_S_OK;
   }
 
@@ -681,6 +798,7 @@ export class TmemStore {
         persistentLimitPages: guest.persistentLimit(),
         ...countersObject(guest.stats),
         pools,
+        devicePools: guest.devicePools.flatMap((p, handle) => (p ? [{ handle, persistent: true, ...countersObject(p.stats) }] : [])),
       });
     }
     return {

@@ -1,0 +1,206 @@
+// tmem-blk's two device halves on the core's seam (host/vhost-user/device.ts):
+// BlkVm (main thread: features, protocol features, config space, open
+// params, overflow file name) and the worker kind (host/blk/worker.ts: one
+// disk per VM kept across connections, the VM's store guest shared with its
+// tmem device, idle promotion). Driven without a socket; test/blk-socket.ts
+// goes through a real vhost-user connection.
+import t, { type Test } from 'tap';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { BlkVm, BLK_PROTOCOL_FEATURES, overflowFileName } from '../host/blk/vm.js';
+import { createDeviceKind, type BlkInstance, type BlkOpenParams } from '../host/blk/worker.js';
+import { createDeviceKind as createTmemKind } from '../host/tmem/worker.js';
+import { storeGuests } from '../host/tmem/store-guests.js';
+import type { DeviceConnection, WorkerHost } from '../host/vhost-user/device.js';
+import { SegmentList } from '../host/virtio/guest-memory.js';
+import { BC, blkCountersObject } from '../host/blk/counters.js';
+import { BLK_FEATURES } from '../host/blk/blk-config.js';
+import { CFG_CAPACITY, CFG_NUM_QUEUES, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT } from '../host/blk/virtio-blk.js';
+
+const PAGE = 4096;
+
+function tmpDir(t: Test): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'blk-device-'));
+  t.teardown(() => fs.rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+function fakeHost(capacityPages: number): WorkerHost {
+  const shared = new Map<string, unknown>();
+  return {
+    config: { capacityPages, maxPoolsPerGuest: 16 },
+    mode: 'notify',
+    log: () => {},
+    shared<T>(key: string, create: () => T): T {
+      if (!shared.has(key)) shared.set(key, create());
+      return shared.get(key) as T;
+    },
+  };
+}
+
+const conn = (id: number): DeviceConnection => ({ id, connectedAt: new Date(), guestRamBytes: 0n, control: async () => null });
+
+function params(dir: string | null, o: Partial<BlkOpenParams> = {}): BlkOpenParams {
+  return {
+    maxmemBytes: 1n << 30n,
+    shareGroup: null,
+    tmemMaxBytes: null,
+    ramFloorBytes: 0n,
+    frozen: false,
+    sizeBytes: 64 * PAGE,
+    overflowPath: dir === null ? null : path.join(dir, 'vm.overflow'),
+    serial: 'vm',
+    ...o,
+  };
+}
+
+/** Requests on plain buffers through a WorkerDevice's handle(). */
+function io(dev: BlkInstance) {
+  const rd = new SegmentList(4);
+  const wr = new SegmentList(4);
+  const hdr = new Uint8Array(16);
+  const st = new Uint8Array(1);
+  const run = (type: number, sector: number, out: Uint8Array | null, inLen: number) => {
+    const v = new DataView(hdr.buffer);
+    v.setUint32(0, type, true);
+    v.setBigUint64(8, BigInt(sector), true);
+    rd.clear();
+    wr.clear();
+    rd.push(hdr, v, 0, 16);
+    if (out) rd.push(out, new DataView(out.buffer), 0, out.length);
+    const data = new Uint8Array(inLen);
+    if (inLen) wr.push(data, new DataView(data.buffer), 0, inLen);
+    wr.push(st, new DataView(st.buffer), 0, 1);
+    const used = dev.handle(0, rd, wr);
+    return { used, status: st[0]!, data };
+  };
+  return {
+    write: (sector: number, d: Uint8Array) => run(VIRTIO_BLK_T_OUT, sector, d, 0),
+    read: (sector: number, len: number) => run(VIRTIO_BLK_T_IN, sector, null, len),
+    getId: () => run(VIRTIO_BLK_T_GET_ID, 0, null, 20),
+  };
+}
+
+function pageData(seed: number): Uint8Array {
+  const b = new Uint8Array(PAGE);
+  for (let i = 0; i < PAGE; i++) b[i] = (seed * 31 + i * 7) & 0xff;
+  return b;
+}
+
+t.test('BlkVm: what the front-end is offered', async (t) => {
+  const dir = tmpDir(t);
+  const vm = new BlkVm({ name: 'vm1', maxmemBytes: 1n << 30n, shareGroup: null, where: '/x', sizeBytes: 1n << 30n, overflowDir: dir }, { numQueues: 4 });
+  t.equal(vm.kind, 'blk');
+  t.equal(vm.features(), BLK_FEATURES);
+  t.equal(vm.protocolFeatures() & (1n << 9n), 1n << 9n, 'protocol feature CONFIG');
+  t.equal(vm.protocolFeatures() & 1n, 1n, 'protocol feature MQ');
+  t.equal(BLK_PROTOCOL_FEATURES & (1n << 3n), 1n << 3n, 'REPLY_ACK');
+  t.equal(vm.numQueues(), 4);
+  const cfg = vm.getConfig(0, 60);
+  t.equal(new DataView(cfg.buffer).getBigUint64(CFG_CAPACITY, true), (1n << 30n) / 512n);
+  t.equal(new DataView(cfg.buffer).getUint16(CFG_NUM_QUEUES, true), 4);
+  const part = vm.getConfig(34, 2);
+  t.same([...part], [4, 0], 'a slice from an offset');
+  const past = vm.getConfig(56, 16);
+  t.equal(past.length, 16);
+  t.same([...past.subarray(4)], new Array(12).fill(0), 'zero past the config space');
+  t.throws(() => vm.setConfig(32, new Uint8Array([1])), /read-only/);
+  const p = vm.open(conn(1));
+  t.equal(p.sizeBytes, 1 << 30);
+  t.equal(p.overflowPath, path.join(dir, 'vm1.overflow'));
+  t.equal(p.serial, 'vm1');
+  t.equal(vm.session?.id, 1);
+  vm.closed(conn(2));
+  t.equal(vm.session?.id, 1, 'another connection closing leaves the session');
+  t.equal(overflowFileName('a/b'), 'a%2Fb.overflow');
+  t.equal(overflowFileName('..x'), '%2E.x.overflow');
+  t.equal(overflowFileName('50%'), '50%25.overflow');
+  t.equal(overflowFileName('vm-1.test'), 'vm-1.test.overflow');
+  t.throws(() => new BlkVm({ name: 'v', maxmemBytes: 0n, shareGroup: null, where: '', sizeBytes: 5000n, overflowDir: null }, { numQueues: 1 }), /VM v: blk-size 5000 is not a multiple of 4096/);
+  t.throws(() => new BlkVm({ name: 'v', maxmemBytes: 0n, shareGroup: null, where: '', sizeBytes: 1n << 41n, overflowDir: null }, { numQueues: 1 }), /outside/);
+  t.throws(() => new BlkVm({ name: 'v', maxmemBytes: 0n, shareGroup: null, where: '', sizeBytes: 4096n, overflowDir: path.join(dir, 'nope') }, { numQueues: 1 }), /not writable by tmemd \(ENOENT\)/);
+});
+
+t.test('worker kind: one disk per VM, kept across connections; the store guest shared with tmem', async (t) => {
+  const dir = tmpDir(t);
+  const host = fakeHost(1000);
+  const kind = createDeviceKind(host);
+  const tmemKind = createTmemKind(host);
+  const info = { id: 1, vm: 'vm', kind: 'blk', numQueues: 2 };
+  const a = kind.open(info, params(dir)) as BlkInstance;
+  const x = io(a);
+  for (let p = 0; p < 10; p++) t.equal(x.write(p * 8, pageData(p)).status, VIRTIO_BLK_S_OK);
+  const id = x.getId();
+  t.same([id.used, Buffer.from(id.data.subarray(0, 2)).toString(), id.data[2]], [21, 'vm', 0], 'GET_ID: the VM name, NUL padded');
+  t.equal(a.counters[BC.writes], 10, 'counted in the instance');
+  const guests = storeGuests(host);
+  const stats = guests.store.stats() as { persistentPages: number; guests: { name: string; persistentPages: number }[] };
+  t.equal(stats.persistentPages, 10, 'the disk pages are persistent pages of the store');
+  t.equal(stats.guests.find((g) => g.name === 'vm')?.persistentPages, 10, 'counted to the VM');
+  // the VM's tmem device connects: same store guest
+  const tm = tmemKind.open({ id: 2, vm: 'vm', kind: 'tmem', numQueues: 2 }, { maxmemBytes: 1n << 30n, shareGroup: null, tmemMaxBytes: null, ramFloorBytes: 0n, frozen: false });
+  t.equal(guests.holders('vm'), 2, 'blk and tmem hold the same store guest');
+  tm.close();
+  t.equal(guests.holders('vm'), 1, 'tmem gone, the disk keeps the guest');
+  a.close();
+  t.equal(guests.holders('vm'), 1, 'the disk outlives its connection');
+  const b = kind.open({ ...info, id: 3 }, params(dir)) as BlkInstance;
+  const y = io(b);
+  for (let p = 0; p < 10; p++) if (!Buffer.from(y.read(p * 8, PAGE).data).equals(Buffer.from(pageData(p)))) t.fail(`page ${p} after reconnect`);
+  t.equal(b.counters[BC.reads], 10, 'the new instance counts its own');
+  t.equal(a.counters[BC.reads], 0);
+  t.throws(() => kind.open({ ...info, id: 4 }, params(dir, { sizeBytes: 128 * PAGE })), /keeps its size/);
+  const ks = kind.stats!() as { disks: { vm: string; ramPages: number; overflowPages: number; sizeBytes: number }[] };
+  t.same(ks.disks.map((d) => [d.vm, d.ramPages, d.overflowPages, d.sizeBytes]), [['vm', 10, 0, 64 * PAGE]]);
+  t.same(Object.keys(blkCountersObject(b.counters)).length, b.counters.length);
+});
+
+t.test('worker kind: overflow and idle promotion', async (t) => {
+  const dir = tmpDir(t);
+  const host = fakeHost(8);
+  const kind = createDeviceKind(host);
+  const inst = kind.open({ id: 1, vm: 'vm', kind: 'blk', numQueues: 1 }, params(dir)) as BlkInstance;
+  const x = io(inst);
+  for (let p = 0; p < 16; p++) x.write(p * 8, pageData(p));
+  t.equal(inst.counters[BC.overflowWrites], 8, 'eight pages to the overflow file');
+  t.ok(fs.existsSync(path.join(dir, 'vm.overflow')));
+  t.equal(fs.statSync(path.join(dir, 'vm.overflow')).mode & 0o777, 0o600);
+  for (let p = 8; p < 12; p++) x.read(p * 8, PAGE); // hot
+  // room: discard pages 0..3 through WRITE_ZEROES would need a segment; free via the store's own path instead
+  inst.disk.store.free(0, 4);
+  let more = true;
+  for (let i = 0; i < 10 && more; i++) more = kind.idle!();
+  t.equal(more, false, 'idle work done');
+  t.equal(inst.counters[BC.promoted], 4, 'the 4 hot pages came back to RAM');
+  for (let p = 4; p < 16; p++) if (!Buffer.from(x.read(p * 8, PAGE).data).equals(Buffer.from(pageData(p)))) t.fail(`page ${p}`);
+  t.equal(inst.disk.store.filePages, 4);
+});
+
+t.test('the disk is a device pool: no tmem request or operator flush reaches it; removeGuest frees it', async (t) => {
+  const host = fakeHost(100);
+  const kind = createDeviceKind(host);
+  const inst = kind.open({ id: 1, vm: 'vm', kind: 'blk', numQueues: 1 }, params(null)) as BlkInstance;
+  const x = io(inst);
+  for (let p = 0; p < 5; p++) x.write(p * 8, pageData(p));
+  const { store } = storeGuests(host);
+  const g = inst.disk.storeGuest;
+  const oid = new Uint32Array(6);
+  const page = new Uint8Array(PAGE);
+  t.equal(store.getPage(g, 0, oid, 0, 0, page, 0), -22, 'pool id 0 is not the disk (INVALID: no tmem pool)');
+  t.equal(store.putPage(g, inst.disk.pages.poolId, oid, 0, page, 0), -22, "the disk's handle is no tmem pool id");
+  t.equal(store.reset(g), 0, 'RESET destroys no pool');
+  store.flushGuest(g);
+  t.equal(store.destroyPool(g, 0), -22);
+  for (let p = 0; p < 5; p++) if (!Buffer.from(x.read(p * 8, PAGE).data).equals(Buffer.from(pageData(p)))) t.fail(`page ${p} after RESET and flush`);
+  const sg = (store.stats() as { guests: { name: string; persistentPages: number; devicePools: { handle: number; persistentPages: number }[] }[] }).guests[0]!;
+  t.equal(sg.persistentPages, 5, 'counted as persistent pages of the guest');
+  t.same(sg.devicePools.map((d) => [d.handle, d.persistentPages]), [[0, 5]], 'listed as a device pool');
+  const info = new Float64Array(8);
+  store.info(g, info);
+  t.equal(info[3], 5, "INFO's persistent_pages includes the disk (one accounting)");
+  store.removeGuest(g);
+  t.equal(store.reclaimPending(), 5, 'removeGuest: the disk pages wait for reclaim');
+  store.reclaimStep(100);
+  t.equal((store.stats() as { persistentPages: number }).persistentPages, 0);
+});

@@ -1,0 +1,364 @@
+// tmem-blk end to end through tmemd's blk socket: the built daemon
+// (dist/host/tmemd.js) against a TypeScript vhost-user-blk front-end that
+// does what QEMU's vhost-user-blk-pci does (realize with GET_CONFIG, driver
+// start, memfd guest RAM it maps itself, a split ring, kick and call
+// eventfds). Real virtio-blk requests: writes beyond the host capacity go to
+// the overflow file and read back exact; sub-page I/O; GET_ID; a bad request;
+// discard gives the pages back (tmemctl stats, the file's st_blocks); a ring
+// restart and a reconnect keep the data; SIGTERM removes the overflow file;
+// no --blk-overflow-dir refuses to start.
+import t from 'tap';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as native from '../native/index.js';
+import { requestDaemon } from '../host/control/client.js';
+import {
+  bit,
+  decodeHeader,
+  encodeConfig,
+  encodeMemTable,
+  encodeMsg,
+  encodeU64,
+  encodeVringAddr,
+  encodeVringFile,
+  encodeVringState,
+  VHOST_USER_F_PROTOCOL_FEATURES,
+  VHOST_USER_HDR_SIZE,
+  VHOST_USER_NEED_REPLY_MASK,
+  VhostUserProtocolFeature as PF,
+  VhostUserRequest as R,
+} from '../host/vhost-user/messages.js';
+import { BLK_FEATURES } from '../host/blk/blk-config.js';
+import {
+  CFG_BLK_SIZE,
+  CFG_CAPACITY,
+  CFG_MAX_DISCARD_SEG,
+  CFG_NUM_QUEUES,
+  VIRTIO_BLK_S_IOERR,
+  VIRTIO_BLK_S_OK,
+  VIRTIO_BLK_T_DISCARD,
+  VIRTIO_BLK_T_GET_ID,
+  VIRTIO_BLK_T_IN,
+  VIRTIO_BLK_T_OUT,
+} from '../host/blk/virtio-blk.js';
+import { DriverRing, F_WRITE, FakeGuest, type Desc } from './virtio-driver.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const TMEMD = join(root, 'dist/host/tmemd.js');
+const V1 = 0x1;
+const ACK = V1 | VHOST_USER_NEED_REPLY_MASK;
+const PAGE = 4096;
+const RAM = 4n << 20n;
+const UVA = 0x7f3400000000n;
+const QSIZE = 128;
+const DISK_PAGES = 256; // 1 MiB disk
+const CAPACITY_PAGES = 64; // 256 KiB of store: most of the disk overflows
+
+class Daemon {
+  readonly proc: ChildProcess;
+  stderr = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  constructor(args: string[]) {
+    this.proc = spawn(process.execPath, [TMEMD, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
+    this.exited = new Promise((res) => this.proc.once('exit', (code, signal) => res({ code, signal })));
+  }
+  async waitFor(re: RegExp, ms = 20000): Promise<void> {
+    const end = Date.now() + ms;
+    while (!re.test(this.stderr)) {
+      if (this.proc.exitCode !== null) throw new Error(`tmemd exited (${this.proc.exitCode}) before ${re}:\n${this.stderr}`);
+      if (Date.now() > end) throw new Error(`timed out waiting for ${re}; stderr so far:\n${this.stderr}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  async stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGTERM');
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 10000);
+    const r = await this.exited;
+    clearTimeout(timer);
+    return r;
+  }
+}
+
+/** The front-end: socket, guest RAM (a memfd it maps), one queue. */
+class BlkFrontEnd {
+  readonly fd: number;
+  readonly fds: number[] = [];
+  mem!: native.Mapping;
+  guest!: FakeGuest;
+  ring!: DriverRing;
+  kick = -1;
+  call = -1;
+  config: Buffer = Buffer.alloc(0);
+  features = 0n;
+  private hdrA = 0;
+  private dataA = 0;
+  private statA = 0;
+
+  constructor(path: string) {
+    this.fd = native.connectUnix(path);
+  }
+
+  send(req: number, payload?: Buffer, fds: number[] = [], flags = V1): void {
+    const b = encodeMsg(req, flags, payload);
+    let off = native.sendMsg(this.fd, b, fds);
+    while (off < b.length) off += native.sendMsg(this.fd, b.subarray(off));
+  }
+
+  private read(n: number): Buffer {
+    const out = Buffer.alloc(n);
+    let have = 0;
+    const end = Date.now() + 10000;
+    const fds: number[] = [];
+    while (have < n) {
+      const left = end - Date.now();
+      if (left <= 0 || native.pollFds(Int32Array.of(this.fd), 1, new Int16Array(1), left) === 0) throw new Error('no reply within 10 s');
+      const r = native.recvMsg(this.fd, out.subarray(have), fds);
+      if (r === 0) throw new Error('the daemon closed the connection');
+      if (r !== null) have += r;
+    }
+    return out;
+  }
+
+  reply(req: number): Buffer {
+    const h = decodeHeader(this.read(VHOST_USER_HDR_SIZE));
+    if (h.request !== req) throw new Error(`reply to ${h.request}, expected ${req}`);
+    if (h.flags !== 0x5) throw new Error(`reply flags 0x${h.flags.toString(16)}`);
+    return h.size ? this.read(h.size) : Buffer.alloc(0);
+  }
+
+  private ev(): number {
+    const fd = native.eventfd(0);
+    this.fds.push(fd);
+    return fd;
+  }
+
+  /** QEMU's realize (features, protocol features, queue count, config space) and driver start. */
+  start(): void {
+    this.send(R.GET_FEATURES);
+    this.features = this.reply(R.GET_FEATURES).readBigUInt64LE(0);
+    this.send(R.GET_PROTOCOL_FEATURES);
+    const pf = this.reply(R.GET_PROTOCOL_FEATURES).readBigUInt64LE(0);
+    if (!(pf & bit(PF.CONFIG))) throw new Error('no CONFIG protocol feature');
+    this.send(R.SET_PROTOCOL_FEATURES, encodeU64(pf & (bit(PF.MQ) | bit(PF.CONFIG) | bit(PF.REPLY_ACK))));
+    this.send(R.GET_QUEUE_NUM);
+    this.reply(R.GET_QUEUE_NUM);
+    this.send(R.SET_OWNER);
+    this.send(R.GET_CONFIG, encodeConfig(0, 0, new Uint8Array(60)));
+    this.config = Buffer.from(this.reply(R.GET_CONFIG).subarray(12));
+    this.send(R.SET_VRING_CALL, encodeVringFile(0, false), [this.ev()]);
+    this.driverStart();
+  }
+
+  driverStart(): void {
+    this.send(R.SET_FEATURES, encodeU64(this.features & (bit(32) | bit(28) | bit(29) | BLK_FEATURES)));
+    const m = native.memfdCreate('blk-test-ram', RAM);
+    this.fds.push(m);
+    this.mem = native.mmapShared(m, RAM, 0n);
+    this.guest = new FakeGuest(Number(RAM), { ram: this.mem.windows[0]!.bytes });
+    this.send(R.SET_MEM_TABLE, encodeMemTable([{ guestPhysAddr: 0n, size: RAM, userspaceAddr: UVA, mmapOffset: 0n }]), [m], ACK);
+    if (this.reply(R.SET_MEM_TABLE).readBigUInt64LE(0) !== 0n) throw new Error('SET_MEM_TABLE refused');
+    this.ring = new DriverRing(this.guest, QSIZE);
+    this.hdrA = this.guest.alloc(64, 16);
+    this.statA = this.guest.alloc(64, 16);
+    this.dataA = this.guest.alloc(256 << 10, PAGE);
+    this.startRing(0);
+  }
+
+  startRing(base: number): void {
+    const r = this.ring;
+    this.send(R.SET_VRING_NUM, encodeVringState({ index: 0, num: QSIZE }));
+    this.send(R.SET_VRING_BASE, encodeVringState({ index: 0, num: base }));
+    this.send(R.SET_VRING_ADDR, encodeVringAddr({ index: 0, flags: 0, descUser: UVA + BigInt(r.desc), availUser: UVA + BigInt(r.avail), usedUser: UVA + BigInt(r.used), logGuest: 0n }));
+    this.kick = this.ev();
+    this.call = this.ev();
+    this.send(R.SET_VRING_KICK, encodeVringFile(0, false), [this.kick]);
+    this.send(R.SET_VRING_CALL, encodeVringFile(0, false), [this.call]);
+    this.send(R.SET_VRING_ENABLE, encodeVringState({ index: 0, num: 1 }), [], ACK);
+    this.reply(R.SET_VRING_ENABLE);
+  }
+
+  /** SET_VRING_ENABLE 0 and GET_VRING_BASE: the next avail index the device would take. */
+  stopRing(): number {
+    this.send(R.SET_VRING_ENABLE, encodeVringState({ index: 0, num: 0 }));
+    this.send(R.GET_VRING_BASE, encodeVringState({ index: 0, num: 0 }));
+    return this.reply(R.GET_VRING_BASE).readUInt32LE(4);
+  }
+
+  /** One request; waits for its completion (used ring). */
+  async req(type: number, sector: number, o: { out?: Uint8Array; inLen?: number } = {}): Promise<{ used: number; status: number; data: Uint8Array }> {
+    const g = this.guest;
+    const hdr = Buffer.alloc(16);
+    hdr.writeUInt32LE(type, 0);
+    hdr.writeBigUInt64LE(BigInt(sector), 8);
+    g.write(this.hdrA, hdr);
+    const descs: Desc[] = [{ addr: this.hdrA, len: 16 }];
+    const inLen = o.inLen ?? 0;
+    if (o.out) {
+      g.write(this.dataA, o.out);
+      descs.push({ addr: this.dataA, len: o.out.length });
+    } else if (inLen > 0) {
+      g.ram.fill(0xaa, g.off(this.dataA), g.off(this.dataA) + inLen);
+      descs.push({ addr: this.dataA, len: inLen, flags: F_WRITE });
+    }
+    g.ram[g.off(this.statA)] = 0xee;
+    descs.push({ addr: this.statA, len: 1, flags: F_WRITE });
+    const before = this.ring.usedIdx();
+    this.ring.publish(this.ring.chain(descs));
+    native.eventfdWrite(this.kick);
+    const end = Date.now() + 10000;
+    while (this.ring.usedIdx() === before) {
+      if (Date.now() > end) throw new Error('request not completed within 10 s');
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    const u = this.ring.takeUsed();
+    return { used: u[u.length - 1]!.len, status: g.ram[g.off(this.statA)]!, data: g.read(this.dataA, inLen) };
+  }
+
+  close(): void {
+    native.close(this.fd);
+    try {
+      native.munmap(this.mem);
+    } catch {
+      /* never mapped */
+    }
+    for (const fd of this.fds) {
+      try {
+        native.close(fd);
+      } catch {
+        /* sent and closed */
+      }
+    }
+  }
+}
+
+function pageData(seed: number, len = PAGE): Uint8Array {
+  const b = new Uint8Array(len);
+  let x = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < len; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b[i] = x & 0xff;
+  }
+  return b;
+}
+
+interface StatsJson {
+  host: { counters: { blk?: Record<string, number> } };
+  guests: { name: string; blk: { ramPages: number; overflowPages: number; overflowFileBytes: number } | null; store: { persistentPages: number; devicePools: { persistentPages: number }[] } | null }[];
+}
+
+async function stats(ctl: string): Promise<StatsJson> {
+  const r = await requestDaemon(ctl, { cmd: 'stats' }, 10000);
+  if (!r.ok) throw new Error(`stats failed: ${r.error}`);
+  return r.result as StatsJson;
+}
+
+t.test('tmem-blk through the socket', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'blk-socket-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const ov = join(dir, 'ov');
+  mkdirSync(ov);
+  const blkSock = join(dir, 'blk.sock');
+  const ctl = join(dir, 'ctl.sock');
+  const d = new Daemon([
+    '--vm', `name=vm1,socket=${join(dir, 'tmem.sock')},maxmem=1G,blk-socket=${blkSock},blk-size=${DISK_PAGES * 4}K`,
+    '--blk-overflow-dir', ov, '--capacity', `${CAPACITY_PAGES * 4}K`, '--queues', '2', '--queues-mode', 'notify', '--control', ctl,
+  ]);
+  t.teardown(() => d.stop());
+  await d.waitFor(/ready/);
+  t.match(d.stderr, /tmem-blk listening on .*blk\.sock \(disk 1 MiB/);
+
+  let fe = new BlkFrontEnd(blkSock);
+  fe.start();
+  t.equal(fe.features, BLK_FEATURES, 'GET_FEATURES: the blk features');
+  t.ok(fe.features & bit(VHOST_USER_F_PROTOCOL_FEATURES), 'with VHOST_USER_F_PROTOCOL_FEATURES');
+  t.equal(fe.config.length, 60, 'GET_CONFIG: 60 bytes');
+  t.equal(fe.config.readBigUInt64LE(CFG_CAPACITY), BigInt(DISK_PAGES * 8), 'capacity in sectors');
+  t.equal(fe.config.readUInt32LE(CFG_BLK_SIZE), 4096);
+  t.equal(fe.config.readUInt16LE(CFG_NUM_QUEUES), 2);
+  t.equal(fe.config.readUInt32LE(CFG_MAX_DISCARD_SEG), 16);
+
+  // fill the whole disk: more than the store holds
+  for (let p = 0; p < DISK_PAGES; p += 16) {
+    const chunk = new Uint8Array(16 * PAGE);
+    for (let k = 0; k < 16; k++) chunk.set(pageData(p + k), k * PAGE);
+    const w = await fe.req(VIRTIO_BLK_T_OUT, p * 8, { out: chunk });
+    if (w.status !== VIRTIO_BLK_S_OK || w.used !== 1) t.fail(`write of pages ${p}..: status ${w.status} used ${w.used}`);
+  }
+  let s = await stats(ctl);
+  const g = s.guests.find((x) => x.name === 'vm1')!;
+  t.equal(g.blk?.ramPages, CAPACITY_PAGES, 'the store holds its capacity');
+  t.equal(g.blk?.overflowPages, DISK_PAGES - CAPACITY_PAGES, 'the rest is in the overflow file');
+  t.equal(g.store?.devicePools[0]?.persistentPages, CAPACITY_PAGES, "counted in the VM's store guest");
+  const ovFile = join(ov, 'vm1.overflow');
+  t.equal(statSync(ovFile).mode & 0o777, 0o600, 'overflow file 0600');
+  t.ok(statSync(ovFile).blocks >= (DISK_PAGES - CAPACITY_PAGES) * 8, 'overflow file holds the pages');
+  const check = async (what: string) => {
+    let bad = 0;
+    for (let p = 0; p < DISK_PAGES; p += 32) {
+      const r = await fe.req(VIRTIO_BLK_T_IN, p * 8, { inLen: 32 * PAGE });
+      if (r.status !== VIRTIO_BLK_S_OK || r.used !== 32 * PAGE + 1) bad++;
+      for (let k = 0; k < 32; k++) if (!Buffer.from(r.data.subarray(k * PAGE, (k + 1) * PAGE)).equals(Buffer.from(expect[p + k]!))) bad++;
+    }
+    t.equal(bad, 0, `${what}: every page exact`);
+  };
+  const expect: Uint8Array[] = Array.from({ length: DISK_PAGES }, (_, p) => pageData(p));
+  await check('after the fill');
+
+  // sub-page write in RAM and in the file
+  for (const p of [1, 200]) {
+    const part = pageData(1000 + p, 1024);
+    t.equal((await fe.req(VIRTIO_BLK_T_OUT, p * 8 + 5, { out: part })).status, VIRTIO_BLK_S_OK, `1 KiB at sector ${p * 8 + 5}`);
+    expect[p]!.set(part, 5 * 512);
+  }
+  const id = await fe.req(VIRTIO_BLK_T_GET_ID, 0, { inLen: 20 });
+  t.same([id.used, id.status, Buffer.from(id.data.subarray(0, 4)).toString()], [21, VIRTIO_BLK_S_OK, 'vm1\0'], 'GET_ID');
+  const bad = await fe.req(VIRTIO_BLK_T_IN, DISK_PAGES * 8, { inLen: 512 });
+  t.same([bad.used, bad.status], [1, VIRTIO_BLK_S_IOERR], 'IN past the end: IOERR');
+
+  // ring restart: stop, start again from where the device stopped
+  const next = fe.stopRing();
+  t.equal(next, fe.ring.availIdx, 'GET_VRING_BASE: every request taken');
+  fe.startRing(next);
+  await check('after a ring restart');
+
+  // reconnect (a new QEMU for the same VM)
+  fe.close();
+  await d.waitFor(/vm vm1 blk: guest left/);
+  fe = new BlkFrontEnd(blkSock);
+  fe.start();
+  await check('after a reconnect');
+
+  // discard everything: RAM back to the store, file blocks punched
+  for (let p = 0; p < DISK_PAGES; p += 64) {
+    const seg = Buffer.alloc(16);
+    seg.writeBigUInt64LE(BigInt(p * 8), 0);
+    seg.writeUInt32LE(64 * 8, 8);
+    t.equal((await fe.req(VIRTIO_BLK_T_DISCARD, 0, { out: seg })).status, VIRTIO_BLK_S_OK);
+  }
+  s = await stats(ctl);
+  const g2 = s.guests.find((x) => x.name === 'vm1')!;
+  t.same([g2.blk?.ramPages, g2.blk?.overflowPages, g2.store?.devicePools[0]?.persistentPages], [0, 0, 0], 'no page held after the discard');
+  t.equal(statSync(ovFile).blocks, 0, 'overflow file: every block punched');
+  t.ok((s.host.counters.blk?.discards ?? 0) >= 4, 'discards counted host-wide');
+  const z = await fe.req(VIRTIO_BLK_T_IN, 0, { inLen: PAGE });
+  t.ok(z.data.every((x) => x === 0), 'discarded pages read as zeros');
+  fe.close();
+  const st = await d.stop();
+  t.equal(st.code, 0, 'tmemd exits 0 on SIGTERM');
+  t.notOk(existsSync(ovFile), 'the overflow file is removed at stop');
+});
+
+t.test('a disk without --blk-overflow-dir: tmemd refuses to start, one line', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'blk-socket-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const r = spawnSync(process.execPath, [TMEMD, '--vm', `name=vm1,socket=${join(dir, 't.sock')},maxmem=1G,blk-socket=${join(dir, 'b.sock')}`], { encoding: 'utf8', timeout: 20000 });
+  t.not(r.status, 0);
+  t.match(r.stderr, /blk-socket= needs --blk-overflow-dir/);
+  t.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+});

@@ -14,7 +14,7 @@ import { DataPlane } from './vhost-user/client.js';
 import { createLogger, type Logger } from './log.js';
 import { type MetricsServer, startMetrics } from './metrics/index.js';
 import { startService, stderrSink } from './service/index.js';
-import { formatBytes } from './vhost-user/connection.js';
+import { formatSize } from './units.js';
 import { type ListenerIo, type SocketAccess, VhostUserListener, type Watcher } from './vhost-user/listener.js';
 import { TMEM_DEVICE_FEATURES, TMEM_PROTOCOL_FEATURES, TmemVm, tmemWorkerModule } from './tmem/vm.js';
 import { parseTestHooks, TEST_HOOKS_ENV } from './vhost-user/commands.js';
@@ -77,13 +77,17 @@ class Daemon {
   private readonly vms: TmemVm[] = [];
   private control: ControlServer | null = null;
   private metrics: MetricsServer | null = null;
+  /** The capacity in force (tmemctl set capacity=) and the most it may be (--capacity). */
+  private readonly capacity: { readonly maxBytes: bigint; currentBytes: bigint };
   private stopping: Promise<void> | null = null;
   private readonly startedAt = new Date();
 
   constructor(
     private readonly cfg: DaemonConfig,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.capacity = { maxBytes: cfg.capacityBytes, currentBytes: cfg.capacityBytes };
+  }
 
   /** Throws with a one-line message on any startup failure (after undoing what was done). */
   async start(): Promise<void> {
@@ -117,10 +121,10 @@ class Daemon {
         l.start();
         this.vms.push(vm);
         this.listeners.push(l);
-        log.info(`vm ${v.name}: listening on ${where} (maxmem ${formatBytes(v.maxmemBytes)}${v.shareGroup ? `, share group ${v.shareGroup}` : ''})${access ? ` with ${describeAccess(access)}` : ''}`);
+        log.info(`vm ${v.name}: listening on ${where} (maxmem ${formatSize(v.maxmemBytes)}${v.shareGroup ? `, share group ${v.shareGroup}` : ''})${access ? ` with ${describeAccess(access)}` : ''}`);
       }
       const dp = this.dp;
-      const ctx: ControlContext = { vms: this.vms, stats: () => dp.stats(), info: () => this.info(), log };
+      const ctx: ControlContext = { vms: this.vms, stats: () => dp.stats(), info: () => this.info(), log, kindControl: (kind, op, args) => dp.kindControl(kind, op, args), capacity: this.capacity };
       if (cfg.control !== null) {
         const control = new ControlServer(cfg.control, ctx, socketInUse);
         try {
@@ -137,14 +141,14 @@ class Daemon {
           const r = await handleControlRequest(ctx, { cmd: 'stats' });
           if (!r.ok) throw new Error(r.error);
           return r.result;
-        }, log, () => ({ workerAlive: dp.alive }));
+        }, log, () => ({ workerAlive: dp.alive, commandsInFlight: dp.inFlight }));
       }
     } catch (e) {
       await this.stop();
       throw e;
     }
     log.info(
-      `ready: capacity ${formatBytes(cfg.capacityBytes)}, ${cfg.queuesMode} mode${cfg.queuesMode === 'poll' ? ` (idle spin ${cfg.pollSpinMs} ms)` : ''}, ${cfg.queues} queue(s) per guest, ${cfg.maxPools} pools per guest, features 0x${TMEM_DEVICE_FEATURES.toString(16)}, protocol features 0x${TMEM_PROTOCOL_FEATURES.toString(16)}`,
+      `ready: capacity ${formatSize(cfg.capacityBytes)}, ${cfg.queuesMode} mode${cfg.queuesMode === 'poll' ? ` (idle spin ${cfg.pollSpinMs} ms)` : ''}, ${cfg.queues} queue(s) per guest, ${cfg.maxPools} pools per guest, features 0x${TMEM_DEVICE_FEATURES.toString(16)}, protocol features 0x${TMEM_PROTOCOL_FEATURES.toString(16)}`,
     );
   }
 
@@ -153,7 +157,8 @@ class Daemon {
     return {
       pid: process.pid,
       startedAt: this.startedAt.toISOString(),
-      capacityBytes: cfg.capacityBytes.toString(),
+      capacityBytes: this.capacity.currentBytes.toString(),
+      capacityMaxBytes: cfg.capacityBytes.toString(),
       queuesPerGuest: cfg.queues,
       pollSpinMs: cfg.queuesMode === 'poll' ? (Number.isFinite(cfg.pollSpinMs) ? cfg.pollSpinMs : 'inf') : null,
       maxPoolsPerGuest: cfg.maxPools,

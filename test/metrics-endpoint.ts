@@ -211,3 +211,68 @@ t.test('listen failures: one line each', async (t) => {
   await fail('127.0.0.1', port, new RegExp(`^cannot serve metrics on 127\\.0\\.0\\.1:${port} is in use \\(another process listens on it\\)`));
   await fail('192.0.2.1', 9850, /^cannot serve metrics on 192\.0\.2\.1:9850: the address is not one of this host's \(EADDRNOTAVAIL\)/);
 });
+
+// ---- the built daemon: a guest's worker command is late (test hook), the endpoint answers meanwhile
+
+t.test('live tmemd: while the worker is stalled on a guest command, /metrics answers in time (tmem_stats_up 0, tmem_worker_up 0)', async (t) => {
+  const { spawn } = await import('node:child_process');
+  const { existsSync, mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { buildLoadgen, LOADGEN, TMEMD } = await import('./loadgen/harness.js');
+  t.ok(existsSync(TMEMD), `${TMEMD} is built`);
+  buildLoadgen();
+  const dir = mkdtempSync(join(tmpdir(), 'tmem-metrics-stall-'));
+  const sock = join(dir, 'vm.sock');
+  let log = '';
+  // the worker stalls 9 s when it maps this guest's memory table (longer than the 5 s command timeout)
+  const d = spawn(process.execPath, [TMEMD, '--vm', `name=lg,socket=${sock},maxmem=1G`, '--capacity', '64M', '--queues-mode', 'notify', '--control', join(dir, 'ctl.sock'), '--metrics-listen', '127.0.0.1:0'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NODE_ENV: 'test', TMEMD_TEST_HOOKS: 'stall:lg:setMemTable:9000' },
+  });
+  d.stdout.setEncoding('utf8').on('data', (s: string) => (log += s));
+  d.stderr.setEncoding('utf8').on('data', (s: string) => (log += s));
+  const dExit = new Promise((r) => d.once('exit', r));
+  const lg = spawn(LOADGEN, ['verify', '--socket', sock, '--queues', '1', '--ops', '1000', '--timeout-ms', '30000'], { stdio: 'ignore' });
+  const lgExit = new Promise((r) => lg.once('exit', r));
+  t.teardown(async () => {
+    lg.kill('SIGKILL');
+    d.kill('SIGTERM');
+    await Promise.all([dExit, lgExit]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const until = async (re: RegExp, ms: number) => {
+    const end = Date.now() + ms;
+    while (!re.test(log)) {
+      if (d.exitCode !== null) throw new Error(`tmemd exited: ${log}`);
+      if (Date.now() > end) throw new Error(`no ${re}: ${log}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  await until(/metrics on http:\/\/\S+\/metrics/, 30_000);
+  const url = /metrics on (http:\/\/\S+\/metrics)/.exec(log)![1]!;
+  await until(/vm lg: guest memory|SET_MEM_TABLE/, 30_000).catch(() => undefined);
+  // the worker is now stalled (or about to be): scrapes keep answering within the stats timeout
+  const seen = { statsDown: false, workerDown: false };
+  const end = Date.now() + 8000;
+  let slowest = 0;
+  while (Date.now() < end && !(seen.statsDown && seen.workerDown)) {
+    const r = await scrape(url);
+    slowest = Math.max(slowest, r.ms);
+    t.equal(r.status, 200, 'answered');
+    if (samples(r.body, 'tmem_stats_up').get('') === 0) seen.statsDown = true;
+    if (samples(r.body, 'tmem_worker_up').get('') === 0) seen.workerDown = true;
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  t.ok(seen.statsDown, 'a scrape during the stall: tmem_stats_up 0 (no stale numbers)');
+  t.ok(seen.workerDown, 'once the command is overdue: tmem_worker_up 0');
+  t.ok(slowest < 3000, `every scrape answered within ${slowest.toFixed(0)} ms (stats timeout 2 s)`);
+  // after the stall the worker answers again
+  const back = Date.now() + 20_000;
+  let up = 0;
+  while (Date.now() < back && up !== 1) {
+    await new Promise((r) => setTimeout(r, 500));
+    up = samples((await scrape(url)).body, 'tmem_stats_up').get('') ?? 0;
+  }
+  t.equal(up, 1, 'after the stall: tmem_stats_up 1 again');
+});

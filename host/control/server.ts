@@ -8,6 +8,8 @@
 //   {"cmd": "thaw", "name": "web1"}
 //   {"cmd": "flush", "name": "web1"}
 //   {"cmd": "share-group", "name": "web1", "group": "g1" | null}
+//   {"cmd": "set", "capacity": "4G" | "4294967296"}  -> {"ok": true, "result": {capacityBytes, evictedPages, ...}}
+//   {"cmd": "set", "name": "web1", "maxmem": "2G"}    -> {"ok": true, "result": {...VmStatus, previousMaxmemBytes, persistentLimitPages, ...}}
 //   anything wrong                                -> {"ok": false, "error": "one line"}
 //
 // Requests are answered in order per client. Those that need the vring
@@ -25,6 +27,7 @@ import { lstatSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import * as native from '../../native/index.js';
 import { type Logger, rateLimited } from '../log.js';
+import { formatSize, parseSize, SizeError } from '../units.js';
 import { removeStaleSocket } from '../vhost-user/listener.js';
 import type { TmemVm } from '../tmem/vm.js';
 import type { WorkerStats } from '../vhost-user/client.js';
@@ -49,6 +52,10 @@ export interface ControlContext {
   /** Daemon facts for `stats`: capacity, mode, queues, etc. */
   readonly info: () => Record<string, unknown>;
   readonly log: Logger;
+  /** A device kind's worker-wide control (set: the tmem kind's setCapacity, setMaxmem). */
+  readonly kindControl?: (kind: string, op: string, args: unknown) => Promise<unknown>;
+  /** The host capacity: the most set capacity= may give (--capacity at start) and the one in force. */
+  readonly capacity?: { readonly maxBytes: bigint; currentBytes: bigint };
 }
 
 export class ControlError extends Error {}
@@ -120,11 +127,70 @@ async function run(ctx: ControlContext, req: ControlRequest): Promise<unknown> {
       ctx.log.info(`control: vm ${vm.name} share group ${g ?? 'none'}`);
       return vm.status();
     }
+    case 'set':
+      return await setLimits(ctx, req as Record<string, unknown>);
     case undefined:
-      throw new ControlError('missing "cmd" (guests, stats, freeze, thaw, flush, share-group)');
+      throw new ControlError('missing "cmd" (guests, stats, freeze, thaw, flush, share-group, set)');
     default:
-      throw new ControlError(`unknown command ${JSON.stringify(req.cmd)} (guests, stats, freeze, thaw, flush, share-group)`);
+      throw new ControlError(`unknown command ${JSON.stringify(req.cmd)} (guests, stats, freeze, thaw, flush, share-group, set)`);
   }
+}
+
+/** A size in a request: a decimal string of bytes, a size text like "2G", or a whole number. */
+function sizeArg(v: unknown, key: string): bigint {
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return BigInt(v);
+  if (typeof v !== 'string') throw new ControlError(`${key}: must be a size (bytes, or like 2G)`);
+  try {
+    return parseSize(v);
+  } catch (e) {
+    if (e instanceof SizeError) throw new ControlError(`${key}: ${e.message}`);
+    throw e;
+  }
+}
+
+const PAGE = 4096n;
+
+/**
+ * `set`: the host's capacity or a VM's maxmem, live. Everything in the
+ * request is checked before anything changes (one line for the first
+ * problem, nothing applied); each change is logged.
+ */
+async function setLimits(ctx: ControlContext, req: Record<string, unknown>): Promise<unknown> {
+  const keys = Object.keys(req).filter((k) => k !== 'id' && k !== 'cmd' && k !== 'name');
+  const control = ctx.kindControl;
+  if (!control) throw new ControlError('set: this daemon has no live limits');
+  if (req.name !== undefined) {
+    const vm = vmByName(ctx, req);
+    for (const k of keys) if (k !== 'maxmem') throw new ControlError(`unknown key '${k}' for a VM (maxmem)`);
+    if (!keys.includes('maxmem')) throw new ControlError(`set ${vm.name}: nothing to set (maxmem)`);
+    const bytes = sizeArg(req.maxmem, 'maxmem');
+    const prev = vm.maxmemBytes;
+    // the worker first: a refusal leaves the VM as it was
+    const r = (await control('tmem', 'setMaxmem', { vm: vm.name, bytes })) as { persistentLimitPages: number; persistentPages: number } | null;
+    vm.setMaxmem(bytes);
+    const held = r ? `persistent limit ${r.persistentLimitPages} pages, ${r.persistentPages} held${r.persistentPages > r.persistentLimitPages ? ': the pages above it are kept, new persistent pages refused until below it' : ''}` : 'no guest now: applies when one connects';
+    ctx.log.info(`control: vm ${vm.name} maxmem ${formatSize(prev)} -> ${formatSize(bytes)} (${held})`);
+    return { ...vm.status(), previousMaxmemBytes: prev.toString(), persistentLimitPages: r?.persistentLimitPages ?? null, persistentPages: r?.persistentPages ?? null };
+  }
+  for (const k of keys) if (k !== 'capacity') throw new ControlError(`unknown key '${k}' for the host (capacity; a VM's keys go with "name")`);
+  if (!keys.includes('capacity')) throw new ControlError('set needs capacity=SIZE, or a VM name and maxmem=SIZE');
+  const cap = ctx.capacity;
+  if (!cap) throw new ControlError('set: this daemon has no live capacity');
+  const bytes = sizeArg(req.capacity, 'capacity');
+  if (bytes < PAGE) throw new ControlError(`capacity ${formatSize(bytes)} is less than one 4 KiB page`);
+  if (bytes % PAGE !== 0n) throw new ControlError(`capacity ${formatSize(bytes)} (${bytes} bytes) is not a multiple of 4 KiB`);
+  if (bytes > cap.maxBytes) {
+    throw new ControlError(`capacity ${formatSize(bytes)} is more than tmemd was started with (--capacity ${formatSize(cap.maxBytes)}): the store's tables are sized at start; restart with a larger --capacity to go beyond it`);
+  }
+  const prev = cap.currentBytes;
+  const r = (await control('tmem', 'setCapacity', { pages: Number(bytes / PAGE) })) as { evicted: number; reclaimed: number; overPages: number } | null;
+  if (r === null) throw new ControlError(`capacity ${formatSize(bytes)}: refused by the store`);
+  cap.currentBytes = bytes;
+  ctx.log.info(
+    `control: capacity ${formatSize(prev)} -> ${formatSize(bytes)} (${bytes / PAGE} pages): ${r.evicted} ephemeral pages evicted, ${r.reclaimed} pages of destroyed pools freed` +
+      (r.overPages > 0 ? `; ${r.overPages} persistent pages above it are kept, new pages refused until below it` : ''),
+  );
+  return { capacityBytes: bytes.toString(), previousCapacityBytes: prev.toString(), capacityMaxBytes: cap.maxBytes.toString(), evictedPages: r.evicted, reclaimedPages: r.reclaimed, overPages: r.overPages };
 }
 
 /** bigints as decimal strings. */

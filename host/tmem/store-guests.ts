@@ -10,7 +10,7 @@
 // Device modules reach this through WorkerHost.shared, so the tmem and blk
 // worker halves get the same object without importing each other.
 import type { WorkerHost } from '../vhost-user/device.js';
-import { TmemStore } from './store/store.js';
+import { INFO_LENGTH, INFO_PERSISTENT_LIMIT_PAGES, INFO_PERSISTENT_PAGES, TmemStore } from './store/store.js';
 
 const PAGE = 4096n;
 
@@ -61,6 +61,20 @@ export class StoreGuests {
     if (limits.frozen) this.store.setFrozen(guest, true);
     this.byVm.set(vm, { guest, refs: 1 });
     return guest;
+  }
+
+  /**
+   * The operator's new maxmem for a VM (tmemctl set VM maxmem=): applied to
+   * its store guest if a device holds one, whichever device; null if none
+   * does (the next acquire brings the new value in its open params).
+   */
+  setMaxmem(vm: string, maxmemBytes: bigint): { persistentLimitPages: number; persistentPages: number } | null {
+    const h = this.byVm.get(vm);
+    if (!h) return null;
+    this.store.setMaxmem(h.guest, Number(maxmemBytes / PAGE));
+    const info = new Float64Array(INFO_LENGTH);
+    this.store.info(h.guest, info);
+    return { persistentLimitPages: info[INFO_PERSISTENT_LIMIT_PAGES]!, persistentPages: info[INFO_PERSISTENT_PAGES]! };
   }
 
   /** How many device instances hold the VM's guest. */

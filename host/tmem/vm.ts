@@ -6,7 +6,7 @@
 // changes go to the connected instance as control ops.
 import { TMEM_F_SHARED } from '../../shared/abi.js';
 import type { DeviceConnection, MemoryPolicy, VhostUserDevice } from '../vhost-user/device.js';
-import { formatBytes } from '../vhost-user/connection.js';
+import { formatSize } from '../units.js';
 import { bit, VHOST_USER_F_PROTOCOL_FEATURES, VhostUserProtocolFeature, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../vhost-user/messages.js';
 import { compiledModuleUrl } from '../vhost-user/module-url.js';
 import type { TmemOpenParams } from './worker.js';
@@ -69,7 +69,7 @@ export class TmemVm implements VhostUserDevice {
   readonly kind = 'tmem';
   readonly vm: string;
   readonly where: string;
-  readonly maxmemBytes: bigint;
+  private maxmemValue: bigint;
   readonly maxRamBytes: bigint | null;
   readonly allowUnsealed: boolean;
   readonly tmemMaxBytes: bigint | null;
@@ -83,7 +83,7 @@ export class TmemVm implements VhostUserDevice {
   constructor(cfg: TmemVmConfig, o: TmemVmOptions) {
     this.vm = cfg.name;
     this.where = cfg.where;
-    this.maxmemBytes = cfg.maxmemBytes;
+    this.maxmemValue = cfg.maxmemBytes;
     this.maxRamBytes = cfg.maxRamBytes ?? null;
     this.allowUnsealed = cfg.allowUnsealed === true;
     this.tmemMaxBytes = cfg.tmemMaxBytes ?? null;
@@ -137,6 +137,20 @@ export class TmemVm implements VhostUserDevice {
     return this.current;
   }
 
+  /** The VM's maxmem (tmemctl set VM maxmem= changes it). */
+  get maxmemBytes(): bigint {
+    return this.maxmemValue;
+  }
+
+  /**
+   * Operator: the VM's maxmem from now on (and for its next connections).
+   * The store guest is changed by the tmem kind's setMaxmem (by VM name), so
+   * a guest held by another device of the VM follows too.
+   */
+  setMaxmem(bytes: bigint): void {
+    this.maxmemValue = bytes;
+  }
+
   get frozen(): boolean {
     return this.frozenValue;
   }
@@ -166,10 +180,10 @@ export class TmemVm implements VhostUserDevice {
 
   describe(): string {
     return (
-      `maxmem ${formatBytes(this.maxmemBytes)}` +
-      (this.ramFloorBytes > 0n ? `, ram ${formatBytes(this.ramFloorBytes)}` : '') +
-      (this.tmemMaxBytes !== null ? `, tmem-max ${formatBytes(this.tmemMaxBytes)}` : '') +
-      (this.maxRamBytes !== null ? `, max-ram ${formatBytes(this.maxRamBytes)}` : '') +
+      `maxmem ${formatSize(this.maxmemBytes)}` +
+      (this.ramFloorBytes > 0n ? `, ram ${formatSize(this.ramFloorBytes)}` : '') +
+      (this.tmemMaxBytes !== null ? `, tmem-max ${formatSize(this.tmemMaxBytes)}` : '') +
+      (this.maxRamBytes !== null ? `, max-ram ${formatSize(this.maxRamBytes)}` : '') +
       (this.allowUnsealed ? ', unsealed RAM allowed' : '') +
       (this.shareGroupValue ? `, share group ${this.shareGroupValue}` : '') +
       (this.frozenValue ? ', frozen' : '')

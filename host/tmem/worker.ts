@@ -91,6 +91,10 @@ export function createDeviceKind(host: WorkerHost): DeviceKind {
     stats: () => ({ store: guests.store.stats() }),
     control: (op, args) => {
       if (op === 'setCapacity') return guests.store.setCapacity(Number((args as { pages: number }).pages));
+      if (op === 'setMaxmem') {
+        const a = args as { vm: string; bytes: bigint };
+        return guests.setMaxmem(a.vm, BigInt(a.bytes));
+      }
       throw new Error(`unknown tmem control op '${op}'`);
     },
   };

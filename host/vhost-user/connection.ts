@@ -25,6 +25,7 @@
 import type { Logger } from '../log.js';
 import type { DeviceConnection, MemoryRegion, VhostUserDevice, VringAddr } from './device.js';
 import type { OpenOptions } from './client.js';
+import { formatSize } from '../units.js';
 import {
   bit,
   bitsOf,
@@ -587,7 +588,7 @@ export class VhostUserConnection implements DeviceConnection {
     const before = this.lastRamBytes;
     const ram = await this.vrings.setMemTable(this.instanceId, regions);
     this.lastRamBytes = ram;
-    const line = `${this.label}: guest memory: ${n} region(s), RAM ${formatBytes(ram)}`;
+    const line = `${this.label}: guest memory: ${n} region(s), RAM ${formatSize(ram)}`;
     if (before !== ram) this.log.info(line);
     else this.log.debug(line);
     return undefined;
@@ -768,24 +769,3 @@ const REQUESTS_WITH_REPLY: ReadonlySet<number> = new Set([
   VhostUserRequest.GET_INFLIGHT_FD,
 ]);
 
-/** 2147483648 -> "2 GiB"; exact units when they divide, else one decimal. */
-export function formatBytes(b: bigint): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let u = 0;
-  let v = b;
-  while (u < units.length - 1 && v >= 1024n && v % 1024n === 0n) {
-    v /= 1024n;
-    u++;
-  }
-  if (u < units.length - 1 && v >= 1024n) {
-    // not exact: one decimal of the largest fitting unit
-    let x = Number(b);
-    let k = 0;
-    while (k < units.length - 1 && x >= 1024) {
-      x /= 1024;
-      k++;
-    }
-    return `${x.toFixed(1)} ${units[k]}`;
-  }
-  return `${v} ${units[u]}`;
-}

@@ -11,7 +11,8 @@
 import { lstatSync, unlinkSync } from 'node:fs';
 import { type Logger, rateLimited } from '../log.js';
 import type { VhostUserDevice } from './device.js';
-import { type ConnIo, formatBytes, VhostUserConnection, type VringChannel } from './connection.js';
+import { type ConnIo, VhostUserConnection, type VringChannel } from './connection.js';
+import { formatSize } from '../units.js';
 
 /** Mode and numeric owner/group for a socket file tmemd creates (native.SocketAccess). */
 export interface SocketAccess {
@@ -167,7 +168,7 @@ export class VhostUserListener {
       rewatch: (cfd) => watcher.watch(cfd, () => conn.onReadable()),
       onClose: (c) => {
         if (this.conn === c) this.conn = null;
-        log.info(`${this.label}: guest left (RAM ${formatBytes(c.guestRamBytes)}${device.describe ? `, ${device.describe()}` : ''})`);
+        log.info(`${this.label}: guest left (RAM ${formatSize(c.guestRamBytes)}${device.describe ? `, ${device.describe()}` : ''})`);
       },
     });
     // Taken now, so that a second front-end is refused while the worker opens this one.

@@ -10,7 +10,8 @@
  *
  *   blk-loadgen --socket PATH [--queues N] [--depth D] [--seconds S]
  *               [--read-pct P] [--span-mib M] [--qsize Q] [--seed S]
- *               [--poll] [--timeout-ms T] [--json] [--memcpy]
+ *               [--max-pages N] [--one-seg] [--indirect] [--event-idx] [--poll]
+ *               [--timeout-ms T] [--json] [--memcpy]
  *
  * Phases: handshake (as QEMU: features, protocol features CONFIG and MQ,
  * GET_CONFIG for capacity, blk_size and num_queues, memory table, rings);
@@ -19,6 +20,12 @@
  * timed phase (each request a random block of the queue's own share of the
  * span: a read with probability P percent, else a write of a new version;
  * never two requests on one block at once); a final read-back of every block.
+ * With --max-pages N a request covers 1 to N consecutive blocks (random), one
+ * data descriptor per 4 KiB page (--one-seg: one descriptor for the whole
+ * request, as the guest's block layer sends physically contiguous pages).
+ * --indirect puts each chain in an indirect table, --event-idx negotiates
+ * VIRTIO_RING_F_EVENT_IDX (kicks by avail_event, calls asked by used_event),
+ * as Linux's virtio_blk does when the device offers them.
  * Completions are waited for on the call eventfd (interrupts, as a guest
  * does) or, with --poll, by spinning on the used ring.
  *
@@ -89,10 +96,14 @@ enum {
 #define BLK_F_WRITE_ZEROES 14
 #define BLK_T_IN 0
 #define BLK_T_OUT 1
+#define BLK_T_DISCARD 11
 #define BLK_S_OK 0
 
 #define DESC_F_NEXT 1
 #define DESC_F_WRITE 2
+#define DESC_F_INDIRECT 4
+#define RING_F_INDIRECT_DESC 28
+#define RING_F_EVENT_IDX 29
 
 struct desc {
 	uint64_t addr;
@@ -107,7 +118,7 @@ struct vu_region {
 
 struct vu_mem {
 	uint32_t nregions, padding;
-	struct vu_region r[1];
+	struct vu_region r[2];
 };
 
 struct vu_addr {
@@ -121,14 +132,16 @@ struct blk_hdr {
 	uint64_t sector;
 };
 
-/* one request in flight: its own three descriptors, header, data and status */
+/* one request in flight: its own descriptors (header, one per page, status), header, data and status */
 struct slot {
 	struct blk_hdr *hdr;
-	uint8_t *data;
+	uint8_t *data;   /* max_pages x 4 KiB */
 	uint8_t *status;
-	uint64_t block;
+	uint32_t *vers;  /* per block of the request: the version written or expected */
+	struct desc *itab; /* --indirect: the chain's table (max_pages + 2 entries) */
+	uint64_t block;  /* the first block */
 	uint64_t t0;
-	uint32_t ver;
+	uint32_t nblocks;
 	uint8_t write;
 	uint8_t busy;
 };
@@ -139,7 +152,7 @@ struct queue {
 	struct desc *desc;
 	uint16_t *avail; /* flags, idx, ring[num], used_event */
 	uint8_t *used;   /* flags, idx, {id, len}[num], avail_event */
-	uint16_t avail_idx, last_used;
+	uint16_t avail_idx, last_used, kicked_idx;
 	int kickfd, callfd;
 	struct slot *slots;
 	uint16_t *free_slots;
@@ -148,16 +161,17 @@ struct queue {
 	/* the timed phase */
 	uint64_t *lat;
 	uint64_t nlat, cap_lat;
-	uint64_t reads, writes, mismatches, bad_status, kicks, waits;
+	uint64_t reads, writes, pages, mismatches, bad_status, kicks, waits;
 	int phase; /* 0 prefill, 1 timed, 2 final read */
 	pthread_t thread;
 };
 
 static struct {
 	const char *socket;
-	int queues, depth, seconds, read_pct, qsize, poll, timeout_ms, json, memcpy_base;
+	int queues, depth, seconds, read_pct, qsize, poll, timeout_ms, json, memcpy_base, max_pages, one_seg, indirect, event_idx, discard_first;
+	int two_regions;
 	uint64_t span_mib, seed;
-} opt = { .queues = 2, .depth = 32, .seconds = 3, .read_pct = 50, .qsize = 256, .timeout_ms = 20000, .span_mib = 256, .seed = 1 };
+} opt = { .max_pages = 1, .queues = 2, .depth = 32, .seconds = 3, .read_pct = 50, .qsize = 256, .timeout_ms = 20000, .span_mib = 256, .seed = 1 };
 
 static int sock = -1, memfd = -1;
 static uint8_t *ram;
@@ -167,7 +181,11 @@ static struct queue *qs;
 static uint64_t features, proto;
 static uint32_t blk_size_cfg;
 static uint16_t num_queues_cfg;
+static uint32_t max_discard_sectors;
 static volatile int phase_stop;
+
+/* descriptors per slot: header, one per page, status */
+#define SLOT_DESCS ((unsigned int)opt.max_pages + 2u)
 
 static void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 static void die(int code, const char *fmt, ...)
@@ -431,10 +449,21 @@ static void handshake(void)
 	memcpy(&capacity_sectors, c + 0, 8);
 	memcpy(&blk_size_cfg, c + 20, 4);
 	memcpy(&num_queues_cfg, c + 34, 2);
+	memcpy(&max_discard_sectors, c + 36, 4);
 
 	want = (1ull << F_VERSION_1) | (1ull << F_PROTOCOL_FEATURES) | (1ull << BLK_F_BLK_SIZE) |
 	       (1ull << BLK_F_SEG_MAX) | (1ull << BLK_F_SIZE_MAX) | (1ull << BLK_F_FLUSH) |
 	       (1ull << BLK_F_DISCARD) | (1ull << BLK_F_WRITE_ZEROES);
+	if (opt.indirect) {
+		if (!(offered & (1ull << RING_F_INDIRECT_DESC)))
+			die(EXIT_ERROR, "--indirect: the backend does not offer VIRTIO_RING_F_INDIRECT_DESC");
+		want |= 1ull << RING_F_INDIRECT_DESC;
+	}
+	if (opt.event_idx) {
+		if (!(offered & (1ull << RING_F_EVENT_IDX)))
+			die(EXIT_ERROR, "--event-idx: the backend does not offer VIRTIO_RING_F_EVENT_IDX");
+		want |= 1ull << RING_F_EVENT_IDX;
+	}
 	if (opt.queues > 1)
 		want |= 1ull << BLK_F_MQ;
 	if (opt.queues > 1 && !(offered & (1ull << BLK_F_MQ)))
@@ -449,7 +478,7 @@ static void handshake(void)
 	span_blocks = opt.span_mib * (1024 * 1024 / BLK);
 	if (span_blocks > capacity_sectors / SECTORS_PER_BLK)
 		span_blocks = capacity_sectors / SECTORS_PER_BLK;
-	if (span_blocks < (uint64_t)opt.queues * (uint64_t)opt.depth * 2)
+	if (span_blocks < (uint64_t)opt.queues * (uint64_t)opt.depth * (uint64_t)opt.max_pages * 2)
 		die(EXIT_ERROR, "span of %llu blocks is too small for %d queues of depth %d", (unsigned long long)span_blocks, opt.queues, opt.depth);
 	vu_set_u64(VU_SET_FEATURES, features, -1);
 
@@ -459,7 +488,24 @@ static void handshake(void)
 	mem.r[0].size = ram_size;
 	mem.r[0].uaddr = (uint64_t)(uintptr_t)ram;
 	mem.r[0].mmap_offset = 0;
-	vu_send(VU_SET_MEM_TABLE, &mem, 8 + sizeof(struct vu_region), &memfd, 1);
+	if (opt.two_regions) {
+		/*
+		 * as QEMU's table of a PC guest: [0, 640K) and [768K, end) of one
+		 * memfd (the VGA hole left out); guest-physical = memfd offset, and
+		 * every buffer lies above 768K (ram_alloc starts there)
+		 */
+		mem.nregions = 2;
+		mem.r[0].size = 0xa0000;
+		mem.r[1].gpa = 0xc0000;
+		mem.r[1].size = ram_size - 0xc0000;
+		mem.r[1].uaddr = (uint64_t)(uintptr_t)ram + 0xc0000;
+		mem.r[1].mmap_offset = 0xc0000;
+	}
+	{
+		int fds[2] = { memfd, memfd }; /* one fd per region, as QEMU sends them */
+
+		vu_send(VU_SET_MEM_TABLE, &mem, 8 + mem.nregions * sizeof(struct vu_region), fds, (int)mem.nregions);
+	}
 }
 
 static void setup_queue(struct queue *q)
@@ -492,46 +538,73 @@ static void setup_queue(struct queue *q)
 	for (int i = 0; i < opt.depth; i++) {
 		struct slot *s = &q->slots[i];
 
-		s->data = ram_alloc(BLK, BLK);
+		s->data = ram_alloc((size_t)BLK * (size_t)opt.max_pages, BLK);
 		s->hdr = ram_alloc(sizeof(*s->hdr), 16);
 		s->status = ram_alloc(1, 1);
+		s->vers = calloc((size_t)opt.max_pages, sizeof(*s->vers));
+		if (opt.indirect)
+			s->itab = ram_alloc(sizeof(struct desc) * (opt.max_pages + 2u), 16);
+		if (!s->vers)
+			die(EXIT_ERROR, "out of memory");
 		q->free_slots[q->nfree++] = (uint16_t)i;
-		/* descriptors 3i, 3i+1, 3i+2: header, data, status */
-		q->desc[3 * i].addr = gpa(s->hdr);
-		q->desc[3 * i].len = sizeof(*s->hdr);
-		q->desc[3 * i].flags = DESC_F_NEXT;
-		q->desc[3 * i].next = (uint16_t)(3 * i + 1);
-		q->desc[3 * i + 1].addr = gpa(s->data);
-		q->desc[3 * i + 1].len = BLK;
-		q->desc[3 * i + 1].next = (uint16_t)(3 * i + 2);
-		q->desc[3 * i + 2].addr = gpa(s->status);
-		q->desc[3 * i + 2].len = 1;
-		q->desc[3 * i + 2].flags = DESC_F_WRITE;
+		/* the chain is written at submit: its length depends on the request */
 	}
 	q->rng = opt.seed * 1000003u + (uint64_t)q->index;
 }
 
 /* ---------------- requests ---------------- */
 
-static void submit(struct queue *q, int si, uint64_t block, int write)
+static void submit(struct queue *q, int si, uint64_t block, uint32_t n, int write)
 {
 	struct slot *s = &q->slots[si];
-	uint16_t head = (uint16_t)(3 * si);
+	uint16_t head = (uint16_t)(SLOT_DESCS * (unsigned int)si);
+	struct desc *d = &q->desc[head];
+	uint16_t link = head; /* "next" indexes: ring positions, or table positions (indirect) */
 
 	s->block = block;
+	s->nblocks = n;
 	s->write = (uint8_t)write;
 	s->hdr->type = write ? BLK_T_OUT : BLK_T_IN;
 	s->hdr->reserved = 0;
 	s->hdr->sector = block * SECTORS_PER_BLK;
 	*s->status = 0xff;
-	if (write) {
-		s->ver = version[block] + 1;
-		fill_block(s->data, block, s->ver);
-	} else {
-		s->ver = version[block];
-		memset(s->data, 0xa5, 64); /* a stale buffer must not pass the check */
+	for (uint32_t i = 0; i < n; i++) {
+		uint8_t *p = s->data + (size_t)i * BLK;
+
+		if (write) {
+			s->vers[i] = version[block + i] + 1;
+			fill_block(p, block + i, s->vers[i]);
+		} else {
+			s->vers[i] = version[block + i];
+			memset(p, 0xa5, 64); /* a stale buffer must not pass the check */
+		}
 	}
-	q->desc[head + 1].flags = (uint16_t)(DESC_F_NEXT | (write ? 0 : DESC_F_WRITE));
+	/* header, one descriptor per page (--one-seg: one for the whole request), status */
+	uint32_t nd = opt.one_seg ? 1 : n;
+
+	if (opt.indirect) {
+		/* the ring holds one descriptor pointing at the slot's table */
+		q->desc[head].addr = gpa(s->itab);
+		q->desc[head].len = (uint32_t)sizeof(struct desc) * (nd + 2);
+		q->desc[head].flags = DESC_F_INDIRECT;
+		q->desc[head].next = 0;
+		d = s->itab;
+		link = 0;
+	}
+	d[0].addr = gpa(s->hdr);
+	d[0].len = sizeof(*s->hdr);
+	d[0].flags = DESC_F_NEXT;
+	d[0].next = (uint16_t)(link + 1);
+	for (uint32_t i = 0; i < nd; i++) {
+		d[1 + i].addr = gpa(s->data + (size_t)i * BLK);
+		d[1 + i].len = opt.one_seg ? n * BLK : BLK;
+		d[1 + i].flags = (uint16_t)(DESC_F_NEXT | (write ? 0 : DESC_F_WRITE));
+		d[1 + i].next = (uint16_t)(link + 2 + i);
+	}
+	d[1 + nd].addr = gpa(s->status);
+	d[1 + nd].len = 1;
+	d[1 + nd].flags = DESC_F_WRITE;
+	d[1 + nd].next = 0;
 	s->busy = 1;
 	s->t0 = now_ns();
 	q->avail[2 + q->avail_idx % q->num] = head;
@@ -544,8 +617,17 @@ static void kick(struct queue *q)
 	uint64_t one = 1;
 
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	if (__atomic_load_n((uint16_t *)(void *)q->used, __ATOMIC_ACQUIRE) & 1) /* VRING_USED_F_NO_NOTIFY */
+	if (opt.event_idx) {
+		/* vring_need_event(avail_event, new, old) */
+		uint16_t ev = __atomic_load_n((uint16_t *)(void *)(q->used + 4 + 8u * q->num), __ATOMIC_ACQUIRE);
+		uint16_t nw = q->avail_idx, old = q->kicked_idx;
+
+		q->kicked_idx = nw;
+		if (!((uint16_t)(nw - ev - 1) < (uint16_t)(nw - old)))
+			return;
+	} else if (__atomic_load_n((uint16_t *)(void *)q->used, __ATOMIC_ACQUIRE) & 1) { /* VRING_USED_F_NO_NOTIFY */
 		return;
+	}
 	if (write(q->kickfd, &one, 8) != 8)
 		die(EXIT_ERROR, "kick: %s", strerror(errno));
 	q->kicks++;
@@ -566,9 +648,9 @@ static int harvest(struct queue *q, uint32_t *len)
 	memcpy(&id, e, 4);
 	memcpy(len, e + 4, 4);
 	q->last_used++;
-	if (id % 3 || id / 3 >= (uint32_t)opt.depth || !q->slots[id / 3].busy)
+	if (id % SLOT_DESCS || id / SLOT_DESCS >= (uint32_t)opt.depth || !q->slots[id / SLOT_DESCS].busy)
 		die(EXIT_MISMATCH, "queue %d: used id %u is not a request in flight", q->index, id);
-	return (int)(id / 3);
+	return (int)(id / SLOT_DESCS);
 }
 
 /* Wait for completions: spin (--poll) or sleep on the call eventfd. */
@@ -584,6 +666,13 @@ static void wait_some(struct queue *q)
 		if (opt.poll) {
 			__builtin_ia32_pause();
 		} else {
+			if (opt.event_idx) {
+				/* used_event: a call when the device passes last_used; then look again before sleeping */
+				__atomic_store_n(&q->avail[2 + q->num], q->last_used, __ATOMIC_RELEASE);
+				__atomic_thread_fence(__ATOMIC_SEQ_CST);
+				if (__atomic_load_n((uint16_t *)(void *)(q->used + 2), __ATOMIC_ACQUIRE) != q->last_used)
+					return;
+			}
 			struct pollfd p = { .fd = q->callfd, .events = POLLIN };
 			uint64_t v;
 
@@ -610,12 +699,21 @@ static void complete(struct queue *q, int si, uint32_t len, int timed)
 		fprintf(stderr, "blk-loadgen: queue %d: %s of block %llu: status %u\n", q->index, s->write ? "write" : "read",
 			(unsigned long long)s->block, *s->status);
 	} else if (s->write) {
-		version[s->block] = s->ver;
-	} else if (!check_block(s->data, s->block, s->ver)) {
-		q->mismatches++;
-		fprintf(stderr, "blk-loadgen: queue %d: block %llu read back wrong (version %u; got block %llu version %llu)\n",
-			q->index, (unsigned long long)s->block, s->ver,
-			(unsigned long long)((uint64_t *)(void *)s->data)[0], (unsigned long long)((uint64_t *)(void *)s->data)[1]);
+		for (uint32_t i = 0; i < s->nblocks; i++)
+			version[s->block + i] = s->vers[i];
+	} else {
+		for (uint32_t i = 0; i < s->nblocks; i++) {
+			const uint8_t *p = s->data + (size_t)i * BLK;
+
+			if (check_block(p, s->block + i, s->vers[i]))
+				continue;
+			q->mismatches++;
+			if (q->mismatches <= 20)
+				fprintf(stderr, "blk-loadgen: queue %d: block %llu read back wrong (version %u, page %u of a %u-page read; got block %llu version %llu)\n",
+					q->index, (unsigned long long)(s->block + i), s->vers[i], i, s->nblocks,
+					(unsigned long long)((const uint64_t *)(const void *)p)[0],
+					(unsigned long long)((const uint64_t *)(const void *)p)[1]);
+		}
 	}
 	/* used len: the bytes the device wrote (data + status for a read, status for a write); QEMU does not check it */
 	(void)len;
@@ -624,6 +722,7 @@ static void complete(struct queue *q, int si, uint32_t len, int timed)
 			q->writes++;
 		else
 			q->reads++;
+		q->pages += s->nblocks;
 		if (q->nlat == q->cap_lat) {
 			q->cap_lat = q->cap_lat ? q->cap_lat * 2 : 65536;
 			q->lat = realloc(q->lat, q->cap_lat * sizeof(*q->lat));
@@ -631,6 +730,50 @@ static void complete(struct queue *q, int si, uint32_t len, int timed)
 				die(EXIT_ERROR, "out of memory");
 		}
 		q->lat[q->nlat++] = t - s->t0;
+	}
+}
+
+/*
+ * --discard-first: discard the whole disk (from block 1, as swapon --discard
+ * does after mkswap) in requests of max_discard_sectors, on queue 0, one at
+ * a time, before the prefill; every status must be OK.
+ */
+static void discard_all(struct queue *q)
+{
+	struct slot *s = &q->slots[0];
+	uint16_t head = 0;
+	struct desc *d = &q->desc[0];
+	uint64_t sector = SECTORS_PER_BLK, end = capacity_sectors;
+	uint32_t chunk;
+
+	if (!(features & (1ull << BLK_F_DISCARD)) || !max_discard_sectors)
+		die(EXIT_ERROR, "--discard-first: the device offers no discard");
+	chunk = max_discard_sectors & ~(SECTORS_PER_BLK - 1);
+	while (sector < end) {
+		uint32_t n = (uint32_t)(end - sector < chunk ? end - sector : chunk);
+		uint64_t range[2] = { sector, n }; /* sector; num_sectors (u32), flags (u32) = 0 */
+		uint32_t len;
+
+		s->hdr->type = BLK_T_DISCARD;
+		s->hdr->reserved = 0;
+		s->hdr->sector = 0;
+		memcpy(s->data, range, 16);
+		*s->status = 0xff;
+		d[0] = (struct desc){ gpa(s->hdr), sizeof(*s->hdr), DESC_F_NEXT, 1 };
+		d[1] = (struct desc){ gpa(s->data), 16, DESC_F_NEXT, 2 };
+		d[2] = (struct desc){ gpa(s->status), 1, DESC_F_WRITE, 0 };
+		s->busy = 1;
+		q->avail[2 + q->avail_idx % q->num] = head;
+		q->avail_idx++;
+		__atomic_store_n(&q->avail[1], q->avail_idx, __ATOMIC_RELEASE);
+		kick(q);
+		wait_some(q);
+		if (harvest(q, &len) != 0)
+			die(EXIT_MISMATCH, "discard: unexpected completion");
+		s->busy = 0;
+		if (*s->status != BLK_S_OK)
+			die(EXIT_MISMATCH, "discard of sectors %llu+%u: status %u", (unsigned long long)sector, n, *s->status);
+		sector += n;
 	}
 }
 
@@ -643,20 +786,23 @@ static void drain(struct queue *q, int timed)
 		complete(q, si, len, timed);
 }
 
-/* a free block of this queue's share (block % queues == index) that no request holds */
-static uint64_t pick_block(struct queue *q)
+/* a run of n blocks of this queue's share (a contiguous range) that no request in flight overlaps */
+static uint64_t pick_run(struct queue *q, uint32_t n)
 {
-	uint64_t share = span_blocks / (uint64_t)opt.queues;
+	uint64_t share = span_blocks / (uint64_t)opt.queues, base = share * (uint64_t)q->index;
 
 	for (;;) {
-		uint64_t b = (rng_next(&q->rng) % share) * (uint64_t)opt.queues + (uint64_t)q->index;
+		uint64_t b = base + rng_next(&q->rng) % (share - n + 1);
 		int held = 0;
 
-		for (int i = 0; i < opt.depth; i++)
-			if (q->slots[i].busy && q->slots[i].block == b) {
+		for (int i = 0; i < opt.depth; i++) {
+			const struct slot *s = &q->slots[i];
+
+			if (s->busy && s->block < b + n && b < s->block + s->nblocks) {
 				held = 1;
 				break;
 			}
+		}
 		if (!held)
 			return b;
 	}
@@ -665,14 +811,16 @@ static uint64_t pick_block(struct queue *q)
 /* every block of the share in order, one request each: write (prefill) or read (final check) */
 static void sweep(struct queue *q, int write)
 {
-	uint64_t share = span_blocks / (uint64_t)opt.queues, next = 0;
+	uint64_t share = span_blocks / (uint64_t)opt.queues, base = share * (uint64_t)q->index, next = 0;
 
 	while (next < share || q->nfree < opt.depth) {
 		int n = 0;
 
 		while (q->nfree && next < share) {
-			submit(q, q->free_slots[--q->nfree], next * (uint64_t)opt.queues + (uint64_t)q->index, write);
-			next++;
+			uint32_t k = (uint32_t)(share - next < (uint64_t)opt.max_pages ? share - next : (uint64_t)opt.max_pages);
+
+			submit(q, q->free_slots[--q->nfree], base + next, k, write);
+			next += k;
 			n++;
 		}
 		if (n)
@@ -698,8 +846,9 @@ static void *run_queue(void *arg)
 
 			while (q->nfree) {
 				int w = (int)(rng_next(&q->rng) % 100) >= opt.read_pct;
+				uint32_t k = 1 + (uint32_t)(rng_next(&q->rng) % (uint64_t)opt.max_pages);
 
-				submit(q, q->free_slots[--q->nfree], pick_block(q), w);
+				submit(q, q->free_slots[--q->nfree], pick_run(q, k), k, w);
 				n++;
 			}
 			if (n)
@@ -786,14 +935,16 @@ static long num_arg(const char *flag, const char *v, long min, long max)
 static void usage(void)
 {
 	fputs("usage: blk-loadgen --socket PATH [--queues N] [--depth D] [--seconds S] [--read-pct P] [--span-mib M]\n"
-	      "                   [--qsize Q] [--seed S] [--poll] [--timeout-ms T] [--json] [--memcpy]\n", stderr);
+	      "                   [--qsize Q] [--seed S] [--max-pages N] [--one-seg] [--indirect] [--event-idx]\n"
+	      "                   [--discard-first] [--two-regions]\n"
+	      "                   [--poll] [--timeout-ms T] [--json] [--memcpy]\n", stderr);
 	exit(EXIT_ERROR);
 }
 
 int main(int argc, char **argv)
 {
 	double prefill_s, timed_s, check_s, mc = 0;
-	uint64_t reads = 0, writes = 0, mism = 0, bad = 0, kicks = 0, waits = 0, n = 0, *all;
+	uint64_t reads = 0, writes = 0, pages = 0, mism = 0, bad = 0, kicks = 0, waits = 0, n = 0, *all;
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -803,6 +954,16 @@ int main(int argc, char **argv)
 			opt.json = 1;
 		} else if (!strcmp(a, "--poll")) {
 			opt.poll = 1;
+		} else if (!strcmp(a, "--two-regions")) {
+			opt.two_regions = 1;
+		} else if (!strcmp(a, "--discard-first")) {
+			opt.discard_first = 1;
+		} else if (!strcmp(a, "--indirect")) {
+			opt.indirect = 1;
+		} else if (!strcmp(a, "--event-idx")) {
+			opt.event_idx = 1;
+		} else if (!strcmp(a, "--one-seg")) {
+			opt.one_seg = 1;
 		} else if (!strcmp(a, "--memcpy")) {
 			opt.memcpy_base = 1;
 		} else if (!v) {
@@ -825,6 +986,8 @@ int main(int argc, char **argv)
 				opt.qsize = (int)num_arg(a, v, 4, 32768);
 			else if (!strcmp(a, "--seed"))
 				opt.seed = (uint64_t)num_arg(a, v, 0, 1L << 40);
+			else if (!strcmp(a, "--max-pages"))
+				opt.max_pages = (int)num_arg(a, v, 1, 256);
 			else if (!strcmp(a, "--timeout-ms"))
 				opt.timeout_ms = (int)num_arg(a, v, 1, 3600000);
 			else
@@ -835,11 +998,11 @@ int main(int argc, char **argv)
 		usage();
 	if (opt.qsize & (opt.qsize - 1))
 		die(EXIT_ERROR, "--qsize %d: a power of two", opt.qsize);
-	if (3 * opt.depth > opt.qsize)
-		die(EXIT_ERROR, "--depth %d needs %d descriptors: raise --qsize (%d)", opt.depth, 3 * opt.depth, opt.qsize);
+	if ((long)SLOT_DESCS * opt.depth > opt.qsize)
+		die(EXIT_ERROR, "--depth %d needs %ld descriptors: raise --qsize (%d)", opt.depth, (long)SLOT_DESCS * opt.depth, opt.qsize);
 
 	/* guest RAM: rings and slots, in a sealed memfd as QEMU's memory-backend-memfd makes it */
-	ram_size = ((uint64_t)opt.queues * ((uint64_t)opt.depth * (BLK + 4096) + 3 * 4096 + 32u * (uint64_t)opt.qsize) + (1 << 20) + 0x1fffff) & ~0x1fffffull;
+	ram_size = ((uint64_t)opt.queues * ((uint64_t)opt.depth * ((uint64_t)BLK * (uint64_t)opt.max_pages + 4096) + 3 * 4096 + 32u * (uint64_t)opt.qsize) + (1 << 20) + 0x1fffff) & ~0x1fffffull;
 	memfd = memfd_create("blk-loadgen-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (memfd < 0 || ftruncate(memfd, (off_t)ram_size))
 		die(EXIT_ERROR, "memfd: %s", strerror(errno));
@@ -849,6 +1012,8 @@ int main(int argc, char **argv)
 	if (ram == MAP_FAILED)
 		die(EXIT_ERROR, "mmap: %s", strerror(errno));
 
+	if (opt.two_regions)
+		brk_off = 0xc0000;
 	handshake();
 	version = calloc(span_blocks, sizeof(*version));
 	qs = calloc((size_t)opt.queues, sizeof(*qs));
@@ -866,6 +1031,8 @@ int main(int argc, char **argv)
 
 	if (opt.memcpy_base)
 		mc = memcpy_baseline();
+	if (opt.discard_first)
+		discard_all(&qs[0]);
 	run_phase(0, &prefill_s);
 	run_phase(1, &timed_s);
 	for (int i = 0; i < opt.queues; i++) {
@@ -875,6 +1042,7 @@ int main(int argc, char **argv)
 		bad += qs[i].bad_status;
 		kicks += qs[i].kicks;
 		waits += qs[i].waits;
+		pages += qs[i].pages;
 		n += qs[i].nlat;
 		qs[i].mismatches = 0;
 		qs[i].bad_status = 0;
@@ -903,13 +1071,13 @@ int main(int argc, char **argv)
 		double mx = n ? (double)all[n - 1] / 1000.0 : 0;
 
 		if (opt.json) {
-			printf("{\"queues\":%d,\"depth\":%d,\"readPct\":%d,\"poll\":%s,\"spanBlocks\":%llu,\"capacitySectors\":%llu,"
+			printf("{\"maxPages\":%d,\"pages\":%llu,\"queues\":%d,\"depth\":%d,\"readPct\":%d,\"poll\":%s,\"spanBlocks\":%llu,\"capacitySectors\":%llu,"
 			       "\"blkSize\":%u,\"numQueues\":%u,\"features\":\"0x%llx\",\"protocolFeatures\":\"0x%llx\","
 			       "\"prefillS\":%.3f,\"seconds\":%.3f,\"requests\":%llu,\"reads\":%llu,\"writes\":%llu,"
 			       "\"requestsPerSec\":%.0f,\"p50Us\":%.1f,\"p99Us\":%.1f,\"p999Us\":%.1f,\"maxUs\":%.1f,"
 			       "\"kicks\":%llu,\"callWaits\":%llu,\"memcpyPagesPerSec\":%.0f,\"finalCheckS\":%.3f,"
 			       "\"mismatches\":%llu,\"badStatus\":%llu,\"ok\":%s}\n",
-			       opt.queues, opt.depth, opt.read_pct, opt.poll ? "true" : "false", (unsigned long long)span_blocks,
+			       opt.max_pages, (unsigned long long)pages, opt.queues, opt.depth, opt.read_pct, opt.poll ? "true" : "false", (unsigned long long)span_blocks,
 			       (unsigned long long)capacity_sectors, blk_size_cfg, num_queues_cfg, (unsigned long long)features,
 			       (unsigned long long)proto, prefill_s, timed_s, (unsigned long long)(reads + writes),
 			       (unsigned long long)reads, (unsigned long long)writes, rps, p50, p99, p999, mx,

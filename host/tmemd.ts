@@ -133,7 +133,7 @@ class Daemon {
           { numQueues: cfg.queues },
         );
         const access = v.socket !== null ? socketAccess(v.name, v.socketAccess, cfg.socketDefaults) : undefined;
-        const l = new VhostUserListener({ on: v.socket !== null ? { path: v.socket } : { fd: v.fd! }, device: vm, vrings: this.dp, io, watcher: w, log, inUse: socketInUse, access });
+        const l = new VhostUserListener({ on: v.socket !== null ? { path: v.socket } : { fd: v.fd! }, device: vm, vrings: this.dp, label: `vm ${v.name}`, io, watcher: w, log, inUse: socketInUse, access });
         l.start();
         this.vms.push(vm);
         this.listeners.push(l);

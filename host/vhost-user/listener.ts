@@ -55,6 +55,8 @@ export interface ListenerOptions {
   readonly inUse?: (path: string) => boolean;
   /** Mode, owner, group of a socket file created at `on.path`. */
   readonly access?: SocketAccess;
+  /** Prefix of its log lines (default `vm NAME KIND`). */
+  readonly label?: string;
 }
 
 export class ListenerError extends Error {
@@ -78,7 +80,7 @@ export class VhostUserListener {
 
   constructor(o: ListenerOptions) {
     this.o = o;
-    this.log = rateLimited(o.log, this.label);
+    this.log = rateLimited(o.log, o.label ?? `vm ${o.device.vm} ${o.device.kind}`);
   }
 
   /** `/run/vm1.sock` or `fd=5`. */
@@ -90,10 +92,9 @@ export class VhostUserListener {
     return this.conn;
   }
 
-  /** `vm web1` for the tmem device (the VM's first device, as log lines always said), `vm web1 blk` for others. */
+  /** Prefix of this listener's log lines: the option, else `vm NAME KIND`. */
   private get label(): string {
-    const d = this.o.device;
-    return d.kind === 'tmem' ? `vm ${d.vm}` : `vm ${d.vm} ${d.kind}`;
+    return this.o.label ?? `vm ${this.o.device.vm} ${this.o.device.kind}`;
   }
 
   /** Creates (or adopts) the listening socket and starts accepting. Throws ListenerError with a clear message. */

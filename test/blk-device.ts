@@ -149,6 +149,8 @@ t.test('worker kind: one disk per VM, kept across connections; the store guest s
   const y = io(b);
   for (let p = 0; p < 10; p++) if (!Buffer.from(y.read(p * 8, PAGE).data).equals(Buffer.from(pageData(p)))) t.fail(`page ${p} after reconnect`);
   t.equal(b.counters[BC.reads], 10, 'the new instance counts its own');
+  t.same([b.counters[BC.ramPages], b.counters[BC.overflowPages]], [10, 0], 'gauges: pages in RAM and in the file now');
+  t.same([a.counters[BC.ramPages], a.counters[BC.overflowPages]], [0, 0], 'a closed instance holds none');
   t.equal(a.counters[BC.reads], 0);
   t.throws(() => kind.open({ ...info, id: 4 }, params(dir, { sizeBytes: 128 * PAGE })), /keeps its size/);
   const ks = kind.stats!() as { disks: { vm: string; ramPages: number; overflowPages: number; sizeBytes: number }[] };
@@ -175,6 +177,7 @@ t.test('worker kind: overflow and idle promotion', async (t) => {
   t.equal(inst.counters[BC.promoted], 4, 'the 4 hot pages came back to RAM');
   for (let p = 4; p < 16; p++) if (!Buffer.from(x.read(p * 8, PAGE).data).equals(Buffer.from(pageData(p)))) t.fail(`page ${p}`);
   t.equal(inst.disk.store.filePages, 4);
+  t.same([inst.counters[BC.ramPages], inst.counters[BC.overflowPages]], [8, 4], 'gauges after promotion and reads');
 });
 
 t.test('the disk is a device pool: no tmem request or operator flush reaches it; removeGuest frees it', async (t) => {

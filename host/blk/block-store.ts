@@ -236,6 +236,13 @@ export class BlockStore {
     this.file?.close();
   }
 
+  /** Writes the ramPages and overflowPages gauges into the counters in use (after each request and idle step). */
+  publishGauges(): void {
+    const c = this.counters;
+    c[BC.ramPages] = this.inRam.count;
+    c[BC.overflowPages] = this.inFile.count;
+  }
+
   /** Pages the overflow file holds now. */
   get filePages(): number {
     return this.inFile.count;

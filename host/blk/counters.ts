@@ -29,6 +29,8 @@ export const BLK_COUNTERS = [
   { name: 'freedPages', help: 'pages freed by discard and write zeroes', kind: 'counter', unit: 'pages' },
   { name: 'writeErrors', help: 'page writes that could be kept nowhere (no room and no or a failing overflow file)', kind: 'counter', unit: 'pages' },
   { name: 'readErrors', help: 'page reads that failed (overflow file error, or a page lost by an earlier failed write)', kind: 'counter', unit: 'pages' },
+  { name: 'ramPages', help: "the disk's pages in the store (RAM) now", kind: 'gauge', unit: 'pages' },
+  { name: 'overflowPages', help: "the disk's pages in the overflow file now", kind: 'gauge', unit: 'pages' },
   { name: 'punchErrors', help: 'hole punches of the overflow file that failed (blocks stay allocated; no data affected)', kind: 'counter', unit: 'events' },
 ] as const;
 

@@ -13,7 +13,7 @@ import type { DeviceKind, InstanceInfo, WorkerDevice, WorkerHost } from '../vhos
 import { storeGuests, type StoreGuests, type VmStoreLimits } from '../tmem/store-guests.js';
 import { BlkHandler } from './blk-handler.js';
 import { BlockStore } from './block-store.js';
-import { BLK_COUNTERS, newBlkCounters } from './counters.js';
+import { BC, BLK_COUNTERS, newBlkCounters } from './counters.js';
 import { OverflowFile } from './overflow-file.js';
 import { StorePages } from './store-pages.js';
 
@@ -97,6 +97,7 @@ export class BlkInstance implements WorkerDevice {
     this.guests = guests;
     this.disk = disk;
     disk.store.counters = this.counters;
+    disk.store.publishGauges();
   }
 
   get error(): string {
@@ -116,7 +117,9 @@ export class BlkInstance implements WorkerDevice {
   }
 
   handle(_queue: number, rd: Parameters<WorkerDevice['handle']>[1], wr: Parameters<WorkerDevice['handle']>[2]): number {
-    return this.disk.handler.handle(rd, wr);
+    const used = this.disk.handler.handle(rd, wr);
+    this.disk.store.publishGauges();
+    return used;
   }
 
   idle(): boolean {
@@ -132,6 +135,9 @@ export class BlkInstance implements WorkerDevice {
     if (this.closed) return;
     this.closed = true;
     if (this.disk.store.counters === this.counters) this.disk.store.counters = this.disk.idleCounters;
+    // a closed instance holds no pages: its gauges go to 0 (the disk's own record stays in the kind's stats)
+    this.counters[BC.ramPages] = 0;
+    this.counters[BC.overflowPages] = 0;
   }
 }
 
@@ -158,6 +164,7 @@ export function createDeviceKind(host: WorkerHost): DeviceKind {
       for (const d of disks.values()) {
         if (!d.store.promotionPending()) continue;
         d.store.idleStep(PROMOTE_STEP);
+        d.store.publishGauges();
         if (d.store.promotionPending()) more = true;
       }
       return more;

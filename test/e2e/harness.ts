@@ -17,6 +17,8 @@
 //               rebuilt here when they changed, a few seconds). Note: 5.10 sets THP to
 //               never at boot when the guest has under 512 MiB of RAM, whatever the config
 //               says (hugepage_init); a small guest that wants `always` writes it to sysfs.
+//     'bookworm', 'bookworm-generic'  Debian 12's own 6.1 kernels (cloud: no zswap; generic: zswap),
+//               unmodified, no module (6.1 has no frontswap): test/e2e-blk.ts swaps on tmem-blk.
 //   A kernel other than the env's is prepared at its first bootVm (cached builds only).
 //   waitReady() also checks that the guest runs the kernel asked for (uname -r);
 //   vm.kernel.name / vm.kernel.version say which one a Vm boots.

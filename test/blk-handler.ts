@@ -413,6 +413,6 @@ t.test('seg_max: the largest request Linux builds (one indirect table) fits the 
   t.same([w.used, w.status], [1, VIRTIO_BLK_S_OK], `${BLK_SEG_MAX} data descriptors + header + status in one indirect table`);
   const r = s.read(0, BLK_SEG_MAX * PAGE, { indirect: true, split: [PAGE] });
   t.ok(Buffer.from(r.data).equals(Buffer.from(data)), 'read back through as many descriptors');
-  // one more segment and the core's walker refuses the chain (the bound is tight)
+  // one more segment (129 buffers) and the core's walker refuses the chain (the bound is tight)
   t.throws(() => s.write(0, pattern(12, (BLK_SEG_MAX + 1) * PAGE), { indirect: true, split: [PAGE] }), /ttl|long|queue|table/i);
 });

@@ -37,15 +37,16 @@ export const BLK_BLOCK_SIZE = 4096;
 export const SECTORS_PER_BLOCK = BLK_BLOCK_SIZE / SECTOR_SIZE;
 
 /**
- * Data segments per request (seg_max). vhost-user-blk's default queue size
- * is 128 and the core's walker charges every descriptor it reads to a ttl of
- * one queue size, the indirect descriptor included. Linux puts a whole
- * request (data, header, status) in one indirect table when INDIRECT_DESC is
- * negotiated, so 1 + 125 + 2 = 128 fits a queue of 128; with 126 the walker
- * refused the largest requests (seen in e2e-blk), and virtio_blk takes a
- * refused chain (used length 0, no status written) as done.
+ * Data segments per request (seg_max): QEMU's queue size - 2 for
+ * vhost-user-blk's default queue of 128. Linux puts a whole request (data,
+ * header, status: seg_max + 2 buffers) in one indirect table when
+ * INDIRECT_DESC is negotiated; the core's walker counts a chain's buffers,
+ * not the descriptor naming the table, so a table of 128 fits a queue of
+ * 128, as in QEMU and libvhost-user. A chain the walker still refuses stops
+ * the queue (WorkerDevice.unanswerableBreaksQueue): virtio_blk would take a
+ * completion without a status byte as done.
  */
-export const BLK_SEG_MAX = 125;
+export const BLK_SEG_MAX = 126;
 /** Sectors per discard / write-zeroes segment: 16 MiB, 4096 pages, so one segment's work is bounded (the worker serves every guest). */
 export const BLK_MAX_DWZ_SECTORS = 32768;
 /** Segments per discard / write-zeroes request (Linux merges adjacent discards up to this). */

@@ -88,6 +88,8 @@ export class BlkDisk {
 }
 
 export class BlkInstance implements WorkerDevice {
+  /** A blk driver reads a missing status byte as OK: never complete such a chain (device.ts). */
+  readonly unanswerableBreaksQueue = true;
   readonly counters = newBlkCounters();
   readonly disk: BlkDisk;
   private readonly guests: StoreGuests;

@@ -163,6 +163,17 @@ export interface WorkerDevice {
    * descriptors instead of their bytes.
    */
   readonly refused: boolean;
+  /**
+   * What an unanswerable chain (the walker refused it, or handle() returned
+   * 0) does to its queue. false (the default): it is completed with used
+   * length 0, which the tmem ABI defines as "unanswerable". true: the queue
+   * is marked broken and stops, with nothing completed, as libvhost-user's
+   * vu_panic and QEMU's virtio_error do; a device whose driver takes a
+   * completion without a status byte as success (Linux's virtio-blk reads a
+   * stale status of 0, VIRTIO_BLK_S_OK) must choose this, so a write that
+   * was never made is never reported as done.
+   */
+  readonly unanswerableBreaksQueue?: boolean;
   /** SET_FEATURES: the acked virtio features. */
   setFeatures(features: bigint): void;
   /** SET_MEM_TABLE: guest RAM is now `ramBytes` (the core mapped it). */

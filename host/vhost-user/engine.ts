@@ -587,8 +587,9 @@ export class Engine {
     walker.mem = g.mem!;
     let done = 0;
     let credit = g.credit;
+    let stopped = false;
     try {
-      while (credit > 0) {
+      while (credit > 0 && !stopped) {
         const n = ring.pending();
         if (n < 0) {
           this.markBroken(g, q, `avail idx ${ring.availIdx()} is more than the queue size ${ring.num} ahead of ${ring.lastAvail}`);
@@ -602,19 +603,32 @@ export class Engine {
           // the header was moved whatever lengths the chain claims; the walk
           // is the cost, times the penalty.
           let bad = true;
+          let unanswerable: string | null = null;
           if (walker.walk(ring.descView, ring.descOff, ring.num, head, g.indirect)) {
             len = dev.handle(q.index, walker.readable, walker.writable);
             if (len === 0) {
               c[VC.unanswerable]!++;
               q.unanswerable++;
-              if (this.logAllowed(g)) this.log('warn', `${g.label}: queue ${q.index}: request at head ${head} unanswerable: ${dev.error}`);
+              unanswerable = `request at head ${head} unanswerable: ${dev.error}`;
             } else bad = dev.refused;
           } else {
             c[VC.unanswerable]!++;
             c[VC.chainsRefused]!++;
             q.unanswerable++;
             len = 0;
-            if (this.logAllowed(g)) this.log('warn', `${g.label}: queue ${q.index}: chain at head ${head} refused: ${walker.error}`);
+            unanswerable = `chain at head ${head} refused: ${walker.error}`;
+          }
+          if (unanswerable !== null) {
+            if (dev.unanswerableBreaksQueue === true) {
+              // Nothing is completed: the driver must not take this chain as
+              // done. The head is given back, so the base a GET_VRING_BASE
+              // reports still names it.
+              ring.lastAvail = (ring.lastAvail - 1) & 0xffff;
+              this.markBroken(g, q, unanswerable);
+              stopped = true;
+              break;
+            }
+            if (this.logAllowed(g)) this.log('warn', `${g.label}: queue ${q.index}: ${unanswerable}`);
           }
           let cost: number;
           if (bad) {

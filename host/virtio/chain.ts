@@ -4,8 +4,9 @@
 // device-readable and device-writable byte segments, or refuses the chain.
 //
 // Rules (a refused chain is reported with a reason and nothing is touched):
-//   - ttl = queue size: every descriptor read (the indirect descriptor and the
-//     entries of its table included) costs one, so loops end;
+//   - ttl = queue size: every buffer descriptor read (the entries of an
+//     indirect table included, the descriptor naming the table not) costs
+//     one, so loops end and a chain never has more buffers than the queue;
 //   - at most one level of indirect table; a table is not empty, is a
 //     multiple of 16 bytes, fits in what is left of the ttl, and lies in RAM;
 //     INDIRECT_DESC must have been negotiated;
@@ -85,6 +86,11 @@ export class ChainWalker {
         if (len === 0) return this.fail('empty indirect table');
         if (len % DESC_SIZE !== 0) return this.fail(`indirect table of ${len} bytes, not a multiple of 16`);
         const n = len / DESC_SIZE;
+        // The descriptor naming the table carries no buffer: the chain is
+        // its buffers, so a table of queue-size entries is a full-length
+        // chain, as QEMU and libvhost-user accept it (Linux's virtio-blk
+        // sends seg_max + 2 entries; QEMU's seg_max is queue size - 2).
+        ttl++;
         if (n > ttl) return this.fail(`chain with its indirect table (${n} entries) longer than the queue size ${queueSize}`);
         const ts = this.tableSegs;
         ts.clear();

@@ -7,10 +7,10 @@
 // disks in place of the example's images, a console file, paths in a
 // temporary directory, and the workload named through <sysinfo type='fwcfg'>.
 // The tmem device's <qemu:commandline> and the memfd memory backing are the
-// example's, byte for byte. The tmem-blk <disk type='vhostuser'> is taken out:
-// tmemd in main parses blk-socket= but does not serve it yet (it creates no
-// blk socket); once it does, keep the disk (drop the line that removes it)
-// and check the blk lines in tmemd's log.
+// example's, byte for byte. The tmem-blk <disk type='vhostuser'> is kept with
+// its socket path in the temporary directory: QEMU's vhost-user-blk-pci
+// connects to tmemd at start (GET_CONFIG) and the guest's virtio_blk sets
+// up its rings in tmemd (its "guest memory" line for vm0 blk).
 // libvirt runs unprivileged (as nobody) so that it needs no libvirt-qemu
 // user, cgroups or AppArmor here.
 //
@@ -40,7 +40,7 @@ if (!existsSync('/usr/bin/setpriv')) throw new Error('/usr/bin/setpriv is missin
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The example, with what differs on this machine replaced; throws if a piece to replace is not there. */
-function domainXml(o: { qemu: string; kernel: string; append: string; rootfs: string; files: string; swap: string; console: string; tmemSocket: string }): string {
+function domainXml(o: { qemu: string; kernel: string; append: string; rootfs: string; files: string; swap: string; console: string; tmemSocket: string; blkSocket: string }): string {
   let s = readFileSync(join(ROOT, 'examples/libvirt/tmem-vm0.xml'), 'utf8');
   const sub = (from: string | RegExp, to: string): void => {
     const before = s;
@@ -62,7 +62,7 @@ function domainXml(o: { qemu: string; kernel: string; append: string; rootfs: st
   sub(/<disk type='file' device='disk'>\s*<driver name='qemu' type='raw'\/>\s*<source file='\/var\/lib\/libvirt\/images\/vm0-swap.img'\/>[\s\S]*?<\/disk>/, `${disk(o.swap, 'vdb', 'tmemswap', false)}\n    ${disk(o.files, 'vdd', 'tmemfiles', true)}`);
   sub(/<serial type='pty'>[\s\S]*?<\/console>/, `<serial type='file'>\n      <source path='${o.console}'/>\n      <target port='0'/>\n    </serial>`);
   sub("path=/run/tmem/vm0.sock'", `path=${o.tmemSocket}'`);
-  sub(/\s*<disk type='vhostuser' device='disk'>[\s\S]*?<\/disk>/, ''); // tmem-blk: see the top of this file
+  sub("<source type='unix' path='/run/tmemd/vm0-blk.sock'/>", `<source type='unix' path='${o.blkSocket}'/>`); // tmem-blk: see the top of this file
   return s;
 }
 
@@ -87,9 +87,15 @@ t.test('the libvirt example, run by libvirt: the guest uses tmem served by tmemd
   for (const p of [lvRoot, join(lvRoot, 'etc'), join(lvRoot, 'etc', 'qemu.conf'), swap, consolePath]) chownSync(p, NOBODY, NOBODY);
 
   const tmemSocket = join(dir, 'vm0.sock');
+  const blkSocket = join(dir, 'vm0-blk.sock');
+  const overflowDir = join(dir, 'overflow');
+  mkdirSync(overflowDir);
   const daemon = await env.lib.startDaemon({
     cmd: `node ${TMEMD}`,
     socket: tmemSocket,
+    blkSocket,
+    blkSize: '64M',
+    blkOverflowDir: overflowDir,
     name: 'vm0',
     maxmem: '1G',
     capacity: '512M',
@@ -100,7 +106,7 @@ t.test('the libvirt example, run by libvirt: the guest uses tmem served by tmemd
   });
   env.cleanup.add(daemon);
 
-  const xml = domainXml({ qemu: b.qemu, kernel: b.kernel.image, append: env.lib.bootAppend({}), rootfs: b.rootfs, files: b.tmemfiles, swap, console: consolePath, tmemSocket });
+  const xml = domainXml({ qemu: b.qemu, kernel: b.kernel.image, append: env.lib.bootAppend({}), rootfs: b.rootfs, files: b.tmemfiles, swap, console: consolePath, tmemSocket, blkSocket });
   const xmlPath = join(dir, 'vm0.xml');
   writeFileSync(xmlPath, xml);
   const v = spawnSync(VALIDATE, [xmlPath, 'domain'], { encoding: 'utf8' });
@@ -152,5 +158,7 @@ t.test('the libvirt example, run by libvirt: the guest uses tmem served by tmemd
   t.comment(`pswpout ${res.vmstat_delta?.pswpout} (disk), put_page ${count('put_page')}, get_page ${count('get_page')}`);
   const log = daemon.output();
   t.match(log, new RegExp(`vm vm0: guest memory: 1 region\\(s\\), RAM ${RAM_MIB} MiB`), "tmemd mapped libvirt's memfd (sealed, as tmemd requires)");
+  t.match(log, /vm vm0 blk: guest connected on /, "QEMU's vhost-user-blk-pci from the example's <disk type='vhostuser'> connected to tmem-blk");
+  t.match(log, new RegExp(`vm vm0 blk: guest memory: 1 region\\(s\\), RAM ${RAM_MIB} MiB`), "the guest's virtio_blk set up tmem-blk's rings");
   t.notMatch(log, /tmemd error:|BUG/, 'no error in tmemd');
 });

@@ -94,7 +94,7 @@ t.test('suspend to RAM (S3) and system_wakeup with pages in frontswap: same page
   const poolsR = poolLines(mk, 'resumed');
   const pm = dmesgLines(mk).filter((l) => /PM: |ACPI: .*(sleep|S3)|virtio_tmem|virtio-tmem/i.test(l) && !/loading out-of-tree|taint/.test(l));
   t.comment(`QEMU: run state ${state} ${suspendedAfter} ms after the guest wrote mem; system_wakeup ${woke}; guest: ${resumed[0]}`);
-  t.comment(`tmemd before suspend: persistent ${g0.store?.persistentPages}, puts ${g0.store?.puts}, RESETs ${s0.host.counters.opReset}; after resume: persistent ${g1.store?.persistentPages}, RESETs ${s1.host.counters.opReset}, connected ${g1.connected}`);
+  t.comment(`tmemd before suspend: persistent ${g0.store?.persistentPages}, puts ${g0.store?.puts}, RESETs ${s0.host.counters.tmem.opReset}; after resume: persistent ${g1.store?.persistentPages}, RESETs ${s1.host.counters.tmem.opReset}, connected ${g1.connected}`);
   t.comment(`driver pools before: ${poolsS.join(' | ')}; after: ${poolsR.join(' | ')}`);
   t.comment(`driver while verifying: frontswap loads hit ${verify.drv_frontswap_loads_hit} miss ${verify.drv_frontswap_loads_miss}, stores ok ${verify.drv_frontswap_stores_ok} refused ${verify.drv_frontswap_stores_refused}, timeouts ${verify.drv_timeouts}; kernel frontswap loads ${verify.frontswap_loads}`);
   t.comment(`driver after: frontswap stores ok ${after.drv_frontswap_stores_ok} refused ${after.drv_frontswap_stores_refused}, loads hit ${after.drv_frontswap_loads_hit} miss ${after.drv_frontswap_loads_miss}; tmemd puts ${g3.store?.puts - g2.store?.puts}, hits ${g3.store?.hits - g2.store?.hits}`);
@@ -105,7 +105,8 @@ t.test('suspend to RAM (S3) and system_wakeup with pages in frontswap: same page
   t.equal(resumed[1], '0', 'echo mem > /sys/power/state returned success after the wakeup');
   t.ok(g0.store?.persistentPages > 5000, `tmemd held pages of the guest when it suspended (${g0.store?.persistentPages})`);
   t.ok(g1.connected && g1.guestId === g0.guestId, 'the same guest is still connected after the resume');
-  t.equal(s1.host.counters.opReset, s0.host.counters.opReset, 'the resume sent no RESET');
+  t.type(s0.host.counters.tmem.opReset, 'number', 'tmemd counts RESETs (stats host.counters.tmem.opReset)');
+  t.equal(s1.host.counters.tmem.opReset, s0.host.counters.tmem.opReset, 'the resume sent no RESET');
   // (suspending itself swaps a little: the count may grow, it must not fall)
   t.ok(g1.store?.persistentPages >= g0.store?.persistentPages, `tmemd still holds the guest's pages after the resume (${g0.store?.persistentPages} -> ${g1.store?.persistentPages})`);
   t.same(poolsR, poolsS, 'the driver has the same pools (same device pool ids) after the resume');

@@ -68,7 +68,7 @@ function tmemOn(store: FakeStore, name: string, numQueues: number): TmemDevice &
   });
 }
 
-function setup(opts: { poll?: boolean; features?: bigint; num?: number } = {}) {
+function setup(opts: { poll?: boolean; features?: bigint; num?: number; idleWanted?: () => boolean } = {}) {
   const os = new FakeOs();
   const store = new FakeStore();
   const logs: string[] = [];
@@ -84,6 +84,7 @@ function setup(opts: { poll?: boolean; features?: bigint; num?: number } = {}) {
       idle.calls++;
       return store.reclaimStep() > 0;
     },
+    ...(opts.idleWanted ? { idleWanted: opts.idleWanted } : {}),
   });
   /** An instance's vring counter by name. */
   const counter = (id: number, name: keyof typeof VC) => e.instances.get(id)!.counters[VC[name]]!;
@@ -348,6 +349,23 @@ t.test('closing an instance stops its rings, closes its fds, unmaps, closes its 
   while (e.idle());
   t.equal(idle.calls - before, 3, 'reclaimed in 3 idle steps');
   t.throws(() => e.setVringEnable(v.id, 0, true), /unknown instance/);
+});
+
+t.test('after serving requests, idle work is pending only if a kind wants it (DeviceKind.idleWanted); a kind without idleWanted is always run', async (t) => {
+  for (const wanted of [false, true, undefined]) {
+    const asked = { n: 0 };
+    const { e, vm } = setup(wanted === undefined ? {} : { idleWanted: () => (asked.n++, wanted) });
+    const v = vm('a');
+    v.start(0);
+    while (e.idle());
+    t.notOk(e.idlePending, 'nothing pending before the request');
+    v.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(0));
+    t.equal(e.pass(true), 1, 'the request is served');
+    t.equal(e.idlePending, wanted ?? true, `idleWanted ${String(wanted)}: idle work ${wanted === false ? 'not ' : ''}pending`);
+    if (wanted !== undefined) t.equal(asked.n, 1, 'the kind was asked once');
+    t.equal(e.pass(true), 0, 'a pass without work');
+    t.equal(e.idlePending, wanted ?? true, 'a pass without work changes nothing');
+  }
 });
 
 t.test('the store hears the guest\'s RAM size from its memory table', async (t) => {

@@ -426,3 +426,32 @@ t.test('page buckets: one object\'s consecutive indexes share a block of 64 buck
     t.ok(pages <= 12, `seed ${seed}: longest page chain ${pages} for 64 objects of 64 consecutive pages`);
   }
 });
+
+t.test('prefaultWanted: yes on a fresh store, no once the frames ahead are faulted in, yes again only after 64 of them were used', async (t) => {
+  const s = new TmemStore({ capacityPages: 1 << 20, maxPoolsPerGuest: 4 });
+  const g = s.addGuest({ name: 'a', maxmemPages: 1 << 20, ramPages: 0, shareGroup: null });
+  const p = s.newPool(g, PERSIST, PAGE, NO_UUID, 0, false);
+  t.ok(s.prefaultWanted(), 'a fresh store wants its frames faulted in');
+  let steps = 0;
+  while (s.prefaultStep(1024) > 0) steps++;
+  t.ok(steps > 0, 'prefaultStep had work');
+  t.notOk(s.prefaultWanted(), 'nothing wanted once the frames ahead are in');
+  for (let i = 0; i < 63; i++) t.equal(s.putPage(g, p, oid(1), i, page(i), 0), TMEM_S_OK);
+  t.notOk(s.prefaultWanted(), '63 fresh frames used: not yet worth an idle step');
+  t.equal(s.putPage(g, p, oid(1), 63, page(63), 0), TMEM_S_OK);
+  t.ok(s.prefaultWanted(), '64 used: the idle steps refill them');
+  t.equal(s.prefaultStep(1024), 0, 'one step refills all 64');
+  t.notOk(s.prefaultWanted());
+  for (let i = 0; i < 64; i++) t.equal(s.putPage(g, p, oid(1), i, page(i + 1), 0), TMEM_S_OK, 'PUT over a stored page');
+  t.notOk(s.prefaultWanted(), 'PUTs that replace stored pages use no fresh frame: nothing wanted');
+});
+
+t.test('prefaultWanted near the capacity: the last frames below it are wanted even when fewer than 64', async (t) => {
+  const s = new TmemStore({ capacityPages: 40, maxPoolsPerGuest: 4 });
+  s.addGuest({ name: 'a', maxmemPages: 40, ramPages: 0, shareGroup: null });
+  t.ok(s.prefaultWanted(), '40 frames to fault in');
+  t.equal(s.prefaultStep(8), 32, '8 in, 32 to go');
+  t.ok(s.prefaultWanted(), 'still wanted');
+  while (s.prefaultStep(8) > 0);
+  t.notOk(s.prefaultWanted(), 'all 40 in');
+});

@@ -124,10 +124,6 @@ export class BlkInstance implements WorkerDevice {
     return used;
   }
 
-  idle(): boolean {
-    return false;
-  }
-
   stats(): Record<string, unknown> {
     return this.disk.stats();
   }
@@ -170,6 +166,11 @@ export function createDeviceKind(host: WorkerHost): DeviceKind {
         if (d.store.promotionPending()) more = true;
       }
       return more;
+    },
+    idleWanted: (): boolean => {
+      if (guests.idleWanted()) return true;
+      for (const d of disks.values()) if (d.store.promotionPending()) return true;
+      return false;
     },
     stats: () => ({ disks: [...disks.values()].map((d) => d.stats()) }),
   };

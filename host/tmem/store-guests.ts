@@ -91,6 +91,12 @@ export class StoreGuests {
     this.store.removeGuest(h.guest);
   }
 
+  /** Cheap: whether idle() has work (the engine asks after serving requests). */
+  idleWanted(): boolean {
+    const s = this.store;
+    return s.reclaimPending() > 0 || s.prefaultWanted();
+  }
+
   /**
    * Idle work: free the pages of destroyed pools and removed guests, then
    * fault in never-used frames ahead of use (a first write to a frame is a

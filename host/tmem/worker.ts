@@ -88,6 +88,7 @@ export function createDeviceKind(host: WorkerHost): DeviceKind {
     counters: TMEM_COUNTERS,
     open: (info, params) => new TmemInstance(guests, info, params as TmemOpenParams),
     idle: () => guests.idle(),
+    idleWanted: () => guests.idleWanted(),
     stats: () => ({ store: guests.store.stats() }),
     control: (op, args) => {
       if (op === 'setCapacity') return guests.store.setCapacity(Number((args as { pages: number }).pages));

@@ -141,6 +141,13 @@ export interface DeviceKind {
    * sleep). Must stay short (tens of microseconds): requests wait behind it.
    */
   idle?(): boolean;
+  /**
+   * Cheap: whether idle() has work to do now. The engine asks after a pass
+   * that served requests, so a request stream that leaves no idle work does
+   * not pay an idle() call per wake-up. A kind without it has idle() run
+   * after every pass that served requests.
+   */
+  idleWanted?(): boolean;
   /** Kind-wide control ops (e.g. set capacity); rejects with a one-line Error. */
   control?(op: string, args: unknown): unknown;
   /** Kind-wide statistics for `tmemctl stats` (e.g. the store). */

@@ -166,7 +166,11 @@ export class Engine {
   deferred = false;
   /** Bumped whenever the set of running queues or their kick fds changes. */
   generation = 0;
-  /** Whether the last idle() left work pending (set again whenever requests were served). */
+  /**
+   * Whether idle() has work: set when the last idle() left some, when a
+   * connection closes or a control op ran, and after a pass that served
+   * requests if a device kind wants its idle hook (DeviceKind.idleWanted).
+   */
   idlePending = true;
   /** Vring counters of instances that have closed (host-wide sums keep them). */
   readonly closedCounters = new Float64Array(VRING_COUNTERS.length);
@@ -175,6 +179,8 @@ export class Engine {
   private readonly log: EngineLog;
   private readonly pollMode: boolean;
   private readonly kinds: DeviceKind[] = [];
+  /** Open instances whose device has an idle hook of its own (they are asked after every pass with work). */
+  private instanceIdleHooks = 0;
 
   constructor(os: EngineOs, log: EngineLog, pollMode: boolean) {
     this.os = os;
@@ -214,6 +220,7 @@ export class Engine {
   open(info: InstanceInfo, policy: MemoryPolicy, dev: WorkerDevice): void {
     if (this.instances.has(info.id)) throw new EngineError(`instance ${info.id} exists`);
     this.instances.set(info.id, new Instance(info, policy, dev));
+    if (dev.idle) this.instanceIdleHooks++;
   }
 
   /** The connection is gone: stop its rings, close its fds, unmap its memory, close its device. */
@@ -226,6 +233,7 @@ export class Engine {
       this.closeFd(q, 'errFd');
     }
     this.instances.delete(id);
+    if (g.dev.idle) this.instanceIdleHooks--;
     this.rebuild();
     g.mem = null;
     this.unmapAll(g.mappings);
@@ -718,8 +726,24 @@ export class Engine {
     }
     this.deferred = deferred;
     // Requests served may leave idle work (tmem: prefault ahead, reclaim after DESTROY_POOL/RESET).
-    if (work > 0) this.idlePending = true;
+    if (work > 0 && !this.idlePending) this.idlePending = this.idleWanted();
     return work;
+  }
+
+  /** Whether any device kind or instance has idle work after requests were served (DeviceKind.idleWanted). */
+  private idleWanted(): boolean {
+    if (this.instanceIdleHooks > 0) return true;
+    const ks = this.kinds;
+    for (let i = 0; i < ks.length; i++) {
+      const k = ks[i]!;
+      try {
+        if (k.idleWanted ? k.idleWanted() : k.idle !== undefined) return true;
+      } catch (e) {
+        this.log('error', `idle work: ${(e as Error).message}`);
+        return true;
+      }
+    }
+    return false;
   }
 
   /** Poll mode, going to sleep: re-enable kicks everywhere. True if work arrived meanwhile (do not sleep). */

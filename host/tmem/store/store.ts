@@ -116,6 +116,8 @@ const PAGE = TMEM_PAGE_SIZE;
 export const MAX_CAPACITY_PAGES = 2 ** 31 - 1;
 /** Never-used frames prefaultStep keeps faulted in ahead of use (64 MiB). */
 const PREFAULT_AHEAD_PAGES = 16384;
+/** prefaultWanted() says yes once this many of those frames have been used: the idle steps then refill in a batch. */
+const PREFAULT_REFILL_PAGES = 64;
 
 /** Device pools hold one object: the page's index is all that names it. */
 const DEVICE_OID = new Uint32Array(6);
@@ -391,6 +393,17 @@ export class TmemStore {
     }
     this.prefaulted = from + n;
     return end - this.prefaulted;
+  }
+
+  /**
+   * Cheap: whether prefaultStep has work worth an idle step: the frames
+   * faulted in ahead of use have fallen PREFAULT_REFILL_PAGES short (or
+   * fewer remain below the capacity).
+   */
+  prefaultWanted(): boolean {
+    const end = Math.min(this.limitPages, this.index.freshFrom + PREFAULT_AHEAD_PAGES);
+    const from = Math.max(this.prefaulted, this.index.freshFrom);
+    return from < end && (end - from >= PREFAULT_REFILL_PAGES || end === this.limitPages);
   }
 
   /** Pages of destroyed pools not yet freed. */

@@ -5,6 +5,7 @@
 import { argTokens, defaultControlPath } from './config.js';
 import { requestDaemon } from './control/client.js';
 import { sampleFromStats, TOP_HEADER, topLines, topRates, type TopSample } from './control/top.js';
+import type { VmStatus } from './tmem/vm.js';
 import { formatSize, parseSize, SizeError } from './units.js';
 
 export const CTL_HELP = `Usage: tmemctl [--control PATH] [--json] COMMAND
@@ -157,17 +158,8 @@ export function bytes(s: unknown): string {
   }
 }
 
-interface GuestRow {
-  name: string;
-  socket: string;
-  connected: boolean;
-  guestId: number | null;
-  connectedAt: string | null;
-  ramBytes: string;
-  maxmemBytes: string;
-  shareGroup: string | null;
-  frozen: boolean;
-  connections: number;
+/** A VM in the replies of guests, stats and the per-VM commands (stats adds its worker instance and store guest). */
+interface GuestRow extends VmStatus {
   dataplane?: Record<string, unknown> | null;
   store?: Record<string, unknown> | null;
 }

@@ -1,13 +1,14 @@
-// tmem-blk's main half (host/vhost-user/device.ts, VhostUserDevice): one
+// tmem-blk's main half (host/vhost-user/vm-device.ts, VmDevice): one
 // BlkVm per VM with `blk-socket=`. It offers a virtio block device (features
 // and config space from blk-config.ts) and opens each connection's worker
 // instance (host/blk/worker.ts) with the VM's limits, the disk's size and
 // its overflow file. docs/tmem-blk.md is the contract.
 import { accessSync, constants as fsConstants, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import type { DeviceConnection, MemoryPolicy, VhostUserDevice } from '../vhost-user/device.js';
 import { bit, VhostUserProtocolFeature } from '../vhost-user/messages.js';
 import { compiledModuleUrl } from '../vhost-user/module-url.js';
+import { VmDevice } from '../vhost-user/vm-device.js';
+import type { TmemVmConfig } from '../tmem/vm.js';
 import { BLK_FEATURES, blkConfigSpace, checkBlkSize } from './blk-config.js';
 import { VIRTIO_BLK_ID_BYTES } from './virtio-blk.js';
 import type { BlkOpenParams } from './worker.js';
@@ -18,17 +19,8 @@ export const BLK_PROTOCOL_FEATURES: bigint = bit(VhostUserProtocolFeature.MQ) | 
 /** Largest queue size offered (QEMU's VIRTQUEUE_MAX_SIZE; vhost-user-blk-pci's queue-size may be up to 1024). */
 export const BLK_MAX_QUEUE_SIZE = 1024;
 
-export interface BlkVmConfig {
-  readonly name: string;
-  readonly maxmemBytes: bigint;
-  readonly shareGroup: string | null;
-  readonly maxRamBytes?: bigint | null;
-  readonly allowUnsealed?: boolean;
-  readonly tmemMaxBytes?: bigint | null;
-  /** The VM's declared RAM (ram=), a floor for the maxmem rule. */
-  readonly ramBytes?: bigint;
-  /** blk-socket=: where it listens (log lines, `tmemctl guests`). */
-  readonly where: string;
+/** The VM's settings as TmemVm takes them (the disk's pages sit in the VM's store guest), `where` its blk-socket=, and the disk. */
+export interface BlkVmConfig extends TmemVmConfig {
   /** blk-size= in bytes. */
   readonly sizeBytes: bigint;
   /** --blk-overflow-dir (absolute), or null. */
@@ -56,22 +48,18 @@ export function blkWorkerModule(): string {
   return compiledModuleUrl(import.meta.url, './worker.js');
 }
 
-export class BlkVm implements VhostUserDevice {
+export class BlkVm extends VmDevice<BlkOpenParams> {
   readonly kind = 'blk';
-  readonly vm: string;
-  readonly where: string;
   readonly sizeBytes: number;
   readonly overflowPath: string | null;
   private readonly cfg: BlkVmConfig;
-  private readonly nq: number;
   private readonly config: Uint8Array;
-  private current: DeviceConnection | null = null;
-  private connections = 0;
   /** The operator's freeze of the VM's store guest, passed at open (TmemVm keeps the live value). */
   frozen = false;
 
   /** Throws an Error with one line when the disk cannot be served (size out of range, overflow folder not writable). */
   constructor(cfg: BlkVmConfig, o: { numQueues: number }) {
+    super(cfg, { numQueues: o.numQueues, maxQueueSize: BLK_MAX_QUEUE_SIZE, features: BLK_FEATURES, protocolFeatures: BLK_PROTOCOL_FEATURES });
     const size = Number(cfg.sizeBytes);
     const bad = checkBlkSize(size);
     if (bad !== null) throw new Error(`VM ${cfg.name}: ${bad}`);
@@ -83,36 +71,13 @@ export class BlkVm implements VhostUserDevice {
       }
     }
     this.cfg = cfg;
-    this.vm = cfg.name;
-    this.where = cfg.where;
     this.sizeBytes = size;
     this.overflowPath = cfg.overflowDir === null ? null : join(cfg.overflowDir, overflowFileName(cfg.name));
-    this.nq = o.numQueues;
     this.config = blkConfigSpace(size, o.numQueues);
   }
 
   get workerModule(): string {
     return blkWorkerModule();
-  }
-
-  numQueues(): number {
-    return this.nq;
-  }
-
-  maxQueueSize(): number {
-    return BLK_MAX_QUEUE_SIZE;
-  }
-
-  features(): bigint {
-    return BLK_FEATURES;
-  }
-
-  protocolFeatures(): bigint {
-    return BLK_PROTOCOL_FEATURES;
-  }
-
-  memoryPolicy(): MemoryPolicy {
-    return { maxRamBytes: this.cfg.maxRamBytes ?? null, allowUnsealed: this.cfg.allowUnsealed === true };
   }
 
   /** struct virtio_blk_config from `offset`, `size` bytes, zero past its end. */
@@ -127,9 +92,7 @@ export class BlkVm implements VhostUserDevice {
     throw new Error(`the blk config space is read-only (SET_CONFIG of ${data.length} bytes at ${offset}; CONFIG_WCE is not offered)`);
   }
 
-  open(conn: DeviceConnection): BlkOpenParams {
-    this.current = conn;
-    this.connections++;
+  protected openParams(): BlkOpenParams {
     const c = this.cfg;
     return {
       maxmemBytes: c.maxmemBytes,
@@ -141,18 +104,6 @@ export class BlkVm implements VhostUserDevice {
       overflowPath: this.overflowPath,
       serial: c.name.slice(0, VIRTIO_BLK_ID_BYTES),
     };
-  }
-
-  closed(conn: DeviceConnection): void {
-    if (this.current === conn) this.current = null;
-  }
-
-  get session(): DeviceConnection | null {
-    return this.current;
-  }
-
-  get connectionCount(): number {
-    return this.connections;
   }
 
   /** After the data plane stopped: the overflow file means nothing without the worker's bitmap (docs/tmem-blk.md). */

@@ -1,14 +1,14 @@
-// The tmem device's main half (host/vhost-user/device.ts, VhostUserDevice):
+// The tmem device's main half (host/vhost-user/vm-device.ts, VmDevice):
 // one TmemVm per configured VM (one listening socket). It offers the
 // features of ABI.md, opens each connection's worker instance
 // (host/tmem/worker.ts) with the VM's limits, and keeps what the operator set
 // for the VM (frozen, share group) so that it survives reconnects; operator
 // changes go to the connected instance as control ops.
 import { TMEM_F_SHARED } from '../../shared/abi.js';
-import type { DeviceConnection, MemoryPolicy, VhostUserDevice } from '../vhost-user/device.js';
 import { formatSize } from '../units.js';
 import { bit, VHOST_USER_F_PROTOCOL_FEATURES, VhostUserProtocolFeature, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../vhost-user/messages.js';
 import { compiledModuleUrl } from '../vhost-user/module-url.js';
+import { VmDevice, type VmDeviceConfig } from '../vhost-user/vm-device.js';
 import type { TmemOpenParams } from './worker.js';
 
 /** Virtio features of the tmem device (ABI.md "Transport"), plus VHOST_USER_F_PROTOCOL_FEATURES. */
@@ -21,20 +21,14 @@ export const TMEM_PROTOCOL_FEATURES: bigint = bit(VhostUserProtocolFeature.MQ) |
 /** Largest queue size offered (QEMU's VIRTQUEUE_MAX_SIZE). */
 export const TMEM_MAX_QUEUE_SIZE = 1024;
 
-export interface TmemVmConfig {
-  readonly name: string;
+/** The VM's settings for its store guest (tmem-blk's disk shares that guest and takes them too). */
+export interface TmemVmConfig extends VmDeviceConfig {
   readonly maxmemBytes: bigint;
   readonly shareGroup: string | null;
-  /** Most guest RAM a front-end may hand over (a larger SET_MEM_TABLE is refused); null/undefined: no bound. */
-  readonly maxRamBytes?: bigint | null;
-  /** Accept guest RAM not sealed against shrinking (a tmpfs or hugetlbfs file); default false. */
-  readonly allowUnsealed?: boolean;
   /** Cap on the tmem pages of both kinds this VM may hold (bytes); null/undefined: none. */
   readonly tmemMaxBytes?: bigint | null;
   /** The VM's declared RAM, a floor for the maxmem rule (bytes); default 0. */
   readonly ramBytes?: bigint;
-  /** Where it listens, for `tmemctl guests` (a path or `fd=N`). */
-  readonly where: string;
 }
 
 export interface TmemVmOptions {
@@ -65,31 +59,20 @@ export function tmemWorkerModule(): string {
   return compiledModuleUrl(import.meta.url, './worker.js');
 }
 
-export class TmemVm implements VhostUserDevice {
+export class TmemVm extends VmDevice<TmemOpenParams> {
   readonly kind = 'tmem';
-  readonly vm: string;
-  readonly where: string;
   private maxmemValue: bigint;
-  readonly maxRamBytes: bigint | null;
-  readonly allowUnsealed: boolean;
   readonly tmemMaxBytes: bigint | null;
   readonly ramFloorBytes: bigint;
-  private readonly nq: number;
   private shareGroupValue: string | null;
   private frozenValue = false;
-  private current: DeviceConnection | null = null;
-  private connections = 0;
 
   constructor(cfg: TmemVmConfig, o: TmemVmOptions) {
-    this.vm = cfg.name;
-    this.where = cfg.where;
+    super(cfg, { numQueues: o.numQueues, maxQueueSize: TMEM_MAX_QUEUE_SIZE, features: TMEM_DEVICE_FEATURES, protocolFeatures: TMEM_PROTOCOL_FEATURES });
     this.maxmemValue = cfg.maxmemBytes;
-    this.maxRamBytes = cfg.maxRamBytes ?? null;
-    this.allowUnsealed = cfg.allowUnsealed === true;
     this.tmemMaxBytes = cfg.tmemMaxBytes ?? null;
     this.ramFloorBytes = cfg.ramBytes ?? 0n;
     this.shareGroupValue = cfg.shareGroup;
-    this.nq = o.numQueues;
   }
 
   /** The worker half's module, as the vring worker imports it (compiled). */
@@ -102,39 +85,9 @@ export class TmemVm implements VhostUserDevice {
     return this.vm;
   }
 
-  numQueues(): number {
-    return this.nq;
-  }
-
-  maxQueueSize(): number {
-    return TMEM_MAX_QUEUE_SIZE;
-  }
-
-  features(): bigint {
-    return TMEM_DEVICE_FEATURES;
-  }
-
-  protocolFeatures(): bigint {
-    return TMEM_PROTOCOL_FEATURES;
-  }
-
-  memoryPolicy(): MemoryPolicy {
-    return { maxRamBytes: this.maxRamBytes, allowUnsealed: this.allowUnsealed };
-  }
-
-  open(conn: DeviceConnection): TmemOpenParams {
-    this.current = conn;
-    this.connections++;
+  /** The VM's limits as they are now: a reconnecting guest gets what the operator set meanwhile. */
+  protected openParams(): TmemOpenParams {
     return { maxmemBytes: this.maxmemBytes, shareGroup: this.shareGroupValue, tmemMaxBytes: this.tmemMaxBytes, ramFloorBytes: this.ramFloorBytes, frozen: this.frozenValue };
-  }
-
-  closed(conn: DeviceConnection): void {
-    if (this.current === conn) this.current = null;
-  }
-
-  /** The connected front-end, if any. */
-  get session(): DeviceConnection | null {
-    return this.current;
   }
 
   /** The VM's maxmem (tmemctl set VM maxmem= changes it). */
@@ -161,20 +114,23 @@ export class TmemVm implements VhostUserDevice {
 
   /** Operator: reject (or accept again) this VM's puts; kept across reconnects. */
   async setFrozen(frozen: boolean): Promise<void> {
-    if (this.current) await this.current.control('setFrozen', { frozen });
+    const s = this.session;
+    if (s) await s.control('setFrozen', { frozen });
     this.frozenValue = frozen;
   }
 
   /** Operator: drop every page the connected guest holds. False when no guest is connected. */
   async flush(): Promise<boolean> {
-    if (!this.current) return false;
-    await this.current.control('flush');
+    const s = this.session;
+    if (!s) return false;
+    await s.control('flush');
     return true;
   }
 
   /** Operator: which shared pools this VM may join (null: none but its own). */
   async setShareGroup(group: string | null): Promise<void> {
-    if (this.current) await this.current.control('setShareGroup', { group });
+    const s = this.session;
+    if (s) await s.control('setShareGroup', { group });
     this.shareGroupValue = group;
   }
 
@@ -191,7 +147,7 @@ export class TmemVm implements VhostUserDevice {
   }
 
   status(): VmStatus {
-    const s = this.current;
+    const s = this.session;
     return {
       name: this.vm,
       socket: this.where,
@@ -202,7 +158,7 @@ export class TmemVm implements VhostUserDevice {
       maxmemBytes: this.maxmemBytes.toString(),
       shareGroup: this.shareGroupValue,
       frozen: this.frozenValue,
-      connections: this.connections,
+      connections: this.connectionCount,
       maxRamBytes: this.maxRamBytes === null ? null : this.maxRamBytes.toString(),
       tmemMaxBytes: this.tmemMaxBytes === null ? null : this.tmemMaxBytes.toString(),
       declaredRamBytes: this.ramFloorBytes.toString(),

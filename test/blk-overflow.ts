@@ -23,20 +23,9 @@ import {
   VIRTIO_BLK_T_OUT,
   VIRTIO_BLK_T_WRITE_ZEROES,
 } from '../host/blk/virtio-blk.js';
+import { pattern as pageData } from './virtio-driver.js';
 
 const PAGE = 4096;
-
-function pageData(seed: number, len = PAGE): Uint8Array {
-  const b = new Uint8Array(len);
-  let x = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < len; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
 
 function tmpDir(t: Test): string {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'blk-overflow-'));

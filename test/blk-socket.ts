@@ -8,26 +8,21 @@
 // restart and a reconnect keep the data; SIGTERM removes the overflow file;
 // no --blk-overflow-dir refuses to start.
 import t from 'tap';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import * as native from '../native/index.js';
 import { requestDaemon } from '../host/control/client.js';
 import {
   bit,
-  decodeHeader,
   encodeConfig,
   encodeMemTable,
-  encodeMsg,
   encodeU64,
   encodeVringAddr,
   encodeVringFile,
   encodeVringState,
   VHOST_USER_F_PROTOCOL_FEATURES,
-  VHOST_USER_HDR_SIZE,
-  VHOST_USER_NEED_REPLY_MASK,
   VhostUserProtocolFeature as PF,
   VhostUserRequest as R,
 } from '../host/vhost-user/messages.js';
@@ -44,12 +39,9 @@ import {
   VIRTIO_BLK_T_IN,
   VIRTIO_BLK_T_OUT,
 } from '../host/blk/virtio-blk.js';
-import { DriverRing, F_WRITE, FakeGuest, type Desc } from './virtio-driver.js';
+import { DriverRing, F_WRITE, FakeGuest, pattern as pageData, type Desc } from './virtio-driver.js';
+import { ACK, Daemon, TMEMD, VhostSocket } from './vhost/harness.js';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const TMEMD = join(root, 'dist/host/tmemd.js');
-const V1 = 0x1;
-const ACK = V1 | VHOST_USER_NEED_REPLY_MASK;
 const PAGE = 4096;
 const RAM = 4n << 20n;
 const UVA = 0x7f3400000000n;
@@ -57,35 +49,8 @@ const QSIZE = 128;
 const DISK_PAGES = 256; // 1 MiB disk
 const CAPACITY_PAGES = 64; // 256 KiB of store: most of the disk overflows
 
-class Daemon {
-  readonly proc: ChildProcess;
-  stderr = '';
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  constructor(args: string[]) {
-    this.proc = spawn(process.execPath, [TMEMD, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-    this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
-    this.exited = new Promise((res) => this.proc.once('exit', (code, signal) => res({ code, signal })));
-  }
-  async waitFor(re: RegExp, ms = 20000): Promise<void> {
-    const end = Date.now() + ms;
-    while (!re.test(this.stderr)) {
-      if (this.proc.exitCode !== null) throw new Error(`tmemd exited (${this.proc.exitCode}) before ${re}:\n${this.stderr}`);
-      if (Date.now() > end) throw new Error(`timed out waiting for ${re}; stderr so far:\n${this.stderr}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-  async stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGTERM');
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 10000);
-    const r = await this.exited;
-    clearTimeout(timer);
-    return r;
-  }
-}
-
 /** The front-end: socket, guest RAM (a memfd it maps), one queue. */
-class BlkFrontEnd {
-  readonly fd: number;
+class BlkFrontEnd extends VhostSocket {
   readonly fds: number[] = [];
   mem!: native.Mapping;
   guest!: FakeGuest;
@@ -99,35 +64,14 @@ class BlkFrontEnd {
   private statA = 0;
 
   constructor(path: string) {
-    this.fd = native.connectUnix(path);
+    super(path, 10000);
   }
 
-  send(req: number, payload?: Buffer, fds: number[] = [], flags = V1): void {
-    const b = encodeMsg(req, flags, payload);
-    let off = native.sendMsg(this.fd, b, fds);
-    while (off < b.length) off += native.sendMsg(this.fd, b.subarray(off));
-  }
-
-  private read(n: number): Buffer {
-    const out = Buffer.alloc(n);
-    let have = 0;
-    const end = Date.now() + 10000;
-    const fds: number[] = [];
-    while (have < n) {
-      const left = end - Date.now();
-      if (left <= 0 || native.pollFds(Int32Array.of(this.fd), 1, new Int16Array(1), left) === 0) throw new Error('no reply within 10 s');
-      const r = native.recvMsg(this.fd, out.subarray(have), fds);
-      if (r === 0) throw new Error('the daemon closed the connection');
-      if (r !== null) have += r;
-    }
-    return out;
-  }
-
-  reply(req: number): Buffer {
-    const h = decodeHeader(this.read(VHOST_USER_HDR_SIZE));
-    if (h.request !== req) throw new Error(`reply to ${h.request}, expected ${req}`);
-    if (h.flags !== 0x5) throw new Error(`reply flags 0x${h.flags.toString(16)}`);
-    return h.size ? this.read(h.size) : Buffer.alloc(0);
+  /** The payload of the reply to req, which must carry the reply flags (0x5). */
+  private answer(req: number): Buffer {
+    const r = this.reply(req);
+    if (r.flags !== 0x5) throw new Error(`reply flags 0x${r.flags.toString(16)}`);
+    return r.payload;
   }
 
   private ev(): number {
@@ -139,16 +83,16 @@ class BlkFrontEnd {
   /** QEMU's realize (features, protocol features, queue count, config space) and driver start. */
   start(): void {
     this.send(R.GET_FEATURES);
-    this.features = this.reply(R.GET_FEATURES).readBigUInt64LE(0);
+    this.features = this.answer(R.GET_FEATURES).readBigUInt64LE(0);
     this.send(R.GET_PROTOCOL_FEATURES);
-    const pf = this.reply(R.GET_PROTOCOL_FEATURES).readBigUInt64LE(0);
+    const pf = this.answer(R.GET_PROTOCOL_FEATURES).readBigUInt64LE(0);
     if (!(pf & bit(PF.CONFIG))) throw new Error('no CONFIG protocol feature');
     this.send(R.SET_PROTOCOL_FEATURES, encodeU64(pf & (bit(PF.MQ) | bit(PF.CONFIG) | bit(PF.REPLY_ACK))));
     this.send(R.GET_QUEUE_NUM);
-    this.reply(R.GET_QUEUE_NUM);
+    this.answer(R.GET_QUEUE_NUM);
     this.send(R.SET_OWNER);
     this.send(R.GET_CONFIG, encodeConfig(0, 0, new Uint8Array(60)));
-    this.config = Buffer.from(this.reply(R.GET_CONFIG).subarray(12));
+    this.config = Buffer.from(this.answer(R.GET_CONFIG).subarray(12));
     this.send(R.SET_VRING_CALL, encodeVringFile(0, false), [this.ev()]);
     this.driverStart();
   }
@@ -160,7 +104,7 @@ class BlkFrontEnd {
     this.mem = native.mmapShared(m, RAM, 0n);
     this.guest = new FakeGuest(Number(RAM), { ram: this.mem.windows[0]!.bytes });
     this.send(R.SET_MEM_TABLE, encodeMemTable([{ guestPhysAddr: 0n, size: RAM, userspaceAddr: UVA, mmapOffset: 0n }]), [m], ACK);
-    if (this.reply(R.SET_MEM_TABLE).readBigUInt64LE(0) !== 0n) throw new Error('SET_MEM_TABLE refused');
+    if (this.answer(R.SET_MEM_TABLE).readBigUInt64LE(0) !== 0n) throw new Error('SET_MEM_TABLE refused');
     this.ring = new DriverRing(this.guest, QSIZE);
     this.hdrA = this.guest.alloc(64, 16);
     this.statA = this.guest.alloc(64, 16);
@@ -178,14 +122,14 @@ class BlkFrontEnd {
     this.send(R.SET_VRING_KICK, encodeVringFile(0, false), [this.kick]);
     this.send(R.SET_VRING_CALL, encodeVringFile(0, false), [this.call]);
     this.send(R.SET_VRING_ENABLE, encodeVringState({ index: 0, num: 1 }), [], ACK);
-    this.reply(R.SET_VRING_ENABLE);
+    this.answer(R.SET_VRING_ENABLE);
   }
 
   /** SET_VRING_ENABLE 0 and GET_VRING_BASE: the next avail index the device would take. */
   stopRing(): number {
     this.send(R.SET_VRING_ENABLE, encodeVringState({ index: 0, num: 0 }));
     this.send(R.GET_VRING_BASE, encodeVringState({ index: 0, num: 0 }));
-    return this.reply(R.GET_VRING_BASE).readUInt32LE(4);
+    return this.answer(R.GET_VRING_BASE).readUInt32LE(4);
   }
 
   /** One request; waits for its completion (used ring). */
@@ -218,8 +162,8 @@ class BlkFrontEnd {
     return { used: u[u.length - 1]!.len, status: g.ram[g.off(this.statA)]!, data: g.read(this.dataA, inLen) };
   }
 
-  close(): void {
-    native.close(this.fd);
+  override close(): void {
+    super.close();
     try {
       native.munmap(this.mem);
     } catch {
@@ -233,18 +177,6 @@ class BlkFrontEnd {
       }
     }
   }
-}
-
-function pageData(seed: number, len = PAGE): Uint8Array {
-  const b = new Uint8Array(len);
-  let x = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < len; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
 }
 
 interface StatsJson {

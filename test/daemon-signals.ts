@@ -5,42 +5,12 @@
 // with --inspect (NODE_OPTIONS or the command line) it refuses to run with a
 // one-line reason, unless TMEMD_ALLOW_INSPECTOR=1.
 import t from 'tap';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { requestDaemon } from '../host/control/client.js';
-
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const TMEMD = join(root, 'dist/host/tmemd.js');
-
-class Daemon {
-  readonly proc: ChildProcess;
-  stderr = '';
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  constructor(args: string[], env: NodeJS.ProcessEnv = process.env, nodeArgs: string[] = []) {
-    this.proc = spawn(process.execPath, [...nodeArgs, TMEMD, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env });
-    this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
-    this.exited = new Promise((res) => this.proc.once('exit', (code, signal) => res({ code, signal })));
-  }
-  async waitFor(re: RegExp, ms = 20000): Promise<void> {
-    const end = Date.now() + ms;
-    while (!re.test(this.stderr)) {
-      if (this.proc.exitCode !== null || this.proc.signalCode !== null) throw new Error(`tmemd exited (${this.proc.exitCode ?? this.proc.signalCode}) before ${re}:\n${this.stderr}`);
-      if (Date.now() > end) throw new Error(`timed out waiting for ${re}; stderr so far:\n${this.stderr}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-  async stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGTERM');
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 10000);
-    const r = await this.exited;
-    clearTimeout(timer);
-    return r;
-  }
-}
+import { Daemon } from './vhost/harness.js';
 
 /** The socket inodes of pid's open fds. */
 function socketInodes(pid: number): Set<string> {
@@ -130,7 +100,7 @@ t.test('SIGUSR1 and SIGUSR2 are ignored with a log line; no inspector opens', as
 });
 
 t.test('NODE_OPTIONS=--inspect is refused with a clear line', async (t) => {
-  const d = new Daemon(args('env'), { ...process.env, NODE_OPTIONS: '--inspect=127.0.0.1:0' });
+  const d = new Daemon(args('env'), { env: { ...process.env, NODE_OPTIONS: '--inspect=127.0.0.1:0' } });
   const st = await d.exited;
   t.equal(st.code, 1, 'exit status 1');
   t.match(d.stderr, /tmemd: refusing to run with a debugger: --inspect=127\.0\.0\.1:0 given \(command line or NODE_OPTIONS\)/);
@@ -139,14 +109,14 @@ t.test('NODE_OPTIONS=--inspect is refused with a clear line', async (t) => {
 });
 
 t.test('--inspect on the node command line is refused too', async (t) => {
-  const d = new Daemon(args('argv'), process.env, ['--inspect=127.0.0.1:0']);
+  const d = new Daemon(args('argv'), { nodeArgs: ['--inspect=127.0.0.1:0'] });
   const st = await d.exited;
   t.equal(st.code, 1, 'exit status 1');
   t.match(d.stderr, /tmemd: refusing to run with a debugger: --inspect=127\.0\.0\.1:0 given/);
 });
 
 t.test('TMEMD_ALLOW_INSPECTOR=1 lets a developer use --inspect', async (t) => {
-  const d = new Daemon(args('dev'), { ...process.env, NODE_OPTIONS: '--inspect=127.0.0.1:0', TMEMD_ALLOW_INSPECTOR: '1' });
+  const d = new Daemon(args('dev'), { env: { ...process.env, NODE_OPTIONS: '--inspect=127.0.0.1:0', TMEMD_ALLOW_INSPECTOR: '1' } });
   t.teardown(() => d.stop());
   await d.waitFor(/ready:/);
   t.match(d.stderr, /Debugger listening on ws:\/\/127\.0\.0\.1:/, 'the inspector the developer asked for is open');

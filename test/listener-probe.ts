@@ -6,16 +6,12 @@
 // whatever path it was bound under; a stale socket file (its process gone)
 // is not a listener and is replaced.
 import t from 'tap';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { linkSync, mkdtempSync, renameSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, relative } from 'node:path';
 import * as native from '../native/index.js';
 import { requestDaemon } from '../host/control/client.js';
-
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const TMEMD = join(root, 'dist/host/tmemd.js');
+import { Daemon } from './vhost/harness.js';
 const dir = mkdtempSync(join(tmpdir(), 'tmemd-probe-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -48,29 +44,6 @@ t.test('unixPathHasListener: listening, bound only, closed, renamed, relative, m
   t.equal(native.unixPathHasListener(dir), false, 'a directory');
   t.end();
 });
-
-class Daemon {
-  readonly proc: ChildProcess;
-  stderr = '';
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  constructor(args: string[]) {
-    this.proc = spawn(process.execPath, [TMEMD, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-    this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
-    this.exited = new Promise((res) => this.proc.once('exit', (code, signal) => res({ code, signal })));
-  }
-  async waitFor(re: RegExp, ms = 20000): Promise<void> {
-    const end = Date.now() + ms;
-    while (!re.test(this.stderr)) {
-      if (this.proc.exitCode !== null) throw new Error(`tmemd exited (${this.proc.exitCode}) before ${re}:\n${this.stderr}`);
-      if (Date.now() > end) throw new Error(`timed out waiting for ${re}; stderr so far:\n${this.stderr}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-  async stop(): Promise<void> {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGTERM');
-    await this.exited;
-  }
-}
 
 t.test("a second daemon on the same socket refuses without ever becoming the first one's guest", async (t) => {
   const sock = join(dir, 'vm.sock');

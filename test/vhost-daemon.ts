@@ -6,16 +6,14 @@
 // an inherited listening fd, and that SIGTERM removes the sockets.
 // The data path is the load generator's test; this one is the control path.
 import t from 'tap';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as native from '../native/index.js';
 import { requestDaemon } from '../host/control/client.js';
 import {
   bit,
-  decodeHeader,
   encodeMemTable,
   encodeMsg,
   encodeU64,
@@ -23,99 +21,13 @@ import {
   encodeVringFile,
   encodeVringState,
   VHOST_USER_F_PROTOCOL_FEATURES,
-  VHOST_USER_HDR_SIZE,
   VHOST_USER_NEED_REPLY_MASK,
   VhostUserProtocolFeature,
   VhostUserRequest as R,
 } from '../host/vhost-user/messages.js';
+import { ACK, Daemon, TMEMD, V1, VhostSocket as VhostClient } from './vhost/harness.js';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const TMEMD = join(root, 'dist/host/tmemd.js');
-const TMEMCTL = join(root, 'dist/host/tmemctl.js');
-const V1 = 0x1;
-const ACK = V1 | VHOST_USER_NEED_REPLY_MASK;
-
-
-/** A running tmemd with its stderr collected. */
-class Daemon {
-  readonly proc: ChildProcess;
-  stderr = '';
-  stdout = '';
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  constructor(args: string[], stdio: (number | 'pipe' | 'ignore')[] = ['ignore', 'pipe', 'pipe']) {
-    this.proc = spawn(process.execPath, [TMEMD, ...args], { stdio });
-    this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
-    this.proc.stdout!.setEncoding('utf8').on('data', (d: string) => (this.stdout += d));
-    this.exited = new Promise((res) => this.proc.once('exit', (code, signal) => res({ code, signal })));
-  }
-  /** Waits until stderr matches re (or the daemon exits, or time runs out). */
-  async waitFor(re: RegExp, ms = 20000): Promise<void> {
-    const end = Date.now() + ms;
-    while (!re.test(this.stderr)) {
-      if (this.proc.exitCode !== null) throw new Error(`tmemd exited (${this.proc.exitCode}) before ${re}:\n${this.stderr}`);
-      if (Date.now() > end) throw new Error(`timed out waiting for ${re}; stderr so far:\n${this.stderr}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-  async stop(sig: NodeJS.Signals = 'SIGTERM'): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(sig);
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 10000);
-    const r = await this.exited;
-    clearTimeout(timer);
-    return r;
-  }
-}
-
-/** A blocking client socket with reply timeouts (poll before every read). */
-class VhostClient {
-  readonly fd: number;
-  constructor(path: string) {
-    this.fd = native.connectUnix(path);
-  }
-  send(req: number, payload?: Buffer, fds: number[] = [], flags = V1): void {
-    const b = encodeMsg(req, flags, payload);
-    let off = native.sendMsg(this.fd, b, fds);
-    while (off < b.length) off += native.sendMsg(this.fd, b.subarray(off));
-  }
-  /** Exactly n bytes, or throws on EOF or timeout; `eof` returned when the peer closed before any byte. */
-  read(n: number, timeoutMs = 5000): Buffer | 'eof' {
-    const out = Buffer.alloc(n);
-    let have = 0;
-    const end = Date.now() + timeoutMs;
-    const fds: number[] = [];
-    while (have < n) {
-      const left = end - Date.now();
-      if (left <= 0 || native.pollFds(Int32Array.of(this.fd), 1, new Int16Array(1), left) === 0) throw new Error(`no reply within ${timeoutMs} ms`);
-      let r: number | null;
-      try {
-        r = native.recvMsg(this.fd, out.subarray(have), fds);
-      } catch (e) {
-        // The daemon closed with our bytes unread: the kernel resets instead of a clean EOF.
-        if ((e as { code?: string }).code === 'ECONNRESET' && have === 0) return 'eof';
-        throw e;
-      }
-      if (r === 0) {
-        if (have === 0) return 'eof';
-        throw new Error('EOF in the middle of a reply');
-      }
-      if (r !== null) have += r;
-    }
-    for (const fd of fds) native.close(fd);
-    return out;
-  }
-  reply(req: number): { flags: number; payload: Buffer } {
-    const h = this.read(VHOST_USER_HDR_SIZE);
-    if (h === 'eof') throw new Error(`the daemon closed the connection instead of answering request ${req}`);
-    const hd = decodeHeader(h);
-    if (hd.request !== req) throw new Error(`reply to ${hd.request}, expected ${req}`);
-    const p = hd.size ? this.read(hd.size) : Buffer.alloc(0);
-    if (p === 'eof') throw new Error('EOF before the payload');
-    return { flags: hd.flags, payload: p };
-  }
-  close(): void {
-    native.close(this.fd);
-  }
-}
+const TMEMCTL = join(dirname(TMEMD), 'tmemctl.js');
 
 function tmemctl(args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [TMEMCTL, ...args], { encoding: 'utf8', timeout: 20000 });
@@ -534,7 +446,7 @@ function run(): void {
   t.test('an inherited listening fd (libvirt style)', async (t) => {
     const sock = join(dir, 'inherited.sock');
     const lfd = native.listenUnix(sock);
-    const d = new Daemon(['--vm', 'name=lv,fd=3,maxmem=1G', '--control', 'none', '--capacity', '16M', '--queues', '1'], ['ignore', 'pipe', 'pipe', lfd]);
+    const d = new Daemon(['--vm', 'name=lv,fd=3,maxmem=1G', '--control', 'none', '--capacity', '16M', '--queues', '1'], { stdio: ['ignore', 'pipe', 'pipe', lfd] });
     native.close(lfd);
     await d.waitFor(/vm lv: listening on fd=3/);
     await d.waitFor(/ready:/);

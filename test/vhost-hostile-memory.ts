@@ -17,15 +17,13 @@ import { requestDaemon } from '../host/control/client.js';
 import { DataPlane } from '../host/vhost-user/client.js';
 import { tmemWorkerModule } from '../host/tmem/vm.js';
 import type { Logger } from '../host/log.js';
-import { decodeHeader, encodeMemTable, encodeMsg, encodeU64, VHOST_USER_HDR_SIZE, VHOST_USER_NEED_REPLY_MASK, VhostUserProtocolFeature, VhostUserRequest as R } from '../host/vhost-user/messages.js';
-import { buildLoadgen, explain, runLoadgen, TMEMD } from './loadgen/harness.js';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { encodeMemTable, encodeU64, VhostUserProtocolFeature, VhostUserRequest as R } from '../host/vhost-user/messages.js';
+import { buildLoadgen, explain, runLoadgen } from './loadgen/harness.js';
+import { ACK, Daemon, VhostSocket } from './vhost/harness.js';
 
 buildLoadgen();
 
 const GiB = 1n << 30n;
-const V1 = 0x1;
-const ACK = V1 | VHOST_USER_NEED_REPLY_MASK;
 
 /** VmSize of a process in bytes (/proc/PID/status). */
 function vmSize(pid: number | 'self'): bigint {
@@ -34,78 +32,17 @@ function vmSize(pid: number | 'self'): bigint {
   return BigInt(m[1]!) * 1024n;
 }
 
-class Daemon {
-  readonly proc: ChildProcess;
-  log = '';
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  constructor(args: string[]) {
-    this.proc = spawn(process.execPath, [TMEMD, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.proc.stdout!.setEncoding('utf8').on('data', (d: string) => (this.log += d));
-    this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => (this.log += d));
-    this.exited = new Promise((res) => this.proc.once('exit', (code, signal) => res({ code, signal })));
-  }
-  get alive(): boolean {
-    return this.proc.exitCode === null && this.proc.signalCode === null;
-  }
-  async waitFor(re: RegExp, ms = 20000): Promise<void> {
-    const end = Date.now() + ms;
-    while (!re.test(this.log)) {
-      if (!this.alive) throw new Error(`tmemd exited before ${re}:\n${this.log}`);
-      if (Date.now() > end) throw new Error(`timed out waiting for ${re}:\n${this.log}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-  async stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-    if (this.alive) this.proc.kill('SIGTERM');
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 10000);
-    const r = await this.exited;
-    clearTimeout(timer);
-    return r;
-  }
-}
-
-/** A blocking vhost-user client: just enough of QEMU to reach SET_MEM_TABLE. */
-class Front {
-  readonly fd: number;
+/** Just enough of QEMU to reach SET_MEM_TABLE. */
+class Front extends VhostSocket {
   constructor(path: string) {
-    this.fd = native.connectUnix(path);
-  }
-  send(req: number, payload?: Buffer, fds: number[] = [], flags = V1): void {
-    const b = encodeMsg(req, flags, payload);
-    let off = native.sendMsg(this.fd, b, fds);
-    while (off < b.length) off += native.sendMsg(this.fd, b.subarray(off));
-  }
-  read(n: number, timeoutMs = 20000): Buffer | 'eof' {
-    const out = Buffer.alloc(n);
-    let have = 0;
-    const end = Date.now() + timeoutMs;
-    while (have < n) {
-      const left = end - Date.now();
-      if (left <= 0 || native.pollFds(Int32Array.of(this.fd), 1, new Int16Array(1), left) === 0) throw new Error(`no reply within ${timeoutMs} ms`);
-      let r: number | null;
-      try {
-        r = native.recvMsg(this.fd, out.subarray(have), []);
-      } catch (e) {
-        if ((e as { code?: string }).code === 'ECONNRESET' && have === 0) return 'eof';
-        throw e;
-      }
-      if (r === 0) {
-        if (have === 0) return 'eof';
-        throw new Error('EOF in the middle of a reply');
-      }
-      if (r !== null) have += r;
-    }
-    return out;
+    super(path, 20000);
   }
   /** The u64 of a reply to req, or 'eof' if the daemon closed the connection instead. */
   u64(req: number): bigint | 'eof' {
-    const h = this.read(VHOST_USER_HDR_SIZE);
-    if (h === 'eof') return 'eof';
-    const hd = decodeHeader(h);
-    if (hd.request !== req) throw new Error(`reply to ${hd.request}, expected ${req}`);
-    const p = this.read(hd.size);
-    if (p === 'eof') throw new Error('EOF before the payload');
-    return p.readBigUInt64LE(0);
+    const r = this.next();
+    if (r === 'eof') return 'eof';
+    if (r.request !== req) throw new Error(`reply to ${r.request}, expected ${req}`);
+    return r.payload.readBigUInt64LE(0);
   }
   /** QEMU's realize up to SET_FEATURES, with REPLY_ACK. */
   start(): void {
@@ -124,17 +61,6 @@ class Front {
   memTable(fd: number, size: bigint): bigint | 'eof' {
     this.send(R.SET_MEM_TABLE, encodeMemTable([{ guestPhysAddr: 0n, size, userspaceAddr: 0x7f0000000000n, mmapOffset: 0n }]), [fd], ACK);
     return this.u64(R.SET_MEM_TABLE);
-  }
-  /** True once the daemon has closed the connection. */
-  closedByPeer(): boolean {
-    try {
-      return this.read(1, 5000) === 'eof';
-    } catch {
-      return false;
-    }
-  }
-  close(): void {
-    native.close(this.fd);
   }
 }
 

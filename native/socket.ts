@@ -177,6 +177,30 @@ export function checkListeningUnixSocket(fd: number): void {
   setNonblockCloexec(fd);
 }
 
+/** Where the control bytes start in msgScratch's layout: msghdr, one iovec, control, data. */
+const CTL_OFF = MSGHDR_SIZE + IOVEC_SIZE;
+
+/**
+ * A zeroed msghdr at offset 0 of scratch for recvmsg/sendmsg: one iovec
+ * naming `dataLen` bytes at CTL_OFF + ctlLen, and `ctlLen` control bytes at
+ * CTL_OFF (none when 0).
+ */
+function msgScratch(ctlLen: number, dataLen: number): Scratch {
+  const dataOff = CTL_OFF + ctlLen;
+  const s = scratch(dataOff + dataLen);
+  const { dv, ptr } = s;
+  s.u8.fill(0, 0, dataOff);
+  dv.setBigUint64(16, ptr + BigInt(MSGHDR_SIZE), true); // msg_iov
+  dv.setBigUint64(24, 1n, true); // msg_iovlen
+  if (ctlLen > 0) {
+    dv.setBigUint64(32, ptr + BigInt(CTL_OFF), true); // msg_control
+    dv.setBigUint64(40, BigInt(ctlLen), true); // msg_controllen
+  }
+  dv.setBigUint64(MSGHDR_SIZE, ptr + BigInt(dataOff), true); // iov_base
+  dv.setBigUint64(MSGHDR_SIZE + 8, BigInt(dataLen), true); // iov_len
+  return s;
+}
+
 /**
  * recvmsg(2) into `buf`: the byte count (0 = EOF), or null when nothing is
  * available (EAGAIN; only on a non-blocking socket). Fds that arrive with the
@@ -188,20 +212,9 @@ export function checkListeningUnixSocket(fd: number): void {
 export function recvMsg(fd: number, buf: Uint8Array, fdsOut: number[], maxFds = 32): number | null {
   if (!Number.isInteger(maxFds) || maxFds < 0 || maxFds > SCM_MAX_FD) throw new RangeError(`maxFds must be 0..${SCM_MAX_FD}, not ${maxFds}`);
   const ctlLen = maxFds > 0 ? cmsgSpace(maxFds) : 0;
-  const iovOff = MSGHDR_SIZE;
-  const ctlOff = iovOff + IOVEC_SIZE;
-  const dataOff = ctlOff + ctlLen;
-  const s = scratch(dataOff + buf.length);
+  const dataOff = CTL_OFF + ctlLen;
+  const s = msgScratch(ctlLen, buf.length);
   const { dv, ptr } = s;
-  s.u8.fill(0, 0, dataOff);
-  dv.setBigUint64(16, ptr + BigInt(iovOff), true); // msg_iov
-  dv.setBigUint64(24, 1n, true); // msg_iovlen
-  if (ctlLen > 0) {
-    dv.setBigUint64(32, ptr + BigInt(ctlOff), true); // msg_control
-    dv.setBigUint64(40, BigInt(ctlLen), true); // msg_controllen
-  }
-  dv.setBigUint64(iovOff, ptr + BigInt(dataOff), true);
-  dv.setBigUint64(iovOff + 8, BigInt(buf.length), true);
 
   let n: number;
   for (;;) {
@@ -217,12 +230,12 @@ export function recvMsg(fd: number, buf: Uint8Array, fdsOut: number[], maxFds = 
   const controllen = Number(dv.getBigUint64(40, true));
   let off = 0;
   while (off + CMSGHDR_SIZE <= controllen) {
-    const len = Number(dv.getBigUint64(ctlOff + off, true));
+    const len = Number(dv.getBigUint64(CTL_OFF + off, true));
     if (len < CMSGHDR_SIZE || off + len > controllen) break;
-    const level = dv.getInt32(ctlOff + off + 8, true);
-    const type = dv.getInt32(ctlOff + off + 12, true);
+    const level = dv.getInt32(CTL_OFF + off + 8, true);
+    const type = dv.getInt32(CTL_OFF + off + 12, true);
     if (level === SOL_SOCKET && type === SCM_RIGHTS) {
-      for (let i = CMSGHDR_SIZE; i + 4 <= len; i += 4) got.push(dv.getInt32(ctlOff + off + i, true));
+      for (let i = CMSGHDR_SIZE; i + 4 <= len; i += 4) got.push(dv.getInt32(CTL_OFF + off + i, true));
     }
     off += align8(len);
   }
@@ -248,24 +261,15 @@ export function sendMsg(fd: number, buf: Uint8Array, fds?: readonly number[]): n
   if (nfds > SCM_MAX_FD) throw new RangeError(`at most ${SCM_MAX_FD} fds per message, not ${nfds}`);
   if (nfds > 0 && buf.length === 0) throw new RangeError('fds need at least one byte to travel with');
   const ctlLen = nfds > 0 ? cmsgSpace(nfds) : 0;
-  const iovOff = MSGHDR_SIZE;
-  const ctlOff = iovOff + IOVEC_SIZE;
-  const dataOff = ctlOff + ctlLen;
-  const s = scratch(dataOff + buf.length);
+  const dataOff = CTL_OFF + ctlLen;
+  const s = msgScratch(ctlLen, buf.length);
   const { dv, ptr } = s;
-  s.u8.fill(0, 0, dataOff);
-  dv.setBigUint64(16, ptr + BigInt(iovOff), true);
-  dv.setBigUint64(24, 1n, true);
   if (nfds > 0) {
-    dv.setBigUint64(32, ptr + BigInt(ctlOff), true);
-    dv.setBigUint64(40, BigInt(ctlLen), true);
-    dv.setBigUint64(ctlOff, BigInt(CMSGHDR_SIZE + nfds * 4), true); // CMSG_LEN
-    dv.setInt32(ctlOff + 8, SOL_SOCKET, true);
-    dv.setInt32(ctlOff + 12, SCM_RIGHTS, true);
-    for (let i = 0; i < nfds; i++) dv.setInt32(ctlOff + CMSGHDR_SIZE + 4 * i, fds![i]!, true);
+    dv.setBigUint64(CTL_OFF, BigInt(CMSGHDR_SIZE + nfds * 4), true); // CMSG_LEN
+    dv.setInt32(CTL_OFF + 8, SOL_SOCKET, true);
+    dv.setInt32(CTL_OFF + 12, SCM_RIGHTS, true);
+    for (let i = 0; i < nfds; i++) dv.setInt32(CTL_OFF + CMSGHDR_SIZE + 4 * i, fds![i]!, true);
   }
-  dv.setBigUint64(iovOff, ptr + BigInt(dataOff), true);
-  dv.setBigUint64(iovOff + 8, BigInt(buf.length), true);
   s.u8.set(buf, dataOff);
   for (;;) {
     const n = c.sendmsg(fd, ptr, MSG_NOSIGNAL) as number;

@@ -165,25 +165,16 @@ export class SegmentList {
 
   /** Copies [start, start + len) of the byte stream into dst at dstOff. False if out of bounds. */
   readInto(start: number, dst: Uint8Array, dstOff: number, len: number): boolean {
-    if (start < 0 || len < 0 || start + len > this.total) return false;
-    let pos = 0;
-    for (let i = 0; i < this.count && len > 0; i++) {
-      const l = this.lens[i]!;
-      if (start < pos + l) {
-        const skip = start - pos;
-        const n = Math.min(l - skip, len);
-        copyBytes(this.bufs[i]!, this.offs[i]! + skip, dst, dstOff, n);
-        dstOff += n;
-        start += n;
-        len -= n;
-      }
-      pos += l;
-    }
-    return len === 0;
+    return this.copy(start, dst, dstOff, len, false);
   }
 
   /** Copies src[srcOff, srcOff + len) into [start, start + len) of the byte stream. False if out of bounds. */
   writeFrom(start: number, src: Uint8Array, srcOff: number, len: number): boolean {
+    return this.copy(start, src, srcOff, len, true);
+  }
+
+  /** The walk readInto and writeFrom share: `toList` says which way the bytes go. */
+  private copy(start: number, arr: Uint8Array, arrOff: number, len: number, toList: boolean): boolean {
     if (start < 0 || len < 0 || start + len > this.total) return false;
     let pos = 0;
     for (let i = 0; i < this.count && len > 0; i++) {
@@ -191,8 +182,9 @@ export class SegmentList {
       if (start < pos + l) {
         const skip = start - pos;
         const n = Math.min(l - skip, len);
-        copyBytes(src, srcOff, this.bufs[i]!, this.offs[i]! + skip, n);
-        srcOff += n;
+        if (toList) copyBytes(arr, arrOff, this.bufs[i]!, this.offs[i]! + skip, n);
+        else copyBytes(this.bufs[i]!, this.offs[i]! + skip, arr, arrOff, n);
+        arrOff += n;
         start += n;
         len -= n;
       }

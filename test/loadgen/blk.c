@@ -5,8 +5,8 @@
  * one process: memfd guest RAM, split virtqueues, one thread per queue. It
  * drives tmemd's tmem-blk socket or qemu-storage-daemon's vhost-user-blk
  * export with 4 KiB random reads and writes at a given depth per queue and
- * verifies every read against what it wrote. Shares no code with the daemon
- * nor with the tmem load generator (tmem-loadgen).
+ * verifies every read against what it wrote. Shares no code with the daemon;
+ * the vhost-user messages are vumsg.c, shared with tmem-loadgen.
  *
  *   blk-loadgen --socket PATH [--queues N] [--depth D] [--seconds S]
  *               [--read-pct P] [--span-mib M] [--qsize Q] [--seed S]
@@ -36,6 +36,8 @@
  * mismatch or an error status; 2 on setup/protocol errors; 3 on a hang.
  */
 #define _GNU_SOURCE
+#include "vumsg.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -46,45 +48,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
-
-#define EXIT_MISMATCH 1
-#define EXIT_ERROR 2
-#define EXIT_HANG 3
 
 #define BLK 4096u
 #define SECTORS_PER_BLK (BLK / 512u)
 
-/* vhost-user (docs/interop/vhost-user.rst) */
-enum {
-	VU_GET_FEATURES = 1,
-	VU_SET_FEATURES = 2,
-	VU_SET_OWNER = 3,
-	VU_SET_MEM_TABLE = 5,
-	VU_SET_VRING_NUM = 8,
-	VU_SET_VRING_ADDR = 9,
-	VU_SET_VRING_BASE = 10,
-	VU_GET_VRING_BASE = 11,
-	VU_SET_VRING_KICK = 12,
-	VU_SET_VRING_CALL = 13,
-	VU_GET_PROTOCOL_FEATURES = 15,
-	VU_SET_PROTOCOL_FEATURES = 16,
-	VU_GET_QUEUE_NUM = 17,
-	VU_SET_VRING_ENABLE = 18,
-	VU_GET_CONFIG = 24,
-};
-
-#define VU_VERSION 0x1
-#define VU_REPLY 0x4
-#define F_PROTOCOL_FEATURES 30
 #define F_VERSION_1 32
-#define PROTO_MQ 0
-#define PROTO_CONFIG 9
 
 /* virtio-blk (VIRTIO 1.2, 5.2) */
 #define BLK_F_SIZE_MAX 1
@@ -110,20 +81,6 @@ struct desc {
 	uint32_t len;
 	uint16_t flags;
 	uint16_t next;
-};
-
-struct vu_region {
-	uint64_t gpa, size, uaddr, mmap_offset;
-};
-
-struct vu_mem {
-	uint32_t nregions, padding;
-	struct vu_region r[2];
-};
-
-struct vu_addr {
-	uint32_t index, flags;
-	uint64_t desc, used, avail, log;
 };
 
 struct blk_hdr {
@@ -173,7 +130,8 @@ static struct {
 	uint64_t span_mib, seed;
 } opt = { .max_pages = 1, .queues = 2, .depth = 32, .seconds = 3, .read_pct = 50, .qsize = 256, .timeout_ms = 20000, .span_mib = 256, .seed = 1 };
 
-static int sock = -1, memfd = -1;
+static struct vu_conn vu = { .sock = -1, .peer = "the backend" };
+static int memfd = -1;
 static uint8_t *ram;
 static uint64_t ram_size, brk_off, span_blocks, capacity_sectors;
 static uint32_t *version; /* per block: the version last written (0 = none) */
@@ -187,8 +145,7 @@ static volatile int phase_stop;
 /* descriptors per slot: header, one per page, status */
 #define SLOT_DESCS ((unsigned int)opt.max_pages + 2u)
 
-static void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
-static void die(int code, const char *fmt, ...)
+void lg_die(int code, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -200,7 +157,7 @@ static void die(int code, const char *fmt, ...)
 	exit(code);
 }
 
-static uint64_t now_ns(void)
+uint64_t now_ns(void)
 {
 	struct timespec ts;
 
@@ -246,151 +203,12 @@ static int check_block(const uint8_t *p, uint64_t block, uint32_t ver)
 	return 1;
 }
 
-/* ---------------- the socket ---------------- */
-
-static void wait_fd(int fd, short ev, const char *what)
-{
-	struct pollfd p = { .fd = fd, .events = ev };
-
-	for (;;) {
-		int r = poll(&p, 1, opt.timeout_ms);
-
-		if (r > 0)
-			return;
-		if (r == 0)
-			die(EXIT_HANG, "no reply to %s within %d ms", what, opt.timeout_ms);
-		if (errno != EINTR)
-			die(EXIT_ERROR, "poll: %s", strerror(errno));
-	}
-}
-
-static void vu_send(uint32_t req, const void *pl, uint32_t size, const int *fds, int nfds)
-{
-	uint8_t buf[12 + 256];
-	uint32_t h[3] = { req, VU_VERSION, size };
-	union {
-		char b[CMSG_SPACE(sizeof(int) * 2)];
-		struct cmsghdr align;
-	} cbuf;
-	struct iovec iov;
-	struct msghdr mh;
-
-	if (size > sizeof(buf) - 12 || nfds > 2)
-		die(EXIT_ERROR, "internal: message too large");
-	memcpy(buf, h, 12);
-	if (size)
-		memcpy(buf + 12, pl, size);
-	memset(&cbuf, 0, sizeof(cbuf));
-	memset(&mh, 0, sizeof(mh));
-	iov.iov_base = buf;
-	iov.iov_len = 12 + size;
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	if (nfds) {
-		struct cmsghdr *cm;
-
-		mh.msg_control = cbuf.b;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
-	}
-	for (;;) {
-		ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);
-
-		if (n == (ssize_t)(12 + size))
-			return;
-		if (n < 0 && errno == EINTR)
-			continue;
-		die(EXIT_ERROR, "sending request %u: %s", req, n < 0 ? strerror(errno) : "short write");
-	}
-}
-
-static void read_full(void *p, size_t n, const char *what)
-{
-	size_t got = 0;
-
-	while (got < n) {
-		ssize_t r;
-
-		wait_fd(sock, POLLIN, what);
-		r = recv(sock, (uint8_t *)p + got, n - got, 0);
-		if (r == 0)
-			die(EXIT_ERROR, "the backend closed the connection (waiting for %s)", what);
-		if (r < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			die(EXIT_ERROR, "reading %s: %s", what, strerror(errno));
-		}
-		got += (size_t)r;
-	}
-}
-
-static void vu_recv(uint32_t req, void *pl, uint32_t size, const char *what)
-{
-	uint32_t h[3];
-
-	read_full(h, 12, what);
-	if (h[0] != req || !(h[1] & VU_REPLY))
-		die(EXIT_ERROR, "reply to %s: request %u flags 0x%x", what, h[0], h[1]);
-	if (h[2] != size)
-		die(EXIT_ERROR, "reply to %s has size %u, expected %u", what, h[2], size);
-	read_full(pl, size, what);
-}
-
-static uint64_t vu_get_u64(uint32_t req, const char *what)
-{
-	uint64_t v;
-
-	vu_send(req, NULL, 0, NULL, 0);
-	vu_recv(req, &v, 8, what);
-	return v;
-}
-
-static void vu_set_u64(uint32_t req, uint64_t v, int fd)
-{
-	vu_send(req, &v, 8, fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0);
-}
-
-static void vu_state(uint32_t req, uint32_t index, uint32_t num)
-{
-	uint32_t s[2] = { index, num };
-
-	vu_send(req, s, 8, NULL, 0);
-}
-
-static int connect_socket(const char *path)
-{
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	uint64_t deadline = now_ns() + (uint64_t)opt.timeout_ms * 1000000ull;
-
-	if (strlen(path) >= sizeof(a.sun_path))
-		die(EXIT_ERROR, "--socket %s: path too long", path);
-	strcpy(a.sun_path, path);
-	for (;;) {
-		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		int e;
-
-		if (fd < 0)
-			die(EXIT_ERROR, "socket: %s", strerror(errno));
-		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
-			return fd;
-		e = errno;
-		close(fd);
-		if ((e != ENOENT && e != ECONNREFUSED && e != EAGAIN) || now_ns() > deadline)
-			die(EXIT_ERROR, "connecting to %s: %s", path, strerror(e));
-		usleep(20000);
-	}
-}
-
 static void *ram_alloc(size_t size, size_t align)
 {
 	uint64_t off = (brk_off + align - 1) & ~(uint64_t)(align - 1);
 
 	if (off + size > ram_size)
-		die(EXIT_ERROR, "internal: guest RAM exhausted");
+		lg_die(EXIT_ERROR, "internal: guest RAM exhausted");
 	brk_off = off + size;
 	return ram + off;
 }
@@ -401,15 +219,6 @@ static uint64_t gpa(const void *p)
 	return (uint64_t)((const uint8_t *)p - ram);
 }
 
-static int new_eventfd(void)
-{
-	int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-
-	if (fd < 0)
-		die(EXIT_ERROR, "eventfd: %s", strerror(errno));
-	return fd;
-}
-
 /* ---------------- handshake ---------------- */
 
 static void handshake(void)
@@ -417,124 +226,102 @@ static void handshake(void)
 	uint64_t want, offered;
 	uint32_t cfg[3 + 15];
 	uint8_t *c;
-	struct vu_mem mem;
+	struct region reg[2];
 
-	sock = connect_socket(opt.socket);
-	offered = vu_get_u64(VU_GET_FEATURES, "GET_FEATURES");
-	if (!(offered & (1ull << F_VERSION_1)) || !(offered & (1ull << F_PROTOCOL_FEATURES)))
-		die(EXIT_ERROR, "the backend offers features 0x%llx without VERSION_1 or PROTOCOL_FEATURES", (unsigned long long)offered);
-	proto = vu_get_u64(VU_GET_PROTOCOL_FEATURES, "GET_PROTOCOL_FEATURES");
-	if (!(proto & (1ull << PROTO_CONFIG)))
-		die(EXIT_ERROR, "the backend offers no CONFIG protocol feature (0x%llx): QEMU's vhost-user-blk needs it", (unsigned long long)proto);
-	proto &= (1ull << PROTO_MQ) | (1ull << PROTO_CONFIG);
-	vu_set_u64(VU_SET_PROTOCOL_FEATURES, proto, -1);
-	if (proto & (1ull << PROTO_MQ)) {
-		uint64_t n = vu_get_u64(VU_GET_QUEUE_NUM, "GET_QUEUE_NUM");
+	vu.timeout_ms = opt.timeout_ms;
+	vu_connect(&vu, opt.socket);
+	offered = vu_get_u64(&vu, VU_GET_FEATURES);
+	if (!(offered & (1ull << F_VERSION_1)) || !(offered & (1ull << VU_F_PROTOCOL_FEATURES)))
+		lg_die(EXIT_ERROR, "the backend offers features 0x%llx without VERSION_1 or PROTOCOL_FEATURES", (unsigned long long)offered);
+	proto = vu_get_u64(&vu, VU_GET_PROTOCOL_FEATURES);
+	if (!(proto & (1ull << VU_PROTO_CONFIG)))
+		lg_die(EXIT_ERROR, "the backend offers no CONFIG protocol feature (0x%llx): QEMU's vhost-user-blk needs it", (unsigned long long)proto);
+	proto &= (1ull << VU_PROTO_MQ) | (1ull << VU_PROTO_CONFIG);
+	vu_set_u64(&vu, VU_SET_PROTOCOL_FEATURES, proto, NULL, 0);
+	if (proto & (1ull << VU_PROTO_MQ)) {
+		uint64_t n = vu_get_u64(&vu, VU_GET_QUEUE_NUM);
 
 		if (n < (uint64_t)opt.queues)
-			die(EXIT_ERROR, "the backend has %llu queues, --queues %d asked", (unsigned long long)n, opt.queues);
+			lg_die(EXIT_ERROR, "the backend has %llu queues, --queues %d asked", (unsigned long long)n, opt.queues);
 	} else if (opt.queues > 1) {
-		die(EXIT_ERROR, "the backend offers no MQ protocol feature: --queues 1 only");
+		lg_die(EXIT_ERROR, "the backend offers no MQ protocol feature: --queues 1 only");
 	}
-	vu_send(VU_SET_OWNER, NULL, 0, NULL, 0);
+	vu_set(&vu, VU_SET_OWNER, NULL, 0, NULL, 0);
 
 	/* config space: the whole virtio_blk_config (60 bytes) */
 	memset(cfg, 0, sizeof(cfg));
 	cfg[0] = 0;  /* offset */
 	cfg[1] = 60; /* size */
 	cfg[2] = 0;  /* flags */
-	vu_send(VU_GET_CONFIG, cfg, 12 + 60, NULL, 0);
-	vu_recv(VU_GET_CONFIG, cfg, 12 + 60, "GET_CONFIG");
+	vu_send(&vu, VU_GET_CONFIG, 0, cfg, 12 + 60, NULL, 0);
+	vu_recv(&vu, VU_GET_CONFIG, cfg, 12 + 60);
 	c = (uint8_t *)&cfg[3];
 	memcpy(&capacity_sectors, c + 0, 8);
 	memcpy(&blk_size_cfg, c + 20, 4);
 	memcpy(&num_queues_cfg, c + 34, 2);
 	memcpy(&max_discard_sectors, c + 36, 4);
 
-	want = (1ull << F_VERSION_1) | (1ull << F_PROTOCOL_FEATURES) | (1ull << BLK_F_BLK_SIZE) |
+	want = (1ull << F_VERSION_1) | (1ull << VU_F_PROTOCOL_FEATURES) | (1ull << BLK_F_BLK_SIZE) |
 	       (1ull << BLK_F_SEG_MAX) | (1ull << BLK_F_SIZE_MAX) | (1ull << BLK_F_FLUSH) |
 	       (1ull << BLK_F_DISCARD) | (1ull << BLK_F_WRITE_ZEROES);
 	if (opt.indirect) {
 		if (!(offered & (1ull << RING_F_INDIRECT_DESC)))
-			die(EXIT_ERROR, "--indirect: the backend does not offer VIRTIO_RING_F_INDIRECT_DESC");
+			lg_die(EXIT_ERROR, "--indirect: the backend does not offer VIRTIO_RING_F_INDIRECT_DESC");
 		want |= 1ull << RING_F_INDIRECT_DESC;
 	}
 	if (opt.event_idx) {
 		if (!(offered & (1ull << RING_F_EVENT_IDX)))
-			die(EXIT_ERROR, "--event-idx: the backend does not offer VIRTIO_RING_F_EVENT_IDX");
+			lg_die(EXIT_ERROR, "--event-idx: the backend does not offer VIRTIO_RING_F_EVENT_IDX");
 		want |= 1ull << RING_F_EVENT_IDX;
 	}
 	if (opt.queues > 1)
 		want |= 1ull << BLK_F_MQ;
 	if (opt.queues > 1 && !(offered & (1ull << BLK_F_MQ)))
-		die(EXIT_ERROR, "the backend does not offer VIRTIO_BLK_F_MQ: --queues 1 only");
+		lg_die(EXIT_ERROR, "the backend does not offer VIRTIO_BLK_F_MQ: --queues 1 only");
 	features = offered & want;
 	if (!(features & (1ull << BLK_F_MQ)))
 		num_queues_cfg = 1;
 	if ((int)num_queues_cfg < opt.queues)
-		die(EXIT_ERROR, "the device has num_queues %u, --queues %d asked", num_queues_cfg, opt.queues);
+		lg_die(EXIT_ERROR, "the device has num_queues %u, --queues %d asked", num_queues_cfg, opt.queues);
 	if (capacity_sectors < SECTORS_PER_BLK)
-		die(EXIT_ERROR, "the device's capacity is %llu sectors", (unsigned long long)capacity_sectors);
+		lg_die(EXIT_ERROR, "the device's capacity is %llu sectors", (unsigned long long)capacity_sectors);
 	span_blocks = opt.span_mib * (1024 * 1024 / BLK);
 	if (span_blocks > capacity_sectors / SECTORS_PER_BLK)
 		span_blocks = capacity_sectors / SECTORS_PER_BLK;
 	if (span_blocks < (uint64_t)opt.queues * (uint64_t)opt.depth * (uint64_t)opt.max_pages * 2)
-		die(EXIT_ERROR, "span of %llu blocks is too small for %d queues of depth %d", (unsigned long long)span_blocks, opt.queues, opt.depth);
-	vu_set_u64(VU_SET_FEATURES, features, -1);
+		lg_die(EXIT_ERROR, "span of %llu blocks is too small for %d queues of depth %d", (unsigned long long)span_blocks, opt.queues, opt.depth);
+	vu_set_u64(&vu, VU_SET_FEATURES, features, NULL, 0);
 
-	memset(&mem, 0, sizeof(mem));
-	mem.nregions = 1;
-	mem.r[0].gpa = 0;
-	mem.r[0].size = ram_size;
-	mem.r[0].uaddr = (uint64_t)(uintptr_t)ram;
-	mem.r[0].mmap_offset = 0;
+	reg[0] = (struct region){ .gpa = 0, .size = ram_size, .off = 0 };
 	if (opt.two_regions) {
 		/*
 		 * as QEMU's table of a PC guest: [0, 640K) and [768K, end) of one
 		 * memfd (the VGA hole left out); guest-physical = memfd offset, and
 		 * every buffer lies above 768K (ram_alloc starts there)
 		 */
-		mem.nregions = 2;
-		mem.r[0].size = 0xa0000;
-		mem.r[1].gpa = 0xc0000;
-		mem.r[1].size = ram_size - 0xc0000;
-		mem.r[1].uaddr = (uint64_t)(uintptr_t)ram + 0xc0000;
-		mem.r[1].mmap_offset = 0xc0000;
+		reg[0].size = 0xa0000;
+		reg[1] = (struct region){ .gpa = 0xc0000, .size = ram_size - 0xc0000, .off = 0xc0000 };
 	}
-	{
-		int fds[2] = { memfd, memfd }; /* one fd per region, as QEMU sends them */
-
-		vu_send(VU_SET_MEM_TABLE, &mem, 8 + mem.nregions * sizeof(struct vu_region), fds, (int)mem.nregions);
-	}
+	vu_set_mem_table(&vu, memfd, ram, reg, opt.two_regions ? 2 : 1);
 }
 
 static void setup_queue(struct queue *q)
 {
-	struct vu_addr a;
 	uint16_t n = (uint16_t)opt.qsize;
 
 	q->num = n;
 	q->desc = ram_alloc(16u * n, 4096);
 	q->avail = ram_alloc(6u + 2u * n, 4096);
 	q->used = ram_alloc(6u + 8u * n, 4096);
-	q->kickfd = new_eventfd();
-	q->callfd = new_eventfd();
-	vu_state(VU_SET_VRING_NUM, (uint32_t)q->index, n);
-	vu_state(VU_SET_VRING_BASE, (uint32_t)q->index, 0);
-	memset(&a, 0, sizeof(a));
-	a.index = (uint32_t)q->index;
+	q->kickfd = vu_eventfd();
+	q->callfd = vu_eventfd();
 	/* ring addresses are front-end virtual addresses (translated through uaddr) */
-	a.desc = (uint64_t)(uintptr_t)q->desc;
-	a.avail = (uint64_t)(uintptr_t)q->avail;
-	a.used = (uint64_t)(uintptr_t)q->used;
-	vu_send(VU_SET_VRING_ADDR, &a, sizeof(a), NULL, 0);
-	vu_set_u64(VU_SET_VRING_KICK, (uint64_t)q->index, q->kickfd);
-	vu_set_u64(VU_SET_VRING_CALL, (uint64_t)q->index, q->callfd);
+	vu_set_vring(&vu, q->index, n, q->desc, q->avail, q->used, q->kickfd, q->callfd);
 
 	q->slots = calloc((size_t)opt.depth, sizeof(*q->slots));
 	q->free_slots = calloc((size_t)opt.depth, sizeof(*q->free_slots));
 	if (!q->slots || !q->free_slots)
-		die(EXIT_ERROR, "out of memory");
+		lg_die(EXIT_ERROR, "out of memory");
 	for (int i = 0; i < opt.depth; i++) {
 		struct slot *s = &q->slots[i];
 
@@ -545,7 +332,7 @@ static void setup_queue(struct queue *q)
 		if (opt.indirect)
 			s->itab = ram_alloc(sizeof(struct desc) * (opt.max_pages + 2u), 16);
 		if (!s->vers)
-			die(EXIT_ERROR, "out of memory");
+			lg_die(EXIT_ERROR, "out of memory");
 		q->free_slots[q->nfree++] = (uint16_t)i;
 		/* the chain is written at submit: its length depends on the request */
 	}
@@ -629,7 +416,7 @@ static void kick(struct queue *q)
 		return;
 	}
 	if (write(q->kickfd, &one, 8) != 8)
-		die(EXIT_ERROR, "kick: %s", strerror(errno));
+		lg_die(EXIT_ERROR, "kick: %s", strerror(errno));
 	q->kicks++;
 }
 
@@ -643,13 +430,13 @@ static int harvest(struct queue *q, uint32_t *len)
 	if (ui == q->last_used)
 		return -1;
 	if ((uint16_t)(ui - q->last_used) > q->num)
-		die(EXIT_MISMATCH, "queue %d: used idx jumped from %u to %u", q->index, q->last_used, ui);
+		lg_die(EXIT_MISMATCH, "queue %d: used idx jumped from %u to %u", q->index, q->last_used, ui);
 	e = q->used + 4 + 8u * (q->last_used % q->num);
 	memcpy(&id, e, 4);
 	memcpy(len, e + 4, 4);
 	q->last_used++;
 	if (id % SLOT_DESCS || id / SLOT_DESCS >= (uint32_t)opt.depth || !q->slots[id / SLOT_DESCS].busy)
-		die(EXIT_MISMATCH, "queue %d: used id %u is not a request in flight", q->index, id);
+		lg_die(EXIT_MISMATCH, "queue %d: used id %u is not a request in flight", q->index, id);
 	return (int)(id / SLOT_DESCS);
 }
 
@@ -678,10 +465,10 @@ static void wait_some(struct queue *q)
 
 			q->waits++;
 			if (poll(&p, 1, 100) > 0 && read(q->callfd, &v, 8) < 0 && errno != EAGAIN)
-				die(EXIT_ERROR, "call eventfd: %s", strerror(errno));
+				lg_die(EXIT_ERROR, "call eventfd: %s", strerror(errno));
 		}
 		if (now_ns() > deadline)
-			die(EXIT_HANG, "queue %d: no completion within %d ms (avail %u, used %u)", q->index, opt.timeout_ms,
+			lg_die(EXIT_HANG, "queue %d: no completion within %d ms (avail %u, used %u)", q->index, opt.timeout_ms,
 			    q->avail_idx, __atomic_load_n((uint16_t *)(void *)(q->used + 2), __ATOMIC_ACQUIRE));
 	}
 }
@@ -727,7 +514,7 @@ static void complete(struct queue *q, int si, uint32_t len, int timed)
 			q->cap_lat = q->cap_lat ? q->cap_lat * 2 : 65536;
 			q->lat = realloc(q->lat, q->cap_lat * sizeof(*q->lat));
 			if (!q->lat)
-				die(EXIT_ERROR, "out of memory");
+				lg_die(EXIT_ERROR, "out of memory");
 		}
 		q->lat[q->nlat++] = t - s->t0;
 	}
@@ -747,7 +534,7 @@ static void discard_all(struct queue *q)
 	uint32_t chunk;
 
 	if (!(features & (1ull << BLK_F_DISCARD)) || !max_discard_sectors)
-		die(EXIT_ERROR, "--discard-first: the device offers no discard");
+		lg_die(EXIT_ERROR, "--discard-first: the device offers no discard");
 	chunk = max_discard_sectors & ~(SECTORS_PER_BLK - 1);
 	while (sector < end) {
 		uint32_t n = (uint32_t)(end - sector < chunk ? end - sector : chunk);
@@ -769,10 +556,10 @@ static void discard_all(struct queue *q)
 		kick(q);
 		wait_some(q);
 		if (harvest(q, &len) != 0)
-			die(EXIT_MISMATCH, "discard: unexpected completion");
+			lg_die(EXIT_MISMATCH, "discard: unexpected completion");
 		s->busy = 0;
 		if (*s->status != BLK_S_OK)
-			die(EXIT_MISMATCH, "discard of sectors %llu+%u: status %u", (unsigned long long)sector, n, *s->status);
+			lg_die(EXIT_MISMATCH, "discard of sectors %llu+%u: status %u", (unsigned long long)sector, n, *s->status);
 		sector += n;
 	}
 }
@@ -872,7 +659,7 @@ static void run_phase(int phase, double *seconds)
 	for (int i = 0; i < opt.queues; i++) {
 		qs[i].phase = phase;
 		if (pthread_create(&qs[i].thread, NULL, run_queue, &qs[i]))
-			die(EXIT_ERROR, "pthread_create failed");
+			lg_die(EXIT_ERROR, "pthread_create failed");
 	}
 	if (phase == 1) {
 		struct timespec ts = { .tv_sec = opt.seconds };
@@ -901,7 +688,7 @@ static double memcpy_baseline(void)
 	unsigned int sink = 0;
 
 	if (!src || !dst)
-		die(EXIT_ERROR, "out of memory for the memcpy baseline (%zu bytes)", sz);
+		lg_die(EXIT_ERROR, "out of memory for the memcpy baseline (%zu bytes)", sz);
 	memset(src, 0x5c, sz);
 	memset(dst, 0xc5, sz);
 	t0 = now_ns();
@@ -928,7 +715,7 @@ static long num_arg(const char *flag, const char *v, long min, long max)
 	errno = 0;
 	n = strtol(v, &end, 10);
 	if (errno || *end || end == v || n < min || n > max)
-		die(EXIT_ERROR, "%s: '%s' is not a whole number from %ld to %ld", flag, v, min, max);
+		lg_die(EXIT_ERROR, "%s: '%s' is not a whole number from %ld to %ld", flag, v, min, max);
 	return n;
 }
 
@@ -997,20 +784,20 @@ int main(int argc, char **argv)
 	if (!opt.socket)
 		usage();
 	if (opt.qsize & (opt.qsize - 1))
-		die(EXIT_ERROR, "--qsize %d: a power of two", opt.qsize);
+		lg_die(EXIT_ERROR, "--qsize %d: a power of two", opt.qsize);
 	if ((long)SLOT_DESCS * opt.depth > opt.qsize)
-		die(EXIT_ERROR, "--depth %d needs %ld descriptors: raise --qsize (%d)", opt.depth, (long)SLOT_DESCS * opt.depth, opt.qsize);
+		lg_die(EXIT_ERROR, "--depth %d needs %ld descriptors: raise --qsize (%d)", opt.depth, (long)SLOT_DESCS * opt.depth, opt.qsize);
 
 	/* guest RAM: rings and slots, in a sealed memfd as QEMU's memory-backend-memfd makes it */
 	ram_size = ((uint64_t)opt.queues * ((uint64_t)opt.depth * ((uint64_t)BLK * (uint64_t)opt.max_pages + 4096) + 3 * 4096 + 32u * (uint64_t)opt.qsize) + (1 << 20) + 0x1fffff) & ~0x1fffffull;
 	memfd = memfd_create("blk-loadgen-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (memfd < 0 || ftruncate(memfd, (off_t)ram_size))
-		die(EXIT_ERROR, "memfd: %s", strerror(errno));
+		lg_die(EXIT_ERROR, "memfd: %s", strerror(errno));
 	if (fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL))
-		die(EXIT_ERROR, "memfd seals: %s", strerror(errno));
+		lg_die(EXIT_ERROR, "memfd seals: %s", strerror(errno));
 	ram = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
 	if (ram == MAP_FAILED)
-		die(EXIT_ERROR, "mmap: %s", strerror(errno));
+		lg_die(EXIT_ERROR, "mmap: %s", strerror(errno));
 
 	if (opt.two_regions)
 		brk_off = 0xc0000;
@@ -1018,16 +805,16 @@ int main(int argc, char **argv)
 	version = calloc(span_blocks, sizeof(*version));
 	qs = calloc((size_t)opt.queues, sizeof(*qs));
 	if (!version || !qs)
-		die(EXIT_ERROR, "out of memory");
+		lg_die(EXIT_ERROR, "out of memory");
 	for (int i = 0; i < opt.queues; i++) {
 		qs[i].index = i;
 		setup_queue(&qs[i]);
 	}
 	/* rings start disabled when PROTOCOL_FEATURES is negotiated */
 	for (int i = 0; i < opt.queues; i++)
-		vu_state(VU_SET_VRING_ENABLE, (uint32_t)i, 1);
+		vu_state(&vu, VU_SET_VRING_ENABLE, (uint32_t)i, 1);
 	/* a synchronous round trip: everything above was taken (GET_FEATURES has a reply) */
-	(void)vu_get_u64(VU_GET_FEATURES, "GET_FEATURES");
+	(void)vu_get_u64(&vu, VU_GET_FEATURES);
 
 	if (opt.memcpy_base)
 		mc = memcpy_baseline();
@@ -1049,7 +836,7 @@ int main(int argc, char **argv)
 	}
 	all = malloc((n ? n : 1) * sizeof(*all));
 	if (!all)
-		die(EXIT_ERROR, "out of memory");
+		lg_die(EXIT_ERROR, "out of memory");
 	n = 0;
 	for (int i = 0; i < opt.queues; i++) {
 		memcpy(all + n, qs[i].lat, qs[i].nlat * sizeof(*all));

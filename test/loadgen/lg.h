@@ -13,15 +13,11 @@
 #include <pthread.h>
 
 #include "../../shared/tmem_abi.h"
+#include "vumsg.h"
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the tmem ABI is little-endian; this load generator writes host-order integers"
 #endif
-
-/* exit codes */
-#define EXIT_MISMATCH 1 /* a check failed (data, status, len, rule) */
-#define EXIT_ERROR 2    /* setup, socket, protocol or usage error */
-#define EXIT_HANG 3     /* a request was not completed in time */
 
 /* ---- split virtqueue layout (virtio 1.x, 2.7) ---- */
 #define VRING_DESC_F_NEXT 1
@@ -86,13 +82,7 @@ struct cfg {
 };
 extern struct cfg G;
 
-/* ---- guest RAM and device ---- */
-struct region {
-	uint64_t gpa;
-	uint64_t size;
-	uint64_t off; /* offset in the memfd and in our mapping */
-};
-
+/* ---- guest RAM and device (struct region: vumsg.h) ---- */
 struct slot {
 	uint8_t *page;        /* 4096, page aligned */
 	uint8_t *hdr;         /* 48 */
@@ -137,22 +127,20 @@ struct lgdev {
 	int nreg;
 	struct region reg[2];
 	uint64_t brk;
-	int sock;
+	struct vu_conn vu;
 	uint64_t dev_features;   /* offered */
 	uint64_t proto_features; /* offered */
 	uint64_t features;       /* acked */
 	uint64_t proto;          /* acked */
 	uint32_t queue_num;      /* GET_QUEUE_NUM, or 1 */
-	int reply_ack;
 	int event_idx, indirect, shared;
 	int nq;
 	struct vq *vq;
 };
 
 /* util.c */
-void lg_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+/* lg_die() and now_ns(), which vumsg.c calls, are declared in vumsg.h */
 void lg_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-uint64_t now_ns(void);
 uint64_t parse_size(const char *s, const char *what);
 uint64_t mix64(uint64_t z);
 uint64_t rng_next(uint64_t *s);
@@ -161,7 +149,7 @@ void fill_page(uint8_t *p, uint32_t pool, const uint64_t oid[3], uint32_t index,
 int check_page(const uint8_t *p, uint32_t pool, const uint64_t oid[3], uint32_t index, uint64_t ver);
 void json_out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* vu.c: vhost-user front-end and the guest side of the rings */
+/* vu.c: the device (handshake over vumsg.c) and the guest side of the rings */
 void dev_open(struct lgdev *d, int nq);
 void dev_close(struct lgdev *d);
 void *ram_alloc(struct lgdev *d, size_t size, size_t align);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The vhost-user front-end (what QEMU does) and the guest side of the split
- * virtqueues (what the guest driver does), in our own memfd guest RAM.
+ * The vhost-user front-end (what QEMU does; the messages are vumsg.c) and the
+ * guest side of the split virtqueues (what the guest driver does), in our own
+ * memfd guest RAM.
  * Message sequence as QEMU 10.2+ sends it to vhost-user-test-device-pci
  * (../shared/docs/DESIGN.md): realize, then driver start.
  */
@@ -10,66 +11,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
-
-/* vhost-user requests (docs/interop/vhost-user.rst) */
-enum {
-	VU_GET_FEATURES = 1,
-	VU_SET_FEATURES = 2,
-	VU_SET_OWNER = 3,
-	VU_SET_MEM_TABLE = 5,
-	VU_SET_VRING_NUM = 8,
-	VU_SET_VRING_ADDR = 9,
-	VU_SET_VRING_BASE = 10,
-	VU_GET_VRING_BASE = 11,
-	VU_SET_VRING_KICK = 12,
-	VU_SET_VRING_CALL = 13,
-	VU_SET_VRING_ERR = 14,
-	VU_GET_PROTOCOL_FEATURES = 15,
-	VU_SET_PROTOCOL_FEATURES = 16,
-	VU_GET_QUEUE_NUM = 17,
-	VU_SET_VRING_ENABLE = 18,
-};
-static const char *vu_name(uint32_t r)
-{
-	static const char *n[] = {
-		[1] = "GET_FEATURES", [2] = "SET_FEATURES", [3] = "SET_OWNER", [5] = "SET_MEM_TABLE",
-		[8] = "SET_VRING_NUM", [9] = "SET_VRING_ADDR", [10] = "SET_VRING_BASE", [11] = "GET_VRING_BASE",
-		[12] = "SET_VRING_KICK", [13] = "SET_VRING_CALL", [14] = "SET_VRING_ERR", [15] = "GET_PROTOCOL_FEATURES",
-		[16] = "SET_PROTOCOL_FEATURES", [17] = "GET_QUEUE_NUM", [18] = "SET_VRING_ENABLE",
-	};
-	return r < sizeof(n) / sizeof(n[0]) && n[r] ? n[r] : "?";
-}
-#define VU_VERSION 0x1
-#define VU_REPLY 0x4
-#define VU_NEED_REPLY 0x8
-#define VU_F_PROTOCOL_FEATURES 30
-#define VU_PROTO_MQ 0
-#define VU_PROTO_REPLY_ACK 3
-#define VU_VRING_NOFD 0x100
-
-struct vu_region {
-	uint64_t gpa, size, uaddr, mmap_offset;
-};
-struct vu_mem {
-	uint32_t nregions, padding;
-	struct vu_region r[8];
-};
-struct vu_state {
-	uint32_t index, num;
-};
-struct vu_addr {
-	uint32_t index, flags;
-	uint64_t desc, used, avail, log;
-};
 
 void cpu_relax(void)
 {
@@ -116,154 +62,6 @@ int gpa_hole(const struct lgdev *d, uint64_t *start)
 		return 0;
 	*start = d->reg[0].gpa + d->reg[0].size;
 	return 1;
-}
-
-/* ---------------- the socket ---------------- */
-
-static void wait_fd(int fd, short ev, const char *what)
-{
-	struct pollfd p = { .fd = fd, .events = ev };
-	for (;;) {
-		int r = poll(&p, 1, G.timeout_ms);
-		if (r > 0)
-			return;
-		if (r == 0)
-			lg_die(EXIT_HANG, "no reply to %s from the daemon within %d ms", what, G.timeout_ms);
-		if (errno != EINTR)
-			lg_die(EXIT_ERROR, "poll: %s", strerror(errno));
-	}
-}
-
-static void vu_send(struct lgdev *d, uint32_t req, uint32_t flags, const void *pl, uint32_t size, const int *fds, int nfds)
-{
-	uint8_t buf[12 + sizeof(struct vu_mem)];
-	uint32_t h[3] = { req, flags | VU_VERSION, size };
-	if (size > sizeof(buf) - 12 || nfds > 8)
-		lg_die(EXIT_ERROR, "internal: message too large");
-	memcpy(buf, h, 12);
-	if (size)
-		memcpy(buf + 12, pl, size);
-	union {
-		char b[CMSG_SPACE(sizeof(int) * 8)];
-		struct cmsghdr align;
-	} cbuf;
-	memset(&cbuf, 0, sizeof(cbuf));
-	size_t total = 12 + size, done = 0;
-	while (done < total) {
-		struct iovec iov = { .iov_base = buf + done, .iov_len = total - done };
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-		if (nfds > 0 && done == 0) {
-			mh.msg_control = cbuf.b;
-			mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-			struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-			cm->cmsg_level = SOL_SOCKET;
-			cm->cmsg_type = SCM_RIGHTS;
-			cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-			memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
-		}
-		ssize_t n = sendmsg(d->sock, &mh, MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			lg_die(EXIT_ERROR, "sending %s: %s (the daemon closed the connection?)", vu_name(req), strerror(errno));
-		}
-		done += (size_t)n;
-	}
-	if (G.verbose)
-		fprintf(stderr, "loadgen: -> %s flags=0x%x size=%u fds=%d\n", vu_name(req), flags | VU_VERSION, size, nfds);
-}
-
-static void read_full(struct lgdev *d, void *p, size_t n, const char *what)
-{
-	size_t got = 0;
-	while (got < n) {
-		wait_fd(d->sock, POLLIN, what);
-		ssize_t r = recv(d->sock, (uint8_t *)p + got, n - got, 0);
-		if (r == 0)
-			lg_die(EXIT_ERROR, "the daemon closed the connection while we waited for the reply to %s", what);
-		if (r < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			lg_die(EXIT_ERROR, "reading the reply to %s: %s", what, strerror(errno));
-		}
-		got += (size_t)r;
-	}
-}
-
-static void vu_recv(struct lgdev *d, uint32_t req, void *pl, uint32_t size)
-{
-	uint32_t h[3];
-	read_full(d, h, 12, vu_name(req));
-	if (h[0] != req)
-		lg_die(EXIT_ERROR, "reply to %s carries request %u (%s)", vu_name(req), h[0], vu_name(h[0]));
-	if (h[1] != (VU_VERSION | VU_REPLY))
-		lg_die(EXIT_ERROR, "reply to %s has flags 0x%x; QEMU accepts exactly 0x5", vu_name(req), h[1]);
-	if (h[2] != size)
-		lg_die(EXIT_ERROR, "reply to %s has size %u, expected %u", vu_name(req), h[2], size);
-	read_full(d, pl, size, vu_name(req));
-	if (G.verbose)
-		fprintf(stderr, "loadgen: <- %s size=%u\n", vu_name(req), size);
-}
-
-static uint64_t vu_get_u64(struct lgdev *d, uint32_t req)
-{
-	uint64_t v;
-	vu_send(d, req, 0, NULL, 0, NULL, 0);
-	vu_recv(d, req, &v, 8);
-	return v;
-}
-
-/* A message without a reply of its own: NEED_REPLY when REPLY_ACK was negotiated, and the ack checked. */
-static void vu_set(struct lgdev *d, uint32_t req, const void *pl, uint32_t size, const int *fds, int nfds)
-{
-	int ack = d->reply_ack;
-	vu_send(d, req, ack ? VU_NEED_REPLY : 0, pl, size, fds, nfds);
-	if (ack) {
-		uint64_t v;
-		vu_recv(d, req, &v, 8);
-		if (v != 0)
-			lg_die(EXIT_ERROR, "the daemon refused %s (REPLY_ACK %llu)", vu_name(req), (unsigned long long)v);
-	}
-}
-
-static void vu_set_u64(struct lgdev *d, uint32_t req, uint64_t v, const int *fds, int nfds)
-{
-	vu_set(d, req, &v, 8, fds, nfds);
-}
-
-static void vu_state(struct lgdev *d, uint32_t req, uint32_t index, uint32_t num)
-{
-	struct vu_state s = { index, num };
-	vu_set(d, req, &s, sizeof(s), NULL, 0);
-}
-
-static int connect_socket(const char *path)
-{
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	if (strlen(path) >= sizeof(a.sun_path))
-		lg_die(EXIT_ERROR, "--socket %s: path too long", path);
-	strcpy(a.sun_path, path);
-	uint64_t deadline = now_ns() + (uint64_t)G.timeout_ms * 1000000ull;
-	for (;;) {
-		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0)
-			lg_die(EXIT_ERROR, "socket: %s", strerror(errno));
-		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
-			return fd;
-		int e = errno;
-		close(fd);
-		if ((e != ENOENT && e != ECONNREFUSED && e != EAGAIN) || now_ns() > deadline)
-			lg_die(EXIT_ERROR, "connecting to %s: %s", path, strerror(e));
-		usleep(20000);
-	}
-}
-
-static int new_eventfd(void)
-{
-	int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (fd < 0)
-		lg_die(EXIT_ERROR, "eventfd: %s", strerror(errno));
-	return fd;
 }
 
 /* ---------------- rings ---------------- */
@@ -517,9 +315,9 @@ static void setup_queue(struct lgdev *d, struct vq *q, int index)
 	}
 	q->scratch_size = 65536;
 	q->scratch = ram_alloc(d, q->scratch_size, 4096);
-	q->kickfd = new_eventfd();
-	q->callfd = new_eventfd();
-	q->errfd = new_eventfd();
+	q->kickfd = vu_eventfd();
+	q->callfd = vu_eventfd();
+	q->errfd = vu_eventfd();
 }
 
 void dev_open(struct lgdev *d, int nq)
@@ -527,25 +325,26 @@ void dev_open(struct lgdev *d, int nq)
 	memset(d, 0, sizeof(*d));
 	d->nq = nq;
 	setup_ram(d);
-	d->sock = connect_socket(G.socket);
+	d->vu = (struct vu_conn){ .sock = -1, .timeout_ms = G.timeout_ms, .verbose = G.verbose, .peer = "the daemon" };
+	vu_connect(&d->vu, G.socket);
 
 	/* realize */
-	d->dev_features = vu_get_u64(d, VU_GET_FEATURES);
+	d->dev_features = vu_get_u64(&d->vu, VU_GET_FEATURES);
 	if (!(d->dev_features & (1ull << VIRTIO_F_VERSION_1)))
 		lg_die(EXIT_ERROR, "the daemon does not offer VIRTIO_F_VERSION_1 (features 0x%llx); QEMU would exit", (unsigned long long)d->dev_features);
 	if (!(d->dev_features & (1ull << VU_F_PROTOCOL_FEATURES)))
 		lg_die(EXIT_ERROR, "the daemon does not offer VHOST_USER_F_PROTOCOL_FEATURES (features 0x%llx)", (unsigned long long)d->dev_features);
-	d->proto_features = vu_get_u64(d, VU_GET_PROTOCOL_FEATURES);
+	d->proto_features = vu_get_u64(&d->vu, VU_GET_PROTOCOL_FEATURES);
 	d->proto = d->proto_features & ((1ull << VU_PROTO_MQ) | (G.no_reply_ack ? 0 : (1ull << VU_PROTO_REPLY_ACK)));
-	vu_send(d, VU_SET_PROTOCOL_FEATURES, 0, &d->proto, 8, NULL, 0);
+	vu_send(&d->vu, VU_SET_PROTOCOL_FEATURES, 0, &d->proto, 8, NULL, 0);
 	d->queue_num = 1;
 	if (d->proto & (1ull << VU_PROTO_MQ))
-		d->queue_num = (uint32_t)vu_get_u64(d, VU_GET_QUEUE_NUM);
+		d->queue_num = (uint32_t)vu_get_u64(&d->vu, VU_GET_QUEUE_NUM);
 	if ((uint32_t)nq > d->queue_num)
 		lg_die(EXIT_ERROR, "--queues %d but the daemon offers %u queue(s)", nq, d->queue_num);
-	d->reply_ack = !!(d->proto & (1ull << VU_PROTO_REPLY_ACK));
-	vu_set(d, VU_SET_OWNER, NULL, 0, NULL, 0);
-	uint64_t f2 = vu_get_u64(d, VU_GET_FEATURES);
+	d->vu.reply_ack = !!(d->proto & (1ull << VU_PROTO_REPLY_ACK));
+	vu_set(&d->vu, VU_SET_OWNER, NULL, 0, NULL, 0);
+	uint64_t f2 = vu_get_u64(&d->vu, VU_GET_FEATURES);
 	if (f2 != d->dev_features)
 		lg_die(EXIT_MISMATCH, "GET_FEATURES changed between two calls: 0x%llx then 0x%llx", (unsigned long long)d->dev_features,
 		       (unsigned long long)f2);
@@ -571,30 +370,17 @@ void dev_open(struct lgdev *d, int nq)
 	for (int i = 0; i < nq; i++)
 		setup_queue(d, &d->vq[i], i);
 	for (int i = 0; i < nq; i++) {
-		vu_set_u64(d, VU_SET_VRING_CALL, (uint64_t)i, &d->vq[i].callfd, 1);
-		vu_set_u64(d, VU_SET_VRING_ERR, (uint64_t)i, &d->vq[i].errfd, 1);
+		vu_set_u64(&d->vu, VU_SET_VRING_CALL, (uint64_t)i, &d->vq[i].callfd, 1);
+		vu_set_u64(&d->vu, VU_SET_VRING_ERR, (uint64_t)i, &d->vq[i].errfd, 1);
 	}
 
 	/* driver start (DRIVER_OK) */
-	vu_set_u64(d, VU_SET_FEATURES, d->features, NULL, 0);
-	struct vu_mem m = { .nregions = (uint32_t)d->nreg };
-	int fds[2];
-	for (int i = 0; i < d->nreg; i++) {
-		m.r[i] = (struct vu_region){ .gpa = d->reg[i].gpa, .size = d->reg[i].size, .uaddr = (uint64_t)(uintptr_t)(d->ram + d->reg[i].off), .mmap_offset = d->reg[i].off };
-		fds[i] = d->memfd;
-	}
-	vu_set(d, VU_SET_MEM_TABLE, &m, (uint32_t)(8 + 32 * d->nreg), fds, d->nreg);
+	vu_set_u64(&d->vu, VU_SET_FEATURES, d->features, NULL, 0);
+	vu_set_mem_table(&d->vu, d->memfd, d->ram, d->reg, d->nreg);
 	for (int i = 0; i < nq; i++) {
 		struct vq *q = &d->vq[i];
-		vu_state(d, VU_SET_VRING_NUM, (uint32_t)i, q->num);
-		vu_state(d, VU_SET_VRING_BASE, (uint32_t)i, 0);
-		struct vu_addr a = { .index = (uint32_t)i, .flags = 0,
-				     .desc = (uint64_t)(uintptr_t)q->desc, .used = (uint64_t)(uintptr_t)q->used,
-				     .avail = (uint64_t)(uintptr_t)q->avail, .log = 0 };
-		vu_set(d, VU_SET_VRING_ADDR, &a, sizeof(a), NULL, 0);
-		vu_set_u64(d, VU_SET_VRING_KICK, (uint64_t)i, &q->kickfd, 1);
-		vu_set_u64(d, VU_SET_VRING_CALL, (uint64_t)i, &q->callfd, 1);
-		vu_set_u64(d, VU_SET_VRING_CALL, (uint64_t)i | VU_VRING_NOFD, NULL, 0);
+		vu_set_vring(&d->vu, i, q->num, q->desc, q->avail, q->used, q->kickfd, q->callfd);
+		vu_set_u64(&d->vu, VU_SET_VRING_CALL, (uint64_t)i | VU_VRING_NOFD, NULL, 0);
 	}
 	/* The guest driver's first request (INFO at probe) is already in every
 	 * ring and its kick already signalled before the rings are enabled, as
@@ -617,10 +403,10 @@ void dev_open(struct lgdev *d, int nq)
 	for (int i = 0; i < nq; i++) {
 		if (__atomic_load_n(&d->vq[i].used->idx, __ATOMIC_ACQUIRE) != 0)
 			lg_die(EXIT_MISMATCH, "queue %d: the daemon completed a request before SET_VRING_ENABLE 1", i);
-		vu_state(d, VU_SET_VRING_ENABLE, (uint32_t)i, 1);
+		vu_state(&d->vu, VU_SET_VRING_ENABLE, (uint32_t)i, 1);
 	}
 	for (int i = 0; i < nq; i++)
-		vu_set_u64(d, VU_SET_VRING_CALL, (uint64_t)i, &d->vq[i].callfd, 1);
+		vu_set_u64(&d->vu, VU_SET_VRING_CALL, (uint64_t)i, &d->vq[i].callfd, 1);
 	for (int i = 0; i < nq; i++) {
 		struct vq *q = &d->vq[i];
 		struct slot *s = &q->slots[0];
@@ -639,19 +425,19 @@ void dev_open(struct lgdev *d, int nq)
 void dev_close(struct lgdev *d)
 {
 	for (int i = 0; i < d->nq; i++)
-		vu_state(d, VU_SET_VRING_ENABLE, (uint32_t)i, 0);
+		vu_state(&d->vu, VU_SET_VRING_ENABLE, (uint32_t)i, 0);
 	for (int i = 0; i < d->nq; i++) {
 		struct vq *q = &d->vq[i];
 		struct vu_state s = { (uint32_t)i, 0 }, r;
-		vu_send(d, VU_GET_VRING_BASE, 0, &s, sizeof(s), NULL, 0);
-		vu_recv(d, VU_GET_VRING_BASE, &r, sizeof(r));
+		vu_send(&d->vu, VU_GET_VRING_BASE, 0, &s, sizeof(s), NULL, 0);
+		vu_recv(&d->vu, VU_GET_VRING_BASE, &r, sizeof(r));
 		if (r.index != (uint32_t)i || r.num != q->avail_idx)
 			lg_die(EXIT_MISMATCH, "GET_VRING_BASE queue %d: got index %u num %u, expected index %d num %u (our avail idx)", i, r.index, r.num,
 			       i, q->avail_idx);
 		if (q->last_used != q->avail_idx)
 			lg_die(EXIT_MISMATCH, "queue %d: %u requests still not completed at close", i, (uint16_t)(q->avail_idx - q->last_used));
 	}
-	close(d->sock);
+	close(d->vu.sock);
 	for (int i = 0; i < d->nq; i++) {
 		struct vq *q = &d->vq[i];
 		close(q->kickfd);
@@ -664,5 +450,5 @@ void dev_close(struct lgdev *d)
 	munmap(d->ram, d->ram_size);
 	close(d->memfd);
 	memset(d, 0, sizeof(*d));
-	d->sock = d->memfd = -1;
+	d->vu.sock = d->memfd = -1;
 }

@@ -599,23 +599,16 @@ export class TmemStore {
     if (!pool) return TMEM_S_INVALID;
     guest.stats[C.puts]++;
     pool.stats[C.puts]++;
-    if (!isU32(index) || !isU32(srcOffset) || srcOffset + PAGE > src.length) return this.deviceRefused(guest, pool, C.putsInvalid);
+    if (!isU32(index) || !isU32(srcOffset) || srcOffset + PAGE > src.length) return this.putFailed(guest, pool, C.putsInvalid, NIL);
     const o0 = this.index.findObject(pool.slot, DEVICE_OID);
     const p = o0 === NIL ? NIL : this.index.findPage(o0, index);
     if (p !== NIL) {
       this.frames.copyIn(p, src, srcOffset);
       return TMEM_S_OK;
     }
-    if (guest.frozen) return this.deviceRefused(guest, pool, C.putsFrozen);
-    if (!guest.persistentRoom() || !this.insertPage(pool, o0, DEVICE_OID, index, src, srcOffset)) return this.deviceRefused(guest, pool, C.putsNoSpace);
+    if (guest.frozen) return this.putFailed(guest, pool, C.putsFrozen, NIL);
+    if (!guest.persistentRoom() || !this.insertPage(pool, o0, DEVICE_OID, index, src, srcOffset)) return this.putFailed(guest, pool, C.putsNoSpace, NIL);
     return TMEM_S_OK;
-  }
-
-  /** A refused device PUT: counted, nothing removed. */
-  private deviceRefused(guest: Guest, pool: Pool, reason: number): number {
-    guest.stats[reason]++;
-    pool.stats[reason]++;
-    return reason === C.putsFrozen ? TMEM_S_FROZEN : reason === C.putsNoSpace ? TMEM_S_NOSPACE : TMEM_S_INVALID;
   }
 
   /** Copies page `index` of device pool h into dst[dstOffset..]; OK, MISS or INVALID. Never removes it. */
@@ -624,14 +617,7 @@ export class TmemStore {
     if (!guest) return TMEM_S_INVALID;
     const pool = this.devicePoolAt(guest, h);
     if (!pool || !isU32(index) || !isU32(dstOffset) || dstOffset + PAGE > dst.length) return TMEM_S_INVALID;
-    guest.stats[C.gets]++;
-    pool.stats[C.gets]++;
-    const p = this.lookup(pool, DEVICE_OID, index);
-    if (p === NIL) return TMEM_S_MISS;
-    guest.stats[C.hits]++;
-    pool.stats[C.hits]++;
-    this.frames.copyOut(p, dst, dstOffset);
-    return TMEM_S_OK;
+    return this.readHandle(guest, pool, DEVICE_OID, index, dst, dstOffset) === NIL ? TMEM_S_MISS : TMEM_S_OK;
   }
 
   /** Drops page `index` of device pool h (absent is fine). */
@@ -640,14 +626,7 @@ export class TmemStore {
     if (!guest) return TMEM_S_INVALID;
     const pool = this.devicePoolAt(guest, h);
     if (!pool || !isU32(index)) return TMEM_S_INVALID;
-    guest.stats[C.flushPages]++;
-    pool.stats[C.flushPages]++;
-    const p = this.lookup(pool, DEVICE_OID, index);
-    if (p !== NIL) {
-      this.removePage(p, pool);
-      guest.stats[C.flushedPages]++;
-      pool.stats[C.flushedPages]++;
-    }
+    this.flushHandle(guest, pool, DEVICE_OID, index);
     return TMEM_S_OK;
   }
 
@@ -689,7 +668,7 @@ export class TmemStore {
     return true;
   }
 
-  /** A refused PUT: counts the reason and empties the handle (page p, if any). */
+  /** A refused PUT: counts the reason and empties the handle (page p, if any; a device PUT passes NIL: its page is kept). */
   private putFailed(guest: Guest, pool: Pool, reason: number, p: number): number {
     guest.stats[reason]++;
     pool.stats[reason]++;
@@ -705,13 +684,8 @@ export class TmemStore {
     const pool = this.poolAt(guest, poolId);
     if (!pool) return TMEM_S_INVALID;
     if (oid.length < 6 || !isU32(index) || !isU32(dstOffset) || dstOffset + PAGE > dst.length) return TMEM_S_INVALID;
-    guest.stats[C.gets]++;
-    pool.stats[C.gets]++;
-    const p = this.lookup(pool, oid, index);
+    const p = this.readHandle(guest, pool, oid, index, dst, dstOffset);
     if (p === NIL) return TMEM_S_MISS;
-    guest.stats[C.hits]++;
-    pool.stats[C.hits]++;
-    this.frames.copyOut(p, dst, dstOffset);
     if (pool.shared) this.lru.touch(p);
     else if (!pool.persistent || (reqFlags & TMEM_REQF_EXCLUSIVE) !== 0) this.removePage(p, pool);
     return TMEM_S_OK;
@@ -723,6 +697,24 @@ export class TmemStore {
     if (!guest) return TMEM_S_INVALID;
     const pool = this.poolAt(guest, poolId);
     if (!pool || oid.length < 6 || !isU32(index)) return TMEM_S_INVALID;
+    this.flushHandle(guest, pool, oid, index);
+    return TMEM_S_OK;
+  }
+
+  /** A GET of a checked handle (tmem's or a device's): counted, the page (if any) copied to dst; returns it or NIL. */
+  private readHandle(guest: Guest, pool: Pool, oid: Uint32Array, index: number, dst: Uint8Array, dstOffset: number): number {
+    guest.stats[C.gets]++;
+    pool.stats[C.gets]++;
+    const p = this.lookup(pool, oid, index);
+    if (p === NIL) return NIL;
+    guest.stats[C.hits]++;
+    pool.stats[C.hits]++;
+    this.frames.copyOut(p, dst, dstOffset);
+    return p;
+  }
+
+  /** A FLUSH of a checked handle (tmem's or a device's): counted, the page (if any) removed. */
+  private flushHandle(guest: Guest, pool: Pool, oid: Uint32Array, index: number): void {
     guest.stats[C.flushPages]++;
     pool.stats[C.flushPages]++;
     const p = this.lookup(pool, oid, index);
@@ -731,7 +723,6 @@ export class TmemStore {
       guest.stats[C.flushedPages]++;
       pool.stats[C.flushedPages]++;
     }
-    return TMEM_S_OK;
   }
 
   /** FLUSH_OBJECT: empties every handle of (pool, oid); returns the pages flushed. */

@@ -119,6 +119,55 @@ static void expect_status(const char *name, int32_t st, uint32_t want_len, const
 		json_out("PASS %s: status %d, used len %u, still serving", name, st, len);
 }
 
+/* one descriptor of a hand-made chain: entry i of table t (the ring's, or an indirect table) */
+struct chain_desc {
+	struct lg_desc *t;
+	int i;
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags;
+	uint16_t next;
+};
+
+/* CHAIN({ t, i, addr, len, flags, next }, ...): the descriptors, ended by one without a table */
+#define CHAIN(...) ((const struct chain_desc[]){ __VA_ARGS__, { .t = NULL } })
+
+/* Fresh buffers, then the chain written (its head is descriptor 0 of queue 0). */
+static void put_chain(const struct chain_desc *c)
+{
+	prefill();
+	for (; c->t; c++)
+		dsc(c->t, c->i, c->addr, c->len, c->flags, c->next);
+}
+
+/* A chain the device cannot answer: used len 0 and nothing written. */
+static void len0_case(const char *name, const struct chain_desc *c)
+{
+	put_chain(c);
+	expect_len0(name);
+}
+
+/* A chain answered with status st (16 bytes of response at resp). */
+static void status_case(const char *name, int32_t st, const uint8_t *resp, const struct chain_desc *c)
+{
+	put_chain(c);
+	expect_status(name, st, 16, resp);
+}
+
+/* After a case: a GET of (oid, idx) on queue 0 returns the page at version ver; pass ends the PASS line. */
+static void expect_page(const char *name, const uint64_t oid[3], uint32_t idx, uint64_t ver, const char *pass)
+{
+	uint8_t page[TMEM_PAGE_SIZE] __attribute__((aligned(8)));
+	struct res m;
+
+	ncases++;
+	m = req_sync(&D, 0, TMEM_OP_GET_PAGE, 0, PP, oid, idx, NULL, 0, page, TMEM_PAGE_SIZE);
+	if (m.status != TMEM_S_OK || check_page(page, PP, oid, idx, ver) >= 0)
+		fail(name, "GET afterwards: status %d len %u, expected the page", (int)m.status, m.len);
+	else
+		json_out("PASS %s%s", name, pass);
+}
+
 static void hdr(uint32_t op, uint32_t flags, const uint64_t oid[3], uint32_t idx)
 {
 	put_hdr(HDR, op, flags, PP, oid, idx, 0xbad);
@@ -151,44 +200,37 @@ int mode_malformed(void)
 	uint64_t below = D.reg[0].gpa; /* first byte of RAM */
 
 	/* ---- addresses ---- */
-	prefill();
 	hdr(TMEM_OP_FLUSH_PAGE, 0, oid, 0);
-	dsc(T, 0, end, 48, F_N, 1);
-	dsc(T, 1, g(RESP), 16, F_W, 0);
-	expect_len0("header-outside-ram");
+	len0_case("header-outside-ram",
+		  CHAIN({ T, 0, end, 48, F_N, 1 },
+			{ T, 1, g(RESP), 16, F_W, 0 }));
 
-	prefill();
-	dsc(T, 0, g(HDR), 48, F_N, 1);
-	dsc(T, 1, end + 0x100000, 16, F_W, 0);
-	expect_len0("response-outside-ram");
+	len0_case("response-outside-ram",
+		  CHAIN({ T, 0, g(HDR), 48, F_N, 1 },
+			{ T, 1, end + 0x100000, 16, F_W, 0 }));
 
 	if (below >= 4096) {
-		prefill();
-		dsc(T, 0, below - 4096, 48, F_N, 1);
-		dsc(T, 1, g(RESP), 16, F_W, 0);
-		expect_len0("header-below-ram");
-		prefill();
-		dsc(T, 0, below - 16, 48, F_N, 1);
-		dsc(T, 1, g(RESP), 16, F_W, 0);
-		expect_len0("header-straddles-start-of-ram");
+		len0_case("header-below-ram",
+			  CHAIN({ T, 0, below - 4096, 48, F_N, 1 },
+				{ T, 1, g(RESP), 16, F_W, 0 }));
+		len0_case("header-straddles-start-of-ram",
+			  CHAIN({ T, 0, below - 16, 48, F_N, 1 },
+				{ T, 1, g(RESP), 16, F_W, 0 }));
 	}
 	if (has_hole) {
-		prefill();
-		dsc(T, 0, hole + 4096, 48, F_N, 1);
-		dsc(T, 1, g(RESP), 16, F_W, 0);
-		expect_len0("header-in-the-hole-between-regions");
-		prefill();
-		dsc(T, 0, hole - 16, 48, F_N, 1);
-		dsc(T, 1, g(RESP), 16, F_W, 0);
-		expect_len0("header-straddles-the-hole");
+		len0_case("header-in-the-hole-between-regions",
+			  CHAIN({ T, 0, hole + 4096, 48, F_N, 1 },
+				{ T, 1, g(RESP), 16, F_W, 0 }));
+		len0_case("header-straddles-the-hole",
+			  CHAIN({ T, 0, hole - 16, 48, F_N, 1 },
+				{ T, 1, g(RESP), 16, F_W, 0 }));
 	}
 
-	prefill();
 	hdr(TMEM_OP_PUT_PAGE, 0, oid, 1);
-	dsc(T, 0, g(HDR), 48, F_N, 1);
-	dsc(T, 1, end - 100, 4096, F_N, 2);
-	dsc(T, 2, g(RESP), 16, F_W, 0);
-	expect_len0("put-data-straddles-end-of-ram");
+	len0_case("put-data-straddles-end-of-ram",
+		  CHAIN({ T, 0, g(HDR), 48, F_N, 1 },
+			{ T, 1, end - 100, 4096, F_N, 2 },
+			{ T, 2, g(RESP), 16, F_W, 0 }));
 	{
 		/* nothing was stored */
 		uint8_t page[4096];
@@ -200,82 +242,65 @@ int mode_malformed(void)
 			json_out("PASS refused-put-stores-nothing: GET misses");
 	}
 
-	prefill();
 	hdr(TMEM_OP_FLUSH_PAGE, 0, oid, 0);
-	dsc(T, 0, 0xfffffffffffff000ull, 0x2000, F_N, 1);
-	dsc(T, 1, g(RESP), 16, F_W, 0);
-	expect_len0("range-wraps-around-2^64");
+	len0_case("range-wraps-around-2^64",
+		  CHAIN({ T, 0, 0xfffffffffffff000ull, 0x2000, F_N, 1 },
+			{ T, 1, g(RESP), 16, F_W, 0 }));
 
-	prefill();
-	dsc(T, 0, g(HDR), 48, F_N, 1);
-	dsc(T, 1, 0xfffffffffffffff8ull, 16, F_W, 0);
-	expect_len0("response-range-wraps");
+	len0_case("response-range-wraps",
+		  CHAIN({ T, 0, g(HDR), 48, F_N, 1 },
+			{ T, 1, 0xfffffffffffffff8ull, 16, F_W, 0 }));
 
 	{
 		/* a GET whose data area is outside RAM must not remove the page (EXCLUSIVE) */
 		uint8_t page[4096] __attribute__((aligned(8)));
 		fill_page(page, PP, oid, 2, 77);
 		req_sync(&D, 0, TMEM_OP_PUT_PAGE, 0, PP, oid, 2, page, 4096, NULL, 0);
-		prefill();
 		hdr(TMEM_OP_GET_PAGE, TMEM_REQF_EXCLUSIVE, oid, 2);
-		dsc(T, 0, g(HDR), 48, F_N, 1);
-		dsc(T, 1, end - 2048, 4096, F_N | F_W, 2);
-		dsc(T, 2, g(RESP), 16, F_W, 0);
-		expect_len0("get-data-outside-ram");
-		ncases++;
-		struct res m = req_sync(&D, 0, TMEM_OP_GET_PAGE, 0, PP, oid, 2, NULL, 0, page, 4096);
-		if (m.status != TMEM_S_OK || check_page(page, PP, oid, 2, 77) >= 0)
-			fail("refused-exclusive-get-keeps-page", "GET afterwards: status %d len %u, expected the page", (int)m.status, m.len);
-		else
-			json_out("PASS refused-exclusive-get-keeps-page: the page is still there");
+		len0_case("get-data-outside-ram",
+			  CHAIN({ T, 0, g(HDR), 48, F_N, 1 },
+				{ T, 1, end - 2048, 4096, F_N | F_W, 2 },
+				{ T, 2, g(RESP), 16, F_W, 0 }));
+		expect_page("refused-exclusive-get-keeps-page", oid, 2, 77, ": the page is still there");
 	}
 
 	/* ---- chain structure ---- */
-	prefill();
 	hdr(TMEM_OP_FLUSH_PAGE, 0, oid, 0);
-	dsc(T, 0, g(HDR), 48, F_N, 1);
-	dsc(T, 1, g(RESP), 16, F_W | F_N, 0);
-	expect_len0("descriptor-loop");
+	len0_case("descriptor-loop",
+		  CHAIN({ T, 0, g(HDR), 48, F_N, 1 },
+			{ T, 1, g(RESP), 16, F_W | F_N, 0 }));
 
-	prefill();
-	dsc(T, 0, g(HDR), 48, F_N, 0);
-	expect_len0("descriptor-self-loop");
+	len0_case("descriptor-self-loop",
+		  CHAIN({ T, 0, g(HDR), 48, F_N, 0 }));
 
-	prefill();
-	dsc(T, 0, g(HDR), 16, F_N, 1);
-	dsc(T, 1, g(HDR) + 16, 16, F_N, 2);
-	dsc(T, 2, g(HDR) + 32, 16, F_N, 1);
-	expect_len0("descriptor-loop-further-down");
+	len0_case("descriptor-loop-further-down",
+		  CHAIN({ T, 0, g(HDR), 16, F_N, 1 },
+			{ T, 1, g(HDR) + 16, 16, F_N, 2 },
+			{ T, 2, g(HDR) + 32, 16, F_N, 1 }));
 
-	prefill();
-	dsc(T, 0, g(HDR), 48, F_N, N);
-	expect_len0("next-index-beyond-queue-size");
+	len0_case("next-index-beyond-queue-size",
+		  CHAIN({ T, 0, g(HDR), 48, F_N, N }));
 
-	prefill();
-	dsc(T, 0, g(HDR), 48, F_N, 1);
-	dsc(T, 1, g(RESP), 16, F_W | F_N, 2);
-	dsc(T, 2, g(DATA), 16, 0, 0);
-	expect_len0("readable-after-writable");
+	len0_case("readable-after-writable",
+		  CHAIN({ T, 0, g(HDR), 48, F_N, 1 },
+			{ T, 1, g(RESP), 16, F_W | F_N, 2 },
+			{ T, 2, g(DATA), 16, 0, 0 }));
 
-	prefill();
-	dsc(T, 0, g(HDR), 48, 0, 0);
-	expect_len0("no-writable-descriptor");
+	len0_case("no-writable-descriptor",
+		  CHAIN({ T, 0, g(HDR), 48, 0, 0 }));
 
-	prefill();
-	dsc(T, 0, g(HDR), 48, F_N, 1);
-	dsc(T, 1, g(RESP), 15, F_W, 0);
-	expect_len0("response-buffer-15-bytes");
+	len0_case("response-buffer-15-bytes",
+		  CHAIN({ T, 0, g(HDR), 48, F_N, 1 },
+			{ T, 1, g(RESP), 15, F_W, 0 }));
 
-	prefill();
-	dsc(T, 0, g(HDR), 48, F_N, 1);
-	dsc(T, 1, g(RESP), 8, F_W | F_N, 2);
-	dsc(T, 2, g(RESP) + 8, 7, F_W, 0);
-	expect_len0("response-buffer-8+7-bytes");
+	len0_case("response-buffer-8+7-bytes",
+		  CHAIN({ T, 0, g(HDR), 48, F_N, 1 },
+			{ T, 1, g(RESP), 8, F_W | F_N, 2 },
+			{ T, 2, g(RESP) + 8, 7, F_W, 0 }));
 
-	prefill();
-	dsc(T, 0, g(HDR), 48, F_N, 1);
-	dsc(T, 1, g(RESP), 0, F_W, 0);
-	expect_len0("writable-zero-length-only");
+	len0_case("writable-zero-length-only",
+		  CHAIN({ T, 0, g(HDR), 48, F_N, 1 },
+			{ T, 1, g(RESP), 0, F_W, 0 }));
 
 	/* ---- indirect tables ---- */
 	if (D.features & (1ull << VIRTIO_RING_F_INDIRECT_DESC)) {
@@ -286,48 +311,40 @@ int mode_malformed(void)
 		dsc(T, 0, g(TAB), (uint32_t)(N + 1) * 16, F_I, 0);
 		expect_len0("indirect-chain-longer-than-queue-size");
 
-		prefill();
-		dsc(I, 0, g(HDR), 48, F_N, 1);
-		dsc(I, 1, g(RESP), 16, F_W | F_N, 0);
-		dsc(T, 0, g(TAB), 32, F_I, 0);
-		expect_len0("indirect-loop");
+		len0_case("indirect-loop",
+			  CHAIN({ I, 0, g(HDR), 48, F_N, 1 },
+				{ I, 1, g(RESP), 16, F_W | F_N, 0 },
+				{ T, 0, g(TAB), 32, F_I, 0 }));
 
-		prefill();
-		dsc(I, 0, g(HDR), 48, F_N, 5);
-		dsc(I, 1, g(RESP), 16, F_W, 0);
-		dsc(T, 0, g(TAB), 32, F_I, 0);
-		expect_len0("indirect-next-beyond-table");
+		len0_case("indirect-next-beyond-table",
+			  CHAIN({ I, 0, g(HDR), 48, F_N, 5 },
+				{ I, 1, g(RESP), 16, F_W, 0 },
+				{ T, 0, g(TAB), 32, F_I, 0 }));
 
-		prefill();
-		dsc(I2, 0, g(HDR), 48, F_N, 1);
-		dsc(I2, 1, g(RESP), 16, F_W, 0);
-		dsc(I, 0, g(TAB2), 32, F_I, 0);
-		dsc(T, 0, g(TAB), 16, F_I, 0);
-		expect_len0("nested-indirect");
+		len0_case("nested-indirect",
+			  CHAIN({ I2, 0, g(HDR), 48, F_N, 1 },
+				{ I2, 1, g(RESP), 16, F_W, 0 },
+				{ I, 0, g(TAB2), 32, F_I, 0 },
+				{ T, 0, g(TAB), 16, F_I, 0 }));
 
-		prefill();
-		dsc(I, 0, g(HDR), 48, F_N, 1);
-		dsc(I, 1, g(TAB2), 32, F_I, 0);
-		dsc(T, 0, g(TAB), 32, F_I, 0);
-		expect_len0("indirect-descriptor-inside-a-table-chain");
+		len0_case("indirect-descriptor-inside-a-table-chain",
+			  CHAIN({ I, 0, g(HDR), 48, F_N, 1 },
+				{ I, 1, g(TAB2), 32, F_I, 0 },
+				{ T, 0, g(TAB), 32, F_I, 0 }));
 
-		prefill();
-		dsc(T, 0, g(TAB), 0, F_I, 0);
-		expect_len0("empty-indirect-table");
+		len0_case("empty-indirect-table",
+			  CHAIN({ T, 0, g(TAB), 0, F_I, 0 }));
 
-		prefill();
-		dsc(I, 0, g(HDR), 48, F_N, 1);
-		dsc(I, 1, g(RESP), 16, F_W, 0);
-		dsc(T, 0, g(TAB), 40, F_I, 0);
-		expect_len0("indirect-length-not-multiple-of-16");
+		len0_case("indirect-length-not-multiple-of-16",
+			  CHAIN({ I, 0, g(HDR), 48, F_N, 1 },
+				{ I, 1, g(RESP), 16, F_W, 0 },
+				{ T, 0, g(TAB), 40, F_I, 0 }));
 
-		prefill();
-		dsc(T, 0, end + 4096, 32, F_I, 0);
-		expect_len0("indirect-table-outside-ram");
+		len0_case("indirect-table-outside-ram",
+			  CHAIN({ T, 0, end + 4096, 32, F_I, 0 }));
 
-		prefill();
-		dsc(T, 0, 0xfffffffffffffff0ull, 32, F_I, 0);
-		expect_len0("indirect-table-wraps");
+		len0_case("indirect-table-wraps",
+			  CHAIN({ T, 0, 0xfffffffffffffff0ull, 32, F_I, 0 }));
 
 		/* An indirect descriptor after direct ones: virtio does not forbid it (rust-vmm and QEMU
 		 * follow it); the device may refuse the chain or serve it, but must answer correctly. */
@@ -361,35 +378,30 @@ int mode_malformed(void)
 	}
 
 	/* ---- answered: wrong lengths get INVALID, odd splits are valid ---- */
-	prefill();
 	hdr(TMEM_OP_PUT_PAGE, 0, oid, 3);
-	dsc(T, 0, g(HDR), 48, F_N, 1);
-	dsc(T, 1, g(DATA), 4000, F_N, 2);
-	dsc(T, 2, g(RESP), 16, F_W, 0);
-	expect_status("put-data-4000-bytes", TMEM_S_INVALID, 16, RESP);
+	status_case("put-data-4000-bytes", TMEM_S_INVALID, RESP,
+		    CHAIN({ T, 0, g(HDR), 48, F_N, 1 },
+			  { T, 1, g(DATA), 4000, F_N, 2 },
+			  { T, 2, g(RESP), 16, F_W, 0 }));
 
-	prefill();
 	hdr(TMEM_OP_GET_PAGE, 0, oid, 2);
-	dsc(T, 0, g(HDR), 48, F_N, 1);
-	dsc(T, 1, g(DATA), 4000, F_N | F_W, 2);
-	dsc(T, 2, g(RESP), 16, F_W, 0);
-	expect_status("get-data-4000-bytes", TMEM_S_INVALID, 16, RESP);
+	status_case("get-data-4000-bytes", TMEM_S_INVALID, RESP,
+		    CHAIN({ T, 0, g(HDR), 48, F_N, 1 },
+			  { T, 1, g(DATA), 4000, F_N | F_W, 2 },
+			  { T, 2, g(RESP), 16, F_W, 0 }));
 
-	prefill();
-	dsc(T, 0, g(HDR), 48, F_N, 1);
-	dsc(T, 1, g(RESP), 16, F_W, 0);
-	expect_status("get-without-data-area", TMEM_S_INVALID, 16, RESP);
+	status_case("get-without-data-area", TMEM_S_INVALID, RESP,
+		    CHAIN({ T, 0, g(HDR), 48, F_N, 1 },
+			  { T, 1, g(RESP), 16, F_W, 0 }));
 
-	prefill();
 	hdr(TMEM_OP_FLUSH_PAGE, 0, oid, 0);
-	dsc(T, 0, g(HDR), 32, F_N, 1);
-	dsc(T, 1, g(RESP), 16, F_W, 0);
-	expect_status("header-32-bytes", TMEM_S_INVALID, 16, RESP);
+	status_case("header-32-bytes", TMEM_S_INVALID, RESP,
+		    CHAIN({ T, 0, g(HDR), 32, F_N, 1 },
+			  { T, 1, g(RESP), 16, F_W, 0 }));
 
-	prefill();
-	dsc(T, 0, g(HDR), 48, F_N, 1);
-	dsc(T, 1, g(RESP), 32, F_W, 0);
-	expect_status("flush-with-32-writable-bytes", TMEM_S_INVALID, 16, RESP + 16);
+	status_case("flush-with-32-writable-bytes", TMEM_S_INVALID, RESP + 16,
+		    CHAIN({ T, 0, g(HDR), 48, F_N, 1 },
+			  { T, 1, g(RESP), 32, F_W, 0 }));
 
 	{
 		/* PUT with every part split, zero-length descriptors between */
@@ -440,17 +452,10 @@ int mode_malformed(void)
 		put_hdr(one, TMEM_OP_PUT_PAGE, 0, PP, oid2, 10, 3);
 		fill_page(DATA, PP, oid2, 10, 4343);
 		memcpy(one + 48, DATA, 4096);
-		prefill();
-		dsc(T, 0, g(one), 48 + 4096, F_N, 1);
-		dsc(T, 1, g(RESP), 16, F_W, 0);
-		expect_status("put-header-and-data-in-one-descriptor (valid)", TMEM_S_OK, 16, RESP);
-		uint8_t page[4096] __attribute__((aligned(8)));
-		ncases++;
-		struct res m = req_sync(&D, 0, TMEM_OP_GET_PAGE, 0, PP, oid2, 10, NULL, 0, page, 4096);
-		if (m.status != TMEM_S_OK || check_page(page, PP, oid2, 10, 4343) >= 0)
-			fail("put-header-and-data-in-one-descriptor (read back)", "status %d len %u", (int)m.status, m.len);
-		else
-			json_out("PASS put-header-and-data-in-one-descriptor (read back)");
+		status_case("put-header-and-data-in-one-descriptor (valid)", TMEM_S_OK, RESP,
+			    CHAIN({ T, 0, g(one), 48 + 4096, F_N, 1 },
+				  { T, 1, g(RESP), 16, F_W, 0 }));
+		expect_page("put-header-and-data-in-one-descriptor (read back)", oid2, 10, 4343, "");
 	}
 	if (!D.indirect) {
 		/* a direct chain of exactly N descriptors is valid */

@@ -4,7 +4,7 @@
 //   host/vhost-user/counters.ts  VRING_COUNTERS   (per connection: requests, kicks, calls, ...)
 //   host/tmem/counters.ts        TMEM_COUNTERS    (per connection: ops and statuses of the tmem device)
 //   host/tmem/store/accounting.ts STORE_COUNTERS  (per VM and per pool: puts, gets, pages, ...)
-//   host/blk/...                  (the blk device's block, issue 11)
+//   host/blk/counters.ts         BLK_COUNTERS     (per connection: tmem-blk's requests, statuses, where pages went)
 //
 // A block is an array: slot i of a Float64Array of counters holds the value
 // of spec i. The worker keeps one array per block per instance, `tmemctl

@@ -3,7 +3,7 @@
 // host/counter-table.ts).
 // The request handler counts requests and statuses, the block store counts
 // where pages went; both write into the same array.
-import type { CounterBlock } from '../counters.js';
+import { type CounterBlock, counterIndex, countersObject } from '../counters.js';
 
 export const BLK_COUNTERS = [
   { name: 'requests', help: 'chains handed to the blk device', kind: 'counter', unit: 'requests' },
@@ -39,7 +39,7 @@ export const BLK_COUNTER_BLOCK: CounterBlock = { subsystem: 'blk', scope: 'insta
 type Names = (typeof BLK_COUNTERS)[number]['name'];
 
 /** Slot of each counter by name. */
-export const BC = Object.fromEntries(BLK_COUNTERS.map((s, i) => [s.name, i])) as { readonly [K in Names]: number };
+export const BC = counterIndex(BLK_COUNTERS);
 
 export function newBlkCounters(): Float64Array {
   return new Float64Array(BLK_COUNTERS.length);
@@ -47,7 +47,5 @@ export function newBlkCounters(): Float64Array {
 
 /** The counters by name (control path, tests). */
 export function blkCountersObject(c: Float64Array): Record<Names, number> {
-  const o: Record<string, number> = {};
-  BLK_COUNTERS.forEach((s, i) => (o[s.name] = c[i] ?? 0));
-  return o as Record<Names, number>;
+  return countersObject(BLK_COUNTERS, c) as Record<Names, number>;
 }

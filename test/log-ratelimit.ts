@@ -4,13 +4,12 @@
 // "suppressed K messages" line, not a line per connection. The limiter
 // itself with a fake clock, then the built daemon under a connection flood.
 import t from 'tap';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { createLogger, rateLimited, VM_LOG_RATE_LIMIT } from '../host/log.js';
 import * as native from '../native/index.js';
+import { Daemon } from './vhost/harness.js';
 
 t.test('rateLimited: burst per interval, one suppressed line when the interval ends, debug untouched', (t) => {
   const lines: string[] = [];
@@ -43,37 +42,18 @@ t.test('rateLimited: burst per interval, one suppressed line when the interval e
   t.end();
 });
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const TMEMD = join(root, 'dist/host/tmemd.js');
-
 t.test('the daemon under a connection flood: log lines bounded per VM', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tmemd-ratelimit-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const sock = join(dir, 'vm.sock');
   const quiet = join(dir, 'quiet.sock');
-  const d: ChildProcess = spawn(process.execPath, [TMEMD, '--vm', `name=flood,socket=${sock},maxmem=1G`, '--vm', `name=quiet,socket=${quiet},maxmem=1G`, '--control', 'none', '--capacity', '16M', '--queues-mode', 'notify'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  d.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  const exited = new Promise<void>((res) => d.once('exit', () => res()));
-  t.teardown(async () => {
-    if (d.exitCode === null) d.kill('SIGTERM');
-    await exited;
-  });
-  const waitFor = async (re: RegExp, ms = 90000): Promise<void> => {
-    const end = Date.now() + ms;
-    while (!re.test(stderr)) {
-      if (d.exitCode !== null) throw new Error(`tmemd exited: ${stderr}`);
-      if (Date.now() > end) throw new Error(`timed out waiting for ${re}: ${stderr.slice(-3000)}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
-  await waitFor(/ready:/);
+  const d = new Daemon(['--vm', `name=flood,socket=${sock},maxmem=1G`, '--vm', `name=quiet,socket=${quiet},maxmem=1G`, '--control', 'none', '--capacity', '16M', '--queues-mode', 'notify'], { waitMs: 90000 });
+  t.teardown(() => d.stop());
+  await d.waitFor(/ready:/);
   const t0 = Date.now();
   // One guest holds the socket; then 1,000 more connections, each refused with a warning.
   const holder = native.connectUnix(sock);
-  await waitFor(/vm flood: guest connected/);
+  await d.waitFor(/vm flood: guest connected/);
   const N = 1000;
   for (let i = 0; i < N; i++) {
     const c = native.connectUnix(sock);
@@ -89,13 +69,13 @@ t.test('the daemon under a connection flood: log lines bounded per VM', async (t
   }
   // The other VM still gets its lines: the budget is per VM.
   const q = native.connectUnix(quiet);
-  await waitFor(/vm quiet: guest connected/);
+  await d.waitFor(/vm quiet: guest connected/);
   native.close(q);
-  await waitFor(/vm quiet: guest left/);
+  await d.waitFor(/vm quiet: guest left/);
   const seconds = (Date.now() - t0) / 1000;
   // The suppressed count is written when the interval ends.
-  await waitFor(/vm flood: suppressed \d+ log messages \(more than 100 in 60 s\)/, VM_LOG_RATE_LIMIT.intervalMs + 30000);
-  const floodLines = stderr.split('\n').filter((l) => /^tmemd \w+: vm flood: /.test(l));
+  await d.waitFor(/vm flood: suppressed \d+ log messages \(more than 100 in 60 s\)/, VM_LOG_RATE_LIMIT.intervalMs + 30000);
+  const floodLines = d.stderr.split('\n').filter((l) => /^tmemd \w+: vm flood: /.test(l));
   const suppressed = floodLines.filter((l) => /suppressed \d+ log messages/.test(l));
   const intervals = Math.ceil((seconds * 1000) / VM_LOG_RATE_LIMIT.intervalMs) + 1;
   const bound = intervals * (VM_LOG_RATE_LIMIT.burst + 1) + 2; // + the "listening" line and a summary
@@ -103,5 +83,5 @@ t.test('the daemon under a connection flood: log lines bounded per VM', async (t
   t.ok(suppressed.length >= 1, `suppressed lines: ${JSON.stringify(suppressed)}`);
   const dropped = suppressed.reduce((a, l) => a + Number(/suppressed (\d+)/.exec(l)![1]), 0);
   t.ok(dropped >= N, `${dropped} messages suppressed`);
-  t.match(stderr, /vm flood: refused a second connection on .* from pid \d+ uid \d+: a guest is already connected/, 'the first refusals are logged in full');
+  t.match(d.stderr, /vm flood: refused a second connection on .* from pid \d+ uid \d+: a guest is already connected/, 'the first refusals are logged in full');
 });

@@ -10,17 +10,15 @@
 // switch users with setpriv); a user tmemd-test (group tmemd-test) is
 // created with useradd if missing.
 import t from 'tap';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { ConfigError, parseArgs, parseVmSpec } from '../host/config.js';
 import { requestDaemon } from '../host/control/client.js';
 import * as native from '../native/index.js';
+import { Daemon } from './vhost/harness.js';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const TMEMD = join(root, 'dist/host/tmemd.js');
 const TEST_USER = 'tmemd-test';
 
 t.test('socket options parse, with clear errors', (t) => {
@@ -108,28 +106,12 @@ t.test('under umask 000: modes right from the first moment; other users kept out
   poller.stdout!.setEncoding('utf8').on('data', (d: string) => (pollOut += d));
   const pollerDone = new Promise<void>((res) => poller.once('exit', () => res()));
 
-  const d: ChildProcess = spawn(
-    'sh',
-    ['-c', 'umask 000; exec "$@"', 'sh', process.execPath, TMEMD, '--vm', `name=a,socket=${paths.a},maxmem=1G`, '--vm', `name=b,socket=${paths.b},maxmem=1G,socket-mode=0660,socket-group=${TEST_USER}`, '--control', paths.ctl, '--capacity', '64M'],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+  const d = new Daemon(
+    ['--vm', `name=a,socket=${paths.a},maxmem=1G`, '--vm', `name=b,socket=${paths.b},maxmem=1G,socket-mode=0660,socket-group=${TEST_USER}`, '--control', paths.ctl, '--capacity', '64M'],
+    { exec: ['sh', '-c', 'umask 000; exec "$@"', 'sh'], waitMs: 30000 },
   );
-  let stderr = '';
-  d.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  const exited = new Promise<void>((res) => d.once('exit', () => res()));
-  t.teardown(async () => {
-    if (d.exitCode === null) d.kill('SIGTERM');
-    await exited;
-  });
-  /** The daemon's stderr matches re (spawnSync above blocks our event loop: its lines arrive afterwards). */
-  const waitFor = async (re: RegExp): Promise<void> => {
-    const end = Date.now() + 30000;
-    while (!re.test(stderr)) {
-      if (d.exitCode !== null) throw new Error(`tmemd exited: ${stderr}`);
-      if (Date.now() > end) throw new Error(`timed out waiting for ${re}: ${stderr}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
-  await waitFor(/ready:/);
+  t.teardown(() => d.stop());
+  await d.waitFor(/ready:/);
   spawnSync('touch', [stopFile]);
   await pollerDone;
   const { polls, seen } = JSON.parse(pollOut) as { polls: number; seen: [string, number][] };
@@ -149,7 +131,7 @@ t.test('under umask 000: modes right from the first moment; other users kept out
     t.equal(st.mode & 0o7777, want.mode, `${p} final mode ${want.mode.toString(8)}`);
     t.equal(st.gid, want.gid, `${p} final group ${want.gid}`);
   }
-  t.match(stderr, new RegExp(`vm b: listening on ${paths.b} \\(maxmem 1 GiB\\) with mode 0660, group ${gid}$`, 'm'));
+  t.match(d.stderr, new RegExp(`vm b: listening on ${paths.b} \\(maxmem 1 GiB\\) with mode 0660, group ${gid}$`, 'm'));
 
   // Other users.
   t.equal(connectAs(NOBODY, paths.ctl, '{"cmd":"stats"}\n'), 'EACCES', 'nobody cannot connect to the control socket');
@@ -157,17 +139,17 @@ t.test('under umask 000: modes right from the first moment; other users kept out
   t.equal(connectAs(NOBODY, paths.b), 'EACCES', "nobody cannot connect to VM b (0660, a group it is not in)");
   t.equal(connectAs(MEMBER, paths.a), 'EACCES', `${TEST_USER} cannot connect to VM a`);
   t.equal(connectAs(MEMBER, paths.b), 'open', `${TEST_USER} (group ${TEST_USER}) connects to VM b and stays connected`);
-  await waitFor(new RegExp(`vm b: guest connected on ${paths.b} from pid \\d+ uid ${native.lookupUid(TEST_USER)}`));
+  // connectAs (spawnSync) blocked our event loop: the daemon's lines arrive afterwards, so wait for them
+  await d.waitFor(new RegExp(`vm b: guest connected on ${paths.b} from pid \\d+ uid ${native.lookupUid(TEST_USER)}`));
   t.pass('the log names who connected');
 
   // The control server checks the peer itself: open the file's mode and nobody is still dropped.
   chmodSync(paths.ctl, 0o666);
   t.match(connectAs(NOBODY, paths.ctl, '{"cmd":"stats"}\n'), /^(eof|ECONNRESET|EPIPE)$/, 'nobody connects to a 0666 control socket but is dropped without a reply');
-  await waitFor(/control socket .*ctl\.sock: refused pid \d+ uid 65534: only root may use it/);
+  await d.waitFor(/control socket .*ctl\.sock: refused pid \d+ uid 65534: only root may use it/);
   t.pass('the refusal is logged with the peer');
   const r = await requestDaemon(paths.ctl, { cmd: 'stats' }, 10000);
   t.equal(r.ok, true, 'root is still served');
-  d.kill('SIGTERM');
-  await exited;
+  await d.stop();
   t.end();
 });

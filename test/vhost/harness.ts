@@ -27,6 +27,8 @@ export interface DaemonOpts {
   env?: NodeJS.ProcessEnv;
   /** node's own flags, before the script */
   nodeArgs?: string[];
+  /** a command that execs node with the rest as its arguments (e.g. sh -c 'umask 000; exec "$@"' sh): the process is tmemd still */
+  exec?: string[];
   /** stdio of the child; stdout and stderr are collected when piped (default: stdin ignored, both piped) */
   stdio?: (number | 'pipe' | 'ignore')[];
   /** waitFor's default time limit (default 20 s) */
@@ -47,7 +49,8 @@ export class Daemon {
   constructor(args: string[], o: DaemonOpts = {}) {
     this.waitMs = o.waitMs ?? 20000;
     this.killAfterMs = o.killAfterMs ?? 10000;
-    this.proc = spawn(process.execPath, [...(o.nodeArgs ?? []), TMEMD, ...args], { stdio: o.stdio ?? ['ignore', 'pipe', 'pipe'], env: o.env ?? process.env });
+    const argv = [...(o.exec ?? []), process.execPath, ...(o.nodeArgs ?? []), TMEMD, ...args];
+    this.proc = spawn(argv[0]!, argv.slice(1), { stdio: o.stdio ?? ['ignore', 'pipe', 'pipe'], env: o.env ?? process.env });
     this.proc.stderr?.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
     this.proc.stdout?.setEncoding('utf8').on('data', (d: string) => (this.stdout += d));
     this.exited = new Promise((res) => this.proc.once('exit', (code, signal) => res({ code, signal })));

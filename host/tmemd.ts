@@ -7,7 +7,7 @@
 // debug-guard first: its SIGUSR1/SIGUSR2 listeners must exist before anything else runs.
 import { assertNoInspector, setDebugGuardSink } from './debug-guard.js';
 import * as native from '../native/index.js';
-import { ConfigError, type DaemonConfig, DEFAULT_SOCKET_MODE, HELP, parseArgs, type SocketAccessSpec } from './config.js';
+import { ConfigError, type DaemonConfig, DEFAULT_SOCKET_MODE, HELP, parseArgs, type SocketAccessSpec, type VmSpec } from './config.js';
 import { folderProblem } from './control/client.js';
 import { type ControlContext, ControlServer, handleControlRequest } from './control/server.js';
 import { DataPlane } from './vhost-user/client.js';
@@ -16,7 +16,7 @@ import { type MetricsServer, startMetrics } from './metrics/index.js';
 import { startService, stderrSink } from './service/index.js';
 import { formatSize } from './units.js';
 import { type ListenerIo, type SocketAccess, VhostUserListener, type Watcher } from './vhost-user/listener.js';
-import { TMEM_DEVICE_FEATURES, TMEM_PROTOCOL_FEATURES, TmemVm, tmemWorkerModule } from './tmem/vm.js';
+import { TMEM_DEVICE_FEATURES, TMEM_PROTOCOL_FEATURES, TmemVm, type TmemVmConfig, tmemWorkerModule } from './tmem/vm.js';
 import { BlkVm, blkWorkerModule } from './blk/vm.js';
 import { parseTestHooks, TEST_HOOKS_ENV } from './vhost-user/commands.js';
 
@@ -53,6 +53,12 @@ function socketInUse(path: string): boolean {
   } catch (e) {
     throw new Error(`cannot tell whether a process listens on ${path} (${(e as Error).message}); remove it by hand if none does`);
   }
+}
+
+/** A VM's settings as its devices take them (tmem and tmem-blk alike), listening at `where`. */
+function vmConfig(v: VmSpec, where: string): TmemVmConfig {
+  const lim = v.limits;
+  return { name: v.name, maxmemBytes: v.maxmemBytes, shareGroup: v.shareGroup, where, maxRamBytes: lim.maxRamBytes, allowUnsealed: lim.allowUnsealed, tmemMaxBytes: lim.tmemMaxBytes, ramBytes: lim.ramBytes };
 }
 
 /** A VM's socket-mode/owner/group (or the --socket-* defaults) with names resolved; throws on an unknown user or group. */
@@ -99,14 +105,7 @@ class Daemon {
     for (const v of cfg.vms) {
       if (v.blk === null) continue;
       if (cfg.blkOverflowDir === null) throw new Error(`VM ${v.name}: blk-socket= needs --blk-overflow-dir DIR (a block device cannot refuse a write: pages the store has no room for go to DIR/<vm>.overflow)`);
-      const lim = v.limits;
-      blkVms.set(
-        v.name,
-        new BlkVm(
-          { name: v.name, maxmemBytes: v.maxmemBytes, shareGroup: v.shareGroup, where: v.blk.socket, maxRamBytes: lim.maxRamBytes, allowUnsealed: lim.allowUnsealed, tmemMaxBytes: lim.tmemMaxBytes, ramBytes: lim.ramBytes, sizeBytes: v.blk.sizeBytes, overflowDir: cfg.blkOverflowDir },
-          { numQueues: cfg.queues },
-        ),
-      );
+      blkVms.set(v.name, new BlkVm({ ...vmConfig(v, v.blk.socket), sizeBytes: v.blk.sizeBytes, overflowDir: cfg.blkOverflowDir }, { numQueues: cfg.queues }));
     }
     try {
       this.dp = await DataPlane.start({
@@ -127,11 +126,7 @@ class Daemon {
       const io = nativeIo();
       for (const v of cfg.vms) {
         const where = v.socket ?? `fd=${v.fd}`;
-        const lim = v.limits;
-        const vm = new TmemVm(
-          { name: v.name, maxmemBytes: v.maxmemBytes, shareGroup: v.shareGroup, where, maxRamBytes: lim.maxRamBytes, allowUnsealed: lim.allowUnsealed, tmemMaxBytes: lim.tmemMaxBytes, ramBytes: lim.ramBytes },
-          { numQueues: cfg.queues },
-        );
+        const vm = new TmemVm(vmConfig(v, where), { numQueues: cfg.queues });
         const access = v.socket !== null ? socketAccess(v.name, v.socketAccess, cfg.socketDefaults) : undefined;
         const l = new VhostUserListener({ on: v.socket !== null ? { path: v.socket } : { fd: v.fd! }, device: vm, vrings: this.dp, label: `vm ${v.name}`, io, watcher: w, log, inUse: socketInUse, access });
         l.start();

@@ -14,7 +14,7 @@ import { mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import {
-  atGate, counters, diff, dmesgLines, e2eEnv, guestEntry, kernelTrouble, tail, tmemctl, TMEMD, waitReady, type DaemonHandle, type Json,
+  atGate, counters, diff, dmesgLines, e2eEnv, finish, guestEntry, kernelTrouble, tmemctl, TMEMD, waitReady, type DaemonHandle, type Json,
 } from './e2e/harness.js';
 
 const RAM = '256M';
@@ -135,11 +135,5 @@ t.test('tmem-blk: Debian bookworm cloud kernel swaps on vhost-user-blk-pci serve
   t.equal(afterDiscard.store?.persistentPages ?? 0, 0, 'the VM holds no pages in tmemd');
   t.same(trouble, [], 'no I/O error, hung task, lockup, RCU stall, BUG or WARNING in the guest');
   t.ok(powered, 'the guest reached power-off');
-  await vm.quit();
-  const st = await daemon.stop();
-  t.equal(st.code, 0, 'tmemd stops cleanly');
-  if (!t.passing()) {
-    t.comment(tail(vm.output()));
-    t.comment(tail(daemon.output()));
-  }
+  await finish(t, vm, daemon);
 });

@@ -20,7 +20,7 @@
 // RCU stall, BUG or WARNING line in the guest's dmesg.
 import t from 'tap';
 import {
-  bootVm, counters, diff, dmesgLines, e2eEnv, guestEntry, kernelTrouble, startTmemd, tail, tmemctl, waitReady,
+  bootVm, counters, diff, dmesgLines, e2eEnv, finish, guestEntry, kernelTrouble, startTmemd, tmemctl, waitReady,
 } from './e2e/harness.js';
 
 const RAM = '256M';
@@ -77,11 +77,5 @@ t.test('Debian bullseye kernel, THP always: huge pages swapped out and back thro
   t.equal(c.drv_frontswap_loads_miss, 0, 'no frontswap load missed');
   t.same(trouble, [], 'no lockup, RCU stall, BUG or WARNING in the guest\'s dmesg or on the console');
   t.ok(powered, 'the guest reached power-off');
-  await vm.quit();
-  const st = await d.daemon.stop();
-  t.equal(st.code, 0, 'tmemd stops cleanly');
-  if (!t.passing()) {
-    t.comment(tail(vm.output()));
-    t.comment(tail(d.daemon.output()));
-  }
+  await finish(t, vm, d.daemon);
 });

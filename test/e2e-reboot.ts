@@ -8,7 +8,7 @@
 // only ones the daemon holds for it.
 import t from 'tap';
 import {
-  atGate, bootVm, e2eEnv, guestEntry, kernelTrouble, poolLines, startTmemd, tail, tmemctl, waitReady, type Json,
+  atGate, bootVm, e2eEnv, finish, guestEntry, kernelTrouble, poolLines, startTmemd, tmemctl, waitReady, type Json,
 } from './e2e/harness.js';
 
 const describe = (pools: Json[]) => pools.map((p) => `${p.id}(${p.persistent ? 'P' : 'E'}, ${p.persistent ? p.persistentPages : p.ephemeralPages} pages)`).join(' ');
@@ -49,11 +49,5 @@ t.test('a guest reboot on the same connection: RESET at probe drops every pool o
   t.equal(r.rc, 0, 'the second boot ran its script');
   t.notMatch(vm.markers(), /@@E2E-FAIL/, 'every guest step succeeded');
   t.same(kernelTrouble(vm.output()), [], 'no kernel BUG/WARNING/lockup in either boot');
-  await vm.quit();
-  const st = await d.daemon.stop();
-  t.equal(st.code, 0, 'tmemd stops cleanly');
-  if (!t.passing()) {
-    t.comment(tail(vm.output()));
-    t.comment(tail(d.daemon.output()));
-  }
+  await finish(t, vm, d.daemon);
 });

@@ -29,7 +29,7 @@
 //     restart after the backend died would abort QEMU (DESIGN.md).
 import t from 'tap';
 import {
-  atGate, bootVm, counters, daemonStats, diff, dmesgLines, e2eEnv, guestEntry, kernelTrouble, startTmemd, tail, waitDaemon, waitReady, type DaemonHandle, type Json, type Vm,
+  atGate, bootVm, counters, daemonStats, diff, dmesgLines, e2eEnv, finish, guestEntry, kernelTrouble, startTmemd, swapComment, swapOk, tail, waitDaemon, waitReady, type DaemonHandle, type Vm,
 } from './e2e/harness.js';
 
 const RAM = '192M';
@@ -58,22 +58,6 @@ async function stopFor(d: DaemonHandle, ms: number, then?: () => void): Promise<
     process.kill(pid, 'SIGCONT');
   }
 }
-
-function swapComment(t: Tap, what: string, r: Json): void {
-  const s = r.result ?? {};
-  t.comment(`${what}: ${s.pages_checked} page checks of ${s.pages} pages x ${s.passes}, ${s.mismatches} mismatches; fill ${s.fill_s} s, held ${s.held_s} s, verify ${s.verify_s} s (passes ${JSON.stringify(s.verify_pass_s)})`);
-}
-
-function swapOk(t: Tap, what: string, r: Json): void {
-  const s = r.result ?? {};
-  t.equal(r.rc, 0, `${what}: exit status 0`);
-  t.equal(s.ok, true, `${what}: verified`);
-  t.equal(s.mismatches, 0, `${what}: no page came back different`);
-  t.equal(s.pages_checked, s.pages * s.passes, `${what}: every page checked ${s.passes} time(s)`);
-  t.ok(s.memtotal_kb * 1024 < s.pages * 4096, `${what}: more anonymous memory (${s.mib} MiB) than guest RAM (${Math.round(s.memtotal_kb / 1024)} MiB)`);
-}
-
-type Tap = import('tap').Test;
 
 t.test('daemon stopped (SIGSTOP) longer than the request bound, twice, with the default parameters: nothing lost, tmem used again', async (t) => {
   const env = await e2eEnv(t);
@@ -122,7 +106,7 @@ t.test('daemon stopped (SIGSTOP) longer than the request bound, twice, with the 
 
   t.notOk(filledBefore1, 'stall 1 came while the guest was still filling (storing)');
   t.ok(stopMs > timeoutMs, `each stall (${stopMs} ms) was longer than the driver's request bound (timeout_ms ${timeoutMs})`);
-  swapOk(t, 'swapstress through the stalls', r1);
+  swapOk(t, 'swapstress through the stalls', r1, { comment: false });
   t.ok(r1.result?.verify_s * 1000 >= stopMs * 0.8, `the verification waited for the stopped host (verify ${r1.result?.verify_s} s, stall ${stopMs} ms): loads were not failed early`);
   t.equal(r1.module?.params?.writethrough, 'N', 'module loaded with its default writethrough=0');
   t.ok(during.drv_timeouts >= 1, `the driver's bound caught the stalled stores (timeouts ${during.drv_timeouts})`);
@@ -133,7 +117,7 @@ t.test('daemon stopped (SIGSTOP) longer than the request bound, twice, with the 
   t.same(lossLines(vm), [], 'no "page may be lost" line in dmesg');
   t.equal(again.drv_bound, 1, 'the device is still bound');
   t.notOk(again.drv_broken, 'the device is not marked broken');
-  swapOk(t, 'swapstress after the stalls', r2);
+  swapOk(t, 'swapstress after the stalls', r2, { comment: false });
   t.ok(after.drv_frontswap_stores_ok > 1000, `frontswap stores succeed after the stalls (${after.drv_frontswap_stores_ok})`);
   t.ok(after.drv_frontswap_loads_hit > 1000, `frontswap loads hit after the stalls (${after.drv_frontswap_loads_hit})`);
   t.equal(after.drv_frontswap_loads_miss, 0, 'no load missed after the stalls');
@@ -142,10 +126,7 @@ t.test('daemon stopped (SIGSTOP) longer than the request bound, twice, with the 
   t.ok(g2.connected, 'the guest is still connected to tmemd');
   t.same(kernelTrouble(vm.output()), [], 'no kernel BUG/WARNING/lockup/panic on the console');
   t.ok(powered, 'the guest reached power-off');
-  await vm.quit();
-  const st = await d.daemon.stop();
-  t.equal(st.code, 0, 'tmemd stops cleanly after the stalls');
-  if (!t.passing()) t.comment(tail(vm.output()));
+  await finish(t, vm, d.daemon, 'tmemd stops cleanly after the stalls');
 });
 
 t.test('daemon killed (SIGKILL) while the driver is bound (writethrough=1): the guest runs on, every page verified', async (t) => {
@@ -177,8 +158,8 @@ t.test('daemon killed (SIGKILL) while the driver is bound (writethrough=1): the 
 
   t.equal(r1.module?.params?.writethrough, 'Y', 'module loaded with writethrough=1');
   t.ok(g0.store?.persistentPages > 1000, 'tmemd held pages of the guest when it was killed');
-  swapOk(t, 'swapstress after the kill', r1);
-  swapOk(t, 'a second swapstress with the daemon gone', r2);
+  swapOk(t, 'swapstress after the kill', r1, { comment: false });
+  swapOk(t, 'a second swapstress with the daemon gone', r2, { comment: false });
   t.ok(qemuUp, 'QEMU kept the VM running');
   t.ok(powered, 'the guest did not hang: it reached power-off');
   t.same(kernelTrouble(vm.output()), [], 'no kernel BUG/WARNING/lockup/panic on the console');

@@ -15,7 +15,7 @@
 // the driver, puts and hits in tmemd).
 import t from 'tap';
 import {
-  atGate, bootVm, counters, daemonStats, diff, dmesgLines, e2eEnv, guestEntry, kernelTrouble, poolLines, startTmemd, tail, waitReady, type Json, type Vm,
+  atGate, bootVm, counters, daemonStats, diff, dmesgLines, e2eEnv, finish, guestEntry, kernelTrouble, poolLines, startTmemd, swapOk, waitReady, type Vm,
 } from './e2e/harness.js';
 
 const RAM = '192M';
@@ -32,16 +32,6 @@ async function untilSuspended(vm: Vm, ms: number): Promise<string> {
     if (Date.now() > deadline) return `not suspended after ${ms} ms (status ${st.status})`;
     await sleep(200);
   }
-}
-
-function swapOk(t: import('tap').Test, what: string, r: Json): void {
-  const s = r.result ?? {};
-  t.comment(`${what}: ${s.pages_checked} page checks of ${s.pages} pages x ${s.passes}, ${s.mismatches} mismatches; fill ${s.fill_s} s, held ${s.held_s} s, verify ${s.verify_s} s`);
-  t.equal(r.rc, 0, `${what}: exit status 0`);
-  t.equal(s.ok, true, `${what}: verified`);
-  t.equal(s.mismatches, 0, `${what}: no page came back different`);
-  t.equal(s.pages_checked, s.pages * s.passes, `${what}: every page checked`);
-  t.ok(s.memtotal_kb * 1024 < s.pages * 4096, `${what}: more anonymous memory (${s.mib} MiB) than guest RAM (${Math.round(s.memtotal_kb / 1024)} MiB)`);
 }
 
 t.test('suspend to RAM (S3) and system_wakeup with pages in frontswap: same pages held, every page verified, tmem used again', async (t) => {
@@ -124,11 +114,5 @@ t.test('suspend to RAM (S3) and system_wakeup with pages in frontswap: same page
   t.ok(g3.store?.puts - g2.store?.puts > 1000 && g3.store?.hits - g2.store?.hits > 1000, 'tmemd took puts and answered hits after the resume');
   t.same(kernelTrouble(vm.output()), [], 'no kernel BUG/WARNING/lockup on the console');
   t.equal(vm.exited(), null, 'QEMU still runs the guest');
-  await vm.quit();
-  const st = await d.daemon.stop();
-  t.equal(st.code, 0, 'tmemd stops cleanly');
-  if (!t.passing()) {
-    t.comment(tail(vm.output()));
-    t.comment(tail(d.daemon.output()));
-  }
+  await finish(t, vm, d.daemon);
 });

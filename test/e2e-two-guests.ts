@@ -8,7 +8,7 @@
 import t from 'tap';
 import { join } from 'node:path';
 import {
-  atGate, bootVm, e2eEnv, guestEntry, kernelTrouble, kv, startTmemd, tail, tmemctl, waitReady, type Json,
+  atGate, bootVm, e2eEnv, finish, guestEntry, kernelTrouble, kv, startTmemd, tmemctl, waitReady, type Json,
 } from './e2e/harness.js';
 
 const RAM_MIB = 192;
@@ -64,12 +64,5 @@ t.test('two guests on one daemon: each gets back exactly its own pages, each wit
   t.same(kernelTrouble(vmB.output()), [], 'guest b: no kernel BUG/WARNING/lockup');
 
   await Promise.all([vmA.waitForShutdown(120000), vmB.waitForShutdown(120000)]);
-  await vmA.quit();
-  await vmB.quit();
-  const st = await d2.daemon.stop();
-  t.equal(st.code, 0, 'tmemd stops cleanly after both guests left');
-  if (!t.passing()) {
-    t.comment(tail(vmA.output()));
-    t.comment(tail(vmB.output()));
-  }
+  await finish(t, [vmA, vmB], d2.daemon, 'tmemd stops cleanly after both guests left');
 });

@@ -23,21 +23,11 @@
 // loads hit in the driver, puts and hits in tmemd).
 import t from 'tap';
 import {
-  atGate, bootVm, counters, daemonStats, diff, dmesgLines, e2eEnv, guestEntry, kernelTrouble, poolLines, startTmemd, tail, waitReady, type Json,
+  atGate, bootVm, counters, daemonStats, diff, dmesgLines, e2eEnv, finish, guestEntry, kernelTrouble, poolLines, startTmemd, swapOk, waitReady,
 } from './e2e/harness.js';
 
 const RAM = '192M';
 const MIB = 208;
-
-function swapOk(t: import('tap').Test, what: string, r: Json): void {
-  const s = r.result ?? {};
-  t.comment(`${what}: ${s.pages_checked} page checks of ${s.pages} pages x ${s.passes}, ${s.mismatches} mismatches; fill ${s.fill_s} s, held ${s.held_s} s, verify ${s.verify_s} s`);
-  t.equal(r.rc, 0, `${what}: exit status 0`);
-  t.equal(s.ok, true, `${what}: verified`);
-  t.equal(s.mismatches, 0, `${what}: no page came back different`);
-  t.equal(s.pages_checked, s.pages * s.passes, `${what}: every page checked`);
-  t.ok(s.memtotal_kb * 1024 < s.pages * 4096, `${what}: more anonymous memory (${s.mib} MiB) than guest RAM (${Math.round(s.memtotal_kb / 1024)} MiB)`);
-}
 
 t.test('unbind and bind virtio_tmem with pages in frontswap: every page brought back and verified, tmem used again', async (t) => {
   const env = await e2eEnv(t);
@@ -115,11 +105,5 @@ t.test('unbind and bind virtio_tmem with pages in frontswap: every page brought 
   t.ok(g4.store?.puts - g3.store?.puts > 1000 && g4.store?.hits - g3.store?.hits > 1000, 'tmemd took puts and answered hits after the bind');
   t.same(kernelTrouble(vm.output()), [], 'no kernel BUG/WARNING/lockup on the console');
   t.ok(powered, 'the guest reached power-off');
-  await vm.quit();
-  const st = await d.daemon.stop();
-  t.equal(st.code, 0, 'tmemd stops cleanly');
-  if (!t.passing()) {
-    t.comment(tail(vm.output()));
-    t.comment(tail(d.daemon.output()));
-  }
+  await finish(t, vm, d.daemon);
 });

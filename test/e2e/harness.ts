@@ -331,6 +331,53 @@ export function bsDelta(a: Record<string, Record<string, number>>, b: Record<str
 /** Last lines of a text, for failure messages. */
 export const tail = (s: string, n = 3000) => s.slice(-n);
 
+// ------------------------------------------------------------ checks and the end of a test
+
+/** What the checks need of a tap test. */
+export interface TapChecks extends TapLike {
+  ok(value: unknown, message: string): unknown;
+  equal(found: unknown, wanted: unknown, message: string): unknown;
+  passing(): boolean;
+}
+
+/** The figures of a swapstress result (vm.waitForResult) as a comment. */
+export function swapComment(t: TapLike, what: string, r: Json): void {
+  const s = r.result ?? {};
+  t.comment(`${what}: ${s.pages_checked} page checks of ${s.pages} pages x ${s.passes}, ${s.mismatches} mismatches; fill ${s.fill_s} s, held ${s.held_s} s, verify ${s.verify_s} s (passes ${JSON.stringify(s.verify_pass_s)})`);
+}
+
+/**
+ * A swapstress result checked: exit status 0, verified, no page came back
+ * different, every page checked on every pass, and more anonymous memory than
+ * guest RAM (so it swapped). Its figures as a comment first unless the test
+ * printed them already (comment: false).
+ */
+export function swapOk(t: TapChecks, what: string, r: Json, o: { comment?: boolean } = {}): void {
+  const s = r.result ?? {};
+  if (o.comment !== false) swapComment(t, what, r);
+  t.equal(r.rc, 0, `${what}: exit status 0`);
+  t.equal(s.ok, true, `${what}: verified`);
+  t.equal(s.mismatches, 0, `${what}: no page came back different`);
+  t.equal(s.pages_checked, s.pages * s.passes, `${what}: every page checked ${s.passes} time(s)`);
+  t.ok(s.memtotal_kb * 1024 < s.pages * 4096, `${what}: more anonymous memory (${s.mib} MiB) than guest RAM (${Math.round(s.memtotal_kb / 1024)} MiB)`);
+}
+
+/**
+ * The end of a test: every QEMU quit first, then tmemd stopped (SIGTERM) and
+ * its exit status 0 checked; on a failure the tails of the consoles and of the
+ * daemon's log as comments.
+ */
+export async function finish(t: TapChecks, vms: Vm | Vm[], daemon: Daemon, stopped = 'tmemd stops cleanly'): Promise<void> {
+  const all = Array.isArray(vms) ? vms : [vms];
+  for (const vm of all) await vm.quit();
+  const st = await daemon.stop();
+  t.equal(st.code, 0, stopped);
+  if (!t.passing()) {
+    for (const vm of all) t.comment(tail(vm.output()));
+    t.comment(tail(daemon.output()));
+  }
+}
+
 export function readText(p: string): string {
   try { return readFileSync(p, 'utf8'); } catch { return ''; }
 }

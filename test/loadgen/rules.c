@@ -117,6 +117,19 @@ static int pool_of(uint32_t flags, uint32_t *id)
 	return 1;
 }
 #define ST_IS(r, st, what) EXPECT((r).status == (st) && (r).len == 16, "%s: status %d len %u, expected %d len 16", what, (r).status, (r).len, st)
+/* a step of a rule: a helper that returns 1, or 0 with why set */
+#define STEP(ok)                  \
+	do {                      \
+		if (!(ok))        \
+			return 0; \
+	} while (0)
+/* PUT that must succeed (OK, used len 16): returns 1 or sets why */
+static int put_ok(uint32_t pool, const uint64_t oid[3], uint32_t idx, uint64_t ver, const char *what)
+{
+	struct res r = put(pool, oid, idx, ver);
+	ST_IS(r, TMEM_S_OK, what);
+	return 1;
+}
 
 /* ---- the rules ---- */
 
@@ -152,10 +165,8 @@ static int r_reset(void)
 	struct res r = simple(TMEM_OP_RESET, 0, 0, NULL, 0);
 	ST_IS(r, TMEM_S_OK, "first RESET");
 	for (int i = 0; i < 3; i++)
-		if (!pool_of(i == 0 ? TMEM_POOL_PERSIST : 0, &p))
-			return 0;
-	r = put(p, OID, 1, 1);
-	ST_IS(r, TMEM_S_OK, "PUT");
+		STEP(pool_of(i == 0 ? TMEM_POOL_PERSIST : 0, &p));
+	STEP(put_ok(p, OID, 1, 1, "PUT"));
 	r = simple(TMEM_OP_RESET, 0, 0, NULL, 0);
 	ST_IS(r, TMEM_S_OK, "RESET");
 	EXPECT(r.value == 3, "RESET value %llu, expected 3 pools destroyed", (unsigned long long)r.value);
@@ -171,16 +182,13 @@ static uint32_t PP, PE; /* persistent and ephemeral pools for the rules below */
 
 static int r_copy(void)
 {
-	struct res r = put(PP, OID, 7, 100);
-	ST_IS(r, TMEM_S_OK, "PUT");
+	STEP(put_ok(PP, OID, 7, 100, "PUT"));
 	/* the guest reuses its page frame: the store must hold a copy */
 	memset(D.vq[0].scratch, 0x33, TMEM_PAGE_SIZE);
 	for (int q = 0; q < D.nq; q++)
 		memset(D.vq[q].scratch, 0x33, TMEM_PAGE_SIZE);
-	if (!get_is(PP, OID, 7, 0, 100, "GET after the source page changed"))
-		return 0;
-	if (!get_is(PP, OID, 7, 0, 100, "second GET (persistent, not exclusive)"))
-		return 0;
+	STEP(get_is(PP, OID, 7, 0, 100, "GET after the source page changed"));
+	STEP(get_is(PP, OID, 7, 0, 100, "second GET (persistent, not exclusive)"));
 	snprintf(why, sizeof(why), "source page overwritten after PUT, GET returns the PUT data twice");
 	return 1;
 }
@@ -188,14 +196,11 @@ static int r_copy(void)
 static int r_persistent(void)
 {
 	uint64_t oid[3] = { 77, 0, 0 };
-	for (uint32_t i = 0; i < 64; i++) {
-		struct res r = put(PP, oid, i, 1000 + i);
-		ST_IS(r, TMEM_S_OK, "PUT");
-	}
+	for (uint32_t i = 0; i < 64; i++)
+		STEP(put_ok(PP, oid, i, 1000 + i, "PUT"));
 	for (int pass = 0; pass < 2; pass++)
 		for (uint32_t i = 0; i < 64; i++)
-			if (!get_is(PP, oid, i, 0, 1000 + i, "GET"))
-				return 0;
+			STEP(get_is(PP, oid, i, 0, 1000 + i, "GET"));
 	struct res r = simple(TMEM_OP_FLUSH_OBJECT, 0, PP, oid, 0);
 	EXPECT(r.status == TMEM_S_OK && r.value == 64, "FLUSH_OBJECT status %d value %llu, expected 64", r.status, (unsigned long long)r.value);
 	snprintf(why, sizeof(why), "64 pages PUT, each GET twice exactly, over %d queue(s)", D.nq);
@@ -204,8 +209,8 @@ static int r_persistent(void)
 
 static int r_eph_exclusive(void)
 {
-	struct res r = put(PE, OID, 3, 200);
-	ST_IS(r, TMEM_S_OK, "PUT ephemeral");
+	struct res r;
+	STEP(put_ok(PE, OID, 3, 200, "PUT ephemeral"));
 	r = get(PE, OID, 3, 0);
 	if (r.status == TMEM_S_OK) {
 		EXPECT(r.len == 4112, "GET hit len %u", r.len);
@@ -214,44 +219,34 @@ static int r_eph_exclusive(void)
 	} else
 		ST_IS(r, TMEM_S_MISS, "first GET");
 	int hit = r.status == TMEM_S_OK;
-	if (!get_miss(PE, OID, 3, 0, "second GET of a private ephemeral page"))
-		return 0;
+	STEP(get_miss(PE, OID, 3, 0, "second GET of a private ephemeral page"));
 	snprintf(why, sizeof(why), "first GET %s, second GET MISS", hit ? "hit with the PUT data" : "missed (allowed)");
 	return 1;
 }
 
 static int r_exclusive_flag(void)
 {
-	struct res r = put(PP, OID, 4, 300);
-	ST_IS(r, TMEM_S_OK, "PUT");
-	if (!get_is(PP, OID, 4, 0, 300, "GET without EXCLUSIVE"))
-		return 0;
-	if (!get_is(PP, OID, 4, TMEM_REQF_EXCLUSIVE, 300, "GET with EXCLUSIVE"))
-		return 0;
-	if (!get_miss(PP, OID, 4, 0, "GET after an exclusive GET"))
-		return 0;
-	r = put(PE, OID, 4, 301);
-	ST_IS(r, TMEM_S_OK, "PUT ephemeral");
+	struct res r;
+	STEP(put_ok(PP, OID, 4, 300, "PUT"));
+	STEP(get_is(PP, OID, 4, 0, 300, "GET without EXCLUSIVE"));
+	STEP(get_is(PP, OID, 4, TMEM_REQF_EXCLUSIVE, 300, "GET with EXCLUSIVE"));
+	STEP(get_miss(PP, OID, 4, 0, "GET after an exclusive GET"));
+	STEP(put_ok(PE, OID, 4, 301, "PUT ephemeral"));
 	r = get(PE, OID, 4, TMEM_REQF_EXCLUSIVE);
 	EXPECT(r.status == TMEM_S_OK || r.status == TMEM_S_MISS, "ephemeral GET with EXCLUSIVE: status %d", r.status);
-	if (!get_miss(PE, OID, 4, 0, "ephemeral GET after GET"))
-		return 0;
+	STEP(get_miss(PE, OID, 4, 0, "ephemeral GET after GET"));
 	snprintf(why, sizeof(why), "persistent: plain GET keeps the page, EXCLUSIVE GET removes it");
 	return 1;
 }
 
 static int r_put_put_get(void)
 {
-	struct res r = put(PP, OID, 5, 400);
-	ST_IS(r, TMEM_S_OK, "PUT D1");
-	r = put(PP, OID, 5, 401);
-	ST_IS(r, TMEM_S_OK, "PUT D2");
-	if (!get_is(PP, OID, 5, 0, 401, "persistent GET after PUT D1, PUT D2"))
-		return 0;
-	r = put(PE, OID, 5, 402);
-	ST_IS(r, TMEM_S_OK, "ephemeral PUT D1");
-	r = put(PE, OID, 5, 403);
-	ST_IS(r, TMEM_S_OK, "ephemeral PUT D2");
+	struct res r;
+	STEP(put_ok(PP, OID, 5, 400, "PUT D1"));
+	STEP(put_ok(PP, OID, 5, 401, "PUT D2"));
+	STEP(get_is(PP, OID, 5, 0, 401, "persistent GET after PUT D1, PUT D2"));
+	STEP(put_ok(PE, OID, 5, 402, "ephemeral PUT D1"));
+	STEP(put_ok(PE, OID, 5, 403, "ephemeral PUT D2"));
 	r = get(PE, OID, 5, 0);
 	if (r.status == TMEM_S_OK) {
 		int b = check_page(getbuf, PE, OID, 5, 403);
@@ -264,25 +259,20 @@ static int r_put_put_get(void)
 
 static int r_failed_put(void)
 {
-	struct res r = put(PP, OID, 6, 500);
-	ST_IS(r, TMEM_S_OK, "PUT D1");
+	struct res r;
+	STEP(put_ok(PP, OID, 6, 500, "PUT D1"));
 	fill_page(pagebuf, PP, OID, 6, 501);
 	r = req_sync(&D, qsel(), TMEM_OP_PUT_PAGE, 0, PP, OID, 6, pagebuf, TMEM_PAGE_SIZE - 1, NULL, 0);
 	ST_IS(r, TMEM_S_INVALID, "PUT with a 4095-byte data area");
-	if (!get_miss(PP, OID, 6, 0, "GET after a PUT that failed with INVALID lengths"))
-		return 0;
-	r = put(PP, OID, 6, 502);
-	ST_IS(r, TMEM_S_OK, "PUT again");
+	STEP(get_miss(PP, OID, 6, 0, "GET after a PUT that failed with INVALID lengths"));
+	STEP(put_ok(PP, OID, 6, 502, "PUT again"));
 	r = req_sync(&D, qsel(), TMEM_OP_PUT_PAGE, TMEM_REQF_EXCLUSIVE, PP, OID, 6, pagebuf, TMEM_PAGE_SIZE, NULL, 0);
 	ST_IS(r, TMEM_S_INVALID, "PUT with flags=EXCLUSIVE (a GET-only flag)");
-	if (!get_miss(PP, OID, 6, 0, "GET after a PUT that failed with INVALID flags"))
-		return 0;
-	r = put(PE, OID, 6, 503);
-	ST_IS(r, TMEM_S_OK, "ephemeral PUT");
+	STEP(get_miss(PP, OID, 6, 0, "GET after a PUT that failed with INVALID flags"));
+	STEP(put_ok(PE, OID, 6, 503, "ephemeral PUT"));
 	r = req_sync(&D, qsel(), TMEM_OP_PUT_PAGE, 0, PE, OID, 6, pagebuf, TMEM_PAGE_SIZE + 1, NULL, 0);
 	ST_IS(r, TMEM_S_INVALID, "ephemeral PUT with 4097 bytes");
-	if (!get_miss(PE, OID, 6, 0, "ephemeral GET after a failed PUT"))
-		return 0;
+	STEP(get_miss(PE, OID, 6, 0, "ephemeral GET after a failed PUT"));
 	snprintf(why, sizeof(why), "a failed PUT (INVALID length or flags) leaves the handle empty");
 	return 1;
 }
@@ -294,11 +284,10 @@ static int r_get_get(void)
 		return 0;
 	if (!get_miss(PE, oid, 1, 0, "ephemeral GET of an absent page") || !get_miss(PE, oid, 1, 0, "ephemeral second GET"))
 		return 0;
-	struct res r = put(PE, oid, 2, 600);
-	ST_IS(r, TMEM_S_OK, "ephemeral PUT");
+	struct res r;
+	STEP(put_ok(PE, oid, 2, 600, "ephemeral PUT"));
 	for (int i = 0; i < 2; i++)
-		if (!get_miss(PE, oid, 3, 0, "ephemeral GET of a neighbour"))
-			return 0;
+		STEP(get_miss(PE, oid, 3, 0, "ephemeral GET of a neighbour"));
 	r = get(PE, oid, 2, 0);
 	EXPECT(r.status == TMEM_S_OK || r.status == TMEM_S_MISS, "ephemeral GET status %d", r.status);
 	if (!get_miss(PE, oid, 2, 0, "GET after a GET") || !get_miss(PE, oid, 2, 0, "GET after a missed GET"))
@@ -309,21 +298,18 @@ static int r_get_get(void)
 
 static int r_flush_page(void)
 {
-	struct res r = put(PP, OID, 8, 700);
-	ST_IS(r, TMEM_S_OK, "PUT");
+	struct res r;
+	STEP(put_ok(PP, OID, 8, 700, "PUT"));
 	r = simple(TMEM_OP_FLUSH_PAGE, 0, PP, OID, 8);
 	ST_IS(r, TMEM_S_OK, "FLUSH_PAGE");
 	EXPECT(r.value == 0, "FLUSH_PAGE value %llu", (unsigned long long)r.value);
-	if (!get_miss(PP, OID, 8, 0, "GET after FLUSH_PAGE"))
-		return 0;
+	STEP(get_miss(PP, OID, 8, 0, "GET after FLUSH_PAGE"));
 	r = simple(TMEM_OP_FLUSH_PAGE, 0, PP, OID, 8);
 	ST_IS(r, TMEM_S_OK, "FLUSH_PAGE of an absent page");
-	r = put(PE, OID, 8, 701);
-	ST_IS(r, TMEM_S_OK, "ephemeral PUT");
+	STEP(put_ok(PE, OID, 8, 701, "ephemeral PUT"));
 	r = simple(TMEM_OP_FLUSH_PAGE, 0, PE, OID, 8);
 	ST_IS(r, TMEM_S_OK, "ephemeral FLUSH_PAGE");
-	if (!get_miss(PE, OID, 8, 0, "ephemeral GET after FLUSH_PAGE"))
-		return 0;
+	STEP(get_miss(PE, OID, 8, 0, "ephemeral GET after FLUSH_PAGE"));
 	snprintf(why, sizeof(why), "GET misses after FLUSH_PAGE; flushing an absent page succeeds");
 	return 1;
 }
@@ -332,20 +318,15 @@ static int r_flush_object(void)
 {
 	uint64_t a[3] = { 0xa, 0, 0 }, b[3] = { 0xb, 0, 0 };
 	struct res r;
-	for (uint32_t i = 0; i < 5; i++) {
-		r = put(PP, a, i * 1000, 800 + i);
-		ST_IS(r, TMEM_S_OK, "PUT");
-	}
-	r = put(PP, b, 0, 810);
-	ST_IS(r, TMEM_S_OK, "PUT other object");
+	for (uint32_t i = 0; i < 5; i++)
+		STEP(put_ok(PP, a, i * 1000, 800 + i, "PUT"));
+	STEP(put_ok(PP, b, 0, 810, "PUT other object"));
 	r = simple(TMEM_OP_FLUSH_OBJECT, 0, PP, a, 12345);
 	ST_IS(r, TMEM_S_OK, "FLUSH_OBJECT");
 	EXPECT(r.value == 5, "FLUSH_OBJECT value %llu, expected 5 pages flushed", (unsigned long long)r.value);
 	for (uint32_t i = 0; i < 5; i++)
-		if (!get_miss(PP, a, i * 1000, 0, "GET after FLUSH_OBJECT"))
-			return 0;
-	if (!get_is(PP, b, 0, 0, 810, "GET of another object"))
-		return 0;
+		STEP(get_miss(PP, a, i * 1000, 0, "GET after FLUSH_OBJECT"));
+	STEP(get_is(PP, b, 0, 0, 810, "GET of another object"));
 	r = simple(TMEM_OP_FLUSH_OBJECT, 0, PP, a, 0);
 	EXPECT(r.status == TMEM_S_OK && r.len == 16 && r.value == 0, "FLUSH_OBJECT of an absent object: status %d len %u value %llu", r.status,
 	       r.len, (unsigned long long)r.value);
@@ -356,12 +337,9 @@ static int r_flush_object(void)
 static int r_oid_192(void)
 {
 	uint64_t a[3] = { 1, 2, 3 }, b[3] = { 1, 2, 3 | (1ull << 63) }, c[3] = { 1, 2 | (1ull << 63), 3 };
-	struct res r = put(PP, a, 0xffffffffu, 900);
-	ST_IS(r, TMEM_S_OK, "PUT a");
-	r = put(PP, b, 0xffffffffu, 901);
-	ST_IS(r, TMEM_S_OK, "PUT b");
-	r = put(PP, c, 0xffffffffu, 902);
-	ST_IS(r, TMEM_S_OK, "PUT c");
+	STEP(put_ok(PP, a, 0xffffffffu, 900, "PUT a"));
+	STEP(put_ok(PP, b, 0xffffffffu, 901, "PUT b"));
+	STEP(put_ok(PP, c, 0xffffffffu, 902, "PUT c"));
 	if (!get_is(PP, a, 0xffffffffu, 0, 900, "GET a") || !get_is(PP, b, 0xffffffffu, 0, 901, "GET b") ||
 	    !get_is(PP, c, 0xffffffffu, 0, 902, "GET c"))
 		return 0;
@@ -372,10 +350,9 @@ static int r_oid_192(void)
 static int r_destroy(void)
 {
 	uint32_t p;
-	if (!pool_of(TMEM_POOL_PERSIST, &p))
-		return 0;
-	struct res r = put(p, OID, 1, 1000);
-	ST_IS(r, TMEM_S_OK, "PUT");
+	STEP(pool_of(TMEM_POOL_PERSIST, &p));
+	struct res r;
+	STEP(put_ok(p, OID, 1, 1000, "PUT"));
 	r = simple(TMEM_OP_DESTROY_POOL, 0, p, NULL, 0);
 	ST_IS(r, TMEM_S_OK, "DESTROY_POOL");
 	r = get(p, OID, 1, 0);
@@ -464,8 +441,8 @@ static int r_invalid_lengths(void)
 		EXPECT(untouched(c[i].wr), "%s: the data area was written", c[i].what);
 	}
 	/* the pool survived the malformed RESET/DESTROY */
-	struct res r = put(PP, OID, 11, 1200);
-	ST_IS(r, TMEM_S_OK, "PUT after the malformed requests");
+	struct res r;
+	STEP(put_ok(PP, OID, 11, 1200, "PUT after the malformed requests"));
 	/* a 40-byte header */
 	struct vq *q = &D.vq[0];
 	struct slot *s = &q->slots[0];
@@ -474,8 +451,7 @@ static int r_invalid_lengths(void)
 	struct seg sg[2] = { { gpa_of(&D, s->hdr), 40, 0 }, { gpa_of(&D, s->resp), 16, 1 } };
 	r = chain_sync(&D, 0, sg, 2, D.indirect, s->resp);
 	ST_IS(r, TMEM_S_INVALID, "FLUSH_PAGE with a 40-byte header");
-	if (!get_is(PP, OID, 11, 0, 1200, "GET after the malformed FLUSH_PAGE"))
-		return 0;
+	STEP(get_is(PP, OID, 11, 0, 1200, "GET after the malformed FLUSH_PAGE"));
 	snprintf(why, sizeof(why), "%zu wrong-length requests and a short header -> INVALID, len 16, nothing written", sizeof(c) / sizeof(c[0]));
 	return 1;
 }
@@ -561,8 +537,7 @@ static int r_shared(void)
 	ST_IS(r, TMEM_S_OK, "NEW_POOL SHARED again");
 	uint32_t b = (uint32_t)r.value;
 	EXPECT(a != b, "the same uuid twice gave the same pool id %u", a);
-	r = put(a, OID, 1, 1300);
-	ST_IS(r, TMEM_S_OK, "PUT through the first id");
+	STEP(put_ok(a, OID, 1, 1300, "PUT through the first id"));
 	/* the page is named by pool a in its content; GET through b returns those bytes */
 	r = get(b, OID, 1, 0);
 	EXPECT(r.status == 0 && r.len == 4112 && check_page(getbuf, a, OID, 1, 1300) < 0, "GET through the second id: status %d", r.status);
@@ -612,13 +587,10 @@ static int r_info_counts(void)
 	uint32_t p, e;
 	if (!pool_of(TMEM_POOL_PERSIST, &p) || !pool_of(0, &e))
 		return 0;
-	for (uint32_t i = 0; i < 3; i++) {
-		struct res r = put(p, OID, i, 1);
-		ST_IS(r, TMEM_S_OK, "PUT persistent");
-	}
+	for (uint32_t i = 0; i < 3; i++)
+		STEP(put_ok(p, OID, i, 1, "PUT persistent"));
 	for (uint32_t i = 0; i < 2; i++) {
-		struct res r = put(e, OID, i, 1);
-		ST_IS(r, TMEM_S_OK, "PUT ephemeral");
+		STEP(put_ok(e, OID, i, 1, "PUT ephemeral"));
 	}
 	struct tmem_info in;
 	info(&in);
@@ -654,8 +626,7 @@ static int r_maxmem(void)
 	}
 	r = put(p, oid, (uint32_t)lim, 1);
 	ST_IS(r, TMEM_S_NOSPACE, "PUT beyond persistent_limit_pages");
-	if (!get_miss(p, oid, (uint32_t)lim, 0, "GET of the refused page"))
-		return 0;
+	STEP(get_miss(p, oid, (uint32_t)lim, 0, "GET of the refused page"));
 	r = req_sync(&D, qsel(), TMEM_OP_PUT_PAGE, 0, p, oid, (uint32_t)lim, pagebuf, 100, NULL, 0);
 	ST_IS(r, TMEM_S_INVALID, "PUT with bad length at the limit (INVALID outranks NOSPACE)");
 	r = put(0xdead, oid, 0, 1);
@@ -670,19 +641,15 @@ static int r_maxmem(void)
 		/* replacing a page at the limit: fails (handle empty) or succeeds, never keeps the old data */
 		r = put(p, oid, 0, 2);
 		if (r.status == TMEM_S_OK) {
-			if (!get_is(p, oid, 0, 0, 2, "GET of a page replaced at the limit"))
-				return 0;
+			STEP(get_is(p, oid, 0, 0, 2, "GET of a page replaced at the limit"));
 		} else {
 			ST_IS(r, TMEM_S_NOSPACE, "PUT replacing a page at the limit");
-			if (!get_miss(p, oid, 0, 0, "GET after a refused replacement"))
-				return 0;
+			STEP(get_miss(p, oid, 0, 0, "GET after a refused replacement"));
 		}
 		r = simple(TMEM_OP_FLUSH_PAGE, 0, p, oid, 1);
 		ST_IS(r, TMEM_S_OK, "FLUSH_PAGE");
-		r = put(p, oid, (uint32_t)lim, 3);
-		ST_IS(r, TMEM_S_OK, "PUT after a flush made room");
-		if (!get_is(p, oid, (uint32_t)lim, 0, 3, "GET of it"))
-			return 0;
+		STEP(put_ok(p, oid, (uint32_t)lim, 3, "PUT after a flush made room"));
+		STEP(get_is(p, oid, (uint32_t)lim, 0, 3, "GET of it"));
 	}
 	if (!reset())
 		return 0;

@@ -1,5 +1,5 @@
 // native/socket.ts against the real kernel: round trips, SCM_RIGHTS, EOF, EAGAIN.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +8,18 @@ import * as native from '../native/index.js';
 const openFds = (): number => readdirSync('/proc/self/fd').length;
 const bytes = (s: string) => new Uint8Array(Buffer.from(s));
 const text = (b: Uint8Array, n: number) => Buffer.from(b.subarray(0, n)).toString();
+
+/** A socket listening at a path in a new directory; both gone at the test's end. */
+function listening(t: Test): { path: string; l: number } {
+  const dir = mkdtempSync(join(tmpdir(), 'native-sock-'));
+  const path = join(dir, 's');
+  const l = native.listenUnix(path);
+  t.teardown(() => {
+    native.close(l);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { path, l };
+}
 
 /** Writes `tag` into a memfd through fd `a` (write via mmap) and checks it through fd `b`. */
 function sameFile(a: number, b: number): boolean {
@@ -28,13 +40,7 @@ t.test('socketpair round trip', async (t) => {
 });
 
 t.test('listenUnix + connectUnix + acceptConnection round trip both ways', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'native-sock-'));
-  const path = join(dir, 's');
-  const l = native.listenUnix(path);
-  t.teardown(() => {
-    native.close(l);
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const { path, l } = listening(t);
   t.equal(native.acceptConnection(l), null, 'nothing pending: null');
   native.checkListeningUnixSocket(l);
   const client = native.connectUnix(path);
@@ -59,13 +65,7 @@ t.test('checkListeningUnixSocket rejects a connected socket and a non-socket', a
 });
 
 t.test('listenUnix on a path in use fails with EADDRINUSE', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'native-sock-'));
-  const path = join(dir, 's');
-  const l = native.listenUnix(path);
-  t.teardown(() => {
-    native.close(l);
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const { path } = listening(t);
   t.throws(() => native.listenUnix(path), { name: 'SysError', code: 'EADDRINUSE', syscall: 'bind' });
   t.throws(() => native.listenUnix('x'.repeat(200)), { code: 'ENAMETOOLONG' });
 });

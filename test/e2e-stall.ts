@@ -29,7 +29,7 @@
 //     restart after the backend died would abort QEMU (DESIGN.md).
 import t from 'tap';
 import {
-  atGate, bootVm, counters, daemonStats, diff, dmesgLines, e2eEnv, finish, guestEntry, kernelTrouble, startTmemd, swapComment, swapOk, tail, waitDaemon, waitReady, type DaemonHandle, type Vm,
+  atGate, bootVm, counters, daemonStats, diff, dmesgLines, e2eEnv, finish, guestEntry, kernelTrouble, startTmemd, statsAtGate, swapComment, swapOk, tail, waitDaemon, waitReady, type DaemonHandle, type Vm,
 } from './e2e/harness.js';
 
 const RAM = '192M';
@@ -82,13 +82,9 @@ t.test('daemon stopped (SIGSTOP) longer than the request bound, twice, with the 
   const r1 = await vm.waitForResult(600000);
 
   // afterwards: tmem in use again
-  const goAgain = await atGate(vm, 'again', 300000);
-  const g1 = guestEntry(await daemonStats(d), d.name);
-  goAgain();
+  const { guest: g1 } = await statsAtGate(vm, d, 'again', 300000);
   const r2 = await vm.waitForResult(600000);
-  const goEnd = await atGate(vm, 'end', 300000);
-  const g2 = guestEntry(await daemonStats(d), d.name);
-  goEnd();
+  const { guest: g2 } = await statsAtGate(vm, d, 'end', 300000);
   const powered = await vm.waitForShutdown(180000).then(() => true, () => false);
 
   const mk = vm.markers();

@@ -15,7 +15,7 @@
 // the driver, puts and hits in tmemd).
 import t from 'tap';
 import {
-  atGate, bootVm, counters, daemonStats, diff, dmesgLines, e2eEnv, finish, guestEntry, kernelTrouble, poolLines, startTmemd, swapOk, waitReady, type Vm,
+  atGate, bootVm, counters, daemonStats, diff, dmesgLines, e2eEnv, finish, guestEntry, kernelTrouble, poolLines, startTmemd, statsAtGate, swapOk, waitReady, type Vm,
 } from './e2e/harness.js';
 
 const RAM = '192M';
@@ -42,10 +42,7 @@ t.test('suspend to RAM (S3) and system_wakeup with pages in frontswap: same page
   const sleepLine = (await vm.waitFor(/@@E2E-SLEEP[^\n]*/, 60000))[0];
   t.comment(sleepLine);
 
-  const goSuspend = await atGate(vm, 'suspend', 600000);
-  const s0 = await daemonStats(d);
-  const g0 = guestEntry(s0, d.name);
-  goSuspend();
+  const { stats: s0, guest: g0 } = await statsAtGate(vm, d, 'suspend', 600000);
   await vm.waitFor(/@@E2E-SUSPENDING/, 60000);
   const t0 = Date.now();
   const state = await untilSuspended(vm, 120000);
@@ -57,14 +54,9 @@ t.test('suspend to RAM (S3) and system_wakeup with pages in frontswap: same page
     woke = 'sent';
   }
   const resumed = await vm.waitFor(/@@E2E-RESUMED rc=(\d+)/, 180000);
-  const goResumed = await atGate(vm, 'resumed', 120000);
-  const s1 = await daemonStats(d);
-  const g1 = guestEntry(s1, d.name);
-  goResumed();
+  const { stats: s1, guest: g1 } = await statsAtGate(vm, d, 'resumed', 120000);
   const r1 = await vm.waitForResult(600000);
-  const goAgain = await atGate(vm, 'again', 300000);
-  const g2 = guestEntry(await daemonStats(d), d.name);
-  goAgain();
+  const { guest: g2 } = await statsAtGate(vm, d, 'again', 300000);
   const r2 = await vm.waitForResult(600000);
   // The guest waits at its last gate; QEMU is quit there. A guest that has
   // been through S3 does not power off under QEMU 11.1 (its ACPI S5 write

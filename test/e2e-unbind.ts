@@ -23,7 +23,7 @@
 // loads hit in the driver, puts and hits in tmemd).
 import t from 'tap';
 import {
-  atGate, bootVm, counters, daemonStats, diff, dmesgLines, e2eEnv, finish, guestEntry, kernelTrouble, poolLines, startTmemd, swapOk, waitReady,
+  atGate, bootVm, counters, daemonStats, diff, dmesgLines, e2eEnv, finish, guestEntry, kernelTrouble, poolLines, startTmemd, statsAtGate, swapOk, waitReady,
 } from './e2e/harness.js';
 
 const RAM = '192M';
@@ -36,10 +36,7 @@ t.test('unbind and bind virtio_tmem with pages in frontswap: every page brought 
   t.comment(await waitReady(vm, true));
   const dev = (await vm.waitFor(/@@E2E-DEV (\S*)/, 60000))[1];
 
-  const goUnbind = await atGate(vm, 'unbind', 600000);
-  const s0 = await daemonStats(d);
-  const g0 = guestEntry(s0, d.name);
-  goUnbind();
+  const { stats: s0, guest: g0 } = await statsAtGate(vm, d, 'unbind', 600000);
   const t0 = Date.now();
   // (bringing the pages back is one swap-in each: minutes under TCG)
   const goUnbound = await atGate(vm, 'unbound', 1500000);
@@ -47,18 +44,11 @@ t.test('unbind and bind virtio_tmem with pages in frontswap: every page brought 
   const s1 = await daemonStats(d);
   const g1 = guestEntry(s1, d.name);
   goUnbound();
-  const goRebound = await atGate(vm, 'rebound', 300000);
-  const s2 = await daemonStats(d);
-  const g2 = guestEntry(s2, d.name);
-  goRebound();
+  const { stats: s2, guest: g2 } = await statsAtGate(vm, d, 'rebound', 300000);
   const r1 = await vm.waitForResult(600000);
-  const goAgain = await atGate(vm, 'again', 300000);
-  const g3 = guestEntry(await daemonStats(d), d.name);
-  goAgain();
+  const { guest: g3 } = await statsAtGate(vm, d, 'again', 300000);
   const r2 = await vm.waitForResult(600000);
-  const goEnd = await atGate(vm, 'end', 300000);
-  const g4 = guestEntry(await daemonStats(d), d.name);
-  goEnd();
+  const { guest: g4 } = await statsAtGate(vm, d, 'end', 300000);
   const powered = await vm.waitForShutdown(180000).then(() => true, () => false);
 
   const mk = vm.markers();

@@ -3,8 +3,9 @@
 // through the VM library (vm-images/lib/, typed: Vm, Daemon, Session),
 // cleanup that always stops QEMU before the daemon (even when the test fails
 // or is killed), the daemon's statistics (control socket and tmemctl --json),
-// QMP block statistics, and the handshake of the guest scripts
-// (vm-images/guest/workloads/e2e-*.sh).
+// QMP block statistics, the handshake of the guest scripts
+// (vm-images/guest/workloads/e2e-*.sh), and the checks many tests share (a
+// swapstress result, the end of a test: QEMU, then tmemd, tails on failure).
 //
 // The guest kernel is an option (vm-images/README.md says which tests what):
 //   e2eEnv(t, { kernel?: 'tmem' | 'debian' })   the env's default kernel (default 'tmem')
@@ -217,6 +218,18 @@ export async function waitReady(vm: Vm, module: boolean, ms = 180000): Promise<s
 export async function atGate(vm: Vm, name: string, ms = 600000): Promise<() => void> {
   await vm.waitFor(new RegExp(`@@E2E-WAIT ${name}\\b`), ms);
   return () => vm.write('go\n');
+}
+
+/**
+ * At the guest script's gate `name`: the daemon's stats and the VM's entry in
+ * them, taken while the guest waits there; then the guest is let go on.
+ */
+export async function statsAtGate(vm: Vm, d: DaemonHandle, name: string, ms?: number): Promise<{ stats: Json; guest: Json }> {
+  const go = await atGate(vm, name, ms);
+  const stats = await daemonStats(d);
+  const guest = guestEntry(stats, d.name);
+  go();
+  return { stats, guest };
 }
 
 /** Kernel trouble on the console (DEBUG_ATOMIC_SLEEP, lockups, oopses, warnings). */

@@ -294,34 +294,6 @@ static void latency(struct lgdev *d, uint64_t n, uint64_t run, struct lat *out)
 	destroy_pool(d, pool);
 }
 
-static double memcpy_baseline(uint64_t pages)
-{
-	size_t sz = (size_t)pages * TMEM_PAGE_SIZE;
-	uint8_t *src = malloc(sz), *dst = malloc(sz);
-	if (!src || !dst)
-		lg_die(EXIT_ERROR, "out of memory for the memcpy baseline (%zu bytes)", sz);
-	memset(src, 0x5c, sz);
-	memset(dst, 0xc5, sz);
-	for (uint64_t i = 0; i < pages; i++)
-		memcpy(dst + i * TMEM_PAGE_SIZE, src + i * TMEM_PAGE_SIZE, TMEM_PAGE_SIZE);
-	uint64_t done = 0, t0 = now_ns(), t;
-	unsigned sink = 0;
-	do {
-		for (uint64_t i = 0; i < pages; i++)
-			memcpy(dst + i * TMEM_PAGE_SIZE, src + i * TMEM_PAGE_SIZE, TMEM_PAGE_SIZE);
-		__asm__ __volatile__("" : : "r"(dst) : "memory");
-		sink += dst[done % sz];
-		done += pages;
-		t = now_ns();
-	} while (t - t0 < 500000000ull);
-	double r = (double)done / ((double)(t - t0) / 1e9);
-	if (sink == 0xffffffffu)
-		lg_info("(sink)");
-	free(src);
-	free(dst);
-	return r;
-}
-
 int mode_bench(void)
 {
 	struct lgdev d;
@@ -330,7 +302,7 @@ int mode_bench(void)
 	if (r.status != TMEM_S_OK)
 		lg_die(EXIT_MISMATCH, "RESET: status %d", r.status);
 	uint64_t pages = G.bench_pages;
-	double mc = memcpy_baseline(pages);
+	double mc = memcpy_pages_per_sec(pages);
 	/* warm-up, not measured: the store faults its page frames in once, as the memcpy buffers were */
 	struct tput warm;
 	throughput(&d, 0, G.queues, pages, 7, NULL, &warm);

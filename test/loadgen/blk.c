@@ -157,27 +157,6 @@ void lg_die(int code, const char *fmt, ...)
 	exit(code);
 }
 
-uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t mix64(uint64_t z)
-{
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-	*s += 0x9e3779b97f4a7c15ull;
-	return mix64(*s);
-}
-
 /* the content of a block at a version: 512 words from (seed, block, version) */
 static void fill_block(uint8_t *p, uint64_t block, uint32_t ver)
 {
@@ -680,33 +659,6 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static double memcpy_baseline(void)
-{
-	size_t sz = (size_t)span_blocks * BLK;
-	uint8_t *src = malloc(sz), *dst = malloc(sz);
-	uint64_t done = 0, t0, t;
-	unsigned int sink = 0;
-
-	if (!src || !dst)
-		lg_die(EXIT_ERROR, "out of memory for the memcpy baseline (%zu bytes)", sz);
-	memset(src, 0x5c, sz);
-	memset(dst, 0xc5, sz);
-	t0 = now_ns();
-	do {
-		for (uint64_t i = 0; i < span_blocks; i++)
-			memcpy(dst + i * BLK, src + i * BLK, BLK);
-		__asm__ __volatile__("" : : "r"(dst) : "memory");
-		sink += dst[done % sz];
-		done += span_blocks;
-		t = now_ns();
-	} while (t - t0 < 500000000ull);
-	if (sink == 0xffffffffu)
-		fputs("(sink)\n", stderr);
-	free(src);
-	free(dst);
-	return (double)done / ((double)(t - t0) / 1e9);
-}
-
 static long num_arg(const char *flag, const char *v, long min, long max)
 {
 	char *end;
@@ -817,7 +769,7 @@ int main(int argc, char **argv)
 	(void)vu_get_u64(&vu, VU_GET_FEATURES);
 
 	if (opt.memcpy_base)
-		mc = memcpy_baseline();
+		mc = memcpy_pages_per_sec(span_blocks);
 	if (opt.discard_first)
 		discard_all(&qs[0]);
 	run_phase(0, &prefill_s);

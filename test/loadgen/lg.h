@@ -139,11 +139,9 @@ struct lgdev {
 };
 
 /* util.c */
-/* lg_die() and now_ns(), which vumsg.c calls, are declared in vumsg.h */
+/* lg_die(), now_ns(), mix64(), rng_next(): common.h */
 void lg_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 uint64_t parse_size(const char *s, const char *what);
-uint64_t mix64(uint64_t z);
-uint64_t rng_next(uint64_t *s);
 void fill_page(uint8_t *p, uint32_t pool, const uint64_t oid[3], uint32_t index, uint64_t ver);
 /* returns -1 when equal, else the first differing 8-byte word */
 int check_page(const uint8_t *p, uint32_t pool, const uint64_t oid[3], uint32_t index, uint64_t ver);

@@ -53,13 +53,6 @@ void json_out(const char *fmt, ...)
 	pthread_mutex_unlock(&out_lock);
 }
 
-uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 uint64_t parse_size(const char *s, const char *what)
 {
 	char *end;
@@ -87,19 +80,6 @@ uint64_t parse_size(const char *s, const char *what)
 	if (shift && v > (UINT64_MAX >> shift))
 		lg_die(EXIT_ERROR, "%s: '%s' is too large", what, s);
 	return (uint64_t)v << shift;
-}
-
-uint64_t mix64(uint64_t z)
-{
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-uint64_t rng_next(uint64_t *s)
-{
-	*s += 0x9e3779b97f4a7c15ull;
-	return mix64(*s);
 }
 
 static uint64_t page_seed(uint32_t pool, const uint64_t oid[3], uint32_t index, uint64_t ver)

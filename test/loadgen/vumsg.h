@@ -3,22 +3,15 @@
  * The front-end's end of a vhost-user socket (docs/interop/vhost-user.rst),
  * as QEMU drives it: connect, send a request with its fds, read and check a
  * reply, set up guest RAM and a ring. One copy for both load generators:
- * tmem-loadgen (vu.c) and blk-loadgen (blk.c). Each program supplies
- * lg_die() and now_ns().
+ * tmem-loadgen (vu.c) and blk-loadgen (blk.c). Errors go through lg_die()
+ * (common.h).
  */
 #ifndef VUMSG_H
 #define VUMSG_H
 
 #include <stdint.h>
 
-/* exit codes */
-#define EXIT_MISMATCH 1 /* a check failed (data, status, len, rule) */
-#define EXIT_ERROR 2    /* setup, socket, protocol or usage error */
-#define EXIT_HANG 3     /* a request was not completed in time */
-
-/* supplied by the program: util.c (tmem-loadgen), blk.c (blk-loadgen) */
-void lg_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
-uint64_t now_ns(void);
+#include "common.h"
 
 /* vhost-user requests */
 enum {

@@ -376,6 +376,20 @@ export function swapOk(t: TapChecks, what: string, r: Json, o: { comment?: boole
 }
 
 /**
+ * tmem in use again `when` (e.g. 'after the resume'): the driver's frontswap
+ * stores succeeded and its loads hit, none missed (after: the guest's counter
+ * differences over that time), and tmemd took puts and answered gets with hits
+ * between the VM's entries g0 and g1 (guestEntry).
+ */
+export function usedAgain(t: TapChecks, when: string, after: Record<string, number>, g0: Json, g1: Json): void {
+  t.ok(after.drv_frontswap_stores_ok > 1000, `frontswap stores succeed ${when} (${after.drv_frontswap_stores_ok})`);
+  t.ok(after.drv_frontswap_loads_hit > 1000, `frontswap loads hit ${when} (${after.drv_frontswap_loads_hit})`);
+  t.equal(after.drv_frontswap_loads_miss, 0, `no load missed ${when}`);
+  t.ok(g1.store?.puts - g0.store?.puts > 1000, `tmemd took puts ${when} (${g1.store?.puts - g0.store?.puts})`);
+  t.ok(g1.store?.hits - g0.store?.hits > 1000, `tmemd answered gets with hits ${when} (${g1.store?.hits - g0.store?.hits})`);
+}
+
+/**
  * The end of a test: every QEMU quit first, then tmemd stopped (SIGTERM) and
  * its exit status 0 checked; on a failure the tails of the consoles and of the
  * daemon's log as comments.

@@ -25,6 +25,14 @@ struct cfg G = {
 	.rate = 20000,
 };
 
+static const struct {
+	const char *name;
+	int (*run)(void);
+} modes[] = {
+	{ "verify", mode_verify }, { "rules", mode_rules }, { "malformed", mode_malformed }, { "bench", mode_bench },
+	{ "latency", mode_latency }, { "noisy", mode_noisy }, { "paced", mode_paced },
+};
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -139,19 +147,8 @@ int main(int argc, char **argv)
 		lg_die(EXIT_ERROR, "--socket PATH is required");
 	if (G.qsize & (G.qsize - 1))
 		lg_die(EXIT_ERROR, "--qsize must be a power of two");
-	if (!strcmp(G.mode, "verify"))
-		return mode_verify();
-	if (!strcmp(G.mode, "rules"))
-		return mode_rules();
-	if (!strcmp(G.mode, "malformed"))
-		return mode_malformed();
-	if (!strcmp(G.mode, "bench"))
-		return mode_bench();
-	if (!strcmp(G.mode, "latency"))
-		return mode_latency();
-	if (!strcmp(G.mode, "noisy"))
-		return mode_noisy();
-	if (!strcmp(G.mode, "paced"))
-		return mode_paced();
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
+		if (!strcmp(G.mode, modes[i].name))
+			return modes[i].run();
 	lg_die(EXIT_ERROR, "unknown mode '%s' (verify, rules, malformed, bench, latency, noisy, paced)", G.mode);
 }

@@ -7,7 +7,7 @@
 // discard gives the pages back (tmemctl stats, the file's st_blocks); a ring
 // restart and a reconnect keep the data; SIGTERM removes the overflow file;
 // no --blk-overflow-dir refuses to start.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -190,12 +190,17 @@ async function stats(ctl: string): Promise<StatsJson> {
   return r.result as StatsJson;
 }
 
-t.test('tmem-blk through the socket', async (t) => {
+/** A private directory (gone at the test's end) with the overflow directory and the blk socket's path in it. */
+function blkDir(t: Test): { dir: string; ov: string; blkSock: string } {
   const dir = mkdtempSync(join(tmpdir(), 'blk-socket-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const ov = join(dir, 'ov');
   mkdirSync(ov);
-  const blkSock = join(dir, 'blk.sock');
+  return { dir, ov, blkSock: join(dir, 'blk.sock') };
+}
+
+t.test('tmem-blk through the socket', async (t) => {
+  const { dir, ov, blkSock } = blkDir(t);
   const ctl = join(dir, 'ctl.sock');
   const d = new Daemon([
     '--vm', `name=vm1,socket=${join(dir, 'tmem.sock')},maxmem=1G,blk-socket=${blkSock},blk-size=${DISK_PAGES * 4}K`,
@@ -290,11 +295,7 @@ t.test('a chain tmem-blk cannot answer breaks its queue: never completed as if w
   // Linux's virtio-blk takes a completion without a status byte as success
   // (it reads a stale 0, VIRTIO_BLK_S_OK), so such a chain must stop the
   // queue, as libvhost-user's vu_panic does, instead of completing it.
-  const dir = mkdtempSync(join(tmpdir(), 'blk-socket-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const ov = join(dir, 'ov');
-  mkdirSync(ov);
-  const blkSock = join(dir, 'blk.sock');
+  const { dir, ov, blkSock } = blkDir(t);
   const d = new Daemon([
     '--vm', `name=vm1,socket=${join(dir, 'tmem.sock')},maxmem=1G,blk-socket=${blkSock},blk-size=1M`,
     '--blk-overflow-dir', ov, '--capacity', '1M', '--queues', '1', '--queues-mode', 'notify', '--control', 'none',

@@ -671,6 +671,59 @@ static long num_arg(const char *flag, const char *v, long min, long max)
 	return n;
 }
 
+/* the flags without a value */
+static const struct {
+	const char *name;
+	int *on;
+} switches[] = {
+	{ "--json", &opt.json }, { "--poll", &opt.poll }, { "--two-regions", &opt.two_regions },
+	{ "--discard-first", &opt.discard_first }, { "--indirect", &opt.indirect }, { "--event-idx", &opt.event_idx },
+	{ "--one-seg", &opt.one_seg }, { "--memcpy", &opt.memcpy_base },
+};
+
+/* the flags with a whole number from min to max: into i (an int) or u */
+static const struct {
+	const char *name;
+	long min, max;
+	int *i;
+	uint64_t *u;
+} numbers[] = {
+	{ "--queues", 1, 64, &opt.queues, NULL },
+	{ "--depth", 1, 1024, &opt.depth, NULL },
+	{ "--seconds", 1, 3600, &opt.seconds, NULL },
+	{ "--read-pct", 0, 100, &opt.read_pct, NULL },
+	{ "--span-mib", 1, 1 << 20, NULL, &opt.span_mib },
+	{ "--qsize", 4, 32768, &opt.qsize, NULL },
+	{ "--seed", 0, 1L << 40, NULL, &opt.seed },
+	{ "--max-pages", 1, 256, &opt.max_pages, NULL },
+	{ "--timeout-ms", 1, 3600000, &opt.timeout_ms, NULL },
+};
+
+static int set_switch(const char *a)
+{
+	for (size_t k = 0; k < sizeof(switches) / sizeof(switches[0]); k++) {
+		if (!strcmp(a, switches[k].name)) {
+			*switches[k].on = 1;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int set_number(const char *a, const char *v)
+{
+	for (size_t k = 0; k < sizeof(numbers) / sizeof(numbers[0]); k++) {
+		if (strcmp(a, numbers[k].name))
+			continue;
+		if (numbers[k].i)
+			*numbers[k].i = (int)num_arg(a, v, numbers[k].min, numbers[k].max);
+		else
+			*numbers[k].u = (uint64_t)num_arg(a, v, numbers[k].min, numbers[k].max);
+		return 1;
+	}
+	return 0;
+}
+
 static void usage(void)
 {
 	fputs("usage: blk-loadgen --socket PATH [--queues N] [--depth D] [--seconds S] [--read-pct P] [--span-mib M]\n"
@@ -689,49 +742,15 @@ int main(int argc, char **argv)
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 
-		if (!strcmp(a, "--json")) {
-			opt.json = 1;
-		} else if (!strcmp(a, "--poll")) {
-			opt.poll = 1;
-		} else if (!strcmp(a, "--two-regions")) {
-			opt.two_regions = 1;
-		} else if (!strcmp(a, "--discard-first")) {
-			opt.discard_first = 1;
-		} else if (!strcmp(a, "--indirect")) {
-			opt.indirect = 1;
-		} else if (!strcmp(a, "--event-idx")) {
-			opt.event_idx = 1;
-		} else if (!strcmp(a, "--one-seg")) {
-			opt.one_seg = 1;
-		} else if (!strcmp(a, "--memcpy")) {
-			opt.memcpy_base = 1;
-		} else if (!v) {
+		if (set_switch(a))
+			continue;
+		if (!v)
 			usage();
-		} else {
-			i++;
-			if (!strcmp(a, "--socket"))
-				opt.socket = v;
-			else if (!strcmp(a, "--queues"))
-				opt.queues = (int)num_arg(a, v, 1, 64);
-			else if (!strcmp(a, "--depth"))
-				opt.depth = (int)num_arg(a, v, 1, 1024);
-			else if (!strcmp(a, "--seconds"))
-				opt.seconds = (int)num_arg(a, v, 1, 3600);
-			else if (!strcmp(a, "--read-pct"))
-				opt.read_pct = (int)num_arg(a, v, 0, 100);
-			else if (!strcmp(a, "--span-mib"))
-				opt.span_mib = (uint64_t)num_arg(a, v, 1, 1 << 20);
-			else if (!strcmp(a, "--qsize"))
-				opt.qsize = (int)num_arg(a, v, 4, 32768);
-			else if (!strcmp(a, "--seed"))
-				opt.seed = (uint64_t)num_arg(a, v, 0, 1L << 40);
-			else if (!strcmp(a, "--max-pages"))
-				opt.max_pages = (int)num_arg(a, v, 1, 256);
-			else if (!strcmp(a, "--timeout-ms"))
-				opt.timeout_ms = (int)num_arg(a, v, 1, 3600000);
-			else
-				usage();
-		}
+		i++;
+		if (!strcmp(a, "--socket"))
+			opt.socket = v;
+		else if (!set_number(a, v))
+			usage();
 	}
 	if (!opt.socket)
 		usage();

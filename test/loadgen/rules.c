@@ -123,6 +123,12 @@ static int pool_of(uint32_t flags, uint32_t *id)
 		if (!(ok))        \
 			return 0; \
 	} while (0)
+/* a reply with status st and used len 16: returns 1 or sets why */
+static int status_is(struct res r, int32_t st, const char *what)
+{
+	ST_IS(r, st, what);
+	return 1;
+}
 /* PUT that must succeed (OK, used len 16): returns 1 or sets why */
 static int put_ok(uint32_t pool, const uint64_t oid[3], uint32_t idx, uint64_t ver, const char *what)
 {
@@ -170,8 +176,7 @@ static int r_reset(void)
 	r = simple(TMEM_OP_RESET, 0, 0, NULL, 0);
 	ST_IS(r, TMEM_S_OK, "RESET");
 	EXPECT(r.value == 3, "RESET value %llu, expected 3 pools destroyed", (unsigned long long)r.value);
-	r = get(p, OID, 1, 0);
-	ST_IS(r, TMEM_S_INVALID, "GET on a pool destroyed by RESET");
+	STEP(status_is(get(p, OID, 1, 0), TMEM_S_INVALID, "GET on a pool destroyed by RESET"));
 	r = simple(TMEM_OP_RESET, 0, 0, NULL, 0);
 	EXPECT(r.status == TMEM_S_OK && r.value == 0, "RESET of nothing: status %d value %llu", r.status, (unsigned long long)r.value);
 	snprintf(why, sizeof(why), "value = pools destroyed (3, then 0), their ids INVALID afterwards");
@@ -304,11 +309,9 @@ static int r_flush_page(void)
 	ST_IS(r, TMEM_S_OK, "FLUSH_PAGE");
 	EXPECT(r.value == 0, "FLUSH_PAGE value %llu", (unsigned long long)r.value);
 	STEP(get_miss(PP, OID, 8, 0, "GET after FLUSH_PAGE"));
-	r = simple(TMEM_OP_FLUSH_PAGE, 0, PP, OID, 8);
-	ST_IS(r, TMEM_S_OK, "FLUSH_PAGE of an absent page");
+	STEP(status_is(simple(TMEM_OP_FLUSH_PAGE, 0, PP, OID, 8), TMEM_S_OK, "FLUSH_PAGE of an absent page"));
 	STEP(put_ok(PE, OID, 8, 701, "ephemeral PUT"));
-	r = simple(TMEM_OP_FLUSH_PAGE, 0, PE, OID, 8);
-	ST_IS(r, TMEM_S_OK, "ephemeral FLUSH_PAGE");
+	STEP(status_is(simple(TMEM_OP_FLUSH_PAGE, 0, PE, OID, 8), TMEM_S_OK, "ephemeral FLUSH_PAGE"));
 	STEP(get_miss(PE, OID, 8, 0, "ephemeral GET after FLUSH_PAGE"));
 	snprintf(why, sizeof(why), "GET misses after FLUSH_PAGE; flushing an absent page succeeds");
 	return 1;
@@ -351,17 +354,12 @@ static int r_destroy(void)
 {
 	uint32_t p;
 	STEP(pool_of(TMEM_POOL_PERSIST, &p));
-	struct res r;
 	STEP(put_ok(p, OID, 1, 1000, "PUT"));
-	r = simple(TMEM_OP_DESTROY_POOL, 0, p, NULL, 0);
-	ST_IS(r, TMEM_S_OK, "DESTROY_POOL");
-	r = get(p, OID, 1, 0);
-	ST_IS(r, TMEM_S_INVALID, "GET on the destroyed pool");
+	STEP(status_is(simple(TMEM_OP_DESTROY_POOL, 0, p, NULL, 0), TMEM_S_OK, "DESTROY_POOL"));
+	STEP(status_is(get(p, OID, 1, 0), TMEM_S_INVALID, "GET on the destroyed pool"));
 	EXPECT(untouched(TMEM_PAGE_SIZE), "GET INVALID wrote into the data area");
-	r = put(p, OID, 1, 1001);
-	ST_IS(r, TMEM_S_INVALID, "PUT on the destroyed pool");
-	r = simple(TMEM_OP_DESTROY_POOL, 0, p, NULL, 0);
-	ST_IS(r, TMEM_S_INVALID, "second DESTROY_POOL");
+	STEP(status_is(put(p, OID, 1, 1001), TMEM_S_INVALID, "PUT on the destroyed pool"));
+	STEP(status_is(simple(TMEM_OP_DESTROY_POOL, 0, p, NULL, 0), TMEM_S_INVALID, "second DESTROY_POOL"));
 	snprintf(why, sizeof(why), "OK, then the id is unknown (INVALID) for GET, PUT and DESTROY");
 	return 1;
 }
@@ -441,7 +439,6 @@ static int r_invalid_lengths(void)
 		EXPECT(untouched(c[i].wr), "%s: the data area was written", c[i].what);
 	}
 	/* the pool survived the malformed RESET/DESTROY */
-	struct res r;
 	STEP(put_ok(PP, OID, 11, 1200, "PUT after the malformed requests"));
 	/* a 40-byte header */
 	struct vq *q = &D.vq[0];
@@ -449,8 +446,7 @@ static int r_invalid_lengths(void)
 	put_hdr(s->hdr, TMEM_OP_FLUSH_PAGE, 0, PP, OID, 11, 0);
 	memset(s->resp, 0xee, 16);
 	struct seg sg[2] = { { gpa_of(&D, s->hdr), 40, 0 }, { gpa_of(&D, s->resp), 16, 1 } };
-	r = chain_sync(&D, 0, sg, 2, D.indirect, s->resp);
-	ST_IS(r, TMEM_S_INVALID, "FLUSH_PAGE with a 40-byte header");
+	STEP(status_is(chain_sync(&D, 0, sg, 2, D.indirect, s->resp), TMEM_S_INVALID, "FLUSH_PAGE with a 40-byte header"));
 	STEP(get_is(PP, OID, 11, 0, 1200, "GET after the malformed FLUSH_PAGE"));
 	snprintf(why, sizeof(why), "%zu wrong-length requests and a short header -> INVALID, len 16, nothing written", sizeof(c) / sizeof(c[0]));
 	return 1;
@@ -472,14 +468,10 @@ static int r_invalid_flags(void)
 	struct tmem_new_pool npl = { .flags = TMEM_POOL_PERSIST, .page_size = 4096 };
 	r = req_sync(&D, qsel(), TMEM_OP_NEW_POOL, 1, 0, NULL, 0, &npl, sizeof(npl), NULL, 0);
 	ST_IS(r, TMEM_S_INVALID, "NEW_POOL with request flags 1");
-	r = np(4, 4096, NULL);
-	ST_IS(r, TMEM_S_INVALID, "NEW_POOL pool flags 4");
-	r = np(TMEM_POOL_PERSIST | TMEM_POOL_SHARED, 4096, NULL);
-	ST_IS(r, TMEM_S_INVALID, "NEW_POOL PERSIST|SHARED");
-	r = np(TMEM_POOL_PERSIST, 8192, NULL);
-	ST_IS(r, TMEM_S_INVALID, "NEW_POOL page_size 8192");
-	r = np(0, 0, NULL);
-	ST_IS(r, TMEM_S_INVALID, "NEW_POOL page_size 0");
+	STEP(status_is(np(4, 4096, NULL), TMEM_S_INVALID, "NEW_POOL pool flags 4"));
+	STEP(status_is(np(TMEM_POOL_PERSIST | TMEM_POOL_SHARED, 4096, NULL), TMEM_S_INVALID, "NEW_POOL PERSIST|SHARED"));
+	STEP(status_is(np(TMEM_POOL_PERSIST, 8192, NULL), TMEM_S_INVALID, "NEW_POOL page_size 8192"));
+	STEP(status_is(np(0, 0, NULL), TMEM_S_INVALID, "NEW_POOL page_size 0"));
 	/* flags are checked before the pool: INVALID either way, and bad flags on an unknown pool is not DENIED or MISS */
 	r = req_sync(&D, qsel(), TMEM_OP_GET_PAGE, 4, 0xdead, OID, 1, NULL, 0, getbuf, 4096);
 	ST_IS(r, TMEM_S_INVALID, "GET flags 4 on an unknown pool");
@@ -494,14 +486,10 @@ static int r_unknown_pool(void)
 		uint32_t p = bad[i];
 		struct res r = put(p, OID, 0, 1);
 		ST_IS(r, TMEM_S_INVALID, "PUT on an unknown pool");
-		r = get(p, OID, 0, 0);
-		ST_IS(r, TMEM_S_INVALID, "GET on an unknown pool");
-		r = simple(TMEM_OP_FLUSH_PAGE, 0, p, OID, 0);
-		ST_IS(r, TMEM_S_INVALID, "FLUSH_PAGE on an unknown pool");
-		r = simple(TMEM_OP_FLUSH_OBJECT, 0, p, OID, 0);
-		ST_IS(r, TMEM_S_INVALID, "FLUSH_OBJECT on an unknown pool");
-		r = simple(TMEM_OP_DESTROY_POOL, 0, p, OID, 0);
-		ST_IS(r, TMEM_S_INVALID, "DESTROY_POOL of an unknown pool");
+		STEP(status_is(get(p, OID, 0, 0), TMEM_S_INVALID, "GET on an unknown pool"));
+		STEP(status_is(simple(TMEM_OP_FLUSH_PAGE, 0, p, OID, 0), TMEM_S_INVALID, "FLUSH_PAGE on an unknown pool"));
+		STEP(status_is(simple(TMEM_OP_FLUSH_OBJECT, 0, p, OID, 0), TMEM_S_INVALID, "FLUSH_OBJECT on an unknown pool"));
+		STEP(status_is(simple(TMEM_OP_DESTROY_POOL, 0, p, OID, 0), TMEM_S_INVALID, "DESTROY_POOL of an unknown pool"));
 	}
 	snprintf(why, sizeof(why), "PUT/GET/FLUSH/FLUSH_OBJECT/DESTROY on unknown ids -> INVALID");
 	return 1;
@@ -512,21 +500,16 @@ static int r_shared(void)
 	uint8_t uuid[16] = { 0x74, 0x6d, 0x65, 0x6d, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 };
 	struct res r;
 	if (!D.shared) {
-		r = np(TMEM_POOL_SHARED, 4096, uuid);
-		ST_IS(r, TMEM_S_INVALID, "NEW_POOL SHARED without TMEM_F_SHARED negotiated");
+		STEP(status_is(np(TMEM_POOL_SHARED, 4096, uuid), TMEM_S_INVALID, "NEW_POOL SHARED without TMEM_F_SHARED negotiated"));
 		snprintf(why, sizeof(why), "shared pool without TMEM_F_SHARED negotiated -> INVALID");
 		return 1;
 	}
 	/* INVALID outranks DENIED */
-	r = np(TMEM_POOL_SHARED | TMEM_POOL_PERSIST, 4096, uuid);
-	ST_IS(r, TMEM_S_INVALID, "NEW_POOL SHARED|PERSIST");
-	r = np(TMEM_POOL_SHARED | 8, 4096, uuid);
-	ST_IS(r, TMEM_S_INVALID, "NEW_POOL SHARED|8");
-	r = np(TMEM_POOL_SHARED, 512, uuid);
-	ST_IS(r, TMEM_S_INVALID, "NEW_POOL SHARED page size 512");
+	STEP(status_is(np(TMEM_POOL_SHARED | TMEM_POOL_PERSIST, 4096, uuid), TMEM_S_INVALID, "NEW_POOL SHARED|PERSIST"));
+	STEP(status_is(np(TMEM_POOL_SHARED | 8, 4096, uuid), TMEM_S_INVALID, "NEW_POOL SHARED|8"));
+	STEP(status_is(np(TMEM_POOL_SHARED, 512, uuid), TMEM_S_INVALID, "NEW_POOL SHARED page size 512"));
 	if (!strcmp(G.shared_expect, "denied")) {
-		r = np(TMEM_POOL_SHARED, 4096, uuid);
-		ST_IS(r, TMEM_S_DENIED, "NEW_POOL SHARED for a VM without a share group");
+		STEP(status_is(np(TMEM_POOL_SHARED, 4096, uuid), TMEM_S_DENIED, "NEW_POOL SHARED for a VM without a share group"));
 		snprintf(why, sizeof(why), "no share group -> DENIED; SHARED|PERSIST, SHARED|8, bad page size -> INVALID first");
 		return 1;
 	}
@@ -545,12 +528,9 @@ static int r_shared(void)
 	EXPECT(r.status == 0 && check_page(getbuf, a, OID, 1, 1300) < 0, "shared GET removed the page (status %d)", r.status);
 	r = get(a, OID, 1, TMEM_REQF_EXCLUSIVE);
 	EXPECT(r.status == 0 || r.status == TMEM_S_MISS || r.status == TMEM_S_INVALID, "shared exclusive GET status %d", r.status);
-	r = simple(TMEM_OP_DESTROY_POOL, 0, a, NULL, 0);
-	ST_IS(r, TMEM_S_OK, "DESTROY the first id");
-	r = get(a, OID, 1, 0);
-	ST_IS(r, TMEM_S_INVALID, "GET through the destroyed id");
-	r = simple(TMEM_OP_DESTROY_POOL, 0, b, NULL, 0);
-	ST_IS(r, TMEM_S_OK, "DESTROY the second id");
+	STEP(status_is(simple(TMEM_OP_DESTROY_POOL, 0, a, NULL, 0), TMEM_S_OK, "DESTROY the first id"));
+	STEP(status_is(get(a, OID, 1, 0), TMEM_S_INVALID, "GET through the destroyed id"));
+	STEP(status_is(simple(TMEM_OP_DESTROY_POOL, 0, b, NULL, 0), TMEM_S_OK, "DESTROY the second id"));
 	snprintf(why, sizeof(why), "same uuid -> two ids of one pool, GET never removes, DESTROY drops one reference");
 	return 1;
 }
@@ -572,8 +552,7 @@ static int r_pool_limit(void)
 	ST_IS(r, TMEM_S_NOSPACE, "NEW_POOL beyond max_pools");
 	EXPECT(n == in.max_pools, "%u pools created, max_pools is %u", n, in.max_pools);
 	/* INVALID outranks NOSPACE */
-	r = np(4, 4096, NULL);
-	ST_IS(r, TMEM_S_INVALID, "NEW_POOL with bad flags at the pool limit");
+	STEP(status_is(np(4, 4096, NULL), TMEM_S_INVALID, "NEW_POOL with bad flags at the pool limit"));
 	r = simple(TMEM_OP_RESET, 0, 0, NULL, 0);
 	EXPECT(r.status == 0 && r.value == n, "RESET: status %d value %llu, expected %u", r.status, (unsigned long long)r.value, n);
 	snprintf(why, sizeof(why), "%u pools, then NOSPACE; bad flags still INVALID; RESET destroyed %u", n, n);
@@ -624,13 +603,11 @@ static int r_maxmem(void)
 		EXPECT(r.status == TMEM_S_OK && r.len == 16, "PUT %llu of %llu (limit): status %d", (unsigned long long)i + 1, (unsigned long long)lim,
 		       r.status);
 	}
-	r = put(p, oid, (uint32_t)lim, 1);
-	ST_IS(r, TMEM_S_NOSPACE, "PUT beyond persistent_limit_pages");
+	STEP(status_is(put(p, oid, (uint32_t)lim, 1), TMEM_S_NOSPACE, "PUT beyond persistent_limit_pages"));
 	STEP(get_miss(p, oid, (uint32_t)lim, 0, "GET of the refused page"));
 	r = req_sync(&D, qsel(), TMEM_OP_PUT_PAGE, 0, p, oid, (uint32_t)lim, pagebuf, 100, NULL, 0);
 	ST_IS(r, TMEM_S_INVALID, "PUT with bad length at the limit (INVALID outranks NOSPACE)");
-	r = put(0xdead, oid, 0, 1);
-	ST_IS(r, TMEM_S_INVALID, "PUT on an unknown pool at the limit");
+	STEP(status_is(put(0xdead, oid, 0, 1), TMEM_S_INVALID, "PUT on an unknown pool at the limit"));
 	r = put(e, oid, 0, 2);
 	EXPECT(r.status == TMEM_S_OK || r.status == TMEM_S_NOSPACE, "ephemeral PUT at the persistent limit: status %d", r.status);
 	struct tmem_info in;
@@ -646,8 +623,7 @@ static int r_maxmem(void)
 			ST_IS(r, TMEM_S_NOSPACE, "PUT replacing a page at the limit");
 			STEP(get_miss(p, oid, 0, 0, "GET after a refused replacement"));
 		}
-		r = simple(TMEM_OP_FLUSH_PAGE, 0, p, oid, 1);
-		ST_IS(r, TMEM_S_OK, "FLUSH_PAGE");
+		STEP(status_is(simple(TMEM_OP_FLUSH_PAGE, 0, p, oid, 1), TMEM_S_OK, "FLUSH_PAGE"));
 		STEP(put_ok(p, oid, (uint32_t)lim, 3, "PUT after a flush made room"));
 		STEP(get_is(p, oid, (uint32_t)lim, 0, 3, "GET of it"));
 	}

@@ -2,6 +2,7 @@
 // worker sleeps on (one epoll_wait per wake-up, counters never read).
 import t from 'tap';
 import * as native from '../native/index.js';
+import { closeAtEnd } from './native/harness.js';
 import { c, F_GETFD } from '../native/libc.js';
 
 function fresh(n: number): number[] {
@@ -16,11 +17,7 @@ function readyOf(set: native.EventfdSet, timeoutMs: number, room = 8): number[] 
 
 t.test('each write is reported once, by index, without reading the counter', async (t) => {
   const fds = fresh(3);
-  const set = new native.EventfdSet();
-  t.teardown(() => {
-    set.close();
-    fds.forEach(native.close);
-  });
+  const set = closeAtEnd(t, new native.EventfdSet(), ...fds);
   set.setFds(Int32Array.from(fds), 3);
   t.equal(set.failed, 0);
   t.same(readyOf(set, 0), [], 'nothing written: nothing ready');
@@ -39,11 +36,7 @@ t.test('each write is reported once, by index, without reading the counter', asy
 t.test('an fd already signalled when added is reported; a timeout returns 0', async (t) => {
   const a = native.eventfd(1);
   const b = native.eventfd();
-  const set = new native.EventfdSet();
-  t.teardown(() => {
-    set.close();
-    [a, b].forEach(native.close);
-  });
+  const set = closeAtEnd(t, new native.EventfdSet(), a, b);
   set.setFds(Int32Array.of(a, b), 2);
   t.same(readyOf(set, 1000), [0]);
   const t0 = performance.now();
@@ -56,11 +49,7 @@ t.test('the owner may close its fds: the set keeps its own, and forgets the old 
   // the front-end's copy of the same eventfd (the file stays open after the daemon closes its fd)
   const peer = c.fcntl(a, 1030 /* F_DUPFD_CLOEXEC */, 0) as number;
   const b = native.eventfd();
-  const set = new native.EventfdSet();
-  t.teardown(() => {
-    set.close();
-    [peer, b].forEach(native.close);
-  });
+  const set = closeAtEnd(t, new native.EventfdSet(), peer, b);
   set.setFds(Int32Array.of(a), 1);
   native.close(a); // engine.ts closes a kick fd when the ring stops
   native.eventfdWrite(peer);
@@ -74,11 +63,7 @@ t.test('the owner may close its fds: the set keeps its own, and forgets the old 
 
 t.test('an fd that cannot be watched is left out and counted; the others work', async (t) => {
   const a = native.eventfd();
-  const set = new native.EventfdSet();
-  t.teardown(() => {
-    set.close();
-    native.close(a);
-  });
+  const set = closeAtEnd(t, new native.EventfdSet(), a);
   const notOpen = 1_000_000;
   t.equal(c.fcntl(notOpen, F_GETFD, 0), -1, 'fd 1000000 is not open');
   set.setFds(Int32Array.of(notOpen, a), 2);
@@ -92,11 +77,7 @@ t.test('an fd that cannot be watched is left out and counted; the others work', 
 
 t.test('more ready entries than room: at most ready.length per wait, the rest at the next', async (t) => {
   const fds = fresh(70);
-  const set = new native.EventfdSet();
-  t.teardown(() => {
-    set.close();
-    fds.forEach(native.close);
-  });
+  const set = closeAtEnd(t, new native.EventfdSet(), ...fds);
   set.setFds(Int32Array.from(fds), fds.length);
   for (const fd of fds) native.eventfdWrite(fd);
   const seen = new Set<number>();

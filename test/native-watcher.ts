@@ -8,6 +8,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import ts from 'typescript';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as native from '../native/index.js';
+import { closeAtEnd } from './native/harness.js';
 
 /** Resolves with the events of the next onReady call, or rejects after ms. */
 function nextReady(calls: number[], ms = 2000): Promise<number> {
@@ -24,12 +25,8 @@ function nextReady(calls: number[], ms = 2000): Promise<number> {
 }
 
 t.test('fires for a readable socket, with EPOLLIN; data is left for us to read', async (t) => {
-  const w = new native.FdWatcher();
   const [a, b] = native.socketPair(true);
-  t.teardown(() => {
-    w.close();
-    [a, b].forEach(native.close);
-  });
+  const w = closeAtEnd(t, new native.FdWatcher(), a, b);
   const calls: number[] = [];
   const buf = new Uint8Array(16);
   let got = '';
@@ -47,12 +44,8 @@ t.test('fires for a readable socket, with EPOLLIN; data is left for us to read',
 });
 
 t.test('fires for an eventfd, once per signal when the callback drains it', async (t) => {
-  const w = new native.FdWatcher();
   const efd = native.eventfd();
-  t.teardown(() => {
-    w.close();
-    native.close(efd);
-  });
+  const w = closeAtEnd(t, new native.FdWatcher(), efd);
   const values: bigint[] = [];
   const calls: number[] = [];
   w.watch(efd, (ev) => {
@@ -68,12 +61,8 @@ t.test('fires for an eventfd, once per signal when the callback drains it', asyn
 });
 
 t.test('a callback that does not drain its fd is called again (re-armed, level-triggered)', async (t) => {
-  const w = new native.FdWatcher();
   const efd = native.eventfd(1);
-  t.teardown(() => {
-    w.close();
-    native.close(efd);
-  });
+  const w = closeAtEnd(t, new native.FdWatcher(), efd);
   let n = 0;
   await new Promise<void>((res) =>
     w.watch(efd, () => {
@@ -88,12 +77,8 @@ t.test('a callback that does not drain its fd is called again (re-armed, level-t
 });
 
 t.test('reports a hung-up peer', async (t) => {
-  const w = new native.FdWatcher();
   const [a, b] = native.socketPair(true);
-  t.teardown(() => {
-    w.close();
-    native.close(b);
-  });
+  const w = closeAtEnd(t, new native.FdWatcher(), b);
   const calls: number[] = [];
   w.watch(b, (ev) => {
     calls.push(ev);
@@ -106,12 +91,8 @@ t.test('reports a hung-up peer', async (t) => {
 });
 
 t.test('unwatch stops callbacks; the fd can be watched again', async (t) => {
-  const w = new native.FdWatcher();
   const efd = native.eventfd();
-  t.teardown(() => {
-    w.close();
-    native.close(efd);
-  });
+  const w = closeAtEnd(t, new native.FdWatcher(), efd);
   const first: number[] = [];
   w.watch(efd, (ev) => first.push(ev));
   w.unwatch(efd);
@@ -130,13 +111,9 @@ t.test('unwatch stops callbacks; the fd can be watched again', async (t) => {
 });
 
 t.test('unwatch from inside another callback drops that fd\'s pending event', async (t) => {
-  const w = new native.FdWatcher();
   const e1 = native.eventfd(1);
   const e2 = native.eventfd(1);
-  t.teardown(() => {
-    w.close();
-    [e1, e2].forEach(native.close);
-  });
+  const w = closeAtEnd(t, new native.FdWatcher(), e1, e2);
   const calls: string[] = [];
   // Both are ready before the wait starts, so both events come back from one epoll_wait.
   w.watch(e1, () => {

@@ -25,7 +25,7 @@ import {
   VhostUserProtocolFeature,
   VhostUserRequest as R,
 } from '../host/vhost-user/messages.js';
-import { ACK, Daemon, TMEMD, V1, VhostSocket as VhostClient } from './vhost/harness.js';
+import { ACK, Daemon, TMEMD, until, V1, VhostSocket as VhostClient } from './vhost/harness.js';
 
 const TMEMCTL = join(dirname(TMEMD), 'tmemctl.js');
 
@@ -152,15 +152,6 @@ function stopRings(t: Pick<typeof import('tap').default, 'equal'>, c: VhostClien
     t.equal(r.payload.readUInt32LE(0), q, 'vring state index');
     t.equal(r.payload.readUInt32LE(4), 0, 'nothing was processed: next avail 0');
   }
-}
-
-async function until(f: () => Promise<boolean>, ms = 10000): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (!(await f())) {
-    if (Date.now() > end) return false;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return true;
 }
 
 function run(): void {

@@ -19,7 +19,7 @@ import { tmemWorkerModule } from '../host/tmem/vm.js';
 import type { Logger } from '../host/log.js';
 import { encodeMemTable, encodeU64, VhostUserProtocolFeature, VhostUserRequest as R } from '../host/vhost-user/messages.js';
 import { buildLoadgen, explain, runLoadgen } from './loadgen/harness.js';
-import { ACK, Daemon, VhostSocket } from './vhost/harness.js';
+import { ACK, Daemon, until, VhostSocket } from './vhost/harness.js';
 
 buildLoadgen();
 
@@ -67,15 +67,6 @@ class Front extends VhostSocket {
 interface Stats {
   host: { store: { ephemeralPages: number; persistentPages: number; reclaimPendingPages: number } };
   guests: { name: string; connected: boolean }[];
-}
-
-async function until(f: () => Promise<boolean> | boolean, ms = 20000): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (!(await f())) {
-    if (Date.now() > end) return false;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return true;
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'tmemd-hostile-'));
@@ -126,7 +117,7 @@ t.test('hostile guest RAM against the daemon, another guest served throughout', 
     t.equal(f.memTable(fd, 4n << 20n), 0n, 'SET_MEM_TABLE acked with 0');
     native.close(fd);
     f.close();
-    t.ok(await until(async () => !(await stats()).guests.find((g) => g.name === 'a')!.connected), 'a left');
+    t.ok(await until(async () => !(await stats()).guests.find((g) => g.name === 'a')!.connected, 20000), 'a left');
   });
 
   await t.test('a file on /dev/shm (tmpfs, cannot be sealed): refused by default, accepted with allow-unsealed=on', async (t) => {
@@ -189,7 +180,7 @@ t.test('hostile guest RAM against the daemon, another guest served throughout', 
     t.comment(`a control round trip meanwhile: ${(performance.now() - s0).toFixed(1)} ms`);
     f.close();
     native.close(fd);
-    t.ok(await until(() => vmSize(pid) < base + GiB), `unmapped after the guest left (VmSize ${vmSize(pid)} against ${base} before)`);
+    t.ok(await until(() => vmSize(pid) < base + GiB, 20000), `unmapped after the guest left (VmSize ${vmSize(pid)} against ${base} before)`);
   });
 
   await t.test('the load generator with 256 GiB of RAM stores pages; after it left nothing of it stays in the store or the address space', async (t) => {
@@ -207,8 +198,8 @@ t.test('hostile guest RAM against the daemon, another guest served throughout', 
     t.equal(r.code, 0, 'verify exits 0', { output: explain(r) });
     t.ok(Number(r.json?.putOk) > 0, `pages stored: ${String(r.json?.putOk)} PUTs ok`);
     t.ok(peak >= base + 255n * GiB, 'its RAM was mapped while it ran');
-    t.ok(await until(async () => !(await stats()).guests.find((g) => g.name === 'u')!.connected), 'u left');
-    t.ok(await until(() => vmSize(pid) < base + GiB), 'its mapping is gone');
+    t.ok(await until(async () => !(await stats()).guests.find((g) => g.name === 'u')!.connected, 20000), 'u left');
+    t.ok(await until(() => vmSize(pid) < base + GiB, 20000), 'its mapping is gone');
   });
 
   const ro = await other;
@@ -219,7 +210,7 @@ t.test('hostile guest RAM against the daemon, another guest served throughout', 
     await until(async () => {
       const s = (await stats()).host.store;
       return s.ephemeralPages + s.persistentPages + s.reclaimPendingPages === 0;
-    }),
+    }, 20000),
     'every guest left: no page of any stays in the store',
   );
   const s = await d.stop();

@@ -80,6 +80,16 @@ export class Daemon {
   }
 }
 
+/** Polls cond every 50 ms until it holds (true) or ms have passed (false). */
+export async function until(cond: () => Promise<boolean> | boolean, ms = 10000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return true;
+}
+
 /** One message from the daemon. */
 export interface Reply {
   request: number;

@@ -14,16 +14,34 @@
 //
 // This module must be the first import of host/tmemd.ts: ES modules are
 // evaluated in import order, so the listeners exist before koffi, the data
-// plane or any socket does. What remains is Node's own bootstrap (tens of ms
-// after exec); a SIGUSR1 in that window may start the inspector, which is why
-// assertNoInspector() runs again once the daemon is ready and refuses to go
-// on if the inspector is open, whatever opened it.
+// plane or any socket does. But no module is evaluated before the whole
+// import graph is loaded and linked, so until then (hundreds of ms after
+// exec: test/daemon-bootstrap-signal.ts counts 300-400 inspector starts in a
+// 1/ms flood) Node's own SIGUSR1 handler is in place: a SIGUSR1 then
+// starts the inspector on --inspect-port's address. Node 20 has no
+// --disable-sigusr1 (Node 22.14 does), so tmemd's interpreter line (and
+// vm-images' Daemon) gives it INSPECTOR_BLACKHOLE, an address of TEST-NET-1
+// (RFC 5737) that no host has: the inspector then fails to bind ("Starting
+// inspector on 192.0.2.1:9229 failed: address not available") and nothing
+// listens (test/daemon-bootstrap-signal.ts floods a starting daemon with
+// SIGUSR1). A tmemd started as `node dist/host/tmemd.js` has no such flag,
+// so assertNoInspector() runs again once the daemon is ready and refuses to
+// go on if the inspector is open, whatever opened it. (A SIGUSR1 before Node
+// installs any handler, in the first milliseconds after exec, takes the
+// default action and ends the process: it cannot open it.)
 //
 // The other debug doors: --inspect, --inspect-brk, --inspect-wait (on the
 // command line or in NODE_OPTIONS) are refused unless TMEMD_ALLOW_INSPECTOR=1
 // says a developer wants them; inspector.open() is called nowhere in tmemd,
 // and no request of the control socket or of a guest evaluates code.
 import inspector from 'node:inspector';
+
+/**
+ * The inspector address tmemd is started with (`--inspect-port=`, in the
+ * interpreter line of host/tmemd.ts): TEST-NET-1, which no host has, so an
+ * inspector that a bootstrap-time SIGUSR1 tries to start cannot listen.
+ */
+export const INSPECTOR_BLACKHOLE = '192.0.2.1:9229';
 
 /** Set to 1 to run tmemd under --inspect deliberately (development only). */
 export const ALLOW_INSPECTOR_ENV = 'TMEMD_ALLOW_INSPECTOR';

@@ -1,9 +1,12 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --inspect-port=192.0.2.1:9229
 // tmemd: the tmem host daemon. Parses the command line (host/config.ts),
 // starts the data plane, listens on one vhost-user socket per VM and on the
 // operator's control socket, and runs in the foreground until SIGTERM or
 // SIGINT, when it closes every guest, removes the sockets it created and
 // exits. It never daemonizes (QEMU's backend program conventions).
+// The interpreter line gives Node an inspector address that cannot be bound
+// (INSPECTOR_BLACKHOLE in debug-guard.ts): a SIGUSR1 during Node's bootstrap,
+// before debug-guard's listener exists, then fails to open the inspector.
 // debug-guard first: its SIGUSR1/SIGUSR2 listeners must exist before anything else runs.
 import { assertNoInspector, setDebugGuardSink } from './debug-guard.js';
 import * as native from '../native/index.js';

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { BlkVm, BLK_PROTOCOL_FEATURES, overflowFileName } from '../host/blk/vm.js';
-import { createDeviceKind, type BlkInstance, type BlkOpenParams } from '../host/blk/worker.js';
+import { createDeviceKind, type BlkInstance, type BlkOpenParams, OVERFLOW_PAGE_UNITS } from '../host/blk/worker.js';
 import { createDeviceKind as createTmemKind } from '../host/tmem/worker.js';
 import { storeGuests } from '../host/tmem/store-guests.js';
 import type { DeviceConnection, WorkerHost } from '../host/vhost-user/device.js';
@@ -166,6 +166,11 @@ t.test('worker kind: overflow and idle promotion', async (t) => {
   const x = io(inst);
   for (let p = 0; p < 16; p++) x.write(p * 8, pageData(p));
   t.equal(inst.counters[BC.overflowWrites], 8, 'eight pages to the overflow file');
+  t.equal(inst.extraCost, OVERFLOW_PAGE_UNITS, 'the last write went to the file: charged OVERFLOW_PAGE_UNITS beyond its bytes (the budget rule)');
+  x.write(0, pageData(0));
+  t.equal(inst.extraCost, 0, 'a write that stays in RAM: nothing extra');
+  x.read(8 * 8, 2 * PAGE);
+  t.equal(inst.extraCost, 2 * OVERFLOW_PAGE_UNITS, 'a two-page read from the file: twice');
   t.ok(fs.existsSync(path.join(dir, 'vm.overflow')));
   t.equal(fs.statSync(path.join(dir, 'vm.overflow')).mode & 0o777, 0o600);
   for (let p = 8; p < 12; p++) x.read(p * 8, PAGE); // hot

@@ -513,6 +513,29 @@ t.test('a turn holds about TURN_UNITS of work: ordinary PUTs are served a turn a
   );
 });
 
+t.test('a device that reports extraCost (work its bytes do not show) is charged it: fewer of its chains per turn, none lost', async (t) => {
+  const { e, vm } = setup({ num: 256 });
+  const v = vm('a');
+  // PUT_UNITS + 44 = 64 units a PUT: four fit a turn of TURN_UNITS (256)
+  Object.assign(e.instances.get(v.id)!.dev, { extraCost: 44 });
+  v.start(0);
+  e.pass(true);
+  pool0(e, v);
+  for (let i = 0; i < 40; i++) v.post(0, reqHeader({ op: TMEM_OP_PUT_PAGE, pool: 0, index: i }), pattern(i));
+  const perTurn = Math.ceil(TURN_UNITS / (PUT_UNITS + 44));
+  t.equal(perTurn, 4);
+  t.equal(e.pass(true), perTurn, `${perTurn} PUTs of ${PUT_UNITS} + 44 units in the first turn`);
+  t.ok(e.deferred, 'work left for the next turns');
+  let served = perTurn;
+  while (e.deferred || served < 40) {
+    const n = e.pass(true);
+    if (n === 0 && !e.deferred) break;
+    served += n;
+  }
+  t.equal(served, 40, 'every request served');
+  t.equal(v.rings[0]!.takeUsed().length, 40, 'and completed');
+});
+
 t.test("round robin between a guest's queues: a full queue does not keep its sibling queues waiting", async (t) => {
   const { e, vm } = setup({ poll: true, num: 256 });
   const v = vm('a', 4);

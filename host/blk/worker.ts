@@ -27,6 +27,14 @@ export interface BlkOpenParams extends VmStoreLimits {
   readonly serial: string;
 }
 
+/**
+ * Budget units charged per page read from or written to the overflow file,
+ * on top of its bytes (16 units): a quarter of a turn (TURN_UNITS 256), so a
+ * guest whose requests go to the disk holds the worker for about four such
+ * pages before the other guests' turns, instead of about thirteen.
+ */
+export const OVERFLOW_PAGE_UNITS = 64;
+
 /** Pages promoted per idle call (each a pread and a store put: a few microseconds). */
 const PROMOTE_STEP = 4;
 
@@ -118,8 +126,14 @@ export class BlkInstance implements WorkerDevice {
     this.guests.store.setGuestRam(this.disk.storeGuest, Number(ramBytes / BigInt(TMEM_PAGE_SIZE)));
   }
 
+  /** Budget units of the last request's overflow-file pages (WorkerDevice.extraCost). */
+  extraCost = 0;
+
   handle(_queue: number, rd: Parameters<WorkerDevice['handle']>[1], wr: Parameters<WorkerDevice['handle']>[2]): number {
+    const c = this.disk.store.counters;
+    const filePages = c[BC.overflowReads]! + c[BC.overflowWrites]!;
     const used = this.disk.handler.handle(rd, wr);
+    this.extraCost = (c[BC.overflowReads]! + c[BC.overflowWrites]! - filePages) * OVERFLOW_PAGE_UNITS;
     this.disk.store.publishGauges();
     return used;
   }

@@ -171,6 +171,13 @@ export interface WorkerDevice {
    */
   readonly refused: boolean;
   /**
+   * Set by handle(): budget units to charge beyond the chain's descriptors
+   * and bytes, for work the bytes do not show (tmem-blk: each page read
+   * from or written to its overflow file, a synchronous file I/O on the
+   * worker that every other guest waits behind). Absent or 0: none.
+   */
+  readonly extraCost?: number;
+  /**
    * What an unanswerable chain (the walker refused it, or handle() returned
    * 0) does to its queue. false (the default): it is completed with used
    * length 0, which the tmem ABI defines as "unanswerable". true: the queue

@@ -18,7 +18,10 @@
 // table's entries included) plus one unit per BYTES_PER_UNIT bytes the device
 // moved; a chain the device could not answer (used len 0) or `refused`
 // (tmem INVALID/UNSUPPORTED, ...) costs PENALTY times its descriptors, so a
-// guest sending malformed chains gets that much less of the worker. Each pass
+// guest sending malformed chains gets that much less of the worker. A device
+// may add units for work its bytes do not show (WorkerDevice.extraCost:
+// tmem-blk's overflow-file I/O), so a guest whose requests hit the disk
+// holds the worker for fewer of them per turn. Each pass
 // tops an instance's credit up by TURN_UNITS, to at most TURN_UNITS (an idle
 // guest banks nothing); its turn serves its queues, round robin from where
 // the last turn stopped, while the credit is positive. A chain cannot be cut
@@ -643,7 +646,11 @@ export class Engine {
             // At least one descriptor's worth: a head outside the queue reads none.
             cost = PENALTY * (walker.descriptors > 0 ? walker.descriptors : 1);
             c[VC.penalizedChains]!++;
-          } else cost = walker.descriptors + Math.ceil((walker.readable.total + len) / BYTES_PER_UNIT);
+          } else {
+            cost = walker.descriptors + Math.ceil((walker.readable.total + len) / BYTES_PER_UNIT);
+            const extra = dev.extraCost;
+            if (extra !== undefined && extra > 0) cost += extra;
+          }
           credit -= cost;
           c[VC.workUnits] += cost;
           c[VC.requests]!++;

@@ -15,22 +15,15 @@ LOG_TAG=qsd
 source "$(dirname "$0")/lib/common.sh"
 
 SUITE=bookworm
-A="$CACHE/apt-$SUITE" # the private apt state of build-bookworm-kernel.sh
-APTOPTS=(-o Dir::Etc::sourcelist="$A/sources.list" -o Dir::Etc::sourceparts=- \
-  -o Dir::State::Lists="$A/lists" -o Dir::Cache="$A" -o Dir::Cache::archives="$A/archives" \
-  -o APT::Get::List-Cleanup=0 -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
+# the private apt state of build-bookworm-kernel.sh ($CACHE/apt-bookworm)
+source "$VM_IMAGES_DIR/lib/debian-apt.sh"
 
 build() {
-  mkdir -p "$A/lists/partial" "$A/archives/partial" "$A/debs"
-  echo "deb $(debian_mirror) $SUITE main" > "$A/sources.list"
-  if [ "${TMEM_KVM_DEBIAN_UPDATE:-0}" = 1 ] || ! ls "$A"/lists/*_Packages* >/dev/null 2>&1; then
-    log "apt-get update ($SUITE, private lists in $A)"
-    apt-get "${APTOPTS[@]}" update -qq >&2
-  fi
+  apt_state
   local memo v
   memo="$A/qsd-pick-$(cat "$A"/lists/*_InRelease | sha256sum | cut -c1-16)"
   if [ -s "$memo" ]; then v=$(cat "$memo"); else
-    v=$(apt-cache "${APTOPTS[@]}" show --no-all-versions qemu-system-common 2>/dev/null | sed -n 's/^Version: //p' | head -1)
+    v=$(pkg_version qemu-system-common)
     [ -n "$v" ] || die "qemu-system-common not in the $SUITE lists"
     echo "$v" > "$memo"
   fi
@@ -41,12 +34,9 @@ build() {
     log "cached: $OUT ($(head -1 "$OUT/version"))"
     ln -sfn "qsd-$H" "$CACHE/qsd"; echo "$OUT/bin/qemu-storage-daemon"; return 0
   fi
-  deb=$(ls "$A/debs/qemu-system-common_${v//:/%3a}_"*.deb 2>/dev/null | head -1 || true)
-  if [ -z "$deb" ]; then
-    log "apt-get download qemu-system-common=$v"
-    (cd "$A/debs" && apt-get "${APTOPTS[@]}" download "qemu-system-common=$v" >&2) || die "apt-get download qemu-system-common=$v failed"
-    deb=$(ls "$A/debs/qemu-system-common_${v//:/%3a}_"*.deb | head -1)
-  fi
+  download "qemu-system-common=$v"
+  deb=$(deb_of "qemu-system-common=$v")
+  [ -n "$deb" ] || die "qemu-system-common=$v: no .deb in $A/debs after apt-get download"
   # its shared libraries, from the host's own bookworm (the package's Depends: lib*)
   local libs
   libs=$(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/[ (].*//; s/^ *//' | grep '^lib' | tr '\n' ' ')

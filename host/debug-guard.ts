@@ -19,8 +19,8 @@
 // exec: test/daemon-bootstrap-signal.ts counts 300-400 inspector starts in a
 // 1/ms flood) Node's own SIGUSR1 handler is in place: a SIGUSR1 then
 // starts the inspector on --inspect-port's address. Node 20 has no
-// --disable-sigusr1 (Node 22.14 does), so tmemd's interpreter line (and
-// vm-images' Daemon) gives it INSPECTOR_BLACKHOLE, an address of TEST-NET-1
+// --disable-sigusr1 (Node 22.14 does), so tmemd's interpreter line (which
+// npm's bin, the unit and vm-images' Daemon run) gives it INSPECTOR_BLACKHOLE, an address of TEST-NET-1
 // (RFC 5737) that no host has: the inspector then fails to bind ("Starting
 // inspector on 192.0.2.1:9229 failed: address not available") and nothing
 // listens (test/daemon-bootstrap-signal.ts floods a starting daemon with

@@ -37,8 +37,8 @@ const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 export class Daemon {
   /** Start tmemd for one VM and wait for its vhost-user socket. */
   static async start(o: DaemonOptions): Promise<Daemon> {
-    // the inspector address of tmemd's interpreter line (host/debug-guard.ts INSPECTOR_BLACKHOLE)
-    const cmd = o.cmd || process.env.TMEMD || `node --inspect-port=192.0.2.1:9229 ${path.join(REPO_DIR, 'dist/host/tmemd.js')}`;
+    // run through its interpreter line, which names the inspector address (host/debug-guard.ts INSPECTOR_BLACKHOLE)
+    const cmd = o.cmd || process.env.TMEMD || path.join(REPO_DIR, 'dist/host/tmemd.js');
     if (!o.maxmem) throw new Error('startDaemon: maxmem is required (the VM\'s maxmem; persistent limit = maxmem - RAM)');
     const blk = o.blkSocket ? `,blk-socket=${o.blkSocket}${o.blkSize ? `,blk-size=${o.blkSize}` : ''}` : '';
     const full = [`exec ${cmd}`, '--vm', q(`name=${o.name ?? 'vm0'},socket=${o.socket},maxmem=${o.maxmem}${blk}`), '--capacity', q(o.capacity ?? '1G')];

@@ -381,8 +381,8 @@ export class TmemStore {
    * still to fault in (0 = nothing to do).
    */
   prefaultStep(budgetPages: number): number {
-    const from = Math.max(this.prefaulted, this.index.freshFrom);
-    const end = Math.min(this.limitPages, this.index.freshFrom + PREFAULT_AHEAD_PAGES);
+    const from = this.prefaultFrom();
+    const end = this.prefaultEnd();
     const n = Math.max(0, Math.min(Math.floor(budgetPages), end - from));
     for (let f = from; f < from + n; f++) {
       if (!this.frames.prefault(f)) {
@@ -401,9 +401,19 @@ export class TmemStore {
    * fewer remain below the capacity).
    */
   prefaultWanted(): boolean {
-    const end = Math.min(this.limitPages, this.index.freshFrom + PREFAULT_AHEAD_PAGES);
-    const from = Math.max(this.prefaulted, this.index.freshFrom);
+    const from = this.prefaultFrom();
+    const end = this.prefaultEnd();
     return from < end && (end - from >= PREFAULT_REFILL_PAGES || end === this.limitPages);
+  }
+
+  /** The first frame prefaultStep would fault in: past those already in and those in use. */
+  private prefaultFrom(): number {
+    return Math.max(this.prefaulted, this.index.freshFrom);
+  }
+
+  /** Where the frames kept ready ahead of use end: PREFAULT_AHEAD_PAGES past the frames in use, at most the capacity. */
+  private prefaultEnd(): number {
+    return Math.min(this.limitPages, this.index.freshFrom + PREFAULT_AHEAD_PAGES);
   }
 
   /** Pages of destroyed pools not yet freed. */

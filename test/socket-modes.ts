@@ -72,7 +72,11 @@ function connectAs(user: string[], path: string, send = ''): string {
     s.on('data', (d) => { got += d; if (got.includes('\\n')) done(got.split('\\n')[0]); });
     s.on('end', () => done(got || 'eof'));
     s.on('error', (e) => done(e.code || e.message));`;
-  const r = spawnSync('setpriv', [...user, process.execPath, '-e', script], { encoding: 'utf8', timeout: 20000 });
+  // The other user's node loads nothing of this checkout: tap puts its
+  // --import loaders, files under the checkout, into every child's
+  // NODE_OPTIONS, and that user may not reach them (a clone in a 0700
+  // mktemp folder); env -u drops them after setpriv, and the cwd is /.
+  const r = spawnSync('setpriv', [...user, 'env', '-u', 'NODE_OPTIONS', process.execPath, '-e', script], { encoding: 'utf8', timeout: 20000, cwd: '/' });
   if (r.status !== 0) throw new Error(`setpriv failed (${r.status}): ${r.stderr} ${r.error ?? ''}`);
   return r.stdout;
 }

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { INSPECTOR_BLACKHOLE } from '../host/debug-guard.js';
+import { UNTRACED } from './loadgen/harness.js';
 
 const TMEMD = new URL('../dist/host/tmemd.js', import.meta.url).pathname;
 const SIGUSR1_BIT = 1n << 9n; // signal 10, bit 9 of SigCgt
@@ -40,9 +41,9 @@ function catchesSigusr1(pid: number): boolean {
 /** Starts the daemon with `argv`, floods it with SIGUSR1 from Node's first handler until ready, then stops it. */
 async function floodedStart(argv: string[], dir: string): Promise<Run> {
   const env = { ...process.env };
-  delete env.NODE_OPTIONS;
   delete env.TMEMD_ALLOW_INSPECTOR;
-  const child: ChildProcess = spawn(argv[0]!, [...argv.slice(1), '--vm', `name=a,socket=${join(dir, 'a.sock')},maxmem=256M`, '--capacity', '256M', '--control', 'none'], {
+  // env(1) drops tap's tracing (UNTRACED) and execs: the pid is the daemon's
+  const child: ChildProcess = spawn(UNTRACED[0]!, [...UNTRACED.slice(1), ...argv, '--vm', `name=a,socket=${join(dir, 'a.sock')},maxmem=256M`, '--capacity', '256M', '--control', 'none'], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env,
   });

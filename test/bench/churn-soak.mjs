@@ -23,7 +23,7 @@
 // --idle-seconds S: one more sample after S idle seconds (V8 shrinks a heap
 // that grew under load once allocation stops: its "memory reducer").
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -176,6 +176,15 @@ function status(pid) {
 }
 
 const fdCount = (pid) => readdirSync(`/proc/${pid}/fd`).length;
+/** What each of the daemon's fds is ("12 -> anon_inode:[eventfd]"), to name the ones a sample has beyond the first. */
+const fdTargets = (pid) =>
+  readdirSync(`/proc/${pid}/fd`).map((fd) => {
+    try {
+      return `${fd} -> ${readlinkSync(`/proc/${pid}/fd/${fd}`)}`;
+    } catch {
+      return `${fd} -> (closed meanwhile)`;
+    }
+  });
 
 /** A stand-in for the spawned daemon: a running tmemd's pid. */
 function attached(pid) {
@@ -219,8 +228,11 @@ async function main() {
     const samples = [];
     let refused = 0;
     const t0 = Date.now();
+    let startTargets = null;
     const sample = (n) => {
       const s = { connections: n, ...status(d.pid), fds: fdCount(d.pid), logBytes, seconds: (Date.now() - t0) / 1000 };
+      if (startTargets === null) startTargets = fdTargets(d.pid);
+      else if (s.fds !== samples[0].fds) s.fdsBeyondStart = fdTargets(d.pid).filter((f) => !startTargets.includes(f));
       samples.push(s);
       if (!o.json) process.stdout.write(`${String(n).padStart(8)} connections  RSS ${String(s.rssKiB).padStart(7)} KiB  anon ${String(s.rssAnonKiB).padStart(7)} KiB  VmSize ${String(s.vmSizeKiB).padStart(9)} KiB  fds ${s.fds}  log ${logBytes} B  ${s.seconds.toFixed(1)} s\n`);
     };
@@ -228,8 +240,11 @@ async function main() {
     for (let n = 1; n <= o.connections; ) {
       if (cycle(sock, o.kind)) {
         if (n % every === 0 || n === o.connections) {
-          // Let the daemon finish the goodbye (the last guest's removal) before measuring.
+          // Let the daemon finish the goodbye (the last guest's removal) before measuring: at
+          // least 50 ms, and up to 2 s more while its fd count is not back where it started (a
+          // loaded machine may take longer; a leaked fd never comes back and the sample shows it).
           await new Promise((r) => setTimeout(r, 50));
+          for (const end = Date.now() + 2000; samples.length > 0 && fdCount(d.pid) !== samples[0].fds && Date.now() < end; ) await new Promise((r) => setTimeout(r, 10));
           sample(n);
         }
         n++;

@@ -20,6 +20,18 @@ export const ROOT = repoRoot();
 export const LOADGEN = join(ROOT, 'test/loadgen/build/tmem-loadgen');
 export const TMEMD = join(ROOT, 'dist/host/tmemd.js');
 
+/**
+ * A command prefix that starts tmemd (or a script that starts it) from a
+ * test as users run it: without the tracing tap gives every child
+ * (NODE_OPTIONS=--import=@tapjs/processinfo). That loader runs a module-hooks
+ * thread inside the daemon (seven more fds, an eventfd more opened later,
+ * mid-run) and files process info: a test counting the daemon's fds counted
+ * tap's. Removing NODE_OPTIONS from spawn's env is not enough, since tap hooks
+ * spawn itself and puts it back (process-on-spawn); env(1) drops it after that
+ * hook, then execs, so the pid is the daemon's.
+ */
+export const UNTRACED = ['/usr/bin/env', '-u', 'NODE_OPTIONS'];
+
 /** Builds the load generator (make: nothing to do when up to date). Throws with the compiler's output. */
 export function buildLoadgen(): string {
   const r = spawnSync('make', ['-s', '-C', join(ROOT, 'test/loadgen'), 'all'], { encoding: 'utf8' });
@@ -53,7 +65,7 @@ export class Daemon {
     if (o.shareGroup) vm += `,share-group=${o.shareGroup}`;
     const args = [TMEMD, '--vm', vm, '--capacity', o.capacity ?? '512M', '--queues-mode', o.mode, '--queues', String(o.queues), '--control', 'none'];
     if (o.maxPools) args.push('--max-pools', String(o.maxPools));
-    this.proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = spawn(UNTRACED[0]!, [...UNTRACED.slice(1), process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc.stdout!.setEncoding('utf8').on('data', (d: string) => (this.log += d));
     this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => (this.log += d));
     this.exited = new Promise((res) => this.proc.once('exit', (code, signal) => res({ code, signal })));

@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as native from '../../native/index.js';
 import { decodeHeader, encodeMsg, VHOST_USER_HDR_SIZE, VHOST_USER_NEED_REPLY_MASK } from '../../host/vhost-user/messages.js';
-import { TMEMD } from '../loadgen/harness.js';
+import { TMEMD, UNTRACED } from '../loadgen/harness.js';
 
 export { TMEMD };
 
@@ -23,7 +23,7 @@ export interface Exit {
 }
 
 export interface DaemonOpts {
-  /** the whole environment (default: this process's) */
+  /** the whole environment (default: this process's); tmemd runs without tap's tracing (UNTRACED) unless it sets NODE_OPTIONS */
   env?: NodeJS.ProcessEnv;
   /** node's own flags, before the script */
   nodeArgs?: string[];
@@ -49,7 +49,8 @@ export class Daemon {
   constructor(args: string[], o: DaemonOpts = {}) {
     this.waitMs = o.waitMs ?? 20000;
     this.killAfterMs = o.killAfterMs ?? 10000;
-    const argv = [...(o.exec ?? []), process.execPath, ...(o.nodeArgs ?? []), TMEMD, ...args];
+    const untraced = o.env?.NODE_OPTIONS === undefined ? UNTRACED : [];
+    const argv = [...(o.exec ?? []), ...untraced, process.execPath, ...(o.nodeArgs ?? []), TMEMD, ...args];
     this.proc = spawn(argv[0]!, argv.slice(1), { stdio: o.stdio ?? ['ignore', 'pipe', 'pipe'], env: o.env ?? process.env });
     this.proc.stderr?.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
     this.proc.stdout?.setEncoding('utf8').on('data', (d: string) => (this.stdout += d));

@@ -14,7 +14,7 @@ import { mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import {
-  atGate, counters, diff, dmesgLines, e2eEnv, finish, guestEntry, kernelTrouble, tmemctl, TMEMD, waitReady, type DaemonHandle, type Json,
+  atGate, counters, diff, dmesgLines, e2eEnv, finish, guestEntry, kernelTrouble, tmemctl, TMEMD_CMD, waitReady, type DaemonHandle, type Json,
 } from './e2e/harness.js';
 
 const RAM = '256M';
@@ -47,7 +47,7 @@ t.test('tmem-blk: Debian bookworm cloud kernel swaps on vhost-user-blk-pci serve
   const control = join(runDir, 'ctl.sock');
   const blkSocket = join(runDir, 'blk.sock');
   const daemon = env.cleanup.add(await env.lib.startDaemon({
-    cmd: `node ${TMEMD}`, socket: join(runDir, 'tmem.sock'), name: 'blk', maxmem: `${256 + LIMIT_MIB}M`, capacity: '1G', queues: 2,
+    cmd: TMEMD_CMD, socket: join(runDir, 'tmem.sock'), name: 'blk', maxmem: `${256 + LIMIT_MIB}M`, capacity: '1G', queues: 2,
     control, blkSocket, blkSize: '1G', blkOverflowDir: overflowDir, log: null,
   }));
   const d: DaemonHandle = { daemon, control, name: 'blk', runDir };

@@ -24,7 +24,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { e2eEnv, ROOT, TMEMD } from './e2e/harness.js';
+import { e2eEnv, ROOT, TMEMD_CMD } from './e2e/harness.js';
 
 const VQR = '/usr/bin/virt-qemu-run';
 const VALIDATE = '/usr/bin/virt-xml-validate';
@@ -91,7 +91,7 @@ t.test('the libvirt example, run by libvirt: the guest uses tmem served by tmemd
   const overflowDir = join(dir, 'overflow');
   mkdirSync(overflowDir);
   const daemon = await env.lib.startDaemon({
-    cmd: `node ${TMEMD}`,
+    cmd: TMEMD_CMD,
     socket: tmemSocket,
     blkSocket,
     blkSize: '64M',

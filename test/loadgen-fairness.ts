@@ -11,7 +11,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildLoadgen, explain, LOADGEN, ROOT, runLoadgen, TMEMD } from './loadgen/harness.js';
+import { buildLoadgen, explain, LOADGEN, ROOT, runLoadgen, TMEMD, UNTRACED } from './loadgen/harness.js';
 
 buildLoadgen();
 const TMEMCTL = join(ROOT, 'dist/host/tmemctl.js');
@@ -45,8 +45,8 @@ for (const mode of ['poll', 'notify'] as const) {
       const nsock = join(dir, 'noisy.sock');
       const ctl = join(dir, 'ctl.sock');
       const d = spawn(
-        process.execPath,
-        [TMEMD, '--vm', `name=quiet,socket=${qsock},maxmem=1G`, '--vm', `name=noisy,socket=${nsock},maxmem=1G`, '--capacity', '256M', '--queues', '4', '--queues-mode', mode, '--control', ctl],
+        UNTRACED[0]!,
+        [...UNTRACED.slice(1), process.execPath, TMEMD, '--vm', `name=quiet,socket=${qsock},maxmem=1G`, '--vm', `name=noisy,socket=${nsock},maxmem=1G`, '--capacity', '256M', '--queues', '4', '--queues-mode', mode, '--control', ctl],
         { stdio: ['ignore', 'ignore', 'pipe'] },
       );
       let log = '';

@@ -219,14 +219,14 @@ t.test('live tmemd: while the worker is stalled on a guest command, /metrics ans
   const { existsSync, mkdtempSync, rmSync } = await import('node:fs');
   const { tmpdir } = await import('node:os');
   const { join } = await import('node:path');
-  const { buildLoadgen, LOADGEN, TMEMD } = await import('./loadgen/harness.js');
+  const { buildLoadgen, LOADGEN, TMEMD, UNTRACED } = await import('./loadgen/harness.js');
   t.ok(existsSync(TMEMD), `${TMEMD} is built`);
   buildLoadgen();
   const dir = mkdtempSync(join(tmpdir(), 'tmem-metrics-stall-'));
   const sock = join(dir, 'vm.sock');
   let log = '';
   // the worker stalls 9 s when it maps this guest's memory table (longer than the 5 s command timeout)
-  const d = spawn(process.execPath, [TMEMD, '--vm', `name=lg,socket=${sock},maxmem=1G`, '--capacity', '64M', '--queues-mode', 'notify', '--control', join(dir, 'ctl.sock'), '--metrics-listen', '127.0.0.1:0'], {
+  const d = spawn(UNTRACED[0]!, [...UNTRACED.slice(1), process.execPath, TMEMD, '--vm', `name=lg,socket=${sock},maxmem=1G`, '--capacity', '64M', '--queues-mode', 'notify', '--control', join(dir, 'ctl.sock'), '--metrics-listen', '127.0.0.1:0'], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, NODE_ENV: 'test', TMEMD_TEST_HOOKS: 'stall:lg:setMemTable:9000' },
   });

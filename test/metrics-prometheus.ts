@@ -12,7 +12,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildLoadgen, LOADGEN, ROOT, TMEMD } from './loadgen/harness.js';
+import { buildLoadgen, LOADGEN, ROOT, TMEMD, UNTRACED } from './loadgen/harness.js';
 
 const TMEMCTL = join(ROOT, 'dist/host/tmemctl.js');
 
@@ -108,7 +108,7 @@ t.test('Prometheus scrapes tmemd under load: rate of puts > 0, pages gauges = tm
   });
   const sock = join(dir, 'vm.sock');
   const control = join(dir, 'ctl.sock');
-  const d = new Proc(process.execPath, [TMEMD, '--vm', `name=lg,socket=${sock},maxmem=1G`, '--capacity', '256M', '--queues-mode', 'notify', '--queues', '2', '--control', control, '--metrics-listen', '127.0.0.1:0']);
+  const d = new Proc(UNTRACED[0]!, [...UNTRACED.slice(1), process.execPath, TMEMD, '--vm', `name=lg,socket=${sock},maxmem=1G`, '--capacity', '256M', '--queues-mode', 'notify', '--queues', '2', '--control', control, '--metrics-listen', '127.0.0.1:0']);
   procs.push(d);
   const url = (await d.waitFor(/metrics on (http:\/\/127\.0\.0\.1:(\d+)\/metrics)/, 30_000, 'tmemd'))[1]!;
   await d.waitFor(/ready:/, 30_000, 'tmemd');

@@ -28,6 +28,7 @@ import * as native from '../native/index.js';
 import { bindDatagram, recvDatagram } from '../native/notify.js';
 import { requestDaemon } from '../host/control/client.js';
 import { takeListenFds } from '../host/service/activation.js';
+import { UNTRACED } from './loadgen/harness.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const TMEMD = join(root, 'dist/host/tmemd.js');
@@ -129,7 +130,7 @@ function getFeatures(fd: number, timeoutMs = 10000): { flags: number; features: 
  * hands to node.
  */
 function activated(fds: number[], env: Record<string, string>, args: string[], notify: string, stderr: number | 'pipe' = 'pipe'): Proc {
-  return new Proc('sh', ['-c', 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"', 'sh', process.execPath, TMEMD, ...args], { ...process.env, NOTIFY_SOCKET: notify, ...env }, ['ignore', 'pipe', stderr, ...fds]);
+  return new Proc('sh', ['-c', 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"', 'sh', ...UNTRACED, process.execPath, TMEMD, ...args], { ...process.env, NOTIFY_SOCKET: notify, ...env }, ['ignore', 'pipe', stderr, ...fds]);
 }
 
 t.test('socket-activated by systemd-socket-activate: READY=1 once serving, the inherited socket served, SIGTERM → STOPPING=1 and exit 0', async (t) => {
@@ -141,7 +142,7 @@ t.test('socket-activated by systemd-socket-activate: READY=1 once serving, the i
   // READY=1 arrives is what tmemd had done before it sent READY=1.
   const errPath = join(dir, 'ssa.log');
   const errFd = openSync(errPath, 'w');
-  const p = new Proc(SSA, ['-l', sock, '--fdname=vm0', '-E', `NOTIFY_SOCKET=${notify.path}`, process.execPath, TMEMD, '--vm', `name=vm0,socket=${sock},maxmem=1G`, '--control', ctl, ...COMMON], process.env, ['ignore', 'pipe', errFd], errPath);
+  const p = new Proc(SSA, ['-l', sock, '--fdname=vm0', '-E', `NOTIFY_SOCKET=${notify.path}`, ...UNTRACED, process.execPath, TMEMD, '--vm', `name=vm0,socket=${sock},maxmem=1G`, '--control', ctl, ...COMMON], process.env, ['ignore', 'pipe', errFd], errPath);
   closeSync(errFd);
   t.teardown(() => p.proc.kill('SIGKILL'));
   await p.waitFor(/Listening on .*vm0\.sock/);
@@ -279,7 +280,7 @@ t.test("the real tool, with the socket under another name: tmemd refuses to star
   const sock = join(dir, 'vm9.sock');
   const notify = new NotifySocket(join(dir, 'notify-ssa-bad'));
   t.teardown(() => notify.close());
-  const p = new Proc(SSA, ['-l', sock, '--fdname=vm8', '-E', `NOTIFY_SOCKET=${notify.path}`, process.execPath, TMEMD, '--vm', `name=vm9,socket=${sock},maxmem=1G`, '--control', 'none', ...COMMON], process.env);
+  const p = new Proc(SSA, ['-l', sock, '--fdname=vm8', '-E', `NOTIFY_SOCKET=${notify.path}`, ...UNTRACED, process.execPath, TMEMD, '--vm', `name=vm9,socket=${sock},maxmem=1G`, '--control', 'none', ...COMMON], process.env);
   t.teardown(() => p.proc.kill('SIGKILL'));
   await p.waitFor(/Listening on .*vm9\.sock/);
   const client = native.connectUnix(sock);

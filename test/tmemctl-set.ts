@@ -142,7 +142,7 @@ t.test('tmemctl set: bad input is one line and exit 2, nothing sent', async (t) 
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { buildLoadgen, LOADGEN, TMEMD } from './loadgen/harness.js';
+import { buildLoadgen, LOADGEN, TMEMD, UNTRACED } from './loadgen/harness.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -174,7 +174,7 @@ t.test('live: tmemctl set capacity= and set VM maxmem= under a load; bad request
   const sock = join(dir, 'vm.sock');
   const control = join(dir, 'ctl.sock');
   let log = '';
-  const d = spawn(process.execPath, [TMEMD, '--vm', `name=lg,socket=${sock},maxmem=1G`, '--capacity', '64M', '--queues-mode', 'notify', '--queues', '2', '--control', control, '--metrics-listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const d = spawn(UNTRACED[0]!, [...UNTRACED.slice(1), process.execPath, TMEMD, '--vm', `name=lg,socket=${sock},maxmem=1G`, '--capacity', '64M', '--queues-mode', 'notify', '--queues', '2', '--control', control, '--metrics-listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
   d.stdout.setEncoding('utf8').on('data', (s: string) => (log += s));
   d.stderr.setEncoding('utf8').on('data', (s: string) => (log += s));
   const dExit = new Promise((r) => d.once('exit', r));

@@ -45,6 +45,8 @@ function repoRoot(): string {
 
 export const ROOT = repoRoot();
 export const TMEMD = join(ROOT, 'dist/host/tmemd.js');
+/** How the e2e tests start tmemd: without tap's process tracing (test/loadgen/harness.ts, UNTRACED). */
+export const TMEMD_CMD = `/usr/bin/env -u NODE_OPTIONS node ${TMEMD}`;
 export const TMEMCTL = join(ROOT, 'dist/host/tmemctl.js');
 /** The module of the project's kernel ('tmem'); Debian's is built apart (vm-images/build-debian-module.sh). */
 export const MODULE = join(ROOT, 'guest-driver/virtio_tmem.ko');
@@ -160,7 +162,7 @@ export async function startTmemd(env: Env, o: { name?: string; maxmem?: string; 
   const name = o.name ?? 'e2e';
   const control = join(runDir, 'ctl.sock');
   const daemon = await env.lib.startDaemon({
-    cmd: `node ${TMEMD}`, socket: join(runDir, 'tmem.sock'), name, maxmem: o.maxmem ?? '1G',
+    cmd: TMEMD_CMD, socket: join(runDir, 'tmem.sock'), name, maxmem: o.maxmem ?? '1G',
     capacity: o.capacity ?? '1G', queues: o.queues ?? 2, control, log: null, args: [...(o.queuesMode ? ['--queues-mode', o.queuesMode] : []), ...(o.args ?? [])],
   });
   env.cleanup.add(daemon);

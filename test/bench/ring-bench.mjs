@@ -22,14 +22,17 @@
 // poll(2) + read(2)), tmemd's CPU per second while idle, and the load
 // generator's own CPU per request. --paced-only runs this part alone.
 //
-//   npm run bench:ring -- --noisy [--json] [--lat-ops N --rounds N --noise long,split,valid,blk-overflow,blk-overflow-cold --mode poll|notify --blk-overflow-dir DIR]
+//   npm run bench:ring -- --noisy [--json] [--lat-ops N --rounds N --noise long,split,valid,blk-overflow --mode poll|notify]
+//                                 [--noise ...,blk-ram,blk-overflow-cold --blk-overflow-dir DIR]
 //
 // Fairness instead: one tmemd serves two VMs. The quiet one (one queue)
 // times PUT and GET round trips at depth 1 (p50/p99/max): alone, then beside
 // a noisy neighbour that keeps 4 queues of 1024 entries full of one chain
 // (test/loadgen/noisy.c): 'long' = 1024 readable descriptors the daemon
 // cannot answer, 'split' = a valid PUT split over 1023 descriptors, 'valid'
-// = plain 3-descriptor PUTs; --rounds times (3), each figure the median of
+// = plain 3-descriptor PUTs, 'blk-overflow' below (these four by default;
+// 'blk-ram' and 'blk-overflow-cold' when --noise names them: all six take
+// about a minute more); --rounds times (3), each figure the median of
 // the rounds (max: the largest); then alone again (the machine's drift). The
 // bound (BOUND below) is checked and printed per row; it is a figure, not a
 // test. The daemon's rule that makes it hold is in host/dataplane/engine.ts.
@@ -70,7 +73,7 @@ const CPU_TARGET_US = 5;
 const POLL_P50_TARGET_US = 2;
 const POLL_P99_TARGET_US = 5;
 
-const opt = { json: false, queues: 2, depth: 32, pages: 16384, latOps: 0, indirect: false, eventIdx: false, modes: ['poll', 'notify'], noisy: false, noise: ['long', 'split', 'valid'], rounds: 3, pacedRate: 20000, pacedOps: 100000, pacedRuns: 3, pacedOnly: false, blkOverflowDir: null };
+const opt = { json: false, queues: 2, depth: 32, pages: 16384, latOps: 0, indirect: false, eventIdx: false, modes: ['poll', 'notify'], noisy: false, noise: ['long', 'split', 'valid', 'blk-overflow'], rounds: 3, pacedRate: 20000, pacedOps: 100000, pacedRuns: 3, pacedOnly: false, blkOverflowDir: null };
 /** The noise kinds: noisy.c's chains, then a tmem-blk guest whose pages stay in RAM, or go to its overflow file (warm, then with the file's cache dropped). */
 const BLK_KINDS = ['blk-ram', 'blk-overflow', 'blk-overflow-cold'];
 const NOISE_KINDS = ['long', 'split', 'valid', ...BLK_KINDS];
@@ -111,7 +114,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--help' || a === '-h') {
     console.log('usage: npm run bench:ring [-- --json] [-- --queues N --depth D --pages N --lat-ops N --indirect --event-idx --mode poll|notify]');
     console.log('                          [-- --paced-rate N --paced-ops N --paced-runs N --paced-only]');
-    console.log('       npm run bench:ring -- --noisy [--json] [--lat-ops N --rounds N --noise long,split,valid --mode poll|notify]');
+    console.log('       npm run bench:ring -- --noisy [--json] [--lat-ops N --rounds N --noise long,split,valid,blk-overflow --mode poll|notify]');
     console.log(`                          [-- --noise ...,${BLK_KINDS.join(',')} --blk-overflow-dir DIR (an existing folder, not tmpfs for the cold kind)]`);
     process.exit(0);
   } else fail(`unknown option ${a} (see --help)`);

@@ -30,9 +30,9 @@
 // a noisy neighbour that keeps 4 queues of 1024 entries full of one chain
 // (test/loadgen/noisy.c): 'long' = 1024 readable descriptors the daemon
 // cannot answer, 'split' = a valid PUT split over 1023 descriptors, 'valid'
-// = plain 3-descriptor PUTs, 'blk-overflow' below (these four by default;
-// 'blk-ram' and 'blk-overflow-cold' when --noise names them: all six take
-// about a minute more); --rounds times (3), each figure the median of
+// = plain 3-descriptor PUTs, 'blk-overflow' below (these four by default:
+// about 20 s on the 2-core machine; 'blk-ram' and 'blk-overflow-cold' when
+// --noise names them: all six about 60-75 s); --rounds times (3), each figure the median of
 // the rounds (max: the largest); then alone again (the machine's drift). The
 // bound (BOUND below) is checked and printed per row; it is a figure, not a
 // test. The daemon's rule that makes it hold is in host/dataplane/engine.ts.
@@ -337,13 +337,14 @@ function cachedBytes(file) {
 /**
  * One blk round: blk-loadgen fills the disk, and once its mixed phase runs
  * (reads counted) the quiet guest is timed; the counters around that are
- * the noisy guest's share. Cold: the overflow file is written back and its
- * cached pages dropped first, and again every DROP_EVERY_MS while the quiet
- * guest is timed (what the blk guest reads or writes meanwhile is cached
- * again, and would make the file warm within a second). blk-loadgen is stopped after (it would run
- * --seconds 3600): it prints each read it finds wrong and each bad status
- * at once, so an empty stderr means none so far; tmemd's error counters
- * are checked too.
+ * the noisy guest's share (the window also holds the quiet load
+ * generator's start: milliseconds). Cold: the overflow file is written back
+ * and its cached pages dropped first, and again every DROP_EVERY_MS while
+ * the quiet guest is timed (what the blk guest reads or writes meanwhile is
+ * cached again: without the drops the file is warm again within a second).
+ * blk-loadgen is stopped after (it would run --seconds 3600): it prints each
+ * read it finds wrong and each bad status at once, so an empty stderr means
+ * none so far; tmemd's error counters are checked too.
  */
 async function blkRound(kind, quiet, d, ctl, blkSock) {
   const vm = blkVmOf(kind);

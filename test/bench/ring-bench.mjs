@@ -32,10 +32,11 @@
 // cannot answer, 'split' = a valid PUT split over 1023 descriptors, 'valid'
 // = plain 3-descriptor PUTs, 'blk-overflow' below (these four by default:
 // about 20 s on the 2-core machine; 'blk-ram' and 'blk-overflow-cold' when
-// --noise names them: all six about 60-75 s); --rounds times (3), each figure the median of
-// the rounds (max: the largest); then alone again (the machine's drift). The
-// bound (BOUND below) is checked and printed per row; it is a figure, not a
-// test. The daemon's rule that makes it hold is in host/dataplane/engine.ts.
+// --noise names them: all six about 60-75 s); --rounds times (3), each
+// figure the median of the rounds (max: the largest); then alone again (the
+// machine's drift). The bound (BOUND below) is checked and printed per row;
+// it is a figure, not a test. The daemon's rule that makes it hold is in
+// host/dataplane/engine.ts.
 //
 // 'blk-overflow' (README "Known limits": the overflow file is read and
 // written on the one vring worker): the noisy guest is instead a third VM of

@@ -591,6 +591,7 @@ if (opt.noisy) {
   say(`bound: the quiet guest's p99 beside the noisy one <= max(${BOUND.ratioP99} x its p99 alone (the lower of the two runs alone), ${BOUND.floorUs} us): ${allMet ? 'met in every row' : 'NOT met in every row'}`);
   for (const l of blkLines) say(l);
   if (blkLines.length) say(`blk rows: the noisy guest is another VM of the same tmemd with a ${BLK_NOISE.diskMib} MiB tmem-blk disk and maxmem ${BLK_NOISE.maxmem} (blk-ram: ${BLK_RAM_MAXMEM}), blk-loadgen ${BLK_NOISE.queues} queues x depth ${BLK_NOISE.depth}, ${BLK_NOISE.readPct} % reads over ${BLK_NOISE.spanMib} MiB; 'noisy chains/s' is its requests/s; overflow folder ${opt.blkOverflowDir ?? tmpdir()} (${fsType(opt.blkOverflowDir ?? tmpdir())})`);
+  if (opt.noise.includes('blk-overflow-cold')) say(`blk-overflow-cold rows: README's known limit (the overflow file's disk reads on the one vring worker); the bound was set for ring chains (BOUND), not for a worker waiting on a disk`);
   const blkJson = blkLines.length ? { blkNoise: { ...BLK_NOISE, overflowDir: opt.blkOverflowDir ?? tmpdir(), overflowDirFs: fsType(opt.blkOverflowDir ?? tmpdir()) } } : {};
   if (opt.json) console.log(JSON.stringify({ noisy: summary, bound: { ...BOUND, met: allMet }, latOps: opt.latOps, rounds: opt.rounds, cpus, ...blkJson }));
   process.exit(0);

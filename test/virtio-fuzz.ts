@@ -125,6 +125,13 @@ class Rng {
   }
 }
 
+/** An exception in one line: its message and where it was thrown. */
+function brief(err: unknown): string {
+  const e = err as Error;
+  const at = (e.stack ?? '').split('\n').filter((l) => /^\s+at /.test(l)).slice(0, 3).map((l) => l.trim());
+  return `${e.message ?? String(err)} (${at.join(' / ')})`;
+}
+
 /** Counts checks; reports a failed one with the seed and the round, at most a few per test (one bug fails many). */
 class Checker {
   checks = 0;
@@ -606,7 +613,13 @@ t.test(`the chain walker on random descriptor tables agrees with its rules and s
       walkers.set(cap, w);
     }
     w.mem = L.mem;
-    const ok = w.walk(new DataView(tb.buffer, tb.byteOffset, tb.byteLength), tableOff, num, head, indirectAllowed);
+    let ok: boolean;
+    try {
+      ok = w.walk(new DataView(tb.buffer, tb.byteOffset, tb.byteLength), tableOff, num, head, indirectAllowed);
+    } catch (err) {
+      c.ok(false, `the walker threw: ${brief(err)}`);
+      continue;
+    }
     stats.walks++;
     c.ok(w.descriptors <= num + 1, () => `${w!.descriptors} descriptors read on a queue of ${num}: a loop must end within the queue size`);
     c.ok(w.descriptors === model.steps, () => `${w!.descriptors} descriptors read, the model reads ${model.steps}`);
@@ -872,7 +885,7 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
     try {
       return e.pass(poll);
     } catch (err) {
-      c.ok(false, `an exception escaped the engine: ${(err as Error).stack}`);
+      c.ok(false, `an exception escaped the engine: ${brief(err)}`);
       return 0;
     }
   };
@@ -1047,8 +1060,9 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
       if (r.broken) stats.broken++;
       if (pl.jump) stats.jumps++;
     }
+    // the engine turns an exception while serving a queue into a broken queue: none may happen
     const internal = logs.find((l) => /internal error/.test(l));
-    c.ok(internal === undefined, () => `an exception was caught inside the engine: ${internal}`);
+    c.ok(internal === undefined, () => `an exception was caught inside the engine: ${internal!.split('\n').slice(0, 4).join(' ')}`);
     logs.length = 0;
     for (let i = 0; i < 100000 && e.idle(); i++);
   }
@@ -1190,12 +1204,12 @@ function checkRound(c: Checker, e: Engine, pl: RoundPlan): { completed: number; 
   const who = `hostile ${h.kind} guest (queue ${num}, base ${base}, ${pl.made} made available${pl.jump ? ', idx jumped' : ''})`;
   let statusChecked = 0;
   c.ok(delta <= pl.made, () => `${who}: used idx moved by ${delta}`);
-  if (pl.jump) c.ok(q.broken !== null && /more than the queue size/.test(q.broken), () => `${who}: an avail idx jump past the queue size left the queue ${q.broken ?? 'running'}`);
-  else if (h.kind === 'tmem') c.ok(delta === pl.made && q.broken === null, () => `${who}: ${delta} completed, queue ${q.broken ?? 'running'}`);
+  if (pl.jump) c.ok(q.broken !== null && /more than the queue size/.test(q.broken), () => `${who}: an avail idx jump past the queue size left the queue ${(q.broken ?? 'running').split('\n')[0]}`);
+  else if (h.kind === 'tmem') c.ok(delta === pl.made && q.broken === null, () => `${who}: ${delta} completed, queue ${(q.broken ?? 'running').split('\n')[0]}`);
   else if (delta < pl.made) {
     // tmem-blk never completes a chain it cannot answer: the queue stops at it
     const m = pl.models[delta]!;
-    c.ok(q.broken !== null && (!m.ok || m.wrTotal === 0), () => `${who}: stopped after ${delta} chains (queue ${q.broken ?? 'running'}), the next one is ${m.ok ? `answerable (${m.wrTotal} writable bytes)` : 'refused'}`);
+    c.ok(q.broken !== null && (!m.ok || m.wrTotal === 0), () => `${who}: stopped after ${delta} chains (queue ${(q.broken ?? 'running').split('\n')[0]}), the next one is ${m.ok ? `answerable (${m.wrTotal} writable bytes)` : 'refused'}`);
   } else c.ok(q.broken === null, () => `${who}: all completed, yet the queue broke: ${q.broken}`);
   // used elements, and what the device was handed, in ring order
   const allowed: Piece[] = [{ gpa: USED_AT, len: 6 + 8 * num }];

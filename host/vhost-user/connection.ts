@@ -403,7 +403,13 @@ export class VhostUserConnection implements DeviceConnection {
     reply.then(
       (r) => {
         this.busy = null;
-        if (this.closed) return;
+        // Closed meanwhile (daemon stopping, the open refused): close() saw
+        // only pendingFds, so fds this message brought and its handler did
+        // not take are still ours to close.
+        if (this.closed) {
+          this.closeFds(m.fds);
+          return;
+        }
         this.finish(m, r);
         if (this.closed) return;
         try {
@@ -417,7 +423,9 @@ export class VhostUserConnection implements DeviceConnection {
       },
       (e: unknown) => {
         this.busy = null;
+        // failed() closes the message's fds; once closed they are still ours (see above).
         if (!this.closed) this.failed(m, e);
+        else this.closeFds(m.fds);
       },
     );
   }

@@ -3,7 +3,7 @@
 // on the main thread while the worker serves the rings. Runs from dist/
 // (npm test builds first): tap's TypeScript loader does not reach workers.
 import t from 'tap';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -292,18 +292,24 @@ t.test('fds handed with a refused command are closed by the worker, not leaked',
   const log = { error() {}, warn() {}, info() {}, debug() {} };
   const dp = await client.DataPlane.start({ mode: 'notify', ...deviceConfig(16, 4), log });
   t.teardown(() => dp.stop());
-  const isOpen = (fd: number) => {
+  // Whether fd is still the very file handed over: closed, or its number
+  // reused by a file this process opened since (tap's loader thread opens an
+  // eventfd at a time of its own), both mean ours was closed. /proc/self/fdinfo
+  // tells an eventfd by its count, a memfd by its name.
+  const stillOurs = (fd: number, mark: RegExp) => {
     try {
-      native.fstat(fd);
-      return true;
+      return mark.test(readlinkSync(`/proc/self/fd/${fd}`) + '\n' + readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
     } catch {
       return false;
     }
   };
   const kick = native.eventfd();
+  native.eventfdWrite(kick, 0x7e57n);
+  t.ok(stillOurs(kick, /^eventfd-count:\s*7e57$/m), 'the kick eventfd is recognised by its count before');
   await t.rejects(dp.setVringFd(999, 'setVringKick', 0, kick), /unknown instance 999/);
-  t.notOk(isOpen(kick), 'the kick fd of a refused SET_VRING_KICK is closed');
+  t.notOk(stillOurs(kick, /^eventfd-count:\s*7e57$/m), 'the kick fd of a refused SET_VRING_KICK is closed');
   const mfd = native.memfdCreate('refused', 4096n);
+  t.ok(stillOurs(mfd, /memfd:refused/), 'the memfd is recognised by its name before');
   await t.rejects(dp.setMemTable(999, [{ fd: mfd, guestPhysAddr: 0n, size: 4096n, userspaceAddr: 0n, mmapOffset: 0n }]), /unknown instance 999/);
-  t.notOk(isOpen(mfd), 'the region fd of a refused SET_MEM_TABLE is closed');
+  t.notOk(stillOurs(mfd, /memfd:refused/), 'the region fd of a refused SET_MEM_TABLE is closed');
 });

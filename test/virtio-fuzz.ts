@@ -150,6 +150,39 @@ class Checker {
   }
 }
 
+// ------------------------------------------------------------------ bounded walks
+
+/**
+ * Descriptor reads of the walk under way. Every view the walker can read a
+ * descriptor through (the direct table, each window of guest RAM, its
+ * scratch copy of a split table) counts its 16-bit reads (flags and next: two
+ * per descriptor) here, and a walk that reads more descriptors than the rules
+ * allow (queue size + 1) throws instead of spinning: a walk that does not end
+ * fails with the seed rather than hanging the test.
+ */
+class Budget {
+  reads = 0;
+  limit = Infinity;
+  spend(): void {
+    if (++this.reads > this.limit) throw new Error(`walk read more than ${this.limit / 2} descriptors: it does not end`);
+  }
+}
+
+// DataView's constructor is generic over its buffer type; a plain signature lets a class extend it
+const DataViewBase: new (b: ArrayBufferLike, off: number, len: number) => DataView = DataView;
+
+class CountingView extends DataViewBase {
+  private readonly budget: Budget;
+  constructor(b: Uint8Array, budget: Budget) {
+    super(b.buffer, b.byteOffset, b.byteLength);
+    this.budget = budget;
+  }
+  override getUint16(o: number, le?: boolean): number {
+    this.budget.spend();
+    return super.getUint16(o, le);
+  }
+}
+
 // ------------------------------------------------------------------ the model of guest memory
 
 /** One window of guest RAM as the model sees it: gpa range and its bytes. */
@@ -188,6 +221,11 @@ class Layout {
     }
     this.wins.sort((a, b) => a.gpa - b.gpa);
     this.mem = new GuestMemory(sources);
+  }
+
+  /** Makes every window's view count descriptor reads against `b` (the walker reads indirect tables through them). */
+  count(b: Budget): void {
+    for (const r of this.mem.regions) for (const w of r.windows) w.view = new CountingView(w.bytes, b);
   }
 
   find(a: number): MWin | null {
@@ -528,6 +566,9 @@ t.test(`the chain walker on random descriptor tables agrees with its rules and s
   const rng = new Rng(SEED ^ 0x11);
   const c = new Checker(t);
   const mems = walkMems(rng);
+  const budget = new Budget();
+  for (const m of mems) m.L.count(budget);
+  const tableViews = new Map<Uint8Array, CountingView>(mems.map((m) => [m.r0.bytes, new CountingView(m.r0.bytes, budget)]));
   const walkers = new Map<number, ChainWalker>();
   const stats = { walks: 0, accepted: 0, segments: 0, over4G: 0, loops: 0 };
   const walks = ITERS * WALKS_PER_ROUND;
@@ -587,6 +628,12 @@ t.test(`the chain walker on random descriptor tables agrees with its rules and s
         const tbytes = new Uint8Array(16 * tt.n);
         plantChain(rng, m, tbytes, 0, slotsOf(rng, tt.n, rng.range(1, tt.n)), false, tAddrs);
         if (rng.chance(0.1)) putDesc(tbytes, 16 * rng.int(tt.n), rng.pick(tAddrs), 16 * rng.range(1, 4), F_IND, 0);
+        if (rng.chance(0.2)) {
+          // a loop inside the table
+          const at = 16 * rng.int(tt.n);
+          tbytes[at + 12] |= F_NEXT;
+          new DataView(tbytes.buffer).setUint16(at + 14, rng.int(tt.n), true);
+        }
         writeGuest(L, tt.addr, tbytes);
         const tlen = rng.chance(0.85) ? 16 * tt.n : rng.pick([0, 8, 16 * tt.n + 8, 16 * (tt.n + 1), 16 * (num + 1)]);
         putDesc(tb, tableOff + 16 * slots[len - 1]!, tt.addr, tlen, F_IND | (rng.chance(0.1) ? F_NEXT | F_WR : 0), rng.int(num));
@@ -609,16 +656,23 @@ t.test(`the chain walker on random descriptor tables agrees with its rules and s
     let w = walkers.get(cap);
     if (w === undefined) {
       w = new ChainWalker(cap);
-      w.mem = L.mem;
+      // its copy of a table split over windows, big enough for any table here (never replaced), counted too
+      const scratch = new Uint8Array(16 * 2048);
+      w['scratch'] = scratch;
+      w['scratchView'] = new CountingView(scratch, budget);
       walkers.set(cap, w);
     }
     w.mem = L.mem;
     let ok: boolean;
+    budget.reads = 0;
+    budget.limit = 2 * (num + 1);
     try {
-      ok = w.walk(new DataView(tb.buffer, tb.byteOffset, tb.byteLength), tableOff, num, head, indirectAllowed);
+      ok = w.walk(tableViews.get(tb)!, tableOff, num, head, indirectAllowed);
     } catch (err) {
       c.ok(false, `the walker threw: ${brief(err)}`);
       continue;
+    } finally {
+      budget.limit = Infinity;
     }
     stats.walks++;
     c.ok(w.descriptors <= num + 1, () => `${w!.descriptors} descriptors read on a queue of ${num}: a loop must end within the queue size`);
@@ -805,7 +859,7 @@ class Hostile {
   fd = 1000;
   num = 0;
 
-  constructor(e: Engine, os: FakeOs, rng: Rng, id: number, kind: 'tmem' | 'blk', dev: WorkerDevice, status: () => number) {
+  constructor(e: Engine, os: FakeOs, rng: Rng, id: number, kind: 'tmem' | 'blk', dev: WorkerDevice, status: () => number, budget: Budget) {
     this.id = id;
     this.kind = kind;
     this.dev = dev;
@@ -830,6 +884,13 @@ class Hostile {
       { fd: fd1, guestPhysAddr: BigInt(this.r1gpa), size: BigInt(R1_SIZE), userspaceAddr: BigInt(UVA + 16 * MiB), mmapOffset: 0n },
     ]);
     this.seen = record(dev, status);
+    // the engine's walker reads this guest's descriptors through these views: a walk that does not end throws (budget per round)
+    for (const r of e.instances.get(id)!.mem!.regions) {
+      for (const w of r.windows) {
+        w.materialize();
+        w.view = new CountingView(w.bytes, budget);
+      }
+    }
   }
 }
 
@@ -891,6 +952,7 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
   };
 
   // ---- the hostile guests
+  const budget = new Budget();
   const hostile: Hostile[] = [];
   for (const [id, kind] of [
     [1, 'tmem'],
@@ -898,7 +960,7 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
   ] as const) {
     const dev = open(id, `hostile-${kind}`, kind, EVIL_BLK_PAGES);
     const status = kind === 'tmem' ? () => (dev as TmemInstance).lastStatus : () => (dev as BlkInstance).disk.handler.lastStatus;
-    hostile.push(new Hostile(e, os, rng, id, kind, dev, status));
+    hostile.push(new Hostile(e, os, rng, id, kind, dev, status, budget));
   }
 
   // ---- the well-behaved guests
@@ -1035,6 +1097,9 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
     stats.rounds++;
     const plans: RoundPlan[] = [];
     for (const h of hostile) plans.push(prepareRound(e, rng, h, startQueue));
+    // each chain made available is walked once (a blk queue may try one more), each walk reads at most the queue size + 1 descriptors
+    budget.reads = 0;
+    budget.limit = plans.reduce((n, pl) => n + 2 * (pl.num + 1) * (pl.made + 1), 0);
     const politeChecks = polite.map((p) => politeBatch(p));
     kickAll();
     pass();

@@ -1542,9 +1542,12 @@ class SafeDesc {
         [descs[i], descs[j]] = [descs[j]!, descs[i]!];
         break;
       }
-      case 3:
-        d.next = rng.chance(0.5) ? 0 : 0xffff; // loop to the chain's first slot, or out of the table
+      case 3: {
+        // a loop back to the chain's first slot (from a readable descriptor: only the ttl ends it), or out of the table
+        const rds = descs.filter((x) => !(x.flags & F_WR));
+        (rds.length > 0 && rng.chance(0.7) ? rng.pick(rds) : d).next = rng.chance(0.8) ? 0 : 0xffff;
         break;
+      }
       case 4:
         d.flags ^= rng.pick([F_WR, F_IND, 0x10, 0x8000]);
         if (d.flags & F_IND) d.addr = rng.pick(tables);

@@ -9,10 +9,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { BlkVm, BLK_PROTOCOL_FEATURES, overflowFileName } from '../host/blk/vm.js';
-import { createDeviceKind, type BlkInstance, type BlkOpenParams, OVERFLOW_PAGE_UNITS } from '../host/blk/worker.js';
+import { createDeviceKind, type BlkInstance, type BlkOpenParams, MAX_PARK_MS, OVERFLOW_PAGE_UNITS } from '../host/blk/worker.js';
+import { fadvise, pageCached, POSIX_FADV_DONTNEED } from '../native/file-cache.js';
 import { createDeviceKind as createTmemKind } from '../host/tmem/worker.js';
 import { storeGuests } from '../host/tmem/store-guests.js';
-import type { DeviceConnection, WorkerHost } from '../host/vhost-user/device.js';
+import { HANDLE_LATER, type DeviceConnection, type WorkerHost } from '../host/vhost-user/device.js';
 import { SegmentList } from '../host/virtio/guest-memory.js';
 import { BC, blkCountersObject } from '../host/blk/counters.js';
 import { BLK_FEATURES } from '../host/blk/blk-config.js';
@@ -211,4 +212,90 @@ t.test('the disk is a device pool: no tmem request or operator flush reaches it;
   t.equal(store.reclaimPending(), 5, 'removeGuest: the disk pages wait for reclaim');
   store.reclaimStep(100);
   t.equal((store.stats() as { persistentPages: number }).persistentPages, 0);
+});
+
+/**
+ * A folder for an overflow file whose page cache can be dropped: the temp
+ * folder unless it is tmpfs (whose pages are always in memory), else one in
+ * the repository.
+ */
+function diskDir(t: Test): string {
+  const base = fs.statfsSync(os.tmpdir()).type === 0x01021994 ? path.join(path.dirname(new URL(import.meta.url).pathname), '..') : os.tmpdir();
+  const d = fs.mkdtempSync(path.join(base, '.blk-disk-wait-'));
+  t.teardown(() => fs.rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+/** Writes the overflow file back and drops its pages from the page cache (this file only), as memory pressure would. */
+function dropCache(file: string): void {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    fs.fsyncSync(fd);
+    fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** A disk of 64 pages with room in RAM for 8: pages 8..15 written go to the overflow file. */
+function overflowDisk(t: Test) {
+  const dir = diskDir(t);
+  const kind = createDeviceKind(fakeHost(8));
+  const inst = kind.open({ id: 1, vm: 'vm', kind: 'blk', numQueues: 1 }, params(dir)) as BlkInstance;
+  const x = io(inst);
+  for (let p = 0; p < 16; p++) x.write(p * 8, pageData(p));
+  const file = path.join(dir, 'vm.overflow');
+  const fd = fs.openSync(file, 'r');
+  t.teardown(() => fs.closeSync(fd));
+  return { inst, x, file, cached: (p: number) => pageCached(fd, p * PAGE) };
+}
+
+t.test('a read of overflow pages the page cache does not hold waits (HANDLE_LATER, nothing changed) while the kernel reads them in, then is served exact', async (t) => {
+  const { inst, x, file, cached } = overflowDisk(t);
+  t.equal(inst.disk.store.filePages, 8, 'pages 8..15 in the file');
+  dropCache(file);
+  t.equal(cached(9), 'uncached', 'page 9 is on the disk only');
+  const before = [inst.counters[BC.requests], inst.counters[BC.reads], inst.counters[BC.overflowReads]];
+  const r = x.read(8 * 8, 4 * PAGE);
+  t.equal(r.used, HANDLE_LATER, 'a 4-page read of file pages: later');
+  t.equal(r.status, 0, 'no status written');
+  t.same([inst.counters[BC.requests], inst.counters[BC.reads], inst.counters[BC.overflowReads]], before, 'nothing counted: the chain was not served');
+  t.equal(inst.counters[BC.diskWaits], 1);
+  t.equal(x.read(0, PAGE).used, PAGE + 1, 'a RAM page of the same disk is served at once (another queue, or the next chain once this one is served)');
+  let tries = 1;
+  let got = r;
+  while (got.used === HANDLE_LATER && tries < 2000) {
+    await new Promise((res) => setTimeout(res, 1));
+    got = x.read(8 * 8, 4 * PAGE);
+    tries++;
+  }
+  t.equal(got.used, 4 * PAGE + 1, `served after ${tries} offers`);
+  t.equal(got.status, VIRTIO_BLK_S_OK);
+  for (let i = 0; i < 4; i++) t.ok(Buffer.from(got.data.subarray(i * PAGE, (i + 1) * PAGE)).equals(Buffer.from(pageData(8 + i))), `page ${8 + i} exact`);
+  t.equal(inst.counters[BC.diskWaits], 1, 'one wait for the chain, however many offers');
+  t.equal(inst.counters[BC.parkTimeouts], 0);
+  t.equal(cached(11), 'cached', 'the whole range was asked for at the first offer');
+});
+
+t.test('only reads wait: a whole-page write to a file page is served at once, a partial one (a merge reads the page) waits', async (t) => {
+  const { inst, x, file } = overflowDisk(t);
+  dropCache(file);
+  t.equal(x.write(10 * 8, pageData(99)).used, 1, 'whole page: written at once');
+  t.equal(x.write(12 * 8 + 1, new Uint8Array(512).fill(7)).used, HANDLE_LATER, 'one sector of a page on the disk: later');
+  t.equal(inst.counters[BC.diskWaits], 1);
+});
+
+t.test('a chain kept waiting past MAX_PARK_MS (a file system that ignores the read-ahead) is served by a read that waits', async (t) => {
+  const { inst, x, file } = overflowDisk(t);
+  dropCache(file);
+  const overflow = inst.disk.overflow!;
+  overflow.readyToRead = () => false; // the page never reaches the cache by itself
+  t.equal(x.read(9 * 8, PAGE).used, HANDLE_LATER);
+  t.equal(x.read(9 * 8, PAGE).used, HANDLE_LATER, 'offered again at once: still within the bound');
+  await new Promise((res) => setTimeout(res, MAX_PARK_MS + 20));
+  const r = x.read(9 * 8, PAGE);
+  t.equal(r.used, PAGE + 1, 'past the bound: served');
+  t.ok(Buffer.from(r.data).equals(Buffer.from(pageData(9))), 'exact');
+  t.equal(inst.counters[BC.parkTimeouts], 1);
+  t.equal(x.read(10 * 8, PAGE).used, HANDLE_LATER, 'the next chain gets its own bound');
 });

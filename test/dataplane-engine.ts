@@ -7,7 +7,7 @@ import t from 'tap';
 import { TMEM_OP_GET_PAGE, TMEM_OP_NEW_POOL, TMEM_OP_PUT_PAGE, TMEM_POOL_PERSIST, TMEM_S_OK } from '../shared/abi.js';
 import { Engine, type EngineOs, type OsMapping, PENALTY, TURN_UNITS } from '../host/vhost-user/engine.js';
 import { VC } from '../host/vhost-user/counters.js';
-import type { WorkerDevice } from '../host/vhost-user/device.js';
+import { HANDLE_LATER, type WorkerDevice } from '../host/vhost-user/device.js';
 import { INFO_LAYOUT } from '../host/tmem/info-layout.js';
 import { TmemDevice } from '../host/tmem/device.js';
 import { FakeStore } from './device-fake-store.js';
@@ -574,4 +574,85 @@ t.test('notify mode: a guest sitting out its debt loses no request: its queue st
   t.ok(sat >= 255 * sitOut, `${sat} passes sat out repaying debt (at least ${255 * sitOut})`);
   t.equal(os.counts.get(v.fds[0]!.kick), 0n, 'one kick, consumed; none needed since');
   t.notOk(e.deferred || q.scan, 'done: kicks re-enabled, nothing marked');
+});
+
+/** Makes instance `id`'s device answer HANDLE_LATER to its next `times` calls (a device whose data is on a disk); counts the calls. */
+function later(e: Engine, id: number, times: number): { calls: number; left: number } {
+  const dev = e.instances.get(id)!.dev;
+  const handle = dev.handle.bind(dev);
+  const s = { calls: 0, left: times };
+  dev.handle = (q, rd, wr) => {
+    s.calls++;
+    if (s.left > 0) {
+      s.left--;
+      return HANDLE_LATER;
+    }
+    return handle(q, rd, wr);
+  };
+  return s;
+}
+
+t.test('HANDLE_LATER parks the queue behind its head chain: nothing completed, other guests served, the chain offered again every pass without a kick and then served in ring order', async (t) => {
+  const { e, vm, counter } = setup({ features: VERSION_1 | EVENT_IDX });
+  const a = vm('a');
+  const b = vm('b');
+  a.start(0);
+  b.start(0);
+  e.pass(false);
+  const dev = later(e, a.id, 2);
+  const heads = [a.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(TMEM_POOL_PERSIST)).head, a.post(0, reqHeader({ op: TMEM_OP_PUT_PAGE, pool: 0, index: 1 }), pattern(1)).head];
+  const bp = b.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(TMEM_POOL_PERSIST));
+  const qa = e.instances.get(a.id)!.queues[0]!;
+  const qb = e.instances.get(b.id)!.queues[0]!;
+  qa.scan = true;
+  qb.scan = true;
+  t.equal(e.pass(false), 1, 'one chain completed: the other guest');
+  t.same(b.rings[0]!.takeUsed().map((u) => u.id), [bp.head]);
+  t.same(a.rings[0]!.takeUsed(), [], 'the parked guest: nothing completed');
+  t.ok(qa.parked && e.parked, 'its queue is parked, and the engine says so (the worker sleeps at most 1 ms)');
+  t.notOk(qa.scan || e.deferred, 'not marked for an immediate scan: the worker does not spin on it');
+  t.equal(dev.calls, 1, 'the queue stopped at its head: the chain behind it was not offered');
+  t.equal(counter(a.id, 'parkedChains'), 1);
+  t.equal(e.pass(false), 0, 'next pass, no kick: offered again, still later');
+  t.equal(dev.calls, 2);
+  t.equal(counter(a.id, 'parkedChains'), 1, 'counted once per chain');
+  t.equal(e.pass(false), 2, 'then served, both chains');
+  t.same(a.rings[0]!.takeUsed().map((u) => u.id), heads, 'in ring order');
+  t.notOk(qa.parked || e.parked, 'unparked');
+  t.equal(counter(a.id, 'requests'), 2, 'each chain completed once');
+});
+
+t.test('GET_VRING_BASE while a queue is parked names the parked chain as not taken; the next start serves it', async (t) => {
+  const { e, vm } = setup();
+  const v = vm('a');
+  v.start(0);
+  e.pass(false);
+  const dev = later(e, v.id, 1);
+  const p = v.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(TMEM_POOL_PERSIST));
+  e.instances.get(v.id)!.queues[0]!.scan = true;
+  t.equal(e.pass(false), 0);
+  t.equal(dev.calls, 1);
+  t.equal(e.getVringBase(v.id, 0), 0, 'the base still names the parked chain');
+  t.same(v.rings[0]!.takeUsed(), []);
+  v.start(0, 0);
+  t.equal(e.pass(false), 1, 'offered again at the restart and served');
+  t.same(v.rings[0]!.takeUsed(), [{ id: p.head, len: 16 }]);
+  t.equal(readResp(v.g, p.resp).status, TMEM_S_OK);
+});
+
+t.test('poll mode: a parked queue is offered again each pass and served once the device is ready', async (t) => {
+  const { e, vm } = setup({ poll: true });
+  const v = vm('a');
+  v.start(0);
+  e.pass(true);
+  const dev = later(e, v.id, 3);
+  const p = v.post(0, reqHeader({ op: TMEM_OP_NEW_POOL }), newPoolPayload(TMEM_POOL_PERSIST));
+  let passes = 0;
+  while (v.rings[0]!.usedIdx() === 0 && passes < 10) {
+    e.pass(true);
+    passes++;
+  }
+  t.equal(passes, 4, 'three passes parked, served at the fourth');
+  t.equal(dev.calls, 4);
+  t.same(v.rings[0]!.takeUsed(), [{ id: p.head, len: 16 }]);
 });

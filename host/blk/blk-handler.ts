@@ -76,6 +76,9 @@ export class BlkHandler {
   private readonly page = new Uint8Array(PAGE);
   /** Data bytes the current request wrote into the guest's buffers. */
   private written = 0;
+  /** The header readHeader read last: request type and first sector (Infinity past 2^44). */
+  private hdrType = 0;
+  private hdrSector = 0;
 
   /** serial: GET_ID's answer (ASCII, cut to 20 bytes; NUL-padded when shorter, as QEMU does). */
   constructor(store: BlockStore, serial: string) {
@@ -107,21 +110,9 @@ export class BlkHandler {
     if (R < BLK_HDR_SIZE) {
       status = this.fail(`header of ${R} bytes, want ${BLK_HDR_SIZE}`);
     } else {
-      let hv: DataView;
-      let ho: number;
-      if (rd.locate(0, BLK_HDR_SIZE)) {
-        hv = rd.views[rd.locIndex]!;
-        ho = rd.locOffset;
-      } else {
-        rd.readInto(0, this.hdr, 0, BLK_HDR_SIZE);
-        hv = this.hdrView;
-        ho = 0;
-      }
-      const type = hv.getUint32(ho + BLK_HDR_OFF_TYPE, true);
-      const lo = hv.getUint32(ho + BLK_HDR_OFF_SECTOR, true);
-      const hi = hv.getUint32(ho + BLK_HDR_OFF_SECTOR + 4, true);
-      // a sector beyond 2^44 is out of range for any disk; Infinity keeps the range checks simple
-      const sector = hi >= SECTOR_HI_LIMIT ? Infinity : hi * TWO32 + lo;
+      this.readHeader(rd);
+      const type = this.hdrType;
+      const sector = this.hdrSector;
       switch (type) {
         case VIRTIO_BLK_T_IN:
           c[BC.reads]++;
@@ -167,6 +158,58 @@ export class BlkHandler {
     wr.locate(W - 1, 1);
     wr.bufs[wr.locIndex]![wr.locOffset] = status;
     return this.written + 1;
+  }
+
+  /**
+   * Whether serving this chain now would wait for the disk: it reads pages
+   * that live in the overflow file and are not in the page cache (an IN, or
+   * the partly written first or last page of an OUT, which is merged). The
+   * kernel has then been asked to read them in (BlockStore.readyToRead).
+   * Nothing is counted or changed; a chain the handler would refuse never
+   * waits. Discard and write-zeroes merges are rare and not checked.
+   */
+  waitsForDisk(rd: SegmentList, wr: SegmentList): boolean {
+    const R = rd.total;
+    const W = wr.total;
+    if (W < 1 || R < BLK_HDR_SIZE || this.store.filePages === 0) return false;
+    this.readHeader(rd);
+    const start = this.hdrSector * SECTOR_SIZE;
+    if (this.hdrType === VIRTIO_BLK_T_IN) {
+      const len = W - 1;
+      if (R !== BLK_HDR_SIZE || len === 0 || this.rangeError(this.hdrSector, len) !== null) return false;
+      return !this.store.readyToRead(Math.floor(start / PAGE), Math.floor((start + len - 1) / PAGE));
+    }
+    if (this.hdrType === VIRTIO_BLK_T_OUT) {
+      const len = R - BLK_HDR_SIZE;
+      if (W !== 1 || len === 0 || this.rangeError(this.hdrSector, len) !== null) return false;
+      const first = Math.floor(start / PAGE);
+      const last = Math.floor((start + len - 1) / PAGE);
+      let ready = true;
+      // only pages written in part are read (merged); both are asked for at once
+      if (start % PAGE !== 0 || (first === last && len < PAGE)) ready = this.store.readyToRead(first, first);
+      if (last !== first && (start + len) % PAGE !== 0 && !this.store.readyToRead(last, last)) ready = false;
+      return !ready;
+    }
+    return false;
+  }
+
+  /** Reads the request header (its first 16 readable bytes, R >= 16) into hdrType and hdrSector. */
+  private readHeader(rd: SegmentList): void {
+    let hv: DataView;
+    let ho: number;
+    if (rd.locate(0, BLK_HDR_SIZE)) {
+      hv = rd.views[rd.locIndex]!;
+      ho = rd.locOffset;
+    } else {
+      rd.readInto(0, this.hdr, 0, BLK_HDR_SIZE);
+      hv = this.hdrView;
+      ho = 0;
+    }
+    this.hdrType = hv.getUint32(ho + BLK_HDR_OFF_TYPE, true);
+    const lo = hv.getUint32(ho + BLK_HDR_OFF_SECTOR, true);
+    const hi = hv.getUint32(ho + BLK_HDR_OFF_SECTOR + 4, true);
+    // a sector beyond 2^44 is out of range for any disk; Infinity keeps the range checks simple
+    this.hdrSector = hi >= SECTOR_HI_LIMIT ? Infinity : hi * TWO32 + lo;
   }
 
   /** A request the spec calls wrong (length, range, sizes): IOERR, and the chain counts as refused. */

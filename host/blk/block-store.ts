@@ -101,6 +101,22 @@ export class BlockStore {
     return true;
   }
 
+  /**
+   * Whether pages [first, last] can be read without waiting for the disk:
+   * none of them is in the overflow file, or those that are sit in the page
+   * cache. Every file page not cached is asked for (OverflowFile.readyToRead
+   * starts its read), so one wait covers the whole range.
+   */
+  readyToRead(first: number, last: number): boolean {
+    const file = this.file;
+    if (file === null || this.inFile.count === 0) return true;
+    let ready = true;
+    for (let p = first; p <= last; p++) {
+      if (this.inFile.has(p) && !this.inRam.has(p) && !this.bad.has(p) && !file.readyToRead(p)) ready = false;
+    }
+    return ready;
+  }
+
   /** Stores src[off, off + 4096) as page p. False (error says why) when it could be kept nowhere. */
   write(p: number, src: Uint8Array, off: number): boolean {
     const c = this.counters;
@@ -190,6 +206,11 @@ export class BlockStore {
       this.hot.clear(p);
       if (!this.inFile.has(p)) continue;
       budget--;
+      if (!file.readyToRead(p)) {
+        // on the disk, not in the page cache: its read has been started; promote it on a later step instead of waiting here
+        this.hot.set(p);
+        continue;
+      }
       if (!file.readPage(p, this.scratch, 0)) {
         this.counters[BC.readErrors]++;
         this.error = file.error;

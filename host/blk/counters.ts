@@ -31,6 +31,8 @@ export const BLK_COUNTERS = [
   { name: 'readErrors', help: 'page reads that failed (overflow file error, or a page lost by an earlier failed write)', kind: 'counter', unit: 'pages' },
   { name: 'ramPages', help: "the disk's pages in the store (RAM) now", kind: 'gauge', unit: 'pages' },
   { name: 'overflowPages', help: "the disk's pages in the overflow file now", kind: 'gauge', unit: 'pages' },
+  { name: 'diskWaits', help: 'requests that waited for overflow pages to reach the page cache (answered later, their reads started)', kind: 'counter', unit: 'requests' },
+  { name: 'parkTimeouts', help: 'requests served by reads that waited for the disk after waiting MAX_PARK_MS for the page cache', kind: 'counter', unit: 'requests' },
   { name: 'punchErrors', help: 'hole punches of the overflow file that failed (blocks stay allocated; no data affected)', kind: 'counter', unit: 'events' },
 ] as const;
 

@@ -9,11 +9,16 @@
 //
 // Node's fs calls are synchronous here on purpose: this runs in the data
 // plane worker, on the slow path (the store is full), and a request is
-// answered only once its data is written. A failure is never thrown on the
-// request path: the methods return false and `error` says why (the handler
-// answers VIRTIO_BLK_S_IOERR).
+// answered only once its data is written. So that a read never waits for
+// the disk while other guests wait behind it, readyToRead asks the page
+// cache first (native/file-cache.ts) and the device parks a request whose
+// pages are not there yet (host/blk/worker.ts). Writes go to the page cache
+// and are not parked. A failure is never thrown on the request path: the
+// methods return false and `error` says why (the handler answers
+// VIRTIO_BLK_S_IOERR).
 import * as fs from 'node:fs';
 import { punchHole } from '../../native/fallocate.js';
+import { fadvise, pageCached, POSIX_FADV_WILLNEED } from '../../native/file-cache.js';
 
 const PAGE = 4096;
 
@@ -23,6 +28,8 @@ export class OverflowFile {
   /** Why the last failed call failed (one line). */
   error = '';
   private fd: number;
+  /** preadv2(RWF_NOWAIT) works on this file system (readyToRead); cleared at the first EOPNOTSUPP. */
+  private nowaitWorks = true;
 
   private constructor(path: string, fd: number, sizeBytes: number) {
     this.path = path;
@@ -59,6 +66,28 @@ export class OverflowFile {
 
   get open(): boolean {
     return this.fd >= 0;
+  }
+
+  /**
+   * Whether page p can be read now without waiting for the disk (it is in
+   * the page cache). If not, the kernel is asked to start reading it in the
+   * background (WILLNEED) and false is returned: the caller parks its
+   * request and asks again later. True when the file system cannot tell
+   * (then every read may wait, as before) or on an error (the read reports it).
+   */
+  readyToRead(p: number): boolean {
+    if (!this.nowaitWorks) return true;
+    switch (pageCached(this.fd, p * PAGE)) {
+      case 'cached':
+      case 'error':
+        return true;
+      case 'unsupported':
+        this.nowaitWorks = false;
+        return true;
+      case 'uncached':
+        fadvise(this.fd, p * PAGE, PAGE, POSIX_FADV_WILLNEED);
+        return false;
+    }
   }
 
   /** Reads page p into dst[off, off + 4096). */

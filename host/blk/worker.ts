@@ -9,7 +9,8 @@
 // guest (host/tmem/store-guests.ts), held once and never released, so they
 // count with the VM's frontswap pages.
 import { TMEM_PAGE_SIZE } from '../../shared/abi.js';
-import type { DeviceKind, InstanceInfo, WorkerDevice, WorkerHost } from '../vhost-user/device.js';
+import { HANDLE_LATER, type DeviceKind, type InstanceInfo, type WorkerDevice, type WorkerHost } from '../vhost-user/device.js';
+import { performance } from 'node:perf_hooks';
 import { storeGuests, type StoreGuests, type VmStoreLimits } from '../tmem/store-guests.js';
 import { BlkHandler } from './blk-handler.js';
 import { BlockStore } from './block-store.js';
@@ -34,6 +35,14 @@ export interface BlkOpenParams extends VmStoreLimits {
  * pages before the other guests' turns, instead of about thirteen.
  */
 export const OVERFLOW_PAGE_UNITS = 64;
+
+/**
+ * How long one chain may wait for its overflow pages to reach the page
+ * cache (HANDLE_LATER) before it is served by a read that waits for the
+ * disk: a file system that ignores the read-ahead request must not hold a
+ * request forever. A disk read takes well under this.
+ */
+export const MAX_PARK_MS = 200;
 
 /** Pages promoted per idle call (each a pread and a store put: a few microseconds). */
 const PROMOTE_STEP = 4;
@@ -128,8 +137,25 @@ export class BlkInstance implements WorkerDevice {
 
   /** Budget units of the last request's overflow-file pages (WorkerDevice.extraCost). */
   extraCost = 0;
+  /** Per queue: when its head chain was first answered HANDLE_LATER (performance.now()), 0 when it is not parked. */
+  private readonly parkedSince: number[] = [];
 
-  handle(_queue: number, rd: Parameters<WorkerDevice['handle']>[1], wr: Parameters<WorkerDevice['handle']>[2]): number {
+  handle(queue: number, rd: Parameters<WorkerDevice['handle']>[1], wr: Parameters<WorkerDevice['handle']>[2]): number {
+    // Pages on the disk and not in the page cache: their reads are started
+    // and the chain waits (HANDLE_LATER) instead of the worker, which serves
+    // every other guest meanwhile. Past MAX_PARK_MS for one chain (a file
+    // system that never brings them in) it is served, waiting, as before.
+    const parked = this.parkedSince[queue];
+    if (parked === undefined || parked === 0 || performance.now() - parked < MAX_PARK_MS) {
+      if (this.disk.handler.waitsForDisk(rd, wr)) {
+        if (parked === undefined || parked === 0) {
+          this.parkedSince[queue] = performance.now();
+          this.disk.store.counters[BC.diskWaits]++;
+        }
+        return HANDLE_LATER;
+      }
+    } else this.disk.store.counters[BC.parkTimeouts]++;
+    this.parkedSince[queue] = 0;
     const c = this.disk.store.counters;
     const filePages = c[BC.overflowReads]! + c[BC.overflowWrites]!;
     const used = this.disk.handler.handle(rd, wr);

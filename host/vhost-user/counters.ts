@@ -13,6 +13,7 @@ export const VRING_COUNTERS = [
   { name: 'workUnits', help: 'fairness budget: work units spent (descriptors walked + 256-byte units moved)', kind: 'counter', unit: 'units' },
   { name: 'penalizedChains', help: 'fairness budget: chains charged the penalty (refused or answered an error)', kind: 'counter', unit: 'chains' },
   { name: 'turnsCut', help: 'fairness budget: turns that ended with work left, or were sat out repaying debt', kind: 'counter', unit: 'turns' },
+  { name: 'parkedChains', help: 'chains the device could not serve without waiting (its data on a disk): given back and offered again later, their queue waiting meanwhile', kind: 'counter', unit: 'chains' },
 ] as const;
 export const VC = counterIndex(VRING_COUNTERS);
 

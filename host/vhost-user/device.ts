@@ -158,6 +158,20 @@ export interface DeviceKind {
  * One connection's device in the worker. Every method runs on the worker
  * thread, next to the rings; `handle` is the hot path (no allocation).
  */
+/**
+ * WorkerDevice.handle's answer for "not now": serving the chain would wait
+ * (tmem-blk: its pages are on the disk, their read has been started), and
+ * nothing was done. The engine gives the head back, as if it had not been
+ * read, parks the queue (its later chains wait behind this one: completions
+ * stay in ring order) and serves everything else; it offers the chain
+ * again on each pass, at least every millisecond while any queue is
+ * parked. GET_VRING_BASE meanwhile reports the parked head as not yet
+ * taken, so a front-end that stops the ring gets it again at the next start.
+ * The device bounds how long it says this for one chain (a disk that never
+ * delivers must not hold a request forever).
+ */
+export const HANDLE_LATER = -1;
+
 export interface WorkerDevice {
   /** This instance's counters, laid out as DeviceKind.counters (the core sums them host-wide). */
   readonly counters: Float64Array;
@@ -197,7 +211,8 @@ export interface WorkerDevice {
   /**
    * Answers one request: `rd` the device-readable bytes, `wr` the writable
    * bytes, in chain order. Returns the used length (bytes written); 0 when
-   * the chain is unanswerable (then `error` says why).
+   * the chain is unanswerable (then `error` says why); HANDLE_LATER when
+   * answering now would wait (for a disk), having changed nothing.
    */
   handle(queue: number, rd: SegmentList, wr: SegmentList): number;
   /** RESET_OWNER/RESET_DEVICE: the rings stopped; the connection stays. */

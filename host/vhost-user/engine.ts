@@ -35,7 +35,7 @@ import { ChainWalker } from '../virtio/chain.js';
 import { GuestMemory, mappedWindows, type RegionSource } from '../virtio/guest-memory.js';
 import { SplitQueue } from '../virtio/split-queue.js';
 import { countersObject } from '../counters.js';
-import type { DeviceKind, InstanceInfo, MemoryPolicy, MemoryRegion, VringAddr, WorkerDevice } from './device.js';
+import { HANDLE_LATER, type DeviceKind, type InstanceInfo, type MemoryPolicy, type MemoryRegion, type VringAddr, type WorkerDevice } from './device.js';
 import { VC, VRING_COUNTERS } from './counters.js';
 import { VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from './messages.js';
 
@@ -104,6 +104,8 @@ export class Queue {
   ring: SplitQueue | null = null;
   /** Scan at the next pass even without a kick (just enabled, or kicked). */
   scan = false;
+  /** The device answered HANDLE_LATER for the chain at the ring's head: offered again every pass until it is served. */
+  parked = false;
   completed = 0;
   unanswerable = 0;
 
@@ -167,6 +169,12 @@ export class Engine {
    * again soon rather than sleep.
    */
   deferred = false;
+  /**
+   * Set by pass(): a queue waits for its device (HANDLE_LATER). The worker
+   * then sleeps at most a millisecond, so the parked chain is offered again
+   * soon after its data can have arrived.
+   */
+  parked = false;
   /** Bumped whenever the set of running queues or their kick fds changes. */
   generation = 0;
   /**
@@ -617,6 +625,19 @@ export class Engine {
           let unanswerable: string | null = null;
           if (walker.walk(ring.descView, ring.descOff, ring.num, head, g.indirect)) {
             len = dev.handle(q.index, walker.readable, walker.writable);
+            if (len === HANDLE_LATER) {
+              // Not now (device.ts): the head goes back, the queue waits
+              // behind it and is offered again next pass. The walk is paid.
+              ring.lastAvail = (ring.lastAvail - 1) & 0xffff;
+              if (!q.parked) c[VC.parkedChains]!++;
+              q.parked = true;
+              const cost = walker.descriptors > 0 ? walker.descriptors : 1;
+              credit -= cost;
+              c[VC.workUnits] += cost;
+              stopped = true;
+              break;
+            }
+            q.parked = false;
             if (len === 0) {
               c[VC.unanswerable]!++;
               q.unanswerable++;
@@ -699,6 +720,7 @@ export class Engine {
   pass(all: boolean): number {
     let work = 0;
     let deferred = false;
+    let parked = false;
     const gs = this.runInstances;
     for (let i = 0; i < gs.length; i++) {
       const g = gs[i]!;
@@ -716,9 +738,10 @@ export class Engine {
       for (let k = 0; k < nq; k++) {
         const pos = first + k < nq ? first + k : first + k - nq;
         const q = qs[pos]!;
-        if (!all && !q.scan && q.kickFd >= 0) continue;
+        if (!all && !q.scan && !q.parked && q.kickFd >= 0) continue;
         q.scan = false;
         work += this.serveQueue(g, q);
+        if (q.parked) parked = true;
         if (g.credit <= 0) {
           // Turn over, perhaps with more waiting here: the instance's other
           // queues go first next turn, then this one again.
@@ -728,10 +751,12 @@ export class Engine {
           deferred = true;
           break;
         }
-        if (!all && q.ring !== null && q.ring.enableKicks()) q.scan = true;
+        // a parked queue's head is still pending: it is offered again by the parked path, not scanned at once (no spin)
+        if (!all && q.ring !== null && q.ring.enableKicks() && !q.parked) q.scan = true;
       }
     }
     this.deferred = deferred;
+    this.parked = parked;
     // Requests served may leave idle work (tmem: prefault ahead, reclaim after DESTROY_POOL/RESET).
     if (work > 0 && !this.idlePending) this.idlePending = this.idleWanted();
     return work;

@@ -153,7 +153,8 @@ class VringWorker {
           idle = e.idle();
         }
         this.buildPollSet();
-        this.wait(scan || idle || e.deferred || this.commandsPending() ? 0 : this.anyNoKick ? 1 : 1000);
+        // a parked queue (HANDLE_LATER) is offered again after at most 1 ms, as a queue without a kick fd is polled
+        this.wait(scan || idle || e.deferred || this.commandsPending() ? 0 : this.anyNoKick || e.parked ? 1 : 1000);
       } catch (err) {
         this.loopError(err);
       }

@@ -28,7 +28,7 @@
 import t, { type Test } from 'tap';
 import { ChainWalker } from '../host/virtio/chain.js';
 import { GuestMemory, SegmentList, type RegionSource } from '../host/virtio/guest-memory.js';
-import { Engine, type EngineOs, type OsMapping } from '../host/vhost-user/engine.js';
+import { Engine, TURN_UNITS, type EngineOs, type OsMapping } from '../host/vhost-user/engine.js';
 import type { WorkerHost, WorkerDevice } from '../host/vhost-user/device.js';
 import { createDeviceKind as createTmemKind, type TmemInstance } from '../host/tmem/worker.js';
 import { createDeviceKind as createBlkKind, type BlkInstance, type BlkOpenParams } from '../host/blk/worker.js';
@@ -83,7 +83,7 @@ function envInt(name: string, def: number): number {
 
 const SEED = envInt('TMEM_FUZZ_SEED', 0x7e3c_2026) >>> 0;
 /** Rounds of the engine fuzz per mode; the walker fuzz walks WALKS_PER_ROUND chains per round. */
-const ITERS = envInt('TMEM_FUZZ_ITERS', 120);
+const ITERS = envInt('TMEM_FUZZ_ITERS', 150);
 const WALKS_PER_ROUND = 25;
 const REPLAY = `TMEM_FUZZ_SEED=${SEED} TMEM_FUZZ_ITERS=${ITERS}`;
 
@@ -941,8 +941,14 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
     if (poll) return;
     for (const g of e.instances.values()) for (const q of g.queues) if (q.ring) e.kicked(g, q);
   };
+  /** Non-zero: the descriptor-read budget is per pass (chaotic rings), not per round. */
+  let perPass = 0;
   /** One pass; an exception escaping the engine is a failure. */
   const pass = (): number => {
+    if (perPass > 0) {
+      budget.reads = 0;
+      budget.limit = perPass;
+    }
     try {
       return e.pass(poll);
     } catch (err) {
@@ -1091,15 +1097,19 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
     };
   };
 
-  const stats = { rounds: 0, chains: 0, completed: 0, seen: 0, broken: 0, jumps: 0, statusChecked: 0 };
+  const stats = { rounds: 0, chains: 0, completed: 0, seen: 0, broken: 0, jumps: 0, statusChecked: 0, chaos: 0, chaosSeen: 0 };
   for (let round = 0; round < ITERS; round++) {
     c.where = `${poll ? 'poll' : 'notify'} round ${round}`;
     stats.rounds++;
     const plans: RoundPlan[] = [];
     for (const h of hostile) plans.push(prepareRound(e, rng, h, startQueue));
-    // each chain made available is walked once (a blk queue may try one more), each walk reads at most the queue size + 1 descriptors
+    // each chain made available is walked once (a blk queue may try one more), each walk reads at most the queue size + 1
+    // descriptors; with chaotic rings (completions may add work) a pass serves at most TURN_UNITS + 1 chains a queue
+    const chaos = plans.some((pl) => pl.chaos);
     budget.reads = 0;
     budget.limit = plans.reduce((n, pl) => n + 2 * (pl.num + 1) * (pl.made + 1), 0);
+    const chaosLimit = plans.reduce((n, pl) => n + 2 * (pl.num + 1) * (TURN_UNITS + 2), 0);
+    perPass = chaos ? chaosLimit : 0;
     const politeChecks = polite.map((p) => politeBatch(p));
     kickAll();
     pass();
@@ -1110,12 +1120,19 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
     pass();
     for (const ch of politeChecks2) ch();
     let passes = 2;
-    while (passes < MAX_PASSES) {
+    // chaotic rings may feed themselves (completions rewriting avail entries): those rounds are cut short
+    const maxPasses = chaos ? 400 : MAX_PASSES;
+    while (passes < maxPasses) {
       const n = pass();
       passes++;
       if (n === 0 && !e.deferred) break;
+      // the guest moves its event fields while the device works (its own writes: not the device's doing)
+      for (const pl of plans) {
+        if (pl.chaos || !rng.chance(0.1)) continue;
+        for (const o of [AVAIL_AT, AVAIL_AT + 1, AVAIL_AT + 4 + 2 * pl.num, AVAIL_AT + 5 + 2 * pl.num]) pl.before0[o] = pl.h.ram0[o] = rng.int(256);
+      }
     }
-    c.ok(passes < MAX_PASSES, `the engine did not settle within ${MAX_PASSES} passes`);
+    c.ok(chaos || passes < MAX_PASSES, `the engine did not settle within ${MAX_PASSES} passes`);
     for (const pl of plans) {
       const r = checkRound(c, e, pl);
       stats.chains += pl.made;
@@ -1124,6 +1141,10 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
       stats.statusChecked += r.statusChecked;
       if (r.broken) stats.broken++;
       if (pl.jump) stats.jumps++;
+      if (pl.chaos) {
+        stats.chaos++;
+        stats.chaosSeen += r.seen;
+      }
     }
     // the engine turns an exception while serving a queue into a broken queue: none may happen
     const internal = logs.find((l) => /internal error/.test(l));
@@ -1134,7 +1155,7 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
   t.equal(
     c.fails,
     0,
-    `${c.checks} checks in ${stats.rounds} rounds: ${stats.chains} hostile chains made available, ${stats.completed} completed, ${stats.seen} reached a device (${stats.statusChecked} answers checked against the rules), ${stats.broken} queues broken (${stats.jumps} by idx jumps)`,
+    `${c.checks} checks in ${stats.rounds} rounds: ${stats.chains} hostile chains made available, ${stats.completed} completed, ${stats.seen} reached a device (${stats.statusChecked} answers checked against the rules), ${stats.broken} queues broken (${stats.jumps} by idx jumps), ${stats.chaos} rings placed anywhere (${stats.chaosSeen} of their chains reached a device)`,
   );
   t.ok(stats.seen > stats.chains / 10 && stats.completed < stats.chains, `the generator reaches the devices and the refusals (${stats.seen} seen, ${stats.completed} of ${stats.chains} completed)`);
   e.closeAll();
@@ -1142,6 +1163,8 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
 
 interface RoundPlan {
   h: Hostile;
+  /** Rings placed anywhere (misaligned, split, overlapping, outside RAM): only the engine's safety is checked. */
+  chaos: boolean;
   num: number;
   base: number;
   /** Chains made available (0 when the idx jumped past the queue size). */
@@ -1204,6 +1227,7 @@ function prepareRound(e: Engine, rng: Rng, h: Hostile, startQueue: (id: number, 
   v.setUint16(USED_AT + 2, base, true);
   v.setUint16(USED_AT + 4 + 8 * num, rng.int(0x10000), true);
   v.setUint16(AVAIL_AT + 2, base, true);
+  if (rng.chance(CHAOS)) return chaosRound(rng, h, num, base, startQueue);
   startQueue(h.id, num, base, UVA + DESC_AT, UVA + AVAIL_AT, UVA + USED_AT);
 
   // random descriptors everywhere first (slots no chain uses are garbage a head may name)
@@ -1256,7 +1280,67 @@ function prepareRound(e: Engine, rng: Rng, h: Hostile, startQueue: (id: number, 
   const ringHeads: number[] = [];
   for (let k = 0; k < made; k++) ringHeads.push(v.getUint16(AVAIL_AT + 4 + 2 * ((base + k) & (num - 1)), true));
   const models = ringHeads.map((hd) => modelWalk(h.L, ram, DESC_AT, num, hd, indirect, 1024));
-  return { h, num, base, made, jump, heads: ringHeads, models, before0: ram.slice(), before1: h.ram1.slice() };
+  return { h, chaos: false, num, base, made, jump, heads: ringHeads, models, before0: ram.slice(), before1: h.ram1.slice() };
+}
+
+/** Share of rounds whose rings a hostile guest places anywhere. */
+const CHAOS = 0.08;
+
+/**
+ * Rings where the guest likes: misaligned, across the first window's edge, in
+ * the second region (across its windows), on top of each other (the used
+ * ring then rewrites descriptors and avail entries as the device completes),
+ * outside RAM or beyond 2^53. The engine refuses the placement or serves
+ * whatever the rings say; either way nothing escapes it and the polite
+ * guests are served.
+ */
+function chaosRound(rng: Rng, h: Hostile, num: number, base: number, startQueue: (id: number, num: number, base: number, desc: number, avail: number, used: number) => void): RoundPlan {
+  const uvaOf = (gpa: number) => (gpa < R0_SIZE ? UVA + gpa : UVA + 16 * MiB + (gpa - h.r1gpa));
+  const at = (align: number, size: number): number => {
+    switch (rng.int(7)) {
+      case 0:
+        return UVA + align * rng.int(Math.floor((CTRL - size) / align));
+      case 1:
+        return UVA + align * rng.int(Math.floor((CTRL - size) / align)) + rng.range(1, align - 1);
+      case 2:
+        return UVA + CTRL - rng.range(1, size);
+      case 3:
+        return uvaOf(h.r1gpa + align * rng.int(Math.floor((R1_SIZE - size) / align)));
+      case 4:
+        return rng.pick([UVA + 64 * MiB, 0x1000, UVA + R0_SIZE - 2, 2 ** 60]);
+      default:
+        return UVA + align * rng.int(8);
+    }
+  };
+  const desc = at(16, 16 * num);
+  const avail = at(2, 6 + 2 * num);
+  const used = at(4, 6 + 8 * num);
+  const v = dv(h.ram0);
+  const r0 = (uva: number, n: number) => (uva >= UVA && uva - UVA + n <= R0_SIZE ? uva - UVA : -1);
+  const safe = new SafeDesc(rng, h);
+  // requests in the table where it is in region 0 (perhaps under the other rings), garbage around them
+  const d = r0(desc, 16 * num);
+  const heads: number[] = [];
+  if (d >= 0) {
+    for (let i = 0; i < num; i++) safe.random(h.ram0, d + 16 * i, num, [TABLES_AT]);
+    let slot = 0;
+    for (;;) {
+      const descs = splitBufs(rng, h, h.kind === 'tmem' ? tmemRequest(rng, h) : blkRequest(rng, h));
+      if (descs.length === 0 || slot + descs.length > num) break;
+      layChain(h.ram0, d, descs, Array.from({ length: descs.length }, (_, i) => slot + i));
+      heads.push(slot);
+      slot += descs.length;
+    }
+  }
+  const u = r0(used, 6 + 8 * num);
+  if (u >= 0) v.setUint16(u + 2, base, true);
+  const a = r0(avail, 6 + 2 * num);
+  if (a >= 0) {
+    for (let i = 0; i < num; i++) v.setUint16(a + 4 + 2 * ((base + i) & (num - 1)), heads.length > 0 && rng.chance(0.9) ? heads[i % heads.length]! : rng.int(num + 1), true);
+    v.setUint16(a + 2, (base + rng.int(num + 1)) & 0xffff, true);
+  }
+  startQueue(h.id, num, base, desc, avail, used);
+  return { h, chaos: true, num, base, made: 0, jump: false, heads: [], models: [], before0: h.ram0, before1: h.ram1 };
 }
 
 function checkRound(c: Checker, e: Engine, pl: RoundPlan): { completed: number; seen: number; broken: boolean; statusChecked: number } {
@@ -1266,6 +1350,12 @@ function checkRound(c: Checker, e: Engine, pl: RoundPlan): { completed: number; 
   const v = dv(h.ram0);
   const usedIdx = v.getUint16(USED_AT + 2, true);
   const delta = (usedIdx - base) & 0xffff;
+  if (pl.chaos) {
+    // nothing to compare: that nothing escaped the engine and the polite guests were served is checked by the round
+    const n = h.seen.length;
+    h.seen.length = 0;
+    return { completed: 0, seen: n, broken: q.broken !== null, statusChecked: 0 };
+  }
   const who = `hostile ${h.kind} guest (queue ${num}, base ${base}, ${pl.made} made available${pl.jump ? ', idx jumped' : ''})`;
   let statusChecked = 0;
   c.ok(delta <= pl.made, () => `${who}: used idx moved by ${delta}`);

@@ -56,8 +56,11 @@ import {
   TMEM_OP_PUT_PAGE,
   TMEM_OP_RESET,
   TMEM_POOL_PERSIST,
+  TMEM_S_DENIED,
+  TMEM_S_FROZEN,
   TMEM_S_INVALID,
   TMEM_S_MISS,
+  TMEM_S_NOSPACE,
   TMEM_S_OK,
   TMEM_S_UNSUPPORTED,
 } from '../shared/abi.js';
@@ -799,8 +802,11 @@ function tmemExpect(s: Seen): { used: number | null; status: number | null } {
   const p = OP_PAYLOAD[op];
   if (p === undefined) return { used: 16, status: TMEM_S_UNSUPPORTED };
   if (s.R !== 48 + p[0] || s.W !== 16 + p[1] || (v.getUint32(4, true) & ~requestFlagsAllowed(op)) !== 0) return { used: 16, status: TMEM_S_INVALID };
-  return { used: null, status: null };
+  // a well-formed request: the store says the status; the data comes back with OK only (GET's page, INFO's record)
+  if (!TMEM_STATUSES.includes(s.status)) return { used: null, status: TMEM_S_OK };
+  return { used: 16 + (s.status === TMEM_S_OK ? p[1] : 0), status: null };
 }
+const TMEM_STATUSES = [TMEM_S_OK, TMEM_S_MISS, TMEM_S_INVALID, TMEM_S_NOSPACE, TMEM_S_DENIED, TMEM_S_FROZEN, TMEM_S_UNSUPPORTED];
 
 /** The answer the blk handler's rules give: used len (null: not checked) and status byte. */
 function blkExpect(s: Seen, capacitySectors: number): { used: number | null; status: number } {

@@ -764,8 +764,14 @@ function fakeHost(): WorkerHost {
   };
 }
 
-const limits = { maxmemBytes: 1n << 30n, shareGroup: null, tmemMaxBytes: null, ramFloorBytes: 0n, frozen: false };
-const blkParams = (pages: number, serial: string): BlkOpenParams => ({ ...limits, sizeBytes: pages * 4096, overflowPath: null, serial });
+/**
+ * Per-VM store limits. A hostile VM is capped at 2,048 pages (tmem-max), a
+ * quarter of the capacity, so however many handles it fills the polite
+ * guests' PUTs never meet a full store (NOSPACE would be right, but not what
+ * this test checks).
+ */
+const limits = (hostile: boolean) => ({ maxmemBytes: 1n << 30n, shareGroup: null, tmemMaxBytes: hostile ? 2048n * 4096n : null, ramFloorBytes: 0n, frozen: false });
+const blkParams = (pages: number, serial: string, hostile: boolean): BlkOpenParams => ({ ...limits(hostile), sizeBytes: pages * 4096, overflowPath: null, serial });
 
 /** What a device was asked and answered (recorded around WorkerDevice.handle). */
 interface Seen {
@@ -930,7 +936,8 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
   let nextFd = 10000;
   const open = (id: number, vm: string, kind: 'tmem' | 'blk', blkPages = 0): WorkerDevice => {
     const info = { id, vm, kind, numQueues: 1 };
-    const dev = kind === 'tmem' ? tmemKind.open(info, limits) : blkKind.open(info, blkParams(blkPages, vm));
+    const hostile = vm.startsWith('hostile');
+    const dev = kind === 'tmem' ? tmemKind.open(info, limits(hostile)) : blkKind.open(info, blkParams(blkPages, vm, hostile));
     e.open(info, { maxRamBytes: null, allowUnsealed: false }, dev);
     return dev;
   };
@@ -1590,7 +1597,8 @@ class SafeDesc {
       case 1:
         return h.r1gpa === R0_SIZE ? end + rng.int(MiB) : R0_SIZE - rng.int(Math.max(1, Math.min(len, 8192))); // past the end, or into the hole
       case 2:
-        return rng.pick([0xffff_ffff_ffff_fff0n, 1n << 53n, (1n << 53n) - 8n, 0x8000_0000_0000_0000n, BigInt(rng.u32()) << 32n]);
+        // far out, or a QEMU virtual address of this RAM (descriptors carry guest-physical ones)
+        return rng.pick([0xffff_ffff_ffff_fff0n, 1n << 53n, (1n << 53n) - 8n, 0x8000_0000_0000_0000n, BigInt(rng.u32()) << 32n, UVA + CTRL + rng.int(R0_SIZE - CTRL)]);
       case 3:
         return write ? place(rng, h, len) : rng.pick(tables.length > 0 ? [...tables, DESC_AT, AVAIL_AT, USED_AT] : [DESC_AT]);
       case 4:

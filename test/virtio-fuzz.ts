@@ -1258,7 +1258,8 @@ function prepareRound(e: Engine, rng: Rng, h: Hostile, startQueue: (id: number, 
     const useTable = indirect && table < NTABLES && descs.length <= TABLE_BYTES / 16 && rng.chance(0.3);
     if (useTable) {
       if (slot >= num) break;
-      const ta = tablesAddr[table++]!;
+      // a table need not be aligned (it stays inside its 4 KiB of the control area)
+      const ta = tablesAddr[table++]! + (16 * descs.length + 15 <= TABLE_BYTES && rng.chance(0.15) ? rng.range(1, 15) : 0);
       layChain(ram, ta, descs, Array.from({ length: descs.length }, (_, i) => i));
       const n = descs.length;
       const len = rng.chance(0.9) ? 16 * n : rng.pick([0, 8, 16 * (n + 1), 16 * (num + 1), 16 * n + 8]);

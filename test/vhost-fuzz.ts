@@ -293,7 +293,32 @@ function mutate(r: Rng, s: Step[]): void {
     if (!all.length) return null;
     return all[r.chance(0.5) ? r.int(all.length) : Math.max(r.int(all.length), r.int(all.length))]!;
   };
-  switch (r.int(18)) {
+  switch (r.int(20)) {
+    case 18:
+    case 19: {
+      // a well-formed memory table the worker has to judge: files too small, not sealed, not memory at all,
+      // offsets past the end, more than max-ram, holes; sometimes sent again while the rings run
+      const n = 1 + r.int(3);
+      const regions: MemoryRegionDesc[] = [];
+      const kinds: FdKind[] = [];
+      for (let i = 0; i < n; i++) {
+        const reg = region(i);
+        const twist = r.int(8);
+        regions.push(
+          twist === 0 ? { ...reg, mmapOffset: r.pick([RAM_FILE, RAM_FILE - 4096n, REGION + 4096n, 4095n, 1n << 40n]) }
+          : twist === 1 ? { ...reg, size: r.pick([RAM_FILE + 4096n, 1n << 30n, 1n << 40n]) }
+          : twist === 2 ? { ...reg, userspaceAddr: reg.userspaceAddr + BigInt(r.pick([4096, -4096, 0x10000, 1 << 20])) }
+          : twist === 3 ? { ...reg, mmapOffset: BigInt(r.pick([4096, 0x1000 * 17, 0x80000])), size: REGION / 2n }
+          : reg,
+        );
+        kinds.push(twist === 4 ? r.pick(['ramUnsealed', 'ramTiny', 'devnull', 'eventfd', 'socket'] as const) : r.chance(0.3) ? 'ramGarbage' : 'ram');
+      }
+      const m: Msg = { req: R.SET_MEM_TABLE, flags: r.chance(0.7) ? ACK : V1, payload: encodeMemTable(regions), fds: kinds };
+      const at = msgs().find(([x]) => x.m.req === R.SET_MEM_TABLE);
+      if (at && r.chance(0.6)) at[0].m = m;
+      else s.splice(s.length - r.int(Math.min(6, s.length + 1)), 0, { kind: 'msg', m });
+      break;
+    }
     case 17: {
       // guest RAM full of garbage, the rings kicked: the worker parses whatever is there
       for (const [x] of msgs()) if (x.m.req === R.SET_MEM_TABLE) x.m.fds = x.m.fds.map((k) => (k === 'ram' ? 'ramGarbage' : k));
@@ -1050,12 +1075,13 @@ t.test(`built daemon: ${DAEMON_ITERS} fuzzed connections on one VM while the loa
   await d.waitFor(/ready:/);
   const pid = d.proc.pid!;
   const lg = (seed: number, ops: number) => runLoadgen('verify', sock('ok'), ['--queues', '2', '--depth', '8', '--ops', String(ops), '--seed', String(seed), '--timeout-ms', '10000'], 120000);
-  /** Whether VM ok has no connection (asked over the control socket: its log lines are rate-limited). */
-  const okGone = async () => {
+  /** Whether VM `vm` has no connection (asked over the control socket: its log lines are rate-limited). */
+  const gone = async (vm: string) => {
     const r = await requestDaemon(ctl, { cmd: 'guests' }, 10000);
     if (!r.ok) throw new Error(`guests: ${r.error}`);
-    return !(r.result as { name: string; connected: boolean }[]).find((g) => g.name === 'ok')!.connected;
+    return !(r.result as { name: string; connected: boolean }[]).find((g) => g.name === vm)!.connected;
   };
+  const okGone = () => gone('ok');
 
   // warm-up, then the baseline: the pinger connected, the store made, one load generator run come and gone
   const pg = new VhostSocket(sock('pg'), 5000);
@@ -1121,6 +1147,7 @@ t.test(`built daemon: ${DAEMON_ITERS} fuzzed connections on one VM while the loa
   const gaps = answers.slice(1).map((a, k) => a - answers[k]!);
   const maxGap = Math.max(...gaps);
   t.ok(maxGap < 10000, `VM pg answered GET_FEATURES ${answers.length} times, the longest gap between answers ${maxGap} ms`);
+  t.ok(await until(() => gone('fz'), 10000), 'the last fuzzed connection closed once its front-end left');
   t.ok(await until(() => fdCountOf(pid) === baseline, 20000), `tmemd's fds back to the baseline of ${baseline} (${fdCountOf(pid)} now) once the fuzzed connections are gone`);
 
   // a reason line for each closed connection, as far as the per-VM limiter lets lines through (100 a minute): connected, why, left

@@ -55,7 +55,7 @@ import { requestDaemon } from '../host/control/client.js';
 const DEFAULT_SEED = 0x7e3d1;
 const SEED = envInt('TMEM_FUZZ_SEED', DEFAULT_SEED);
 const ITERS = envInt('TMEM_FUZZ_ITERS', 800);
-const DAEMON_ITERS = envInt('TMEM_FUZZ_DAEMON_ITERS', 400);
+const DAEMON_ITERS = envInt('TMEM_FUZZ_DAEMON_ITERS', 300);
 /** Only this iteration (of each part): the replay of one failure. */
 const ONLY = process.env.TMEM_FUZZ_ONLY ? envInt('TMEM_FUZZ_ONLY', 0) : null;
 const iterations = (n: number): number[] => (ONLY !== null ? [ONLY] : Array.from({ length: n }, (_, i) => i));
@@ -293,7 +293,18 @@ function mutate(r: Rng, s: Step[]): void {
     if (!all.length) return null;
     return all[r.chance(0.5) ? r.int(all.length) : Math.max(r.int(all.length), r.int(all.length))]!;
   };
-  switch (r.int(20)) {
+  switch (r.int(21)) {
+    case 20: {
+      // a flood: more messages than a connection handles per wakeup (64), every one wanting an answer
+      const m = r.pick([
+        { req: R.GET_FEATURES, flags: V1, payload: Buffer.alloc(0), fds: [] },
+        { req: R.GET_QUEUE_NUM, flags: ACK, payload: Buffer.alloc(0), fds: [] },
+        { req: R.SET_VRING_BASE, flags: ACK, payload: encodeVringState({ index: 0, num: 0 }), fds: [] },
+      ] as Msg[]);
+      const copies: Step[] = Array.from({ length: 60 + r.int(200) }, () => ({ kind: 'msg', m: { ...m, fds: [] } }));
+      s.splice(r.int(s.length + 1), 0, ...copies);
+      break;
+    }
     case 18:
     case 19: {
       // a well-formed memory table the worker has to judge: files too small, not sealed, not memory at all,
@@ -1023,13 +1034,18 @@ async function fuzzDaemonConnection(path: string, r: Rng, steps: Step[]): Promis
       else if (n) inbox = Buffer.concat([inbox, buf.subarray(0, n)]);
     }
   };
+  const all = chunks(r, steps);
+  // a quarter of the front-ends go away in the middle of a chunk (of a header, a payload)
+  const cut = r.chance(0.25) ? r.int(all.length) : -1;
   try {
-    for (const c of chunks(r, steps)) {
+    for (const [ci, c] of all.entries()) {
       if ('kind' in c) {
         if (c.kind === 'kick') for (const k of fdf.kicks) native.eventfdWrite(k, 1n);
         else break; // hangup, or the daemon's close (which only the in-process part can make): the front-end goes here
         continue;
       }
+      if (ci === cut) c.bytes = c.bytes.subarray(0, r.int(c.bytes.length));
+      if (c.bytes.length === 0) break;
       const fds = c.fds.map((k) => fdf.make(k));
       if (c.reqHint === R.SET_VRING_KICK) fdf.kicks.push(...fds.filter((_, i) => c.fds[i] === 'eventfd'));
       let off = 0;
@@ -1043,7 +1059,7 @@ async function fuzzDaemonConnection(path: string, r: Rng, steps: Step[]): Promis
       }
       sent.push(c.bytes);
       drain(0);
-      if (eof) break;
+      if (eof || ci === cut) break;
       if (r.chance(0.2)) await new Promise((res) => setTimeout(res, r.int(3)));
     }
     if (r.chance(0.5)) drain(300);

@@ -29,7 +29,7 @@ import t, { type Test } from 'tap';
 import { ChainWalker } from '../host/virtio/chain.js';
 import { GuestMemory, SegmentList, type RegionSource } from '../host/virtio/guest-memory.js';
 import { Engine, TURN_UNITS, type EngineOs, type OsMapping } from '../host/vhost-user/engine.js';
-import type { WorkerHost, WorkerDevice } from '../host/vhost-user/device.js';
+import { HANDLE_LATER, type WorkerHost, type WorkerDevice } from '../host/vhost-user/device.js';
 import { createDeviceKind as createTmemKind, type TmemInstance } from '../host/tmem/worker.js';
 import { createDeviceKind as createBlkKind, type BlkInstance, type BlkOpenParams } from '../host/blk/worker.js';
 import { requestFlagsAllowed } from '../host/tmem/store/store.js';
@@ -782,10 +782,33 @@ interface Seen {
   status: number;
 }
 
-function record(dev: WorkerDevice, status: () => number): Seen[] {
+/**
+ * "Not now" answers (HANDLE_LATER, as tmem-blk gives for pages on the disk)
+ * the test makes a hostile device give: at most `left` a round, at most
+ * twice in a row (a device bounds how long it parks one chain), so the
+ * engine's parking runs under hostile rings too.
+ */
+interface Later {
+  rng: Rng;
+  left: number;
+  streak: number;
+  count: number;
+}
+/** HANDLE_LATER answers a hostile device may give per round. */
+const LATER_PER_ROUND = 6;
+
+function record(dev: WorkerDevice, status: () => number, later: Later): Seen[] {
   const seen: Seen[] = [];
   const orig = dev.handle.bind(dev);
   dev.handle = (q, rd, wr) => {
+    if (later.left > 0 && later.streak < 2 && later.rng.chance(0.04)) {
+      // nothing done, nothing recorded: the engine offers the chain again
+      later.left--;
+      later.streak++;
+      later.count++;
+      return HANDLE_LATER;
+    }
+    later.streak = 0;
     const head = new Uint8Array(Math.min(rd.total, 16 + 16 * (BLK_MAX_DWZ_SEG + 2), 64 * KiB));
     rd.readInto(0, head, 0, head.length);
     const s: Seen = { R: rd.total, W: wr.total, head, used: -1, status: NaN };
@@ -868,13 +891,13 @@ class Hostile {
   /** Data area: where valid buffers go (never the rings or the indirect tables). */
   readonly data: { gpa: number; size: number }[];
   readonly edges: number[];
-  fd = 1000;
-  num = 0;
+  readonly later: Later;
 
   constructor(e: Engine, os: FakeOs, rng: Rng, id: number, kind: 'tmem' | 'blk', dev: WorkerDevice, status: () => number, budget: Budget) {
     this.id = id;
     this.kind = kind;
     this.dev = dev;
+    this.later = { rng: new Rng(rng.u32()), left: 0, streak: 0, count: 0 };
     this.r1gpa = rng.chance(0.5) ? R0_SIZE : R0_SIZE + MiB; // joined, or after a hole
     const ws = rng.pick([4096, 5000, 64 * KiB, MiB]);
     const fd0 = 500 + 2 * id;
@@ -895,7 +918,7 @@ class Hostile {
       { fd: fd0, guestPhysAddr: 0n, size: BigInt(R0_SIZE), userspaceAddr: BigInt(UVA), mmapOffset: 0n },
       { fd: fd1, guestPhysAddr: BigInt(this.r1gpa), size: BigInt(R1_SIZE), userspaceAddr: BigInt(UVA + 16 * MiB), mmapOffset: 0n },
     ]);
-    this.seen = record(dev, status);
+    this.seen = record(dev, status, this.later);
     // the engine's walker reads this guest's descriptors through these views: a walk that does not end throws (budget per round)
     for (const r of e.instances.get(id)!.mem!.regions) {
       for (const w of r.windows) {
@@ -1111,6 +1134,7 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
   };
 
   const stats = { rounds: 0, chains: 0, completed: 0, seen: 0, broken: 0, jumps: 0, statusChecked: 0, chaos: 0, chaosSeen: 0 };
+  const laterBefore = hostile.reduce((n, h) => n + h.later.count, 0);
   for (let round = 0; round < ITERS; round++) {
     c.where = `${poll ? 'poll' : 'notify'} round ${round}`;
     stats.rounds++;
@@ -1120,7 +1144,12 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
     // descriptors; with chaotic rings (completions may add work) a pass serves at most TURN_UNITS + 1 chains a queue
     const chaos = plans.some((pl) => pl.chaos);
     budget.reads = 0;
-    budget.limit = plans.reduce((n, pl) => n + 2 * (pl.num + 1) * (pl.made + 1), 0);
+    // (a chain the device answered HANDLE_LATER is walked again)
+    budget.limit = plans.reduce((n, pl) => n + 2 * (pl.num + 1) * (pl.made + 1 + LATER_PER_ROUND), 0);
+    for (const h of hostile) {
+      h.later.left = LATER_PER_ROUND;
+      h.later.streak = 0;
+    }
     const chaosLimit = plans.reduce((n, pl) => n + 2 * (pl.num + 1) * (TURN_UNITS + 2), 0);
     perPass = chaos ? chaosLimit : 0;
     const politeChecks = polite.map((p) => politeBatch(p));
@@ -1138,7 +1167,8 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
     while (passes < maxPasses) {
       const n = pass();
       passes++;
-      if (n === 0 && !e.deferred) break;
+      // a parked queue (HANDLE_LATER) is offered its chain again next pass
+      if (n === 0 && !e.deferred && !e.parked) break;
       // the guest moves its event fields while the device works (its own writes: not the device's doing)
       for (const pl of plans) {
         if (pl.chaos || !rng.chance(0.1)) continue;
@@ -1168,7 +1198,7 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
   t.equal(
     c.fails,
     0,
-    `${c.checks} checks in ${stats.rounds} rounds: ${stats.chains} hostile chains made available, ${stats.completed} completed, ${stats.seen} reached a device (${stats.statusChecked} answers checked against the rules), ${stats.broken} queues broken (${stats.jumps} by idx jumps), ${stats.chaos} rings placed anywhere (${stats.chaosSeen} of their chains reached a device)`,
+    `${c.checks} checks in ${stats.rounds} rounds: ${stats.chains} hostile chains made available, ${stats.completed} completed, ${stats.seen} reached a device (${stats.statusChecked} answers checked against the rules), ${stats.broken} queues broken (${stats.jumps} by idx jumps), ${stats.chaos} rings placed anywhere (${stats.chaosSeen} of their chains reached a device), ${hostile.reduce((n, h) => n + h.later.count, 0) - laterBefore} chains parked (HANDLE_LATER)`,
   );
   t.ok(stats.seen > stats.chains / 10 && stats.completed < stats.chains, `the generator reaches the devices and the refusals (${stats.seen} seen, ${stats.completed} of ${stats.chains} completed)`);
   e.closeAll();

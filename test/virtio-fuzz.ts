@@ -1133,7 +1133,7 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
     };
   };
 
-  const stats = { rounds: 0, chains: 0, completed: 0, seen: 0, broken: 0, jumps: 0, statusChecked: 0, chaos: 0, chaosSeen: 0 };
+  const stats = { rounds: 0, chains: 0, completed: 0, seen: 0, broken: 0, jumps: 0, statusChecked: 0, chaos: 0, chaosSeen: 0, restarts: 0 };
   const laterBefore = hostile.reduce((n, h) => n + h.later.count, 0);
   for (let round = 0; round < ITERS; round++) {
     c.where = `${poll ? 'poll' : 'notify'} round ${round}`;
@@ -1165,6 +1165,18 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
     // chaotic rings may feed themselves (completions rewriting avail entries): those rounds are cut short
     const maxPasses = chaos ? 400 : MAX_PASSES;
     while (passes < maxPasses) {
+      if (passes === 2) {
+        // the front-end stops and restarts a hostile ring mid-drain (GET_VRING_BASE, then the start sequence from
+        // the base it got): nothing is lost, done twice or reordered, a parked chain included
+        for (const pl of plans) {
+          const q = e.instances.get(pl.h.id)!.queues[0]!;
+          if (pl.chaos || q.ring === null || q.broken !== null || !rng.chance(0.2)) continue;
+          e.setVringEnable(pl.h.id, 0, false);
+          const b = e.getVringBase(pl.h.id, 0);
+          startQueue(pl.h.id, pl.num, b, UVA + DESC_AT, UVA + AVAIL_AT, UVA + USED_AT);
+          stats.restarts++;
+        }
+      }
       const n = pass();
       passes++;
       // a parked queue (HANDLE_LATER) is offered its chain again next pass
@@ -1198,7 +1210,7 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
   t.equal(
     c.fails,
     0,
-    `${c.checks} checks in ${stats.rounds} rounds: ${stats.chains} hostile chains made available, ${stats.completed} completed, ${stats.seen} reached a device (${stats.statusChecked} answers checked against the rules), ${stats.broken} queues broken (${stats.jumps} by idx jumps), ${stats.chaos} rings placed anywhere (${stats.chaosSeen} of their chains reached a device), ${hostile.reduce((n, h) => n + h.later.count, 0) - laterBefore} chains parked (HANDLE_LATER)`,
+    `${c.checks} checks in ${stats.rounds} rounds: ${stats.chains} hostile chains made available, ${stats.completed} completed, ${stats.seen} reached a device (${stats.statusChecked} answers checked against the rules), ${stats.broken} queues broken (${stats.jumps} by idx jumps), ${stats.chaos} rings placed anywhere (${stats.chaosSeen} of their chains reached a device), ${hostile.reduce((n, h) => n + h.later.count, 0) - laterBefore} chains parked (HANDLE_LATER), ${stats.restarts} rings restarted mid-drain`,
   );
   t.ok(stats.seen > stats.chains / 10 && stats.completed < stats.chains, `the generator reaches the devices and the refusals (${stats.seen} seen, ${stats.completed} of ${stats.chains} completed)`);
   e.closeAll();

@@ -14,9 +14,22 @@
 // and an epoll registration belongs to the open file, which the front-end
 // still holds; only the set's own fd lets it unregister the file before
 // letting go of it, so no stale registration keeps reporting a queue.
-import { c, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_EVENT_SIZE, EPOLLET, EPOLLIN, errno } from './libc.js';
+import { c, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_EVENT_SIZE, EPOLLET, EPOLLIN, errno, lib } from './libc.js';
 import { check, EINTR, ERRNO, SysError } from './errors.js';
 import { allocOwned, freeOwned, type Scratch } from './scratch.js';
+
+const ENOSYS = 38;
+/**
+ * epoll_pwait2 (a struct timespec timeout: sub-millisecond sleeps), or null
+ * where libc lacks it (glibc < 2.35) or the kernel said ENOSYS (< 5.11).
+ */
+type EpollPwait2 = (epfd: number, events: bigint, max: number, timeout: bigint, sigmask: null) => number;
+let epollPwait2: EpollPwait2 | null = null;
+try {
+  epollPwait2 = lib.func('int epoll_pwait2(int epfd, void *events, int maxevents, void *timeout, void *sigmask)') as unknown as EpollPwait2;
+} catch {
+  epollPwait2 = null;
+}
 
 const F_DUPFD_CLOEXEC = 1030;
 
@@ -34,7 +47,8 @@ export class EventfdSet {
     this.epfd = check('epoll_create1', c.epoll_create1(EPOLL_CLOEXEC), errno);
     this.maxEvents = maxEvents;
     this.events = allocOwned(maxEvents * EPOLL_EVENT_SIZE);
-    this.ctl = allocOwned(EPOLL_EVENT_SIZE);
+    // an epoll_event for epoll_ctl, or the struct timespec (16 bytes) of an epoll_pwait2
+    this.ctl = allocOwned(16);
   }
 
   /**
@@ -79,12 +93,25 @@ export class EventfdSet {
   /**
    * Sleeps until a watched eventfd is written or timeoutMs passes (-1:
    * forever). Writes the indexes of the entries that fired to ready[0..n)
-   * and returns n (at most ready.length); 0 on timeout or a signal.
+   * and returns n (at most ready.length); 0 on timeout or a signal. A
+   * fraction of a millisecond is kept (epoll_pwait2, Linux 5.11) where the
+   * kernel and libc have it, else rounded up to whole milliseconds.
    */
   wait(timeoutMs: number, ready: Int32Array): number {
     const max = Math.min(ready.length, this.maxEvents);
     if (max === 0) throw new RangeError('ready must have room for one entry');
-    const n = c.epoll_wait(this.epfd, this.events.ptr, max, timeoutMs) as number;
+    let n: number;
+    if (timeoutMs > 0 && !Number.isInteger(timeoutMs) && epollPwait2 !== null) {
+      const ts = this.ctl.dv;
+      const ns = Math.round(timeoutMs * 1e6);
+      ts.setBigInt64(0, BigInt(Math.floor(ns / 1e9)), true);
+      ts.setBigInt64(8, BigInt(ns % 1e9), true);
+      n = epollPwait2(this.epfd, this.events.ptr, max, this.ctl.ptr, null);
+      if (n < 0 && errno() === ENOSYS) {
+        epollPwait2 = null;
+        n = c.epoll_wait(this.epfd, this.events.ptr, max, Math.ceil(timeoutMs)) as number;
+      }
+    } else n = c.epoll_wait(this.epfd, this.events.ptr, max, timeoutMs < 0 ? -1 : Math.ceil(timeoutMs)) as number;
     if (n < 0) {
       const e = errno();
       if (e === EINTR) return 0;

@@ -100,3 +100,13 @@ t.test('close is final and idempotent; its fds are closed', async (t) => {
   t.throws(() => set.setFds(Int32Array.of(a), 1), { name: 'SysError', code: 'EBADF' });
   t.same(native.fstat(a), before, 'the owner\'s fd is untouched');
 });
+
+t.test('a timeout of a fraction of a millisecond (epoll_pwait2): a written fd is reported, an idle set times out with 0', async (t) => {
+  const fds = fresh(2);
+  const set = closeAtEnd(t, new native.EventfdSet(), ...fds);
+  set.setFds(Int32Array.from(fds), 2);
+  t.same(readyOf(set, 0.1), [], 'nothing written: back with nothing after 0.1 ms');
+  native.eventfdWrite(fds[1]!);
+  t.same(readyOf(set, 0.25), [1], 'the written fd');
+  t.same(readyOf(set, 2.5), [], 'a fractional timeout above a millisecond too');
+});

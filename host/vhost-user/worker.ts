@@ -44,6 +44,13 @@ type Level = 'error' | 'warn' | 'info' | 'debug';
  * of commands (those map and unmap), never on the data path; costs
  * microseconds.
  */
+/**
+ * How long the notify loop sleeps while a queue is parked (HANDLE_LATER):
+ * about one disk read (the chain waits for its pages to reach the page
+ * cache), so the chain is served soon after and the loop does not spin.
+ */
+const PARKED_RETRY_MS = 0.1;
+
 function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
@@ -153,8 +160,9 @@ class VringWorker {
           idle = e.idle();
         }
         this.buildPollSet();
-        // a parked queue (HANDLE_LATER) is offered again after at most 1 ms, as a queue without a kick fd is polled
-        this.wait(scan || idle || e.deferred || this.commandsPending() ? 0 : this.anyNoKick || e.parked ? 1 : 1000);
+        // a parked queue (HANDLE_LATER) is offered again every PARKED_RETRY_MS (its data is on the way from a
+        // disk: about a disk read), a queue without a kick fd every 1 ms
+        this.wait(scan || idle || e.deferred || this.commandsPending() ? 0 : e.parked ? PARKED_RETRY_MS : this.anyNoKick ? 1 : 1000);
       } catch (err) {
         this.loopError(err);
       }

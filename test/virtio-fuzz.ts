@@ -293,6 +293,8 @@ function cut(bytes: Uint8Array, first: number, ws: number): Uint8Array[] {
 
 interface ModelWalk {
   ok: boolean;
+  /** The chain went through an indirect table. */
+  indirect: boolean;
   /** Descriptors the walker reads (the one naming an indirect table included). */
   steps: number;
   rd: Piece[];
@@ -310,7 +312,7 @@ interface ModelWalk {
  * within `cap` segments.
  */
 function modelWalk(L: Layout, table: Uint8Array, tableOff: number, num: number, head: number, indirectAllowed: boolean, cap: number): ModelWalk {
-  const m: ModelWalk = { ok: false, steps: 0, rd: [], wr: [], rdTotal: 0, wrTotal: 0 };
+  const m: ModelWalk = { ok: false, indirect: false, steps: 0, rd: [], wr: [], rdTotal: 0, wrTotal: 0 };
   if (head >= num) return m;
   let ttl = num;
   let tb = table;
@@ -339,7 +341,7 @@ function modelWalk(L: Layout, table: Uint8Array, tableOff: number, num: number, 
       to = 0;
       tn = len / 16;
       idx = 0;
-      indirect = true;
+      indirect = m.indirect = true;
       continue;
     }
     const w = (flags & F_WR) !== 0;
@@ -536,9 +538,9 @@ function randDesc(rng: Rng, m: WalkMem, b: Uint8Array, off: number, tn: number, 
  * region with `huge`: lengths up to 4 GiB). Returns nothing: the model says
  * what it is.
  */
-function plantChain(rng: Rng, m: WalkMem, b: Uint8Array, off: number, slots: readonly number[], huge: boolean, tables: readonly number[]): void {
+function plantChain(rng: Rng, m: WalkMem, b: Uint8Array, off: number, slots: readonly number[], huge: boolean, tables: readonly number[], wild = 0.2, readOnly = false): void {
   const n = slots.length;
-  const firstW = rng.int(n + 1);
+  const firstW = readOnly ? n : rng.int(n + 1);
   for (let k = 0; k < n; k++) {
     let addr: number | bigint;
     let len: number;
@@ -548,7 +550,7 @@ function plantChain(rng: Rng, m: WalkMem, b: Uint8Array, off: number, slots: rea
     } else {
       len = rng.chance(0.1) ? 0 : rng.pick([1, 16, 48, 512, 4096, rng.range(1, 9000)]);
       const r = rng.pick(m.L.regions);
-      addr = rng.chance(0.2) ? randAddr(rng, m, len, tables) : r.gpa + rng.int(Math.max(1, r.size - len));
+      addr = rng.chance(wild) ? randAddr(rng, m, len, tables) : r.gpa + rng.int(Math.max(1, r.size - len));
     }
     const last = k === n - 1;
     putDesc(b, off + 16 * slots[k]!, addr, len, (last ? 0 : F_NEXT) | (k >= firstW ? F_WR : 0), last ? rng.int(0x10000) : slots[k + 1]!);
@@ -573,7 +575,7 @@ t.test(`the chain walker on random descriptor tables agrees with its rules and s
   for (const m of mems) m.L.count(budget);
   const tableViews = new Map<Uint8Array, CountingView>(mems.map((m) => [m.r0.bytes, new CountingView(m.r0.bytes, budget)]));
   const walkers = new Map<number, ChainWalker>();
-  const stats = { walks: 0, accepted: 0, segments: 0, over4G: 0, loops: 0 };
+  const stats = { walks: 0, accepted: 0, viaIndirect: 0, segments: 0, over4G: 0, loops: 0 };
   const walks = ITERS * WALKS_PER_ROUND;
   for (let it = 0; it < walks; it++) {
     c.where = `walk ${it}`;
@@ -613,12 +615,14 @@ t.test(`the chain walker on random descriptor tables agrees with its rules and s
     // the direct table: random, then perhaps a well-formed chain from the head
     for (let i = 0; i < num; i++) randDesc(rng, m, tb, tableOff + 16 * i, num, tAddrs);
     let head = rng.int(num);
+    let planted: { addr: number; n: number } | null = null;
     const shape = rng.int(10);
     if (shape < 6) {
-      const len = rng.chance(0.2) ? num : rng.range(1, Math.min(num, 24));
+      // (ending in an indirect table: a few readable buffers first, so that the table's chain may be well formed)
+      const len = shape === 2 ? rng.range(1, Math.min(num, 3)) : rng.chance(0.2) ? num : rng.range(1, Math.min(num, 24));
       const slots = slotsOf(rng, num, len);
       head = slots[0]!;
-      plantChain(rng, m, tb, tableOff, slots, shape === 0, tAddrs);
+      plantChain(rng, m, tb, tableOff, slots, shape === 0, tAddrs, shape === 2 ? 0.02 : 0.2, shape === 2);
       if (shape === 1) {
         // a loop: the last buffer points back into the chain
         const lastOff = tableOff + 16 * slots[len - 1]!;
@@ -628,8 +632,10 @@ t.test(`the chain walker on random descriptor tables agrees with its rules and s
       if (shape === 2 && tables.length > 0) {
         // ends in an indirect table holding a well-formed chain (or a nested one, or a misfit)
         const tt = rng.pick(tables);
+        planted = tt;
         const tbytes = new Uint8Array(16 * tt.n);
-        plantChain(rng, m, tbytes, 0, slotsOf(rng, tt.n, rng.range(1, tt.n)), false, tAddrs);
+        // a table's chain starts at its entry 0
+        plantChain(rng, m, tbytes, 0, [0, ...slotsOf(rng, tt.n - 1, rng.range(0, tt.n - 1)).map((x) => x + 1)], false, tAddrs, 0.05);
         if (rng.chance(0.1)) putDesc(tbytes, 16 * rng.int(tt.n), rng.pick(tAddrs), 16 * rng.range(1, 4), F_IND, 0);
         if (rng.chance(0.2)) {
           // a loop inside the table
@@ -648,7 +654,7 @@ t.test(`the chain walker on random descriptor tables agrees with its rules and s
     }
     // random contents for tables not written above
     for (const tt of tables) {
-      if (rng.chance(0.5)) {
+      if (tt !== planted && rng.chance(0.5)) {
         const tbytes = new Uint8Array(16 * tt.n);
         for (let i = 0; i < tt.n; i++) randDesc(rng, m, tbytes, 16 * i, tt.n, tAddrs);
         writeGuest(L, tt.addr, tbytes);
@@ -688,15 +694,16 @@ t.test(`the chain walker on random descriptor tables agrees with its rules and s
       continue;
     }
     stats.accepted++;
+    if (model.indirect) stats.viaIndirect++;
     stats.segments += w.readable.count + w.writable.count;
     checkSegments(c, L, w.readable, model.rd, model.rdTotal, 'readable');
     checkSegments(c, L, w.writable, model.wr, model.wrTotal, 'writable');
     c.ok(w.readable.total < TWO32 && w.writable.total < TWO32, 'a direction of 4 GiB or more accepted');
   }
-  t.equal(c.fails, 0, `${c.checks} checks on ${stats.walks} walks: ${stats.accepted} accepted (${stats.segments} segments), ${stats.loops} loops and ${stats.over4G} chains past 4 GiB refused`);
+  t.equal(c.fails, 0, `${c.checks} checks on ${stats.walks} walks: ${stats.accepted} accepted (${stats.viaIndirect} through an indirect table, ${stats.segments} segments), ${stats.loops} loops and ${stats.over4G} chains past 4 GiB refused`);
   // the generator must reach both verdicts and the interesting refusals, or the test checks little
   t.ok(stats.accepted > stats.walks / 20 && stats.accepted < stats.walks * 0.9, `both verdicts reached (${stats.accepted} of ${stats.walks} accepted)`);
-  if (walks >= 1000) t.ok(stats.over4G > 0 && stats.loops > 0, `loops (${stats.loops}) and chains past 4 GiB (${stats.over4G}) generated`);
+  if (walks >= 1000) t.ok(stats.over4G > 0 && stats.loops > 0 && stats.viaIndirect > 0, `loops (${stats.loops}), chains past 4 GiB (${stats.over4G}) and accepted indirect tables (${stats.viaIndirect}) generated`);
 });
 
 function writeGuest(L: Layout, addr: number, bytes: Uint8Array): void {

@@ -4,14 +4,19 @@
 // and the tmem and tmem-blk requests carried in them.
 //
 //   1. The chain walker (host/virtio/chain.ts) on random tables in a fake
-//      guest memory of several regions and windows, compared with a model of
-//      its rules written here: same verdict, same number of descriptors read
-//      (at most the queue size + 1: loops end), and on success segments that
-//      lie inside guest RAM, in order, summing to what the accepted
-//      descriptors say.
+//      guest memory of several regions and windows (and 8 GiB seen through
+//      512 windows of one buffer, for lengths past 2^32), compared with a
+//      model of its rules written here: same verdict, same number of
+//      descriptors read (at most the queue size + 1: every view it reads
+//      descriptors through counts, and a walk past that throws instead of
+//      spinning), and on success segments that lie inside guest RAM, in
+//      order, summing to what the accepted descriptors say.
 //   2. The engine (host/vhost-user/engine.ts) with the real tmem and tmem-blk
 //      worker devices on one store: two hostile guests fill their rings with
-//      random chains and indices while two well-behaved guests do verified
+//      random chains and indices (idx jumps, heads out of range or repeated,
+//      random event fields, now and then rings placed anywhere), their
+//      devices now and then answer HANDLE_LATER, the front-end now and then
+//      restarts a ring mid-drain, while two well-behaved guests do verified
 //      I/O in between. Every byte the engine changes in a hostile guest's RAM
 //      lies in its used ring or in a writable segment of a chain it
 //      completed; the used idx moves by at most the chains made available;

@@ -171,8 +171,8 @@ export class Engine {
   deferred = false;
   /**
    * Set by pass(): a queue waits for its device (HANDLE_LATER). The worker
-   * then sleeps at most a millisecond, so the parked chain is offered again
-   * soon after its data can have arrived.
+   * then sleeps only briefly (worker.ts, PARKED_RETRY_MS), so the parked
+   * chain is offered again soon after its data can have arrived.
    */
   parked = false;
   /** Bumped whenever the set of running queues or their kick fds changes. */

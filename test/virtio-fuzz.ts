@@ -1059,91 +1059,6 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
     p.pool = Number(r.value);
   }
 
-  /** Posts up to 4 verified requests for a polite guest; returns the check to run once they are answered. */
-  const politeBatch = (p: Polite): (() => void) => {
-    const n = rng.range(1, 4);
-    const checks: (() => void)[] = [];
-    const allowed: Piece[] = [{ gpa: p.ring.used, len: 6 + 8 * p.ring.num }];
-    const heads: number[] = [];
-    for (let k = 0; k < n; k++) {
-      const h = p.hdr[k]!;
-      const d = p.data[k]!;
-      const r = p.resp[k]!;
-      let descs: Desc[];
-      if (p.kind === 'tmem') {
-        const index = rng.int(32);
-        const oid: [bigint, bigint, bigint] = [7n, BigInt(index % 3), 0n];
-        const key = index;
-        const op = rng.pick([TMEM_OP_PUT_PAGE, TMEM_OP_PUT_PAGE, TMEM_OP_GET_PAGE, TMEM_OP_GET_PAGE, TMEM_OP_FLUSH_PAGE]);
-        p.g.write(h, reqHeader({ op, pool: p.pool, index, oid }));
-        if (op === TMEM_OP_PUT_PAGE) {
-          const page = new Uint8Array(4096);
-          rng.fill(page);
-          p.g.write(d, page);
-          descs = [{ addr: h, len: 48 }, { addr: d, len: 4096 }, { addr: r, len: 16, flags: F_WRITE }];
-          p.shadow.set(key, page);
-          checks.push(() => c.ok(readResp(p.g, r).status === TMEM_S_OK, `polite tmem PUT ${index}: status ${readResp(p.g, r).status}`));
-        } else if (op === TMEM_OP_GET_PAGE) {
-          const want = p.shadow.get(key);
-          p.g.ram.fill(0xaa, d, d + 4096);
-          descs = [{ addr: h, len: 48 }, { addr: d, len: 4096, flags: F_WRITE }, { addr: r, len: 16, flags: F_WRITE }];
-          allowed.push({ gpa: d, len: 4096 });
-          checks.push(() => {
-            const st = readResp(p.g, r).status;
-            if (want === undefined) c.ok(st === TMEM_S_MISS, `polite tmem GET ${index} of nothing: status ${st}`);
-            else c.ok(st === TMEM_S_OK && Buffer.from(p.g.read(d, 4096)).equals(want), `polite tmem GET ${index}: status ${st}, data ${st === TMEM_S_OK ? 'differs' : 'absent'}`);
-          });
-        } else {
-          descs = [{ addr: h, len: 48 }, { addr: r, len: 16, flags: F_WRITE }];
-          p.shadow.delete(key);
-          checks.push(() => c.ok(readResp(p.g, r).status === TMEM_S_OK || readResp(p.g, r).status === TMEM_S_MISS, `polite tmem FLUSH ${index}: status ${readResp(p.g, r).status}`));
-        }
-        allowed.push({ gpa: r, len: 16 });
-      } else {
-        const sectors = rng.range(1, 24);
-        const sector = rng.int(GOOD_BLK_PAGES * 8 - sectors + 1);
-        const write = rng.chance(0.5);
-        const hb = new Uint8Array(16);
-        dv(hb).setUint32(0, write ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN, true);
-        dv(hb).setBigUint64(8, BigInt(sector), true);
-        p.g.write(h, hb);
-        p.g.ram[r] = 0xee;
-        const len = sectors * 512;
-        // the data split at a random point: sub-page, unaligned I/O
-        const cutAt = rng.int(len + 1);
-        const parts = [
-          { addr: d, len: cutAt },
-          { addr: d + cutAt, len: len - cutAt },
-        ].filter((x) => x.len > 0);
-        if (write) {
-          const data = new Uint8Array(len);
-          rng.fill(data);
-          p.g.write(d, data);
-          p.disk.set(data, sector * 512);
-          descs = [{ addr: h, len: 16 }, ...parts, { addr: r, len: 1, flags: F_WRITE }];
-          checks.push(() => c.ok(p.g.ram[r] === VIRTIO_BLK_S_OK, `polite blk OUT ${sector}+${sectors}: status ${p.g.ram[r]}`));
-        } else {
-          const want = p.disk.slice(sector * 512, sector * 512 + len);
-          p.g.ram.fill(0xaa, d, d + len);
-          descs = [{ addr: h, len: 16 }, ...parts.map((x) => ({ ...x, flags: F_WRITE })), { addr: r, len: 1, flags: F_WRITE }];
-          allowed.push({ gpa: d, len });
-          checks.push(() => c.ok(p.g.ram[r] === VIRTIO_BLK_S_OK && Buffer.from(p.g.read(d, len)).equals(want), `polite blk IN ${sector}+${sectors}: status ${p.g.ram[r]}, data ${Buffer.from(p.g.read(d, len)).equals(want) ? 'right' : 'wrong'}`));
-        }
-        allowed.push({ gpa: r, len: 1 });
-      }
-      const head = p.ring.chain(descs);
-      heads.push(head);
-      p.ring.publish(head);
-    }
-    // what the guest wrote itself is not the engine's doing
-    const before = p.g.ram.slice();
-    return () => {
-      const used = p.ring.takeUsed();
-      c.ok(used.length === n && used.every((u, i) => u.id === heads[i]), () => `polite ${p.kind} guest: ${used.length} of ${n} requests answered in the pass they were posted in`);
-      for (const ch of checks) ch();
-      compareRam(c, `polite ${p.kind} guest`, [{ gpa: 0, now: p.g.ram, was: before }], allowed);
-    };
-  };
 
   const stats = { rounds: 0, chains: 0, completed: 0, seen: 0, broken: 0, jumps: 0, statusChecked: 0, chaos: 0, chaosSeen: 0, restarts: 0 };
   const laterBefore = hostile.reduce((n, h) => n + h.later.count, 0);
@@ -1164,12 +1079,12 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
     }
     const chaosLimit = plans.reduce((n, pl) => n + 2 * (pl.num + 1) * (TURN_UNITS + 2), 0);
     perPass = chaos ? chaosLimit : 0;
-    const politeChecks = polite.map((p) => politeBatch(p));
+    const politeChecks = polite.map((p) => politeBatch(c, rng, p));
     kickAll();
     pass();
     for (const ch of politeChecks) ch();
     // more verified I/O while the hostile rings are still being drained
-    const politeChecks2 = polite.map((p) => politeBatch(p));
+    const politeChecks2 = polite.map((p) => politeBatch(c, rng, p));
     kickAll();
     pass();
     for (const ch of politeChecks2) ch();
@@ -1226,6 +1141,92 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
   );
   t.ok(stats.seen > stats.chains / 10 && stats.completed < stats.chains, `the generator reaches the devices and the refusals (${stats.seen} seen, ${stats.completed} of ${stats.chains} completed)`);
   e.closeAll();
+}
+
+/** Posts up to 4 verified requests for a polite guest; returns the check to run once they are answered. */
+function politeBatch(c: Checker, rng: Rng, p: Polite): () => void {
+  const n = rng.range(1, 4);
+  const checks: (() => void)[] = [];
+  const allowed: Piece[] = [{ gpa: p.ring.used, len: 6 + 8 * p.ring.num }];
+  const heads: number[] = [];
+  for (let k = 0; k < n; k++) {
+    const h = p.hdr[k]!;
+    const d = p.data[k]!;
+    const r = p.resp[k]!;
+    let descs: Desc[];
+    if (p.kind === 'tmem') {
+      const index = rng.int(32);
+      const oid: [bigint, bigint, bigint] = [7n, BigInt(index % 3), 0n];
+      const key = index;
+      const op = rng.pick([TMEM_OP_PUT_PAGE, TMEM_OP_PUT_PAGE, TMEM_OP_GET_PAGE, TMEM_OP_GET_PAGE, TMEM_OP_FLUSH_PAGE]);
+      p.g.write(h, reqHeader({ op, pool: p.pool, index, oid }));
+      if (op === TMEM_OP_PUT_PAGE) {
+        const page = new Uint8Array(4096);
+        rng.fill(page);
+        p.g.write(d, page);
+        descs = [{ addr: h, len: 48 }, { addr: d, len: 4096 }, { addr: r, len: 16, flags: F_WRITE }];
+        p.shadow.set(key, page);
+        checks.push(() => c.ok(readResp(p.g, r).status === TMEM_S_OK, `polite tmem PUT ${index}: status ${readResp(p.g, r).status}`));
+      } else if (op === TMEM_OP_GET_PAGE) {
+        const want = p.shadow.get(key);
+        p.g.ram.fill(0xaa, d, d + 4096);
+        descs = [{ addr: h, len: 48 }, { addr: d, len: 4096, flags: F_WRITE }, { addr: r, len: 16, flags: F_WRITE }];
+        allowed.push({ gpa: d, len: 4096 });
+        checks.push(() => {
+          const st = readResp(p.g, r).status;
+          if (want === undefined) c.ok(st === TMEM_S_MISS, `polite tmem GET ${index} of nothing: status ${st}`);
+          else c.ok(st === TMEM_S_OK && Buffer.from(p.g.read(d, 4096)).equals(want), `polite tmem GET ${index}: status ${st}, data ${st === TMEM_S_OK ? 'differs' : 'absent'}`);
+        });
+      } else {
+        descs = [{ addr: h, len: 48 }, { addr: r, len: 16, flags: F_WRITE }];
+        p.shadow.delete(key);
+        checks.push(() => c.ok(readResp(p.g, r).status === TMEM_S_OK || readResp(p.g, r).status === TMEM_S_MISS, `polite tmem FLUSH ${index}: status ${readResp(p.g, r).status}`));
+      }
+      allowed.push({ gpa: r, len: 16 });
+    } else {
+      const sectors = rng.range(1, 24);
+      const sector = rng.int(GOOD_BLK_PAGES * 8 - sectors + 1);
+      const write = rng.chance(0.5);
+      const hb = new Uint8Array(16);
+      dv(hb).setUint32(0, write ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN, true);
+      dv(hb).setBigUint64(8, BigInt(sector), true);
+      p.g.write(h, hb);
+      p.g.ram[r] = 0xee;
+      const len = sectors * 512;
+      // the data split at a random point: sub-page, unaligned I/O
+      const cutAt = rng.int(len + 1);
+      const parts = [
+        { addr: d, len: cutAt },
+        { addr: d + cutAt, len: len - cutAt },
+      ].filter((x) => x.len > 0);
+      if (write) {
+        const data = new Uint8Array(len);
+        rng.fill(data);
+        p.g.write(d, data);
+        p.disk.set(data, sector * 512);
+        descs = [{ addr: h, len: 16 }, ...parts, { addr: r, len: 1, flags: F_WRITE }];
+        checks.push(() => c.ok(p.g.ram[r] === VIRTIO_BLK_S_OK, `polite blk OUT ${sector}+${sectors}: status ${p.g.ram[r]}`));
+      } else {
+        const want = p.disk.slice(sector * 512, sector * 512 + len);
+        p.g.ram.fill(0xaa, d, d + len);
+        descs = [{ addr: h, len: 16 }, ...parts.map((x) => ({ ...x, flags: F_WRITE })), { addr: r, len: 1, flags: F_WRITE }];
+        allowed.push({ gpa: d, len });
+        checks.push(() => c.ok(p.g.ram[r] === VIRTIO_BLK_S_OK && Buffer.from(p.g.read(d, len)).equals(want), `polite blk IN ${sector}+${sectors}: status ${p.g.ram[r]}, data ${Buffer.from(p.g.read(d, len)).equals(want) ? 'right' : 'wrong'}`));
+      }
+      allowed.push({ gpa: r, len: 1 });
+    }
+    const head = p.ring.chain(descs);
+    heads.push(head);
+    p.ring.publish(head);
+  }
+  // what the guest wrote itself is not the engine's doing
+  const before = p.g.ram.slice();
+  return () => {
+    const used = p.ring.takeUsed();
+    c.ok(used.length === n && used.every((u, i) => u.id === heads[i]), () => `polite ${p.kind} guest: ${used.length} of ${n} requests answered in the pass they were posted in`);
+    for (const ch of checks) ch();
+    compareRam(c, `polite ${p.kind} guest`, [{ gpa: 0, now: p.g.ram, was: before }], allowed);
+  };
 }
 
 interface RoundPlan {

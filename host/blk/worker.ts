@@ -145,10 +145,10 @@ export class BlkInstance implements WorkerDevice {
     // and the chain waits (HANDLE_LATER) instead of the worker, which serves
     // every other guest meanwhile. Past MAX_PARK_MS for one chain (a file
     // system that never brings them in) it is served, waiting, as before.
-    const parked = this.parkedSince[queue];
-    if (parked === undefined || parked === 0 || performance.now() - parked < MAX_PARK_MS) {
+    const parked = this.parkedSince[queue] ?? 0;
+    if (parked === 0 || performance.now() - parked < MAX_PARK_MS) {
       if (this.disk.handler.waitsForDisk(rd, wr)) {
-        if (parked === undefined || parked === 0) {
+        if (parked === 0) {
           this.parkedSince[queue] = performance.now();
           this.disk.store.counters[BC.diskWaits]++;
         }

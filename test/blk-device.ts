@@ -12,9 +12,10 @@ import * as path from 'node:path';
 import { BlkVm, BLK_PROTOCOL_FEATURES, overflowFileName } from '../host/blk/vm.js';
 import { createDeviceKind, type BlkInstance, type BlkOpenParams, MAX_PARK_MS, OVERFLOW_PAGE_UNITS } from '../host/blk/worker.js';
 import { fadvise, pageCached, POSIX_FADV_DONTNEED } from '../native/file-cache.js';
+import { fakeWorkerHost } from './engine/fakes.js';
 import { createDeviceKind as createTmemKind } from '../host/tmem/worker.js';
 import { storeGuests } from '../host/tmem/store-guests.js';
-import { HANDLE_LATER, type DeviceConnection, type WorkerHost } from '../host/vhost-user/device.js';
+import { HANDLE_LATER, type DeviceConnection } from '../host/vhost-user/device.js';
 import { SegmentList } from '../host/virtio/guest-memory.js';
 import { BC, blkCountersObject } from '../host/blk/counters.js';
 import { BLK_FEATURES } from '../host/blk/blk-config.js';
@@ -28,18 +29,7 @@ function tmpDir(t: Test): string {
   return d;
 }
 
-function fakeHost(capacityPages: number): WorkerHost {
-  const shared = new Map<string, unknown>();
-  return {
-    config: { capacityPages, maxPoolsPerGuest: 16 },
-    mode: 'notify',
-    log: () => {},
-    shared<T>(key: string, create: () => T): T {
-      if (!shared.has(key)) shared.set(key, create());
-      return shared.get(key) as T;
-    },
-  };
-}
+const fakeHost = (capacityPages: number) => fakeWorkerHost({ capacityPages, maxPoolsPerGuest: 16 }, 'notify');
 
 const conn = (id: number): DeviceConnection => ({ id, connectedAt: new Date(), guestRamBytes: 0n, control: async () => null });
 

@@ -11,18 +11,18 @@ import { HANDLE_LATER, type WorkerDevice } from '../host/vhost-user/device.js';
 import { INFO_LAYOUT } from '../host/tmem/info-layout.js';
 import { TmemDevice } from '../host/tmem/device.js';
 import { FakeStore } from './device-fake-store.js';
+import { FakeEventfds } from './engine/fakes.js';
 import { DriverRing, F_WRITE, FakeGuest, newPoolPayload, pattern, readResp, reqHeader } from './virtio-driver.js';
 
 const UVA = 0x7f00_0000_0000;
 const EVENT_IDX = 1n << 29n;
 const VERSION_1 = 1n << 32n;
 
-class FakeOs implements EngineOs {
+class FakeOs extends FakeEventfds implements EngineOs {
   files = new Map<number, Uint8Array>();
   closed: number[] = [];
   mapped = 0;
   unmapped = 0;
-  counts = new Map<number, bigint>();
   mmapShared(fd: number, length: bigint, offset: bigint): OsMapping {
     const f = this.files.get(fd);
     if (!f) throw new Error(`EBADF: fd ${fd}`);
@@ -34,14 +34,6 @@ class FakeOs implements EngineOs {
   }
   close(fd: number): void {
     this.closed.push(fd);
-  }
-  eventfdRead(fd: number): bigint | null {
-    const v = this.counts.get(fd) ?? 0n;
-    this.counts.set(fd, 0n);
-    return v === 0n ? null : v;
-  }
-  eventfdWrite(fd: number, v = 1n): void {
-    this.counts.set(fd, (this.counts.get(fd) ?? 0n) + v);
   }
 }
 

@@ -34,7 +34,7 @@ import t, { type Test } from 'tap';
 import { ChainWalker } from '../host/virtio/chain.js';
 import { GuestMemory, SegmentList, type RegionSource } from '../host/virtio/guest-memory.js';
 import { Engine, TURN_UNITS, type EngineOs, type OsMapping } from '../host/vhost-user/engine.js';
-import { HANDLE_LATER, type WorkerHost, type WorkerDevice } from '../host/vhost-user/device.js';
+import { HANDLE_LATER, type WorkerDevice } from '../host/vhost-user/device.js';
 import { createDeviceKind as createTmemKind, type TmemInstance } from '../host/tmem/worker.js';
 import { createDeviceKind as createBlkKind, type BlkInstance, type BlkOpenParams } from '../host/blk/worker.js';
 import { requestFlagsAllowed } from '../host/tmem/store/store.js';
@@ -69,6 +69,7 @@ import {
   TMEM_S_OK,
   TMEM_S_UNSUPPORTED,
 } from '../shared/abi.js';
+import { FakeEventfds, fakeWorkerHost } from './engine/fakes.js';
 import { DriverRing, F_WRITE, FakeGuest, newPoolPayload, readResp, reqHeader, type Desc } from './virtio-driver.js';
 
 const F_NEXT = 1;
@@ -741,9 +742,8 @@ const GOOD_BLK_PAGES = 64;
 /** Passes allowed to drain one round: far above the budget rule's worst case (256 chains x 4 turns each). */
 const MAX_PASSES = 20000;
 
-class FakeOs implements EngineOs {
+class FakeOs extends FakeEventfds implements EngineOs {
   files = new Map<number, { bytes: Uint8Array; first: number; ws: number }>();
-  counts = new Map<number, bigint>();
   mmapShared(fd: number, length: bigint, offset: bigint): OsMapping {
     const f = this.files.get(fd);
     if (!f) throw new Error(`EBADF: fd ${fd}`);
@@ -753,27 +753,6 @@ class FakeOs implements EngineOs {
   }
   munmap(): void {}
   close(): void {}
-  eventfdRead(fd: number): bigint | null {
-    const v = this.counts.get(fd) ?? 0n;
-    this.counts.set(fd, 0n);
-    return v === 0n ? null : v;
-  }
-  eventfdWrite(fd: number, v = 1n): void {
-    this.counts.set(fd, (this.counts.get(fd) ?? 0n) + v);
-  }
-}
-
-function fakeHost(): WorkerHost {
-  const shared = new Map<string, unknown>();
-  return {
-    config: { capacityPages: 8192, maxPoolsPerGuest: 8 },
-    mode: 'poll',
-    log: () => {},
-    shared<T>(key: string, create: () => T): T {
-      if (!shared.has(key)) shared.set(key, create());
-      return shared.get(key) as T;
-    },
-  };
 }
 
 /**
@@ -963,7 +942,7 @@ async function engineFuzz(t: Test, poll: boolean): Promise<void> {
   const os = new FakeOs();
   const logs: string[] = [];
   const e = new Engine(os, (l, m) => logs.push(`${l}: ${m}`), poll);
-  const host = fakeHost();
+  const host = fakeWorkerHost({ capacityPages: 8192, maxPoolsPerGuest: 8 }, 'poll');
   const tmemKind = createTmemKind(host);
   const blkKind = createBlkKind(host);
   e.addKind(tmemKind);
